@@ -1,0 +1,85 @@
+"""Class sets as data: one schema (`ClassInfo`), one loader (`load_class_set`).
+
+A class set fixes the label space: label i is the i-th class of the set, whatever subset a run
+generates, so synthetic rows share labels with the real dataset they extend (ImageNet-1k label 0 is
+tench in both).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthset.errors import SynthsetError
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One class of a set.
+
+    `class_name` is what prompts say ("crane"); `label_name` is the unique name of the `ClassLabel`
+    (two ImageNet classes are both called "crane", so each gets its wnid appended there).
+    """
+
+    label: int
+    class_name: str
+    label_name: str
+    wnid: str | None = None
+    gloss: str | None = None
+
+
+NAMED_SETS = ("imagenet-1k",)
+
+
+def unique_label_names(class_names: list[str], wnids: list[str | None]) -> list[str]:
+    """Class names, with the wnid (or label index) appended wherever a name is shared."""
+    counts = Counter(class_names)
+    return [
+        name if counts[name] == 1 else f"{name} ({wnid or index})"
+        for index, (name, wnid) in enumerate(zip(class_names, wnids, strict=True))
+    ]
+
+
+def load_class_set(name_or_path: str) -> list[ClassInfo]:
+    """The whole class set in label order: a named set or a custom list file."""
+    if name_or_path == "imagenet-1k":
+        from synthset.classes.imagenet import load_imagenet_1k
+
+        return load_imagenet_1k()
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml", ".txt"):
+        from synthset.classes.custom import load_class_list
+
+        return load_class_list(path)
+    raise SynthsetError(
+        f"classes.set: unknown class set {name_or_path!r} "
+        f"(named sets: {', '.join(NAMED_SETS)}; or a .yaml/.txt class list file)"
+    )
+
+
+def select_classes(
+    classes: list[ClassInfo], subset: list[str] | None, limit: int | None, set_name: str
+) -> list[ClassInfo]:
+    """The classes a run generates: those named in `subset` (by name, label name or wnid), then the first `limit`."""
+    selected = classes
+    if subset is not None:
+        index: dict[str, ClassInfo] = {}
+        for info in classes:
+            for key in (info.class_name, info.label_name, info.wnid):
+                if key is not None:
+                    index.setdefault(key, info)
+        ambiguous = {info.class_name for info in classes if info.class_name != info.label_name}
+        chosen = []
+        for key in subset:
+            if key in ambiguous:
+                raise SynthsetError(
+                    f"classes.subset: class name {key!r} is ambiguous in {set_name}; use its wnid or label name"
+                )
+            if key not in index:
+                raise SynthsetError(f"classes.subset: unknown class {key!r} in {set_name}")
+            chosen.append(index[key])
+        selected = sorted(set(chosen), key=lambda info: info.label)
+    if limit is not None:
+        selected = selected[:limit]
+    return selected

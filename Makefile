@@ -1,0 +1,43 @@
+# The two commands of the README: `make demo` and `make test`. Both install first (into .venv).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The tiny offline models are built once and cached here (see synthset/testing.py).
+export SYNTHSET_HOME ?= $(CURDIR)/.cache/synthset
+# On a CPU-only machine `accelerate launch --cpu --num_processes 2` silently starts ONE process;
+# these flags start two (synthset then forms a gloo group itself). On GPUs use your accelerate config.
+DEMO_PROCESSES ?= 2
+LAUNCH ?= $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(DEMO_PROCESSES) --num_machines 1 \
+	--mixed_precision no --dynamo_backend no
+
+.PHONY: install demo test lint format bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(VENV)/bin/pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: install
+	$(PY) -m synthset tiny-models
+	$(PY) -m synthset plan recipes/demo.yaml
+	$(LAUNCH) -m synthset generate runs/demo
+	$(PY) -m synthset build runs/demo
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf runs .cache .pytest_cache .ruff_cache

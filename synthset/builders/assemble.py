@@ -1,0 +1,154 @@
+"""The build stage: finished shards -> `dataset/`, the Hub layout that `load_dataset` reads as it is.
+
+The published Parquet files *are* the generation shards, hard-linked into place (copied only across
+filesystems), never decoded and re-encoded: at 6x ImageNet a run is hundreds of GB. They already carry
+the `datasets` Features in their schema metadata. The README's YAML (`configs` with `data_files`, and
+`dataset_info` with the ClassLabel names, splits and sizes) is made with the `datasets` and
+`huggingface_hub` card classes, so the Hub and `load_dataset` parse exactly what those libraries write.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from synthset.builders.features import dataset_features
+from synthset.errors import SynthsetError
+from synthset.fsutil import atomic_path, temp_path_for, write_text_atomic
+from synthset.generation.manifest import read_records, record_problem, shard_file
+from synthset.generation.plan import PLAN_FILE, read_label_names
+from synthset.generation.runner import plan_shard_names
+from synthset.lock import LOCK_FILE, Lock, read_lock
+
+DATASET_DIR = "dataset"
+
+
+@dataclass(frozen=True)
+class BuiltSplit:
+    config: str
+    split: str
+    files: list[str]  # relative to dataset/
+    num_examples: int
+    num_bytes: int
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Put `source` at `target` atomically, sharing the bytes on disk when the filesystem allows it."""
+    if target.exists() and os.path.samefile(source, target):
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(target)
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def _check_finished(run_dir: Path, lock: Lock, plan: pq.ParquetFile, names: list[str]) -> None:
+    records = read_records(run_dir)
+    missing = []
+    for i, name in enumerate(names):
+        record = records.get(name)
+        sample_ids = plan.read_row_group(i, columns=["sample_id"]).column(0).to_pylist()
+        if record is None or record_problem(run_dir, record, sample_ids, lock.generation_key) is not None:
+            missing.append(name)
+    if missing:
+        raise SynthsetError(
+            f"{run_dir}: {len(missing)} of {len(names)} shards are not finished (first: {missing[0]}); "
+            "run `synthset generate` to make them"
+        )
+
+
+def link_shards(run_dir: Path, names: list[str]) -> list[BuiltSplit]:
+    """Hard-link every shard to `<config>/<split>-NNNNN-of-MMMMM.parquet` and drop files no longer planned."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name in names:
+        config, split_part = name.split("/")
+        groups.setdefault((config, split_part.rsplit("-", 1)[0]), []).append(name)
+    dataset_dir = run_dir / DATASET_DIR
+    splits, keep = [], set()
+    for (config, split), shard_names in groups.items():
+        files, rows, size = [], 0, 0
+        for k, name in enumerate(shard_names):
+            source = shard_file(run_dir, name)
+            relative = f"{config}/{split}-{k:05d}-of-{len(shard_names):05d}.parquet"
+            _link_or_copy(source, dataset_dir / relative)
+            files.append(relative)
+            rows += pq.ParquetFile(source).metadata.num_rows
+            size += source.stat().st_size
+        keep.update(files)
+        splits.append(BuiltSplit(config, split, files, rows, size))
+    for stale in dataset_dir.glob("*/*.parquet"):
+        if stale.relative_to(dataset_dir).as_posix() not in keep:
+            stale.unlink()
+    return splits
+
+
+def render_readme(lock: Lock, label_names: list[str], splits: list[BuiltSplit]) -> str:
+    """The README: YAML with `configs` and `dataset_info` (written by the libraries' own classes) and a short card."""
+    from datasets import DatasetInfo, SplitDict, SplitInfo
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    features = dataset_features(label_names)
+    configs = [c.name for c in lock.recipe.configs]
+    card_data = DatasetCardData(license="other", task_categories=["image-classification"], tags=["synthetic"])
+    metadata_configs, infos = {}, {}
+    for config in configs:
+        config_splits = [s for s in splits if s.config == config]
+        metadata_configs[config] = {
+            "data_files": [{"split": s.split, "path": s.files} for s in config_splits],
+            **({"default": True} if config == configs[0] else {}),
+        }
+        split_dict = SplitDict()
+        for s in config_splits:
+            split_dict.add(SplitInfo(name=s.split, num_bytes=s.num_bytes, num_examples=s.num_examples))
+        size = sum(s.num_bytes for s in config_splits)
+        infos[config] = DatasetInfo(features=features, splits=split_dict, download_size=size, dataset_size=size)
+    MetadataConfigs(metadata_configs).to_dataset_card_data(card_data)
+    DatasetInfosDict(infos).to_dataset_card_data(card_data)
+
+    rows = "\n".join(f"| {s.config} | {s.split} | {s.num_examples} | {len(s.files)} |" for s in splits)
+    recipe = lock.recipe
+    body = f"""
+# {recipe.name}
+
+Synthetic image-classification data made by [synthset](https://pypi.org/project/synthset/) with
+`{recipe.generator.model}` (revision `{lock.model.revision}`), {recipe.generator.steps} steps,
+guidance {recipe.generator.guidance}, {recipe.generator.width}x{recipe.generator.height}.
+Every row records its prompt, seed and generator settings; `recipe.lock.yaml` pins the whole run
+(provenance `{lock.provenance}`).
+
+| config | split | images | files |
+|---|---|---|---|
+{rows}
+
+```python
+from datasets import load_dataset
+
+ds = load_dataset("<this repo or directory>", "{configs[0]}", split="train")
+```
+"""
+    return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n{body}").content
+
+
+def build_dataset(run_dir: Path) -> tuple[Path, list[BuiltSplit]]:
+    """Assemble `dataset/` from a fully generated run; refuses while any shard is missing or corrupt."""
+    lock = read_lock(run_dir)
+    plan = pq.ParquetFile(run_dir / PLAN_FILE)
+    names = plan_shard_names(plan)
+    _check_finished(run_dir, lock, plan, names)
+    label_names = read_label_names(run_dir)
+    splits = link_shards(run_dir, names)
+    dataset_dir = run_dir / DATASET_DIR
+    with atomic_path(dataset_dir / LOCK_FILE) as tmp:
+        shutil.copyfile(run_dir / LOCK_FILE, tmp)
+    write_text_atomic(dataset_dir / "README.md", render_readme(lock, label_names, splits))
+    return dataset_dir, splits

@@ -1,0 +1,70 @@
+"""Custom class lists: a text file (one class name per line) or a YAML list.
+
+YAML entries are either names or mappings with `name` and optional `wnid` and `gloss`; a mapping may
+also give `label_name` when two classes share a prompt name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from synthset.classes import ClassInfo, unique_label_names
+from synthset.errors import SynthsetError
+
+_ENTRY_KEYS = {"name", "wnid", "gloss", "label_name"}
+
+
+def _entries_from_yaml(path: Path) -> list[dict[str, str]]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise SynthsetError(f"{path}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    if isinstance(data, dict) and "classes" in data:
+        data = data["classes"]
+    if not isinstance(data, list):
+        raise SynthsetError(f"{path}: a class list must be a YAML list (or a mapping with a 'classes' list)")
+    entries = []
+    for i, item in enumerate(data):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise SynthsetError(f"{path}: entry {i}: needs a class name (a string or a mapping with 'name')")
+        unknown = set(item) - _ENTRY_KEYS
+        if unknown:
+            raise SynthsetError(f"{path}: entry {i}: unknown key {sorted(unknown)[0]!r}")
+        entries.append({k: str(v) for k, v in item.items()})
+    return entries
+
+
+def load_class_list(path: Path) -> list[ClassInfo]:
+    if not path.is_file():
+        raise SynthsetError(f"classes.set: no such class list file {str(path)!r}")
+    if path.suffix == ".txt":
+        lines = path.read_text(encoding="utf-8").splitlines()
+        entries = [{"name": line.strip()} for line in lines if line.strip() and not line.startswith("#")]
+    else:
+        entries = _entries_from_yaml(path)
+    if not entries:
+        raise SynthsetError(f"{path}: the class list is empty")
+    names = [e["name"].strip() for e in entries]
+    seen_plain: set[str] = set()
+    for name, entry in zip(names, entries, strict=True):
+        if "wnid" not in entry and "label_name" not in entry:
+            if name in seen_plain:  # a repeated bare name is a typo, not two classes
+                raise SynthsetError(f"{path}: class {name!r} appears more than once")
+            seen_plain.add(name)
+    wnids = [e.get("wnid") for e in entries]
+    label_names = unique_label_names(names, wnids)
+    for i, entry in enumerate(entries):
+        label_names[i] = entry.get("label_name", label_names[i])
+    seen: set[str] = set()
+    for name in label_names:
+        if name in seen:
+            raise SynthsetError(f"{path}: class {name!r} appears more than once")
+        seen.add(name)
+    return [
+        ClassInfo(label=i, class_name=names[i], label_name=label_names[i], wnid=wnids[i], gloss=e.get("gloss"))
+        for i, e in enumerate(entries)
+    ]

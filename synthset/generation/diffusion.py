@@ -1,0 +1,130 @@
+"""Loading a diffusers pipeline the way the recipe says, and calling it on a batch of plan rows.
+
+The pipeline comes from `DiffusionPipeline.from_pretrained` (a hub id pinned to the locked commit, or a
+local directory): the tiny test models take the very same path. Each row brings its own seed, turned
+into its own CPU `torch.Generator`, so a row's latents do not depend on its neighbours, its rank or the
+device (CPU generators draw the same numbers everywhere; diffusers moves the latents to the device).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from synthset.errors import SynthsetError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image
+
+    from synthset.lock import Lock
+    from synthset.recipe import GeneratorSpec
+
+logger = logging.getLogger(__name__)
+
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+
+
+@dataclass
+class LoadedGenerator:
+    """A ready pipeline plus the facts about it that every generated row records."""
+
+    pipe: Any
+    spec: GeneratorSpec
+    device: torch.device
+    dtype: str
+    attention: str
+    scheduler: str
+
+
+def choose_attention(requested: str, device: torch.device) -> str:
+    """xformers when asked for (or `auto`) and usable: importable and on CUDA; otherwise PyTorch SDPA."""
+    usable = device.type == "cuda" and importlib.util.find_spec("xformers") is not None
+    if requested == "xformers" and not usable:
+        raise SynthsetError(
+            "generator.attention: xformers needs a CUDA device and `pip install synthset[xformers]`; "
+            "use attention: auto or sdpa"
+        )
+    if requested == "sdpa":
+        return "sdpa"
+    return "xformers" if usable else "sdpa"
+
+
+def choose_dtype(requested: str, device: torch.device) -> str:
+    """`auto` is float16 on CUDA (half the memory, tensor cores) and float32 on CPU (fp16 is slow there)."""
+    if requested == "auto":
+        return "float16" if device.type == "cuda" else "float32"
+    return requested
+
+
+def load_generator(lock: Lock, device: torch.device) -> LoadedGenerator:
+    import diffusers
+    import torch
+
+    spec = lock.recipe.generator
+    dtype = choose_dtype(spec.dtype, device)
+    attention = choose_attention(spec.attention, device)
+    kwargs: dict[str, Any] = {"torch_dtype": getattr(torch, dtype)}
+    if lock.model.hub_revision is not None:
+        kwargs["revision"] = lock.model.hub_revision
+    components = diffusers.DiffusionPipeline.load_config(lock.model.load_path, revision=kwargs.get("revision"))
+    if "safety_checker" in components:
+        # Classification data is filtered by the dataset maker, not blacked out per image.
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    pipe = diffusers.DiffusionPipeline.from_pretrained(lock.model.load_path, **kwargs)
+    if spec.scheduler != "default":
+        scheduler_class = getattr(diffusers, SCHEDULERS[spec.scheduler])
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    if attention == "xformers":
+        pipe.enable_xformers_memory_efficient_attention()
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    logger.info("generator: %s on %s, %s, attention=%s", lock.model.load_path, device, dtype, attention)
+    return LoadedGenerator(pipe, spec, device, dtype, attention, type(pipe.scheduler).__name__)
+
+
+def generate_images(generator: LoadedGenerator, rows: list[dict[str, Any]]) -> list[Image]:
+    """One pipeline call for a full batch of plan rows, each with its own seeded generator."""
+    import torch
+
+    spec = generator.spec
+    seeds = [torch.Generator("cpu").manual_seed(row["seed"]) for row in rows]
+    with torch.inference_mode():
+        output = generator.pipe(
+            prompt=[row["prompt"] for row in rows],
+            negative_prompt=[row["negative_prompt"] or "" for row in rows],
+            num_inference_steps=spec.steps,
+            guidance_scale=spec.guidance,
+            width=spec.width,
+            height=spec.height,
+            generator=seeds,
+            output_type="pil",
+        )
+    return output.images
+
+
+def generator_columns(generator: LoadedGenerator, lock: Lock) -> dict[str, Any]:
+    """The columns that say how every image of this run was made (constant per run)."""
+    spec = generator.spec
+    return {
+        "model": spec.model,
+        "model_revision": lock.model.revision,
+        "scheduler": generator.scheduler,
+        "steps": spec.steps,
+        "guidance": spec.guidance,
+        "width": spec.width,
+        "height": spec.height,
+        "attention": generator.attention,
+        "dtype": generator.dtype,
+        "batch_size": spec.batch_size,
+        "clip_score": None,
+    }

@@ -1,0 +1,230 @@
+"""The generate stage: make every planned image exactly once, on one process or many.
+
+Work is divided by shard, and shards are fixed by the plan: rank r of w takes the shards whose index
+i satisfies i % w == r. A sample's shard is a function of its sample_id (through the plan), so the
+assignment needs no communication, and a resumed run with another world size simply takes the shards
+that have no valid record yet. Ranks never wait on each other: there is no collective call at all,
+not even a final barrier (a rank that finishes an hour early would hit the process group's timeout).
+Whichever rank finds every shard recorded when it finishes compacts the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.parquet as pq
+
+from synthset.builders.features import PLAN_ONLY_COLUMNS, dataset_features
+from synthset.errors import SynthsetError
+from synthset.generation.manifest import ShardRecord, compact_manifest, read_records, record_problem
+from synthset.generation.plan import PLAN_FILE, read_label_names
+from synthset.lock import read_lock
+
+if TYPE_CHECKING:
+    from accelerate import PartialState
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_REFRESH_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class GenerateSummary:
+    rank: int
+    world_size: int
+    shards_assigned: int
+    shards_made: int
+    images_made: int
+    shards_redone: int
+    all_shards_done: bool
+    seconds: float
+
+
+def make_process_state() -> PartialState:
+    """The accelerate state, with the launcher's process count checked against what accelerate sees.
+
+    On a machine without CUDA, a multi-process launch gives every process a plain `PartialState()` that
+    says "rank 0 of 1", and each would generate everything; `cpu=True` makes them a real gloo group.
+    """
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != state.num_processes:
+        raise SynthsetError(
+            f"the launcher started {launched} processes but accelerate sees {state.num_processes}: "
+            "each would generate every shard; on CPU launch with `accelerate launch --multi_gpu "
+            "--num_processes N` or `torchrun --nproc_per_node N`"
+        )
+    return state
+
+
+def plan_shard_names(plan: pq.ParquetFile) -> list[str]:
+    """Shard names in plan order: the plan has exactly one row group per shard."""
+    column = plan.schema_arrow.get_field_index("shard")
+    names = []
+    for i in range(plan.metadata.num_row_groups):
+        stats = plan.metadata.row_group(i).column(column).statistics
+        if stats is not None and stats.has_min_max and stats.min == stats.max:
+            names.append(stats.min)
+        else:
+            names.append(plan.read_row_group(i, columns=["shard"]).column(0)[0].as_py())
+    return names
+
+
+def assigned_shards(num_shards: int, rank: int, world_size: int) -> list[int]:
+    return [i for i in range(num_shards) if i % world_size == rank]
+
+
+class GlobalProgress:
+    """One bar on the main process with the count of the whole run, from the shard records of all ranks.
+
+    Records are immutable once written, so each is parsed once; the bar adds this process's images that
+    are generated but not yet recorded.
+    """
+
+    def __init__(self, run_dir: Path, total: int, generation_key: str, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.run_dir = run_dir
+        self.generation_key = generation_key
+        self._rows_by_record: dict[Path, tuple[float, int]] = {}
+        self._own_generated = 0
+        self._own_recorded = 0
+        self._lock = threading.Lock()
+        self._last_refresh = 0.0
+        self.enabled = enabled
+        initial = self._recorded_rows() if enabled else 0
+        self.bar = tqdm(total=total, initial=initial, unit="img", desc="generate", disable=not enabled)
+
+    def _recorded_rows(self) -> int:
+        import json
+
+        for path in (self.run_dir / "shards").glob("*/*.json"):
+            if path.name.startswith("."):
+                continue
+            mtime = path.stat().st_mtime
+            if self._rows_by_record.get(path, (None, 0))[0] != mtime:
+                try:
+                    data = json.loads(path.read_text(encoding="utf-8"))
+                except ValueError:
+                    continue
+                rows = data["rows"] if data.get("generation_key") == self.generation_key else 0
+                self._rows_by_record[path] = (mtime, rows)
+        return sum(rows for _, rows in self._rows_by_record.values())
+
+    def generated(self, count: int) -> None:
+        self._own_generated += count
+        self.refresh()
+
+    def recorded(self, record: ShardRecord) -> None:
+        with self._lock:
+            self._own_recorded += record.rows
+
+    def refresh(self, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_refresh < PROGRESS_REFRESH_SECONDS:
+            self.bar.update(0)
+            return
+        self._last_refresh = now
+        with self._lock:
+            in_flight = self._own_generated - self._own_recorded
+        self.bar.update(self._recorded_rows() + in_flight - self.bar.n)
+
+    def close(self) -> None:
+        self.refresh(force=True)
+        self.bar.close()
+
+
+def _batches(rows: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
+    """Generate this process's unfinished shards of a planned run; see the module docstring."""
+    started = time.monotonic()
+    lock = read_lock(run_dir)
+    state = make_process_state()
+    rank, world_size = state.process_index, state.num_processes
+    plan = pq.ParquetFile(run_dir / PLAN_FILE)
+    shard_names = plan_shard_names(plan)
+    mine = assigned_shards(len(shard_names), rank, world_size)
+    records = read_records(run_dir)
+
+    todo: list[tuple[int, str, list[str]]] = []
+    redone = 0
+    for i in mine:
+        name = shard_names[i]
+        sample_ids = plan.read_row_group(i, columns=["sample_id"]).column(0).to_pylist()
+        record = records.get(name)
+        if record is not None:
+            problem = record_problem(run_dir, record, sample_ids, lock.generation_key, check_sha=verify)
+            if problem is None:
+                continue
+            logger.warning("shard %s is redone: %s", name, problem)
+            redone += 1
+        todo.append((i, name, sample_ids))
+
+    progress = GlobalProgress(run_dir, plan.metadata.num_rows, lock.generation_key, state.is_main_process)
+    images_made = 0
+    if todo:
+        from synthset.generation.diffusion import generate_images, generator_columns, load_generator
+        from synthset.generation.writer import ShardWriter
+
+        generator = load_generator(lock, state.device)
+        logger.info(
+            "rank %d/%d: %d of %d assigned shards to make, attention=%s, dtype=%s",
+            rank, world_size, len(todo), len(mine), generator.attention, generator.dtype,
+        )  # fmt: skip
+        constant_columns = generator_columns(generator, lock)
+        batch_size = lock.recipe.generator.batch_size
+        writer = ShardWriter(
+            run_dir,
+            dataset_features(read_label_names(run_dir)),
+            lock.recipe.storage,
+            lock.generation_key,
+            rank,
+            world_size,
+            on_shard_done=progress.recorded,
+        )
+        try:
+            for i, name, sample_ids in todo:
+                rows = plan.read_row_group(i).drop_columns(list(PLAN_ONLY_COLUMNS)).to_pylist()
+                writer.start_shard(name, sample_ids)
+                for batch in _batches(rows, batch_size):
+                    # Every call has the recipe's batch size: reduction order depends on the batch shape.
+                    padded = batch + [batch[-1]] * (batch_size - len(batch))
+                    images = generate_images(generator, padded)[: len(batch)]
+                    writer.add_batch([{**row, **constant_columns} for row in batch], images)
+                    images_made += len(batch)
+                    progress.generated(len(batch))
+                writer.finish_shard()
+        finally:
+            writer.close()
+    progress.close()
+
+    final_records = read_records(run_dir)
+    all_done = all(
+        name in final_records and final_records[name].generation_key == lock.generation_key for name in shard_names
+    )
+    if all_done:
+        compact_manifest(run_dir)
+    return GenerateSummary(
+        rank=rank,
+        world_size=world_size,
+        shards_assigned=len(mine),
+        shards_made=len(todo),
+        images_made=images_made,
+        shards_redone=redone,
+        all_shards_done=all_done,
+        seconds=round(time.monotonic() - started, 2),
+    )

@@ -1,0 +1,173 @@
+"""The recipe: what a run makes, read from YAML into a pydantic model that every stage takes.
+
+A recipe names the classes, the dataset configs (strategy and images per class), the generator (model,
+scheduler, steps, guidance, size, batch size, attention) and how images are stored. It is validated as a
+whole before any work starts: an unknown key or a wrong type fails with one line naming the key and the
+file, never deep inside a GPU loop.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from synthset.errors import SynthsetError
+
+CONFIG_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a misspelt key silently ignored would change what a run makes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClassSetSpec(_Strict):
+    set: str = Field(
+        "imagenet-1k",
+        description="A named class set (imagenet-1k) or a path to a class list file (.yaml, .yml or .txt).",
+    )
+    subset: list[str] | None = Field(
+        None, description="Class names or wnids to generate; the label space stays the whole set."
+    )
+    limit: Annotated[int, Field(gt=0)] | None = Field(None, description="Generate only the first N classes.")
+
+
+class ConfigSpec(_Strict):
+    """One published dataset config, e.g. `naive` or `lar_cd_sd`."""
+
+    name: str
+    strategy: str = Field("naive", description="Prompt strategy; see `synthset.generation.prompts`.")
+    images_per_class: Annotated[int, Field(gt=0)]
+    split: str = "train"
+
+    @field_validator("name", "split")
+    @classmethod
+    def _is_identifier(cls, value: str) -> str:
+        if not CONFIG_NAME_PATTERN.match(value):
+            raise ValueError(f"{value!r} must be lowercase letters, digits and underscores")
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        from synthset.generation.prompts import PROMPT_STRATEGIES
+
+        if value not in PROMPT_STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r} (known: {', '.join(sorted(PROMPT_STRATEGIES))})")
+        return value
+
+
+class GeneratorSpec(_Strict):
+    model: str = Field(
+        description="A Hub model id, a local directory saved with save_pretrained, "
+        "or synthset-testing:<name> for the tiny offline models."
+    )
+    revision: str | None = Field(None, description="Hub branch, tag or commit; resolved to a commit in the lock.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="auto: float16 on CUDA, float32 on CPU."
+    )
+    scheduler: Literal["default", "ddim", "pndm", "euler", "euler_a", "dpm++", "unipc"] = "default"
+    steps: Annotated[int, Field(gt=0)] = 30
+    guidance: Annotated[float, Field(ge=0)] = 7.5
+    width: Annotated[int, Field(gt=0, multiple_of=8)] = 512
+    height: Annotated[int, Field(gt=0, multiple_of=8)] = 512
+    negative_prompt: str = ""
+    batch_size: Annotated[int, Field(gt=0)] = 8
+    attention: Literal["auto", "sdpa", "xformers"] = Field(
+        "auto", description="auto: xformers when importable and on CUDA, else PyTorch SDPA."
+    )
+
+
+class StorageSpec(_Strict):
+    format: Literal["jpeg", "png", "webp"] = "jpeg"
+    quality: Annotated[int, Field(ge=1, le=100)] = 95
+    resize: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="Store images at this square size (e.g. generate at 512, store at 256)."
+    )
+    shard_size: Annotated[int, Field(gt=0)] = Field(
+        1000, description="Images per Parquet shard: the unit of work a crash can lose."
+    )
+    row_group_size: Annotated[int, Field(gt=0)] = Field(100, description="Rows per Parquet row group.")
+
+
+class Recipe(_Strict):
+    name: str
+    seed: int = 0
+    output_dir: Path = Field(Path("runs"), description="The run directory is <output_dir>/<name>.")
+    classes: ClassSetSpec = ClassSetSpec()
+    configs: Annotated[list[ConfigSpec], Field(min_length=1)]
+    generator: GeneratorSpec
+    storage: StorageSpec = StorageSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_directory_name(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", value):
+            raise ValueError(f"{value!r} must be letters, digits, '.', '_' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _config_names_unique(self) -> Recipe:
+        names = [c.name for c in self.configs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"config name {duplicates[0]!r} appears more than once")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / self.name
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def describe_validation_error(error: ValidationError, source: str) -> str:
+    """The first problem of a pydantic error as one line: `<file>: <key>: <what is wrong>`."""
+    first = error.errors()[0]
+    where = _format_location(first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{source}: {where}: unknown key"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] not in ("missing", "value_error"):
+        message += f" (got {first['input']!r})"
+    return f"{source}: {where}: {message}"
+
+
+def recipe_from_dict(data: Any, source: str) -> Recipe:
+    if not isinstance(data, dict):
+        raise SynthsetError(f"{source}: a recipe must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as error:
+        raise SynthsetError(describe_validation_error(error, source)) from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; every problem is one `SynthsetError` line naming file and key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SynthsetError(f"{path}: no such recipe file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise SynthsetError(f"{path}:{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    return recipe_from_dict(data, str(path))
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """Plain data for YAML: paths as strings, every default written out so the lock is complete."""
+    return recipe.model_dump(mode="json")

@@ -1,0 +1,213 @@
+"""Tiny offline stand-ins for the hub models synthset uses.
+
+The test suite and the demo must run without network access and in seconds on a CPU, but the code
+under test loads models with the ordinary ``from_pretrained(name_or_path)`` call it uses for a hub id.
+So instead of mocking, we build tiny, randomly initialised models from configs (with fixed seeds, so
+every build is byte-identical), ``save_pretrained`` them into ``<SYNTHSET_HOME>/models/<name>`` and
+hand that directory to the code under test in place of a hub id.  The images they generate are noise,
+but every code path (tokenizer, text encoder, UNet, scheduler, VAE, saving) is the real one.
+
+Each model has one small ``_build_<name>(out_dir)`` function and one public ``<name>_path()`` that
+builds it on first use through :func:`_build_atomically`, so concurrent test processes never see a
+half-written model; ``TINY_MODELS`` maps the names recipes use (``synthset-testing:<name>``) to those.
+Heavy imports (torch, diffusers, transformers) stay inside the functions because the CLI imports this
+module and must start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from synthset.errors import SynthsetError
+
+TINY_SD = "tiny-sd"
+
+
+def synthset_home() -> Path:
+    """$SYNTHSET_HOME if set, else ~/.cache/synthset: where the tiny models are cached."""
+    env = os.environ.get("SYNTHSET_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "synthset"
+
+
+def _models_dir(home: Path | None) -> Path:
+    return Path(home if home is not None else synthset_home()) / "models"
+
+
+def _build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
+    """Run ``build(tmp_dir)`` beside ``target`` and rename the result into place.
+
+    A directory only appears at ``target`` fully written, so ``target`` existing means the build is
+    complete.  If another process renamed its build there first we drop ours and use theirs (the
+    builds are seeded, so both are identical).
+    """
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # mkdtemp rather than a bare pid suffix so two threads of one process cannot share a temp dir.
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-{os.getpid()}-", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            # On POSIX a directory rename is atomic and fails if target is a non-empty directory.
+            os.rename(tmp, target)
+        except OSError:
+            if not target.exists():
+                raise
+            # Lost the race: another process finished first and its copy is already in place.
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable unicode map (the byte-level BPE alphabet)."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in codes), strict=True))
+
+
+def _tiny_clip_vocab() -> dict[str, int]:
+    """A character-level CLIP vocab in CLIP's own order: bytes, bytes + ``</w>``, then specials.
+
+    With no merges every word tokenizes to its characters, so any text works and the vocab (and the
+    text encoder's embedding table) stays at 514 entries.
+    """
+    alphabet = list(_bytes_to_unicode().values())
+    tokens = alphabet + [c + "</w>" for c in alphabet] + ["<|startoftext|>", "<|endoftext|>"]
+    return {tok: i for i, tok in enumerate(tokens)}
+
+
+def _write_tiny_clip_tokenizer_files(out: Path) -> None:
+    """Write a generated CLIP vocab.json/merges.txt (the real ones are on the hub, out of reach).
+
+    They stay next to the saved tokenizer.json for transformers 4.x, whose CLIPTokenizer reads these files.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.json").write_text(json.dumps(_tiny_clip_vocab(), ensure_ascii=False), "utf-8")
+    (out / "merges.txt").write_text("#version: 0.2\n", "utf-8")
+
+
+def _build_tiny_sd(out: Path) -> None:
+    """Save a tiny StableDiffusionPipeline to ``out``: 64 px images (32x32 latents), ~1.7 M parameters."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    _write_tiny_clip_tokenizer_files(out / "tokenizer")
+    # model_max_length is saved with the tokenizer; the SD pipeline pads prompts to it.
+    tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer", model_max_length=77)
+
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            layer_norm_eps=1e-5,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=32,  # latent size; the VAE below upsamples by 2, so the default image is 64 px
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=2,  # diffusers' legacy name: this is the number of heads (2 x 32 channels)
+        norm_num_groups=32,
+    )
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        sample_size=64,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=32,
+    )
+
+    # Stable Diffusion 1.x's scheduler config.
+    scheduler = PNDMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def tiny_sd_path(home: Path | None = None) -> Path:
+    """Return the directory of a tiny Stable Diffusion text-to-image pipeline, building it on first use.
+
+    Layout = what StableDiffusionPipeline.save_pretrained writes (model_index.json, unet/, vae/,
+    text_encoder/, tokenizer/, scheduler/), safetensors weights. Lives at <home>/models/tiny-sd.
+    Pass it wherever a hub id such as "stable-diffusion-v1-5/stable-diffusion-v1-5" would go.
+    """
+    target = _models_dir(home) / TINY_SD
+    if (target / "model_index.json").is_file():
+        return target
+    _build_atomically(target, _build_tiny_sd)
+    if not (target / "model_index.json").is_file():
+        raise SynthsetError(f"{target} exists but is not a complete tiny-sd build; delete it and retry")
+    return target
+
+
+# One entry per tiny model; recipes name them as "synthset-testing:<name>".
+TINY_MODELS: dict[str, Callable[[Path | None], Path]] = {TINY_SD: tiny_sd_path}
+
+
+def tiny_model_path(name: str, home: Path | None = None) -> Path:
+    """The directory of the tiny model ``name``, building it on first use (lock.py resolves
+    ``synthset-testing:<name>`` recipe models through here)."""
+    if name not in TINY_MODELS:
+        known = ", ".join(sorted(TINY_MODELS))
+        raise SynthsetError(f"unknown tiny model 'synthset-testing:{name}' (known: {known})")
+    return TINY_MODELS[name](home)
+
+
+def build_all(home: Path | None = None) -> dict[str, Path]:
+    """Build (or reuse) every tiny model, e.g. to warm the cache before an offline run."""
+    return {name: path_of(home) for name, path_of in TINY_MODELS.items()}

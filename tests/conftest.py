@@ -1,0 +1,59 @@
+"""Shared fixtures: one tiny model cache per test session, and recipes written into tmp dirs."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+BASE_RECIPE: dict[str, Any] = {
+    "name": "t",
+    "seed": 7,
+    "classes": {"set": "imagenet-1k", "limit": 3},
+    "configs": [{"name": "naive", "strategy": "naive", "images_per_class": 5}],
+    "generator": {
+        "model": "synthset-testing:tiny-sd",
+        "scheduler": "ddim",
+        "steps": 2,
+        "guidance": 5.0,
+        "width": 32,
+        "height": 32,
+        "batch_size": 4,
+    },
+    "storage": {"format": "png", "shard_size": 6, "row_group_size": 4},
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def synthset_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test (and every subprocess it starts) shares one tiny-model cache, built on first use."""
+    home = Path(os.environ.get("SYNTHSET_TEST_HOME") or tmp_path_factory.mktemp("synthset-home"))
+    os.environ["SYNTHSET_HOME"] = str(home)
+    return home
+
+
+def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_update(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.fixture
+def write_recipe(tmp_path: Path):
+    """Write BASE_RECIPE with changes to tmp_path/<name>.yaml, its output_dir inside tmp_path."""
+
+    def write(changes: dict[str, Any] | None = None, filename: str = "recipe.yaml") -> Path:
+        data = deep_update({**BASE_RECIPE, "output_dir": str(tmp_path / "runs")}, changes or {})
+        path = tmp_path / filename
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write

@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synthset.errors import SynthsetError
+from synthset.recipe import load_recipe
+
+
+def test_defaults_and_run_dir(write_recipe):
+    recipe = load_recipe(write_recipe())
+    assert recipe.generator.attention == "auto"
+    assert recipe.storage.quality == 95
+    assert recipe.run_dir.name == "t"
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"generator": {"stepz": 3}}, "generator.stepz: unknown key"),
+        ({"colour": "red"}, "colour: unknown key"),
+        (
+            {"generator": {"steps": "many"}},
+            "generator.steps: Input should be a valid integer, unable to parse string as an integer (got 'many')",
+        ),
+        (
+            {"configs": [{"name": "naive", "images_per_class": 0}]},
+            "configs[0].images_per_class: Input should be greater than 0",
+        ),
+        (
+            {"configs": [{"name": "a", "strategy": "fancy", "images_per_class": 1}]},
+            "configs[0].strategy: unknown strategy 'fancy'",
+        ),
+        (
+            {"generator": {"attention": "flash"}},
+            "generator.attention: Input should be 'auto', 'sdpa' or 'xformers'",
+        ),
+        (
+            {"configs": [{"name": "a", "images_per_class": 1}, {"name": "a", "images_per_class": 2}]},
+            "config name 'a' appears more than once",
+        ),
+        ({"generator": {"width": 30}}, "generator.width: Input should be a multiple of 8"),
+    ],
+)
+def test_bad_recipe_is_one_line_naming_file_and_key(write_recipe, changes, expected):
+    path = write_recipe(changes)
+    with pytest.raises(SynthsetError) as raised:
+        load_recipe(path)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+
+
+def test_missing_field_and_missing_file(tmp_path: Path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "configs": [{"name": "a", "images_per_class": 1}]}))
+    with pytest.raises(SynthsetError, match=r"r\.yaml: generator: Field required$"):
+        load_recipe(path)
+    with pytest.raises(SynthsetError, match="no such recipe file"):
+        load_recipe(tmp_path / "absent.yaml")
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: x\nconfigs: [unclosed\n")
+    with pytest.raises(SynthsetError, match=r"r\.yaml: line \d+: not valid YAML"):
+        load_recipe(path)
