@@ -48,7 +48,11 @@ def _local_model_dir(model: str) -> Path | None:
     if model.startswith(TESTING_SCHEME):
         from synthset import testing
 
-        return testing.tiny_model_path(model.removeprefix(TESTING_SCHEME))
+        name = model.removeprefix(TESTING_SCHEME)
+        if name not in testing.TINY_MODELS:
+            known = ", ".join(sorted(testing.TINY_MODELS))
+            raise SynthsetError(f"generator.model: unknown tiny model {name!r} (known: {known})")
+        return testing.tiny_model_path(name)
     path = Path(model).expanduser()
     if path.exists() or not HUB_ID_PATTERN.match(model):
         return path

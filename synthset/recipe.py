@@ -81,6 +81,11 @@ class GeneratorSpec(_Strict):
     attention: Literal["auto", "sdpa", "xformers"] = Field(
         "auto", description="auto: xformers when importable and on CUDA, else PyTorch SDPA."
     )
+    cpu_threads: Annotated[int, Field(gt=0)] = Field(
+        1,
+        description="Torch threads per process on CPU. Pinned because the thread count changes float "
+        "reduction order (launchers set OMP_NUM_THREADS differently), and so the bytes of an image.",
+    )
 
 
 class StorageSpec(_Strict):

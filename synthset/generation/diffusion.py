@@ -66,14 +66,23 @@ def choose_dtype(requested: str, device: torch.device) -> str:
     return requested
 
 
-def load_generator(lock: Lock, device: torch.device) -> LoadedGenerator:
+def load_generator(lock: Lock, device: torch.device, show_progress: bool = True) -> LoadedGenerator:
+    """Load the locked model; only the main process shows the libraries' loading bars."""
     import diffusers
     import torch
+    import transformers
+
+    if not show_progress:
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
 
     spec = lock.recipe.generator
+    if device.type == "cpu":
+        # Same thread count on 1 or N processes, or the same sample gives other bytes (measured here).
+        torch.set_num_threads(spec.cpu_threads)
     dtype = choose_dtype(spec.dtype, device)
     attention = choose_attention(spec.attention, device)
-    kwargs: dict[str, Any] = {"torch_dtype": getattr(torch, dtype)}
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
     if lock.model.hub_revision is not None:
         kwargs["revision"] = lock.model.hub_revision
     components = diffusers.DiffusionPipeline.load_config(lock.model.load_path, revision=kwargs.get("revision"))

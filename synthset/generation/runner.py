@@ -46,6 +46,16 @@ class GenerateSummary:
     seconds: float
 
 
+def check_world_size(launched: int, seen: int) -> None:
+    """Refuse to run when the launcher started more processes than accelerate has joined into a group."""
+    if launched != seen:
+        raise SynthsetError(
+            f"the launcher started {launched} processes but accelerate sees {seen}: each would generate every "
+            "shard; on CPU launch with `accelerate launch --multi_gpu --num_processes N` "
+            "or `torchrun --nproc_per_node N`"
+        )
+
+
 def make_process_state() -> PartialState:
     """The accelerate state, with the launcher's process count checked against what accelerate sees.
 
@@ -55,14 +65,11 @@ def make_process_state() -> PartialState:
     import torch
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != state.num_processes:
-        raise SynthsetError(
-            f"the launcher started {launched} processes but accelerate sees {state.num_processes}: "
-            "each would generate every shard; on CPU launch with `accelerate launch --multi_gpu "
-            "--num_processes N` or `torchrun --nproc_per_node N`"
-        )
+    try:
+        state = PartialState(cpu=not torch.cuda.is_available())
+    except ValueError as error:  # e.g. WORLD_SIZE set by hand without MASTER_ADDR
+        raise SynthsetError(f"accelerate could not set up the processes: {str(error).splitlines()[0]}") from None
+    check_world_size(int(os.environ.get("WORLD_SIZE", "1")), state.num_processes)
     return state
 
 
@@ -180,7 +187,7 @@ def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
         from synthset.generation.diffusion import generate_images, generator_columns, load_generator
         from synthset.generation.writer import ShardWriter
 
-        generator = load_generator(lock, state.device)
+        generator = load_generator(lock, state.device, show_progress=state.is_main_process)
         logger.info(
             "rank %d/%d: %d of %d assigned shards to make, attention=%s, dtype=%s",
             rank, world_size, len(todo), len(mine), generator.attention, generator.dtype,

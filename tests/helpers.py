@@ -1,0 +1,61 @@
+"""Small readers and launchers the generation tests share."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from synthset.fsutil import sha256_file
+from synthset.generation.manifest import read_records, shard_file
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def images_by_sample(run_dir: Path) -> dict[str, bytes]:
+    """sample_id -> stored image bytes over every recorded shard; fails on a sample seen twice."""
+    images: dict[str, bytes] = {}
+    for name in sorted(read_records(run_dir)):
+        table = pq.read_table(shard_file(run_dir, name), columns=["sample_id", "image"])
+        for sample_id, image in zip(
+            table.column("sample_id").to_pylist(), table.column("image").to_pylist(), strict=True
+        ):
+            assert sample_id not in images, f"{sample_id} written twice"
+            images[sample_id] = image["bytes"]
+    return images
+
+
+def shard_hashes(run_dir: Path) -> dict[str, str]:
+    return {name: sha256_file(shard_file(run_dir, name)) for name in read_records(run_dir)}
+
+
+def pixels(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+def synthset_command() -> list[str]:
+    return [sys.executable, "-m", "synthset"]
+
+
+def synthset_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m synthset ...` in a fresh process, as a user runs it."""
+    return subprocess.run(
+        [*synthset_command(), *args], capture_output=True, text=True, cwd=REPO, env=os.environ.copy(), **kwargs
+    )
+
+
+def accelerate_launch_command(num_processes: int, *args: str) -> list[str]:
+    """The multi-process launch that really starts N processes on a CPU-only machine (see design.md)."""
+    return [
+        str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(num_processes),
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "synthset", *args,
+    ]  # fmt: skip

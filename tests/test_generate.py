@@ -1,0 +1,191 @@
+"""Exactly-once, deterministic, resumable generation on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from helpers import (
+    REPO,
+    accelerate_launch_command,
+    images_by_sample,
+    pixels,
+    shard_hashes,
+    synthset_cli,
+    synthset_command,
+)
+
+from synthset.errors import SynthsetError
+from synthset.generation.manifest import MANIFEST_FILE, read_records, shard_file
+from synthset.generation.plan import plan_run
+from synthset.generation.runner import assigned_shards, check_world_size, generate_run
+from synthset.recipe import load_recipe
+
+# 3 classes x 5 images = 15 samples; shards of 6 -> 3 shards (6, 6, 3); batches of 4 -> padded batches.
+EXPECTED_IDS = {f"naive/{label:04d}/{index:06d}" for label in range(3) for index in range(5)}
+
+
+def plan_and_generate(write_recipe, changes=None, filename="recipe.yaml"):
+    recipe = load_recipe(write_recipe(changes, filename))
+    plan_run(recipe)
+    summary = generate_run(recipe.run_dir)
+    return recipe.run_dir, summary
+
+
+@pytest.fixture
+def reference_run(write_recipe):
+    run_dir, summary = plan_and_generate(write_recipe, {"name": "reference"}, "reference.yaml")
+    assert (summary.shards_made, summary.images_made, summary.all_shards_done) == (3, 15, True)
+    return run_dir
+
+
+def test_every_planned_sample_exactly_once_with_metadata(reference_run: Path):
+    images = images_by_sample(reference_run)
+    assert set(images) == EXPECTED_IDS
+    table = pq.read_table(shard_file(reference_run, "naive/train-00000"))
+    assert table.num_rows == 6
+    row = table.slice(0, 1).to_pylist()[0]
+    assert row["prompt"] == "a photo of a tench"
+    assert (row["steps"], row["width"], row["batch_size"], row["attention"], row["dtype"]) == (
+        2,
+        32,
+        4,
+        "sdpa",
+        "float32",
+    )
+    assert row["model_revision"].startswith("sha256:")
+    assert row["scheduler"] == "DDIMScheduler"
+    assert pixels(row["image"]["bytes"]).shape == (32, 32, 3)
+    manifest = (reference_run / "shards" / MANIFEST_FILE).read_text().splitlines()
+    assert [json.loads(line)["shard"] for line in manifest] == [
+        "naive/train-00000",
+        "naive/train-00001",
+        "naive/train-00002",
+    ]
+
+
+def test_rerun_of_a_finished_run_makes_nothing(reference_run: Path):
+    before = shard_hashes(reference_run)
+    summary = generate_run(reference_run)
+    assert (summary.shards_made, summary.images_made) == (0, 0)
+    assert shard_hashes(reference_run) == before
+
+
+def test_shard_assignment_covers_each_shard_once():
+    for world_size in (1, 2, 3, 7):
+        taken = [i for rank in range(world_size) for i in assigned_shards(10, rank, world_size)]
+        assert sorted(taken) == list(range(10))
+
+
+def test_two_processes_give_byte_identical_shards(reference_run: Path, write_recipe):
+    run_dir = load_recipe(write_recipe({"name": "two"}, "two.yaml")).run_dir
+    assert synthset_cli("plan", str(run_dir.parent.parent / "two.yaml")).returncode == 0
+    launched = subprocess.run(
+        accelerate_launch_command(2, "generate", str(run_dir)), capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert launched.returncode == 0, launched.stderr[-2000:]
+    assert "rank 0/2" in launched.stdout and "rank 1/2" in launched.stdout
+    records = read_records(run_dir)
+    assert {r.rank for r in records.values()} == {0, 1}
+    assert {r.world_size for r in records.values()} == {2}
+    assert images_by_sample(run_dir) == images_by_sample(reference_run)
+    assert shard_hashes(run_dir) == shard_hashes(reference_run)
+
+
+def test_batch_size_changes_pixels_by_at_most_one_level(write_recipe):
+    """Float reduction order depends on the batch shape: bs 1 vs 4 agree within 1/255, not byte for byte."""
+    run_1, _ = plan_and_generate(write_recipe, {"name": "bs1", "generator": {"batch_size": 1}}, "bs1.yaml")
+    run_4, _ = plan_and_generate(write_recipe, {"name": "bs4", "generator": {"batch_size": 4}}, "bs4.yaml")
+    images_1, images_4 = images_by_sample(run_1), images_by_sample(run_4)
+    assert set(images_1) == set(images_4) == EXPECTED_IDS
+    worst = max(int(np.abs(pixels(images_1[s]) - pixels(images_4[s])).max()) for s in EXPECTED_IDS)
+    assert worst <= 1
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(reference_run: Path, write_recipe):
+    # Slower steps so the kill lands while shards remain; 12 shards of 2 images.
+    changes = {"name": "killed", "storage": {"shard_size": 2}, "generator": {"steps": 20}}
+    reference = load_recipe(write_recipe({**changes, "name": "uninterrupted"}, "full.yaml"))
+    plan_run(reference)
+    generate_run(reference.run_dir)
+
+    recipe = load_recipe(write_recipe(changes, "killed.yaml"))
+    plan_run(recipe)
+    process = subprocess.Popen(
+        [*synthset_command(), "generate", str(recipe.run_dir)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while len(read_records(recipe.run_dir)) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = len(read_records(recipe.run_dir))
+    assert 2 <= finished < 8, f"the kill should land part-way, found {finished} finished shards"
+
+    summary = generate_run(recipe.run_dir)
+    assert summary.shards_made == 8 - finished
+    assert not list((recipe.run_dir / "shards").rglob(".tmp-*"))
+    assert images_by_sample(recipe.run_dir) == images_by_sample(reference.run_dir)
+    assert shard_hashes(recipe.run_dir) == shard_hashes(reference.run_dir)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_corrupted_shard_is_detected_and_regenerated(reference_run: Path, damage: str):
+    before = shard_hashes(reference_run)
+    path = shard_file(reference_run, "naive/train-00001")
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif damage == "truncate":
+        path.write_bytes(bytes(data[:-100]))
+    else:
+        path.unlink()
+    summary = generate_run(reference_run)
+    assert (summary.shards_redone, summary.shards_made, summary.images_made) == (1, 1, 6)
+    assert shard_hashes(reference_run) == before
+
+
+def test_changed_plan_never_reuses_a_shard(reference_run: Path, write_recipe):
+    """Re-planning with other generation settings over finished shards is refused, not mixed."""
+    recipe = load_recipe(write_recipe({"name": "reference", "generator": {"steps": 3}}, "reference.yaml"))
+    with pytest.raises(SynthsetError, match="has shards made with other generation settings"):
+        plan_run(recipe)
+
+
+def test_launcher_and_accelerate_must_agree():
+    """A launcher that claims 2 processes to an accelerate state that sees 1 would duplicate every image."""
+    with pytest.raises(SynthsetError, match="^the launcher started 2 processes but accelerate sees 1: "):
+        check_world_size(2, 1)
+    check_world_size(2, 2)
+
+
+def test_half_configured_launch_is_one_line_and_writes_nothing(write_recipe):
+    recipe = load_recipe(write_recipe({"name": "half"}, "half.yaml"))
+    plan_run(recipe)
+    env = {**os.environ, "WORLD_SIZE": "2"}
+    env.pop("MASTER_ADDR", None)
+    result = subprocess.run(
+        [*synthset_command(), "generate", str(recipe.run_dir)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "synthset: error: accelerate could not set up the processes: Tried to launch on distributed with "
+        "multinode, but `MASTER_ADDR` env was not set, please try exporting rank 0's hostname as `MASTER_ADDR`"
+    ]
+    assert not (recipe.run_dir / "shards").exists()
