@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -189,3 +190,19 @@ def test_half_configured_launch_is_one_line_and_writes_nothing(write_recipe):
         "multinode, but `MASTER_ADDR` env was not set, please try exporting rank 0's hostname as `MASTER_ADDR`"
     ]
     assert not (recipe.run_dir / "shards").exists()
+
+
+def test_storage_resize_format_and_row_groups(write_recipe):
+    run_dir, _ = plan_and_generate(
+        write_recipe,
+        {"name": "stored", "storage": {"format": "webp", "quality": 80, "resize": 16, "row_group_size": 4}},
+        "stored.yaml",
+    )
+    shard = pq.ParquetFile(shard_file(run_dir, "naive/train-00000"))
+    assert [shard.metadata.row_group(i).num_rows for i in range(shard.metadata.num_row_groups)] == [4, 2]
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(images_by_sample(run_dir)["naive/0000/000000"]))
+    assert (image.format, image.size) == ("WEBP", (16, 16))
+    row = shard.read_row_group(0, columns=["width", "height"]).to_pylist()[0]
+    assert (row["width"], row["height"]) == (32, 32)  # the generated size; the stored size is the recipe's resize
