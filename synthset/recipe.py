@@ -44,6 +44,9 @@ class ConfigSpec(_Strict):
     strategy: str = Field("naive", description="Prompt strategy; see `synthset.generation.prompts`.")
     images_per_class: Annotated[int, Field(gt=0)]
     split: str = "train"
+    sd_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.5, description="lar_cd_sd only: the share of style (SD) prompts; the rest are contextual (CD)."
+    )
 
     @field_validator("name", "split")
     @classmethod
@@ -88,6 +91,107 @@ class GeneratorSpec(_Strict):
     )
 
 
+class LLMSpec(_Strict):
+    """Which language model writes CD/SD descriptions (and extra LAR meanings), and how it samples."""
+
+    backend: Literal["template", "transformers", "openai"] = Field(
+        "template",
+        description="template: no model, combinatorial prompts from curated vocabularies (the no-LLM "
+        "baseline); transformers: a local causal LM; openai: any OpenAI-compatible server.",
+    )
+    model: str | None = Field(
+        None, description="Hub id or local path (transformers; synthset-testing:tiny-lm offline), or the model "
+        "name the server knows (openai).",
+    )  # fmt: skip
+    revision: str | None = None
+    base_url: str | None = Field(None, description="openai: e.g. http://localhost:8000/v1 (vLLM, TGI, Ollama).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: the environment variable holding the key.")
+    temperature: Annotated[float, Field(ge=0)] = 0.8
+    top_p: Annotated[float, Field(gt=0, le=1)] = 0.9
+    max_new_tokens: Annotated[int, Field(gt=0)] = 100
+    batch_size: Annotated[int, Field(gt=0)] = Field(16, description="transformers: prompts per generate call.")
+    concurrency: Annotated[int, Field(gt=0)] = Field(8, description="openai: requests in flight.")
+    timeout: Annotated[float, Field(gt=0)] = Field(60.0, description="openai: seconds per request.")
+    max_retries: Annotated[int, Field(ge=0)] = Field(4, description="openai: retries on 5xx, 429 and timeouts.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+
+    @model_validator(mode="after")
+    def _model_named_when_needed(self) -> LLMSpec:
+        if self.backend != "template" and not self.model:
+            raise ValueError(f"backend {self.backend!r} needs a model")
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs a base_url")
+        return self
+
+
+DEFAULT_STYLES = (
+    "oil painting",
+    "watercolor painting",
+    "pencil sketch",
+    "cartoon",
+    "origami",
+    "3D render",
+    "pixel art",
+    "stained glass",
+    "embroidery",
+    "sculpture",
+    "graffiti",
+    "tattoo",
+    "video game",
+    "plush toy",
+    "mosaic",
+)
+
+
+class AspectVocabularies(_Strict):
+    """Words the CD prompts combine; the template backend uses them as they are, an LLM as hints."""
+
+    foreground: list[str] | None = None
+    background: list[str] | None = None
+    lighting: list[str] | None = None
+    camera: list[str] | None = None
+
+
+class PromptsSpec(_Strict):
+    llm: LLMSpec = LLMSpec()
+    styles: Annotated[list[str], Field(min_length=1)] = Field(
+        list(DEFAULT_STYLES), description="SD styles; replace to change the style list."
+    )
+    aspects: AspectVocabularies = AspectVocabularies()
+    max_attempts: Annotated[int, Field(gt=0)] = Field(
+        3, description="LLM tries per description before the template replaces it (counted)."
+    )
+    max_chars: Annotated[int, Field(gt=20)] = Field(300, description="Longest description kept.")
+
+
+class RealImagesSpec(_Strict):
+    """Real images of each class (for LAR scoring and augmentation-conditioning): a dataset or a folder."""
+
+    dataset: str | None = Field(None, description="A `datasets` hub id or local path (load_dataset).")
+    folder: Path | None = Field(None, description="An image folder: <folder>/<wnid or class name>/*.jpg")
+    split: str = "train"
+    image_column: str = "image"
+    label_column: str = "label"
+    match: Literal["index", "name"] = Field(
+        "index", description="index: the dataset's labels are this class set's labels; name: match label names."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> RealImagesSpec:
+        if (self.dataset is None) == (self.folder is None):
+            raise ValueError("give exactly one of dataset or folder")
+        return self
+
+
+class LARSpec(_Strict):
+    clip_model: str = Field(
+        "ViT-B-32", description="open_clip model name, local-dir:<path>, hf-hub:<id>, or synthset-testing:tiny-clip."
+    )
+    clip_pretrained: str | None = Field("openai", description="open_clip pretrained tag (for a model name).")
+    images_per_class: Annotated[int, Field(gt=0)] = Field(50, description="Real images scored per class (M).")
+    batch_size: Annotated[int, Field(gt=0)] = 64
+
+
 class StorageSpec(_Strict):
     format: Literal["jpeg", "png", "webp"] = "jpeg"
     quality: Annotated[int, Field(ge=1, le=100)] = 95
@@ -108,6 +212,9 @@ class Recipe(_Strict):
     configs: Annotated[list[ConfigSpec], Field(min_length=1)]
     generator: GeneratorSpec
     storage: StorageSpec = StorageSpec()
+    prompts: PromptsSpec = PromptsSpec()
+    lar: LARSpec = LARSpec()
+    real_images: RealImagesSpec | None = None
 
     @field_validator("name")
     @classmethod

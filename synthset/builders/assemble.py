@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 from synthset.builders.features import dataset_features
 from synthset.errors import SynthsetError
 from synthset.fsutil import atomic_path, temp_path_for, write_text_atomic
-from synthset.generation.manifest import read_records, record_problem, shard_file
+from synthset.generation.manifest import read_records, shard_file
 from synthset.generation.plan import PLAN_FILE, read_label_names
-from synthset.generation.runner import plan_shard_names
+from synthset.generation.runner import plan_shard_names, read_planned_shard, shard_problem
 from synthset.lock import LOCK_FILE, Lock, read_lock
 
 DATASET_DIR = "dataset"
@@ -52,12 +52,11 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 def _check_finished(run_dir: Path, lock: Lock, plan: pq.ParquetFile, names: list[str]) -> None:
     records = read_records(run_dir)
-    missing = []
-    for i, name in enumerate(names):
-        record = records.get(name)
-        sample_ids = plan.read_row_group(i, columns=["sample_id"]).column(0).to_pylist()
-        if record is None or record_problem(run_dir, record, sample_ids, lock.generation_key) is not None:
-            missing.append(name)
+    missing = [
+        name
+        for i, name in enumerate(names)
+        if shard_problem(run_dir, read_planned_shard(plan, i, name), records, lock.generation_key) is not None
+    ]
     if missing:
         raise SynthsetError(
             f"{run_dir}: {len(missing)} of {len(names)} shards are not finished (first: {missing[0]}); "

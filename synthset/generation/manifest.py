@@ -10,9 +10,12 @@ count: that shard is made again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import pyarrow as pa
 
 from synthset.fsutil import sha256_file, write_text_atomic
 
@@ -29,6 +32,7 @@ class ShardRecord:
     sha256: str
     bytes: int
     generation_key: str
+    plan_digest: str  # hash of the shard's plan rows: a re-plan with other prompts invalidates the shard
     rank: int
     world_size: int
     seconds: float
@@ -63,14 +67,21 @@ def read_records(run_dir: Path) -> dict[str, ShardRecord]:
     return records
 
 
+def plan_digest(plan_rows: pa.Table) -> str:
+    """A hash of a shard's plan rows (prompts, seeds, ids...), stored in its record."""
+    return hashlib.sha256(json.dumps(plan_rows.to_pylist(), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def record_problem(
-    run_dir: Path, record: ShardRecord, sample_ids: list[str], key: str, check_sha: bool = True
+    run_dir: Path, record: ShardRecord, sample_ids: list[str], key: str, digest: str, check_sha: bool = True
 ) -> str | None:
     """Why a record does not prove its shard finished for this plan, or None if it does."""
     if record.generation_key != key:
         return "made with other generation settings"
     if record.sample_ids != sample_ids:
         return "sample ids differ from the plan"
+    if record.plan_digest != digest:
+        return "its plan rows (prompts, seeds) changed"
     path = shard_file(run_dir, record.shard)
     if not path.is_file():
         return "shard file missing"

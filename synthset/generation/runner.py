@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synthset.builders.features import PLAN_ONLY_COLUMNS, dataset_features
 from synthset.errors import SynthsetError
-from synthset.generation.manifest import ShardRecord, compact_manifest, read_records, record_problem
+from synthset.generation.manifest import ShardRecord, compact_manifest, plan_digest, read_records, record_problem
 from synthset.generation.plan import PLAN_FILE, read_label_names
 from synthset.lock import read_lock
 
@@ -84,6 +85,33 @@ def plan_shard_names(plan: pq.ParquetFile) -> list[str]:
         else:
             names.append(plan.read_row_group(i, columns=["shard"]).column(0)[0].as_py())
     return names
+
+
+@dataclass(frozen=True)
+class PlannedShard:
+    """One shard of the plan: its index (= row group), name, and plan rows (without the `shard` column)."""
+
+    index: int
+    name: str
+    rows: pa.Table
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return self.rows.column("sample_id").to_pylist()
+
+
+def read_planned_shard(plan: pq.ParquetFile, index: int, name: str) -> PlannedShard:
+    return PlannedShard(index, name, plan.read_row_group(index).drop_columns(list(PLAN_ONLY_COLUMNS)))
+
+
+def shard_problem(
+    run_dir: Path, shard: PlannedShard, records: dict[str, ShardRecord], generation_key: str, verify: bool = True
+) -> str | None:
+    """Why `shard` is not finished for this plan ("no record", a checksum mismatch...), or None if it is."""
+    record = records.get(shard.name)
+    if record is None:
+        return "no record"
+    return record_problem(run_dir, record, shard.sample_ids, generation_key, plan_digest(shard.rows), verify)
 
 
 def assigned_shards(num_shards: int, rank: int, world_size: int) -> list[int]:
@@ -167,19 +195,17 @@ def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
     mine = assigned_shards(len(shard_names), rank, world_size)
     records = read_records(run_dir)
 
-    todo: list[tuple[int, str, list[str]]] = []
+    todo: list[PlannedShard] = []
     redone = 0
     for i in mine:
-        name = shard_names[i]
-        sample_ids = plan.read_row_group(i, columns=["sample_id"]).column(0).to_pylist()
-        record = records.get(name)
-        if record is not None:
-            problem = record_problem(run_dir, record, sample_ids, lock.generation_key, check_sha=verify)
-            if problem is None:
-                continue
-            logger.warning("shard %s is redone: %s", name, problem)
+        shard = read_planned_shard(plan, i, shard_names[i])
+        problem = shard_problem(run_dir, shard, records, lock.generation_key, verify)
+        if problem is None:
+            continue
+        if problem != "no record":
+            logger.warning("shard %s is redone: %s", shard.name, problem)
             redone += 1
-        todo.append((i, name, sample_ids))
+        todo.append(shard)
 
     progress = GlobalProgress(run_dir, plan.metadata.num_rows, lock.generation_key, state.is_main_process)
     images_made = 0
@@ -204,9 +230,9 @@ def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
             on_shard_done=progress.recorded,
         )
         try:
-            for i, name, sample_ids in todo:
-                rows = plan.read_row_group(i).drop_columns(list(PLAN_ONLY_COLUMNS)).to_pylist()
-                writer.start_shard(name, sample_ids)
+            for shard in todo:
+                rows = shard.rows.to_pylist()
+                writer.start_shard(shard.name, shard.sample_ids, plan_digest(shard.rows))
                 for batch in _batches(rows, batch_size):
                     # Every call has the recipe's batch size: reduction order depends on the batch shape.
                     padded = batch + [batch[-1]] * (batch_size - len(batch))

@@ -53,6 +53,7 @@ def encode_image(image: Image, storage: StorageSpec) -> bytes:
 class _OpenShard:
     name: str
     sample_ids: list[str]
+    plan_digest: str
     tmp: Path
     writer: pq.ParquetWriter
     started: float
@@ -95,8 +96,8 @@ class ShardWriter:
         self._thread.start()
 
     # -- called from the generation loop -------------------------------------------------------------
-    def start_shard(self, name: str, sample_ids: list[str]) -> None:
-        self._put(("start", name, sample_ids))
+    def start_shard(self, name: str, sample_ids: list[str], plan_digest: str) -> None:
+        self._put(("start", name, sample_ids, plan_digest))
 
     def add_batch(self, rows: list[dict[str, Any]], images: list[Image]) -> None:
         self._put(("batch", rows, images))
@@ -131,7 +132,7 @@ class ShardWriter:
                 item = self._queue.get()
                 kind = item[0]
                 if kind == "start":
-                    current = self._open(item[1], item[2])
+                    current = self._open(item[1], item[2], item[3])
                 elif kind == "batch":
                     assert current is not None
                     self._add(current, item[1], item[2])
@@ -155,14 +156,14 @@ class ShardWriter:
                 except queue.Empty:
                     break
 
-    def _open(self, name: str, sample_ids: list[str]) -> _OpenShard:
+    def _open(self, name: str, sample_ids: list[str], plan_digest: str) -> _OpenShard:
         final = shard_file(self.run_dir, name)
         final.parent.mkdir(parents=True, exist_ok=True)
         for stale in final.parent.glob(f".tmp-*-{final.name}"):
             stale.unlink(missing_ok=True)  # left by a killed process that owned this shard before
         tmp = temp_path_for(final)
         writer = pq.ParquetWriter(tmp, self.schema)
-        return _OpenShard(name, sample_ids, tmp, writer, time.monotonic())
+        return _OpenShard(name, sample_ids, plan_digest, tmp, writer, time.monotonic())
 
     def _add(self, shard: _OpenShard, rows: list[dict[str, Any]], images: list[Image]) -> None:
         for row, image in zip(rows, images, strict=True):
@@ -197,6 +198,7 @@ class ShardWriter:
             sha256=sha256_file(final),
             bytes=final.stat().st_size,
             generation_key=self.generation_key,
+            plan_digest=shard.plan_digest,
             rank=self.rank,
             world_size=self.world_size,
             seconds=round(time.monotonic() - shard.started, 3),
