@@ -8,3 +8,9 @@ anything else is a bug and keeps its traceback.
 
 class SynthsetError(Exception):
     """A problem with the user's input or run directory, described in one line."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (or its type name), for a one-line report."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

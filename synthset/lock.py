@@ -14,13 +14,13 @@ import importlib.metadata
 import json
 import platform
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from synthset.errors import SynthsetError
+from synthset.errors import SynthsetError, first_line
 from synthset.fsutil import sha256_tree, write_text_atomic
 from synthset.recipe import GeneratorSpec, Recipe, recipe_from_dict, recipe_to_dict
 
@@ -44,15 +44,24 @@ class ResolvedModel:
         return self.revision if self.source == "hub" else None
 
 
-def _local_model_dir(model: str) -> Path | None:
-    if model.startswith(TESTING_SCHEME):
-        from synthset import testing
+def resolve_tiny_model(model: str, field_name: str) -> Path | None:
+    """The directory of a `synthset-testing:<name>` model (built on first use), or None for any other string."""
+    if not model.startswith(TESTING_SCHEME):
+        return None
+    from synthset import testing
 
-        name = model.removeprefix(TESTING_SCHEME)
-        if name not in testing.TINY_MODELS:
-            known = ", ".join(sorted(testing.TINY_MODELS))
-            raise SynthsetError(f"generator.model: unknown tiny model {name!r} (known: {known})")
-        return testing.tiny_model_path(name)
+    name = model.removeprefix(TESTING_SCHEME)
+    if name not in testing.TINY_MODELS:
+        known = ", ".join(sorted(testing.TINY_MODELS))
+        raise SynthsetError(f"{field_name}: unknown tiny model {name!r} (known: {known})")
+    return testing.tiny_model_path(name)
+
+
+def _local_model_dir(model: str, field_name: str = "generator.model") -> Path | None:
+    """The local directory a model string names (a path or a tiny test model), or None for a hub id."""
+    tiny = resolve_tiny_model(model, field_name)
+    if tiny is not None:
+        return tiny
     path = Path(model).expanduser()
     if path.exists() or not HUB_ID_PATTERN.match(model):
         return path
@@ -72,8 +81,7 @@ def resolve_model(spec: GeneratorSpec) -> ResolvedModel:
     try:
         info = HfApi().model_info(spec.model, revision=spec.revision)
     except Exception as error:  # network, auth, 404: all end the same way for the user
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SynthsetError(f"generator.model: cannot resolve {spec.model!r} on the Hub: {reason}") from None
+        raise SynthsetError(f"generator.model: cannot resolve {spec.model!r} on the Hub: {first_line(error)}") from None
     return ResolvedModel(spec.model, info.sha, "hub")
 
 
@@ -110,15 +118,55 @@ class Lock:
     versions: dict[str, str]
     generation_key: str
     provenance: str
+    aux_models: dict[str, dict[str, str]] = field(default_factory=dict)  # "clip", "llm": what made the prompts
+
+
+def _pin_local_or_hub(field_name: str, model: str, revision: str | None) -> dict[str, str]:
+    """A model other than the generator (CLIP, LLM) pinned like the generator: tree hash or hub commit."""
+    local = _local_model_dir(model, field_name)
+    if local is not None:
+        if not local.is_dir():
+            raise SynthsetError(f"{field_name}: no such model directory: {str(local)!r}")
+        return {"model": model, "path": str(local.resolve()), "revision": "sha256:" + sha256_tree(local)}
+    from huggingface_hub import HfApi
+
+    try:
+        sha = HfApi().model_info(model, revision=revision).sha
+    except Exception as error:  # network, auth, 404
+        raise SynthsetError(f"{field_name}: cannot resolve {model!r} on the Hub: {first_line(error)}") from None
+    return {"model": model, "revision": sha}
+
+
+def resolve_aux_models(recipe: Recipe) -> dict[str, dict[str, str]]:
+    """Pin the CLIP that scores LAR meanings and the LLM that writes descriptions, when the recipe uses them."""
+    from synthset.generation.prompts import LAR_STRATEGIES
+
+    strategies = {c.strategy for c in recipe.configs}
+    pinned: dict[str, dict[str, str]] = {}
+    if strategies & set(LAR_STRATEGIES) and recipe.real_images is not None:
+        from synthset.generation.lar import open_clip_identifier
+
+        name, pretrained = open_clip_identifier(recipe.lar)
+        if name.startswith("local-dir:"):
+            pinned["clip"] = {"model": recipe.lar.clip_model, "revision": "sha256:" + sha256_tree(Path(name[10:]))}
+        else:
+            pinned["clip"] = {"model": name, "revision": f"open_clip:{pretrained}"}
+    llm = recipe.prompts.llm
+    if llm.backend == "transformers" and strategies & set(LAR_STRATEGIES):
+        pinned["llm"] = _pin_local_or_hub("prompts.llm.model", llm.model or "", llm.revision)
+    elif llm.backend == "openai" and strategies & set(LAR_STRATEGIES):
+        pinned["llm"] = {"model": llm.model or "", "base_url": llm.base_url or "", "revision": "served"}
+    return pinned
 
 
 def make_lock(recipe: Recipe) -> Lock:
     model = resolve_model(recipe.generator)
+    aux_models = resolve_aux_models(recipe)
     recipe_data = recipe_to_dict(recipe)
     key = generation_key(recipe_data, model.revision)
     versions = _versions()
-    provenance = _hash({"recipe": recipe_data, "model": model.revision, "versions": versions})[:16]
-    return Lock(recipe, model, versions, key, provenance)
+    provenance = _hash({"recipe": recipe_data, "model": model.revision, "aux": aux_models, "versions": versions})
+    return Lock(recipe, model, versions, key, provenance[:16], aux_models)
 
 
 def write_lock(run_dir: Path, lock: Lock) -> None:
@@ -128,6 +176,7 @@ def write_lock(run_dir: Path, lock: Lock) -> None:
             "model": lock.model.load_path,
             "model_revision": lock.model.revision,
             "model_source": lock.model.source,
+            **({"aux_models": lock.aux_models} if lock.aux_models else {}),
             "versions": lock.versions,
         },
         "generation_key": lock.generation_key,
@@ -148,4 +197,5 @@ def read_lock(run_dir: Path) -> Lock:
         versions=resolved["versions"],
         generation_key=data["generation_key"],
         provenance=data["provenance"],
+        aux_models=resolved.get("aux_models", {}),
     )

@@ -196,7 +196,131 @@ def tiny_sd_path(home: Path | None = None) -> Path:
 
 
 # One entry per tiny model; recipes name them as "synthset-testing:<name>".
-TINY_MODELS: dict[str, Callable[[Path | None], Path]] = {TINY_SD: tiny_sd_path}
+TINY_OPEN_CLIP = "tiny-clip"
+
+# open_clip's own format for a local model: what `create_model_and_transforms("local-dir:<dir>")` reads.
+TINY_OPEN_CLIP_CONFIG = {
+    "model_cfg": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    },
+    "preprocess_cfg": {
+        "mean": [0.48145466, 0.4578275, 0.40821073],
+        "std": [0.26862954, 0.26130258, 0.27577711],
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    },
+}
+
+
+def _build_tiny_open_clip(out: Path) -> None:
+    """A CLIP with a 1-layer ViT and a 1-layer text tower, in open_clip's local-dir layout (safetensors).
+
+    The text tower keeps open_clip's standard BPE tokenizer (its vocab ships inside the package), so
+    the tokenizer path is the real one.
+    """
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**TINY_OPEN_CLIP_CONFIG["model_cfg"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "open_clip_config.json").write_text(json.dumps(TINY_OPEN_CLIP_CONFIG, indent=2, sort_keys=True))
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(out / "open_clip_model.safetensors"))
+
+
+def tiny_open_clip_path(home: Path | None = None) -> Path:
+    """Directory of the tiny open_clip model; load it as `local-dir:<path>` (lar.clip_model does that)."""
+    return _build_atomically(_models_dir(home) / TINY_OPEN_CLIP, _build_tiny_open_clip)
+
+
+TINY_LM = "tiny-lm"
+
+# The tiny LM's chat template: one "<|role|>" line per message, each message closed by EOS.
+TINY_LM_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+TINY_LM_SPECIAL_TOKENS = ("<|pad|>", "<|bos|>", "<|eos|>", "<|system|>", "<|user|>", "<|assistant|>")
+
+
+def _build_tiny_lm(out: Path) -> None:
+    """Save a tiny Llama causal LM and its tokenizer to ``out`` (~25 k parameters, safetensors).
+
+    The tokenizer is generated, not downloaded: byte-level BPE with the 256-byte alphabet and no merges
+    (token id = byte value, so any text round-trips), then pad/bos/eos and the chat role markers as
+    special tokens, and a chat template, so the chat-template path of the LLM backend is the real one.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    byte_chars = _bytes_to_unicode()
+    vocab = {byte_chars[b]: b for b in range(256)}
+    for token in TINY_LM_SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<|bos|> $A", pair="<|bos|> $A <|bos|> $B", special_tokens=[("<|bos|>", vocab["<|bos|>"])]
+    )
+    backend.add_special_tokens(list(TINY_LM_SPECIAL_TOKENS))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|bos|>",
+        eos_token="<|eos|>",
+        pad_token="<|pad|>",
+        chat_template=TINY_LM_CHAT_TEMPLATE,
+        model_max_length=512,
+        padding_side="left",
+    )
+    tokenizer.save_pretrained(out)
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            tie_word_embeddings=True,
+            # 10x the default init: at 0.02 the logits are so flat that every prompt's greedy text is the
+            # same run of newlines, which would hide padding bugs; at 0.2 the text depends on the prompt.
+            initializer_range=0.2,
+            bos_token_id=vocab["<|bos|>"],
+            eos_token_id=vocab["<|eos|>"],
+            pad_token_id=vocab["<|pad|>"],
+        )
+    )
+    model.save_pretrained(out, safe_serialization=True)
+
+
+def tiny_lm_path(home: Path | None = None) -> Path:
+    """Directory of a tiny causal LM + tokenizer with a chat template, building it on first use.
+
+    Loads with ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained``; recipes name
+    it ``synthset-testing:tiny-lm`` (prompts.llm.model). Its text is random bytes: fine for testing plumbing.
+    """
+    target = _models_dir(home) / TINY_LM
+    if not (target / "config.json").is_file():
+        _build_atomically(target, _build_tiny_lm)
+    if not (target / "model.safetensors").is_file():
+        raise SynthsetError(f"{target} exists but is not a complete tiny-lm build; delete it and retry")
+    return target
+
+
+TINY_MODELS: dict[str, Callable[[Path | None], Path]] = {
+    TINY_SD: tiny_sd_path,
+    TINY_OPEN_CLIP: tiny_open_clip_path,
+    TINY_LM: tiny_lm_path,
+}
 
 
 def tiny_model_path(name: str, home: Path | None = None) -> Path:

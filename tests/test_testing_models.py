@@ -113,7 +113,8 @@ def test_second_call_reuses_the_build(sd_home: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(testing, "_build_tiny_sd", no_rebuild)
     assert tiny_sd_path(sd_home) == index.parent
-    assert build_all(sd_home) == {"tiny-sd": index.parent}
+    built = build_all(sd_home)
+    assert set(built) == set(testing.TINY_MODELS) and built["tiny-sd"] == index.parent
     assert tiny_model_path("tiny-sd", sd_home) == index.parent
     assert index.stat().st_mtime_ns == mtime
 
@@ -126,7 +127,7 @@ def test_rebuild_is_byte_identical(sd_home: Path, tmp_path: Path) -> None:
 
 
 def test_unknown_tiny_model_is_a_one_line_error(tmp_path: Path) -> None:
-    with pytest.raises(SynthsetError, match="synthset-testing:nope.*known: tiny-sd"):
+    with pytest.raises(SynthsetError, match=r"synthset-testing:nope' \(known: tiny-clip, tiny-lm, tiny-sd\)$"):
         tiny_model_path("nope", tmp_path)
 
 

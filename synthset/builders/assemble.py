@@ -17,10 +17,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from synthset.builders.features import dataset_features
+from synthset.classes.table import read_label_names
 from synthset.errors import SynthsetError
 from synthset.fsutil import atomic_path, temp_path_for, write_text_atomic
 from synthset.generation.manifest import read_records, shard_file
-from synthset.generation.plan import PLAN_FILE, read_label_names
+from synthset.generation.plan import PLAN_FILE
 from synthset.generation.runner import plan_shard_names, read_planned_shard, shard_problem
 from synthset.lock import LOCK_FILE, Lock, read_lock
 

@@ -54,3 +54,20 @@ def _imagenet_1k() -> tuple[ClassInfo, ...]:
 
 def load_imagenet_1k() -> list[ClassInfo]:
     return list(_imagenet_1k())
+
+
+@functools.cache
+def _synsets_by_lemma() -> dict[str, tuple[str, ...]]:
+    index: dict[str, list[str]] = {}
+    for wnid, lemmas in wordnet_lemmas().items():
+        for lemma in lemmas:
+            index.setdefault(lemma.lower(), []).append(wnid)
+    return {lemma: tuple(wnids) for lemma, wnids in index.items()}
+
+
+def synsets_sharing_a_lemma(name: str) -> list[str]:
+    """Every ImageNet-21k synset with `name` among its lemmas: the candidate meanings of an ambiguous name.
+
+    "crane" gives n02012849 (the bird) and n03126707 (the machine), each with its WordNet gloss.
+    """
+    return list(_synsets_by_lemma().get(name.lower(), ()))

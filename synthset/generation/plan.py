@@ -9,9 +9,8 @@ or a hundred, and a resumed run with another world size picks up exactly the sha
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,43 +18,17 @@ import pyarrow.parquet as pq
 
 from synthset.builders.features import plan_features
 from synthset.classes import ClassInfo, load_class_set, select_classes
+from synthset.classes.table import write_classes
 from synthset.errors import SynthsetError
 from synthset.fsutil import atomic_path
-from synthset.generation.prompts import PROMPT_STRATEGIES, PromptContext
+from synthset.generation.diversify import PromptStats
+from synthset.generation.ids import make_sample_id, sample_seed, shard_name
+from synthset.generation.prompts import LAR_STRATEGIES, PROMPT_STRATEGIES, PromptContext
 from synthset.lock import LOCK_FILE, Lock, make_lock, read_lock, write_lock
 from synthset.recipe import Recipe
 
-CLASSES_FILE = "classes.parquet"
 PLAN_FILE = "plan.parquet"
-
-CLASSES_SCHEMA = pa.schema(
-    [
-        ("label", pa.int64()),
-        ("wnid", pa.string()),
-        ("class_name", pa.string()),
-        ("label_name", pa.string()),
-        ("gloss", pa.string()),
-        ("selected", pa.bool_()),
-        ("lar_candidates", pa.list_(pa.string())),
-        ("lar_scores", pa.list_(pa.float32())),
-        ("lar_meaning", pa.string()),
-        ("lar_source", pa.string()),
-    ]
-)
-
-
-def make_sample_id(config: str, label: int, index: int) -> str:
-    return f"{config}/{label:04d}/{index:06d}"
-
-
-def sample_seed(recipe_seed: int, sample_id: str) -> int:
-    """A 63-bit seed from (recipe seed, sample id) only: never from rank, world size or batch position."""
-    digest = hashlib.sha256(f"{recipe_seed}/{sample_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
-def shard_name(config: str, split: str, index: int) -> str:
-    return f"{config}/{split}-{index:05d}"
+DIVERSIFIED_STRATEGIES = ("lar_cd", "lar_cd_sd")
 
 
 @dataclass(frozen=True)
@@ -64,52 +37,30 @@ class PlanSummary:
     rows: int
     shards: int
     rows_per_config: dict[str, int]
+    lar_sources: dict[str, int] = field(default_factory=dict)
+    real_image_failures: int = 0
+    prompt_stats: PromptStats = field(default_factory=PromptStats)
+    llm_backend_calls: int = 0
+    llm_cache_hits: int = 0
 
 
-def write_classes(run_dir: Path, classes: list[ClassInfo], selected: list[ClassInfo]) -> None:
-    """classes.parquet: the whole label space, with the classes this run generates marked `selected`."""
-    chosen = {info.label for info in selected}
-    rows = [
-        {
-            "label": info.label,
-            "wnid": info.wnid,
-            "class_name": info.class_name,
-            "label_name": info.label_name,
-            "gloss": info.gloss,
-            "selected": info.label in chosen,
-            "lar_candidates": None,
-            "lar_scores": None,
-            "lar_meaning": None,
-            "lar_source": None,
-        }
-        for info in classes
-    ]
-    with atomic_path(run_dir / CLASSES_FILE) as tmp:
-        pq.write_table(pa.Table.from_pylist(rows, schema=CLASSES_SCHEMA), tmp)
-
-
-def read_classes(run_dir: Path) -> list[ClassInfo]:
-    table = pq.read_table(run_dir / CLASSES_FILE, columns=["label", "class_name", "label_name", "wnid", "gloss"])
-    return [ClassInfo(**row) for row in table.to_pylist()]
-
-
-def read_label_names(run_dir: Path) -> list[str]:
-    return pq.read_table(run_dir / CLASSES_FILE, columns=["label_name"]).column(0).to_pylist()
-
-
-def iter_plan_shards(lock: Lock, selected: list[ClassInfo], run_dir: Path) -> Iterator[tuple[str, list[dict]]]:
+def iter_plan_shards(
+    lock: Lock, selected: list[ClassInfo], contexts: dict[str, PromptContext]
+) -> Iterator[tuple[str, list[dict]]]:
     """Yield (shard name, rows) in plan order: config, then class, then image index.
 
     Only one shard's rows are in memory at a time, so planning millions of images stays flat in memory.
     """
+    from tqdm.auto import tqdm
+
     recipe = lock.recipe
     size = recipe.storage.shard_size
     for config in recipe.configs:
         strategy = PROMPT_STRATEGIES[config.strategy]
-        context = PromptContext(recipe=recipe, config=config, run_dir=run_dir)
+        context = contexts[config.name]
         pending: list[dict] = []
         shard_index = 0
-        for info in selected:
+        for info in tqdm(selected, desc=f"prompts {config.name}", unit="class", leave=False):
             prompts = strategy(info, config.images_per_class, context)
             for index, fields in enumerate(prompts):
                 sample_id = make_sample_id(config.name, info.label, index)
@@ -154,23 +105,60 @@ def _check_run_compatible(run_dir: Path, lock: Lock) -> None:
         )
 
 
+def _open_llm(recipe: Recipe, run_dir: Path):
+    """The cached LLM when the recipe names one and some config uses it; None for the template backend."""
+    strategies = {c.strategy for c in recipe.configs}
+    if recipe.prompts.llm.backend == "template" or not strategies & {*LAR_STRATEGIES, *DIVERSIFIED_STRATEGIES}:
+        return None
+    from synthset.generation.llm import LLMCache, make_backend
+
+    (run_dir / "cache").mkdir(parents=True, exist_ok=True)
+    return LLMCache(run_dir / "cache" / "llm.sqlite", make_backend(recipe.prompts.llm), recipe.prompts.llm)
+
+
 def plan_run(recipe: Recipe) -> PlanSummary:
-    """Write the lock, the classes and the plan of a recipe's run directory (each atomically)."""
+    """Write the lock, the classes (with LAR) and the plan of a recipe's run directory (each atomically)."""
     classes = load_class_set(recipe.classes.set)
     selected = select_classes(classes, recipe.classes.subset, recipe.classes.limit, recipe.classes.set)
     lock = make_lock(recipe)
     run_dir = recipe.run_dir
     _check_run_compatible(run_dir, lock)
     run_dir.mkdir(parents=True, exist_ok=True)
+    llm = _open_llm(recipe, run_dir)
+
+    meanings, lar_key, failures = {}, None, 0
+    if any(c.strategy in LAR_STRATEGIES for c in recipe.configs):
+        from synthset.generation.meanings import resolve_meanings
+
+        meanings, lar_key, failures = resolve_meanings(recipe, run_dir, classes, selected, llm)
+    write_classes(run_dir, classes, selected, meanings, lar_key)
+
+    stats = PromptStats()
+    contexts = {
+        c.name: PromptContext(recipe=recipe, config=c, run_dir=run_dir, meanings=meanings, llm=llm, stats=stats)
+        for c in recipe.configs
+    }
     label_names = [info.label_name for info in classes]
     schema = plan_features(label_names).arrow_schema
     rows_per_config: dict[str, int] = {}
     shards = 0
     with atomic_path(run_dir / PLAN_FILE) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        for _, rows in iter_plan_shards(lock, selected, run_dir):
+        for _, rows in iter_plan_shards(lock, selected, contexts):
             writer.write_table(pa.Table.from_pylist(rows, schema=schema))  # one row group per shard
             rows_per_config[rows[0]["config"]] = rows_per_config.get(rows[0]["config"], 0) + len(rows)
             shards += 1
-    write_classes(run_dir, classes, selected)
     write_lock(run_dir, lock)
-    return PlanSummary(run_dir, sum(rows_per_config.values()), shards, rows_per_config)
+    sources: dict[str, int] = {}
+    for result in meanings.values():
+        sources[result.source] = sources.get(result.source, 0) + 1
+    return PlanSummary(
+        run_dir,
+        sum(rows_per_config.values()),
+        shards,
+        rows_per_config,
+        lar_sources=sources,
+        real_image_failures=failures,
+        prompt_stats=stats,
+        llm_backend_calls=llm.backend_calls if llm else 0,
+        llm_cache_hits=llm.hits if llm else 0,
+    )

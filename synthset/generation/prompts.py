@@ -3,17 +3,27 @@
 A strategy is a plain function `(class_info, count, context) -> list[PromptFields]` registered in
 `PROMPT_STRATEGIES` under the name a recipe config uses. The plan stage calls it; the diffusion runner
 only ever reads the resulting plan columns, so adding a strategy never touches generation.
+
+The strategies form paper A's ablation ladder: `naive` (the class name in a template), `lar` (plus the
+meaning Label Ambiguity Resolution chose), `lar_cd` (contextual descriptions), `lar_cd_sd` (contextual
+and style descriptions mixed at the config's `sd_ratio`). The row's `strategy` column says which kind
+of prompt it got: naive, lar, cd or sd.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from synthset.generation.diversify import Draft, PromptStats, aspect_vocabularies, describe, draw_aspects
+
 if TYPE_CHECKING:
     from synthset.classes import ClassInfo
+    from synthset.generation.lar import LARResult
+    from synthset.generation.llm import LLMCache
     from synthset.recipe import ConfigSpec, Recipe
 
 
@@ -28,16 +38,36 @@ class PromptFields:
     sd_style: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class PromptContext:
-    """What a strategy may need beyond the class: the recipe, the config, and the run directory (for caches)."""
+    """What a strategy may need beyond the class: the recipe and config, LAR results, the LLM, counters."""
 
     recipe: Recipe
     config: ConfigSpec
     run_dir: Path
+    meanings: dict[int, LARResult] = field(default_factory=dict)
+    llm: LLMCache | None = None
+    stats: PromptStats = field(default_factory=PromptStats)
+
+    def meaning(self, label: int) -> str | None:
+        result = self.meanings.get(label)
+        return result.meaning if result is not None else None
+
+    def prompt_meaning(self, label: int) -> str | None:
+        """The meaning as prompt context: its first clause, so the prompt stays within CLIP's 77 tokens."""
+        meaning = self.meaning(label)
+        return meaning.split(";")[0].strip() if meaning else None
+
+    def rng(self, label: int, index: int) -> random.Random:
+        """The prompt draws of one sample: from the recipe seed and the sample id, like its image seed."""
+        from synthset.generation.ids import make_sample_id
+
+        return random.Random(f"prompt/{self.recipe.seed}/{make_sample_id(self.config.name, label, index)}")
 
 
 PromptStrategy = Callable[["ClassInfo", int, PromptContext], list[PromptFields]]
+
+LAR_STRATEGIES = ("lar", "lar_cd", "lar_cd_sd")
 
 
 def naive_prompts(info: ClassInfo, count: int, context: PromptContext) -> list[PromptFields]:
@@ -45,4 +75,59 @@ def naive_prompts(info: ClassInfo, count: int, context: PromptContext) -> list[P
     return [PromptFields(strategy="naive", prompt=f"a photo of a {info.class_name}")] * count
 
 
-PROMPT_STRATEGIES: dict[str, PromptStrategy] = {"naive": naive_prompts}
+def lar_prompts(info: ClassInfo, count: int, context: PromptContext) -> list[PromptFields]:
+    """The class name with its resolved meaning as context, e.g. "a photo of a crane, large ... bird"."""
+    meaning = context.prompt_meaning(info.label)
+    prompt = f"a photo of a {info.class_name}, {meaning}" if meaning else f"a photo of a {info.class_name}"
+    return [PromptFields(strategy="lar", prompt=prompt, lar_meaning=context.meaning(info.label))] * count
+
+
+def is_style_index(index: int, ratio: float) -> bool:
+    """Spread round(count * ratio) style prompts evenly over the indices: exact count, deterministic."""
+    return int((index + 1) * ratio + 1e-9) > int(index * ratio + 1e-9)
+
+
+def _diversified(info: ClassInfo, count: int, context: PromptContext, sd_ratio: float) -> list[PromptFields]:
+    spec = context.recipe.prompts
+    meaning = context.prompt_meaning(info.label)
+    vocabularies = aspect_vocabularies(spec)
+    drafts = []
+    for index in range(count):
+        rng = context.rng(info.label, index)
+        seed = rng.getrandbits(63)
+        if is_style_index(index, sd_ratio):
+            drafts.append(Draft(info.class_name, meaning, style=rng.choice(spec.styles), seed=seed))
+        else:
+            drafts.append(Draft(info.class_name, meaning, aspects=draw_aspects(rng, vocabularies), seed=seed))
+    names = [info.class_name, info.label_name]
+    if info.wnid:
+        from synthset.classes.imagenet import wordnet_lemmas
+
+        names += wordnet_lemmas().get(info.wnid, [])
+    texts = describe(drafts, names, spec, context.llm, context.stats)
+    return [
+        PromptFields(
+            strategy="sd" if draft.style is not None else "cd",
+            prompt=text,
+            lar_meaning=context.meaning(info.label),
+            cd_aspects=draft.aspects,
+            sd_style=draft.style,
+        )
+        for draft, text in zip(drafts, texts, strict=True)
+    ]
+
+
+def lar_cd_prompts(info: ClassInfo, count: int, context: PromptContext) -> list[PromptFields]:
+    return _diversified(info, count, context, sd_ratio=0.0)
+
+
+def lar_cd_sd_prompts(info: ClassInfo, count: int, context: PromptContext) -> list[PromptFields]:
+    return _diversified(info, count, context, sd_ratio=context.config.sd_ratio)
+
+
+PROMPT_STRATEGIES: dict[str, PromptStrategy] = {
+    "naive": naive_prompts,
+    "lar": lar_prompts,
+    "lar_cd": lar_cd_prompts,
+    "lar_cd_sd": lar_cd_sd_prompts,
+}

@@ -22,9 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synthset.builders.features import PLAN_ONLY_COLUMNS, dataset_features
-from synthset.errors import SynthsetError
+from synthset.classes.table import read_label_names
+from synthset.errors import SynthsetError, first_line
 from synthset.generation.manifest import ShardRecord, compact_manifest, plan_digest, read_records, record_problem
-from synthset.generation.plan import PLAN_FILE, read_label_names
+from synthset.generation.plan import PLAN_FILE
 from synthset.lock import read_lock
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def make_process_state() -> PartialState:
     try:
         state = PartialState(cpu=not torch.cuda.is_available())
     except ValueError as error:  # e.g. WORLD_SIZE set by hand without MASTER_ADDR
-        raise SynthsetError(f"accelerate could not set up the processes: {str(error).splitlines()[0]}") from None
+        raise SynthsetError(f"accelerate could not set up the processes: {first_line(error)}") from None
     check_world_size(int(os.environ.get("WORLD_SIZE", "1")), state.num_processes)
     return state
 

@@ -1,0 +1,91 @@
+"""classes.parquet: the run's label space, which classes it generates, and what LAR chose for each.
+
+One row per class of the whole set (labels stay those of the set), `selected` marks the classes this
+run generates, and the `lar_*` columns record Label Ambiguity Resolution: candidates, their CLIP scores,
+the chosen meaning and how it was chosen. The key of the LAR settings is kept in the file's metadata so
+a re-plan with the same settings reuses the results instead of scoring again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from synthset.fsutil import atomic_path
+
+if TYPE_CHECKING:
+    from synthset.classes import ClassInfo
+    from synthset.generation.lar import LARResult
+
+CLASSES_FILE = "classes.parquet"
+LAR_KEY_METADATA = b"synthset_lar_key"
+
+CLASSES_SCHEMA = pa.schema(
+    [
+        ("label", pa.int64()),
+        ("wnid", pa.string()),
+        ("class_name", pa.string()),
+        ("label_name", pa.string()),
+        ("gloss", pa.string()),
+        ("selected", pa.bool_()),
+        ("lar_candidates", pa.list_(pa.string())),
+        ("lar_scores", pa.list_(pa.float32())),
+        ("lar_meaning", pa.string()),
+        ("lar_source", pa.string()),
+    ]
+)
+
+
+def write_classes(
+    run_dir: Path,
+    classes: list[ClassInfo],
+    selected: list[ClassInfo],
+    lar: dict[int, LARResult] | None = None,
+    lar_key: str | None = None,
+) -> None:
+    chosen = {info.label for info in selected}
+    lar = lar or {}
+    rows = []
+    for info in classes:
+        result = lar.get(info.label)
+        rows.append(
+            {
+                "label": info.label,
+                "wnid": info.wnid,
+                "class_name": info.class_name,
+                "label_name": info.label_name,
+                "gloss": info.gloss,
+                "selected": info.label in chosen,
+                "lar_candidates": result.candidates if result else None,
+                "lar_scores": result.scores if result else None,
+                "lar_meaning": result.meaning if result else None,
+                "lar_source": result.source if result else None,
+            }
+        )
+    schema = CLASSES_SCHEMA.with_metadata({LAR_KEY_METADATA: (lar_key or "").encode()})
+    with atomic_path(run_dir / CLASSES_FILE) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+
+
+def read_label_names(run_dir: Path) -> list[str]:
+    return pq.read_table(run_dir / CLASSES_FILE, columns=["label_name"]).column(0).to_pylist()
+
+
+def read_lar_results(run_dir: Path, lar_key: str) -> dict[int, LARResult] | None:
+    """The LAR results stored by a previous plan with the same settings, or None."""
+    from synthset.generation.lar import LARResult
+
+    path = run_dir / CLASSES_FILE
+    if not path.is_file():
+        return None
+    table = pq.read_table(path)
+    if (table.schema.metadata or {}).get(LAR_KEY_METADATA, b"").decode() != lar_key:
+        return None
+    return {
+        row["label"]: LARResult(row["lar_candidates"], row["lar_scores"], row["lar_meaning"], row["lar_source"])
+        for row in table.to_pylist()
+        if row["lar_source"] is not None
+    }

@@ -1,0 +1,19 @@
+"""Sample ids, per-sample seeds and shard names: the stable identities everything else keys on."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def make_sample_id(config: str, label: int, index: int) -> str:
+    return f"{config}/{label:04d}/{index:06d}"
+
+
+def sample_seed(recipe_seed: int, sample_id: str) -> int:
+    """A 63-bit seed from (recipe seed, sample id) only: never from rank, world size or batch position."""
+    digest = hashlib.sha256(f"{recipe_seed}/{sample_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def shard_name(config: str, split: str, index: int) -> str:
+    return f"{config}/{split}-{index:05d}"

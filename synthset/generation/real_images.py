@@ -1,0 +1,137 @@
+"""Real images of a class, from a `datasets` dataset or an image folder.
+
+LAR scores candidate meanings against them, and augmentation-conditioning starts from them. Each image
+has a stable id (`<source>:<split>:<row>` or the folder-relative path) so a generated row can say which
+real images conditioned it. An image that fails to decode is skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from synthset.errors import SynthsetError, first_line
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from synthset.classes import ClassInfo
+    from synthset.recipe import RealImagesSpec
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+@dataclass
+class RealImage:
+    id: str
+    image: Image
+
+
+@dataclass
+class RealImageSource:
+    """Maps each class label of the run to the real images of that class, lazily decoded."""
+
+    spec: RealImagesSpec
+    ids_by_label: dict[int, list[str]]
+    _dataset: object | None = None
+    decode_failures: int = 0
+    _failed_ids: set[str] = field(default_factory=set)
+
+    def ids_for(self, label: int) -> list[str]:
+        return self.ids_by_label.get(label, [])
+
+    def _read_bytes(self, image_id: str) -> bytes:
+        if self.spec.folder is not None:
+            return (Path(self.spec.folder) / image_id).read_bytes()
+        row = int(image_id.rsplit(":", 1)[1])
+        value = self._dataset[row][self.spec.image_column]  # type: ignore[index]
+        if value.get("bytes") is not None:
+            return value["bytes"]
+        return Path(value["path"]).read_bytes()
+
+    def load(self, image_id: str) -> Image | None:
+        """The decoded RGB image, or None (counted) when it does not decode."""
+        from PIL import Image as PILImage
+
+        try:
+            image = PILImage.open(io.BytesIO(self._read_bytes(image_id)))
+            image.load()
+            return image.convert("RGB")
+        except Exception as error:  # noqa: BLE001 - any undecodable file is skipped, whatever the reason
+            if image_id not in self._failed_ids:
+                self._failed_ids.add(image_id)
+                self.decode_failures += 1
+                logger.warning("real image %s skipped: %s", image_id, first_line(error))
+            return None
+
+    def images_for(self, label: int, limit: int) -> list[RealImage]:
+        """Up to `limit` decodable images of the class, in the source's order (deterministic)."""
+        images = []
+        for image_id in self.ids_for(label):
+            if len(images) == limit:
+                break
+            image = self.load(image_id)
+            if image is not None:
+                images.append(RealImage(image_id, image))
+        return images
+
+
+def _class_keys(info: ClassInfo) -> list[str]:
+    return [key for key in (info.wnid, info.label_name, info.class_name) if key]
+
+
+def _from_folder(spec: RealImagesSpec, classes: list[ClassInfo]) -> RealImageSource:
+    root = Path(spec.folder)  # type: ignore[arg-type]
+    if not root.is_dir():
+        raise SynthsetError(f"real_images.folder: no such directory {str(root)!r}")
+    folders = {p.name: p for p in root.iterdir() if p.is_dir()}
+    ids: dict[int, list[str]] = {}
+    for info in classes:
+        folder = next((folders[key] for key in _class_keys(info) if key in folders), None)
+        if folder is not None:
+            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            ids[info.label] = [p.relative_to(root).as_posix() for p in files]
+    return RealImageSource(spec, ids)
+
+
+def _from_dataset(spec: RealImagesSpec, classes: list[ClassInfo]) -> RealImageSource:
+    import datasets
+
+    try:
+        if Path(spec.dataset).is_dir() and (Path(spec.dataset) / "dataset_info.json").is_file():
+            dataset = datasets.load_from_disk(spec.dataset)
+            if isinstance(dataset, datasets.DatasetDict):
+                dataset = dataset[spec.split]
+        else:
+            dataset = datasets.load_dataset(spec.dataset, split=spec.split)
+    except Exception as error:  # noqa: BLE001 - missing path, unknown repo, bad split: one line for the user
+        raise SynthsetError(
+            f"real_images.dataset: cannot load {spec.dataset!r} split {spec.split!r}: {first_line(error)}"
+        ) from None
+    for column in (spec.image_column, spec.label_column):
+        if column not in dataset.column_names:
+            raise SynthsetError(
+                f"real_images: column {column!r} not in {spec.dataset!r} (columns: {', '.join(dataset.column_names)})"
+            )
+    dataset = dataset.cast_column(spec.image_column, datasets.Image(decode=False))
+    labels = dataset[spec.label_column]
+    if spec.match == "name":
+        feature = dataset.features[spec.label_column]
+        if not isinstance(feature, datasets.ClassLabel):
+            raise SynthsetError(f"real_images.match: name needs {spec.label_column!r} to be a ClassLabel")
+        ours = {key: info.label for info in classes for key in _class_keys(info)}
+        mapping = {i: ours[name] for i, name in enumerate(feature.names) if name in ours}
+        labels = [mapping.get(label, -1) for label in labels]
+    ids: dict[int, list[str]] = {}
+    for row, label in enumerate(labels):
+        ids.setdefault(label, []).append(f"{spec.dataset}:{spec.split}:{row}")
+    return RealImageSource(spec, ids, dataset)
+
+
+def open_real_images(spec: RealImagesSpec, classes: list[ClassInfo]) -> RealImageSource:
+    return _from_folder(spec, classes) if spec.folder is not None else _from_dataset(spec, classes)
