@@ -27,6 +27,38 @@ in the run directory <output_dir>/<name>/ that the recipe names:
 """
 
 
+TRAIN_DESCRIPTION = """\
+Train and evaluate a timm model on real + synthetic data, the way the papers measure a synthetic set.
+Modes: aux_bn (paper A: every BatchNorm gets an auxiliary twin for synthetic rows; evaluation uses the
+main one), long_tail (paper B: Balanced Softmax with the real class frequencies; top-1 by many/medium/few
+shot bucket), few_shot (DA-Fusion: frozen pretrained backbone, linear head, k shots x trials, each real
+draw swapped for a synthetic image of its class with probability p).
+
+Run it plainly, or on many processes:  accelerate launch -m synthset train CONFIG.yaml
+Checkpoints are written each epoch to OUTPUT_DIR/checkpoints/; after a crash run the same command and
+it resumes. Results: OUTPUT_DIR/results.json, a printed table, OUTPUT_DIR/train.log, and the trained
+weights as OUTPUT_DIR/model.safetensors (plain timm). For a baseline, run the same config with
+train.synthetic_fraction: 0 (few_shot: few_shot.swap_probability: 0) and another output_dir.
+
+Example (aux_bn; datasets are local directories or Hub ids, loaded with datasets.load_dataset):
+
+  mode: aux_bn
+  output_dir: runs/train-r50-auxbn
+  model: {name: resnet50}                  # any timm name; pretrained: true or weights: FILE
+  real: {path: ILSVRC/imagenet-1k, split: train}
+  synthetic: {path: runs/demo/dataset, name: lar_cd_sd, split: train}
+  eval: {path: ILSVRC/imagenet-1k, split: validation}
+  ood:                                     # optional, scored after training
+    - {path: axiong/imagenet-r, split: test, label_map: imagenet-r}
+  train: {epochs: 90, batch_size: 256, synthetic_fraction: 0.5, lr: 0.1, weight_decay: 1.0e-4}
+
+long_tail: the same with mode: long_tail (loss defaults to balanced_softmax; set train.lr: 0.2,
+weight_decay: 5.0e-4 for paper B). few_shot: replace train: by
+  few_shot: {shots: [1, 2, 4, 8, 16], trials: 4, swap_probability: 0.5, synthetic_per_class: 16}
+and give model pretrained: true or weights: FILE. Every key is checked; see synthset/train/config.py.
+"""
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     from synthset.generation.plan import plan_run
     from synthset.recipe import load_recipe
@@ -34,6 +66,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     summary = plan_run(load_recipe(args.recipe))
     per_config = ", ".join(f"{name}: {rows}" for name, rows in summary.rows_per_config.items())
     print(f"planned {summary.rows} images in {summary.shards} shards ({per_config})")
+    if summary.lar_sources:
+        sources = ", ".join(f"{source}: {n}" for source, n in sorted(summary.lar_sources.items()))
+        print(
+            f"label ambiguity resolution: {sources}; real images skipped (undecodable): {summary.real_image_failures}"
+        )
+    stats = summary.prompt_stats
+    if stats.llm_requests:
+        rejected = ", ".join(f"{reason}: {n}" for reason, n in sorted(stats.rejected.items())) or "none"
+        print(
+            f"LLM: {stats.llm_requests} requests ({summary.llm_backend_calls} sent, {summary.llm_cache_hits} from "
+            f"cache); rejected: {rejected}; replaced by the template: {stats.replaced}"
+        )
     print(f"run directory: {summary.run_dir}")
     print(f"next: accelerate launch -m synthset generate {summary.run_dir}")
     return 0
@@ -60,7 +104,101 @@ def _cmd_build(args: argparse.Namespace) -> int:
     for split in splits:
         print(f"{split.config}/{split.split}: {split.num_examples} images in {len(split.files)} files")
     print(f"dataset: {dataset_dir}")
-    print(f'load it: datasets.load_dataset("{dataset_dir}", "{splits[0].config}", split="{splits[0].split}")')
+    print("load it:")
+    for split in splits:
+        print(f'  datasets.load_dataset("{dataset_dir}", "{split.config}", split="{split.split}")')
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from synthset.train.config import load_train_config
+    from synthset.train.results import format_table
+    from synthset.train.run import run
+
+    config = load_train_config(args.config)
+    results = run(config, stop_after_epoch=args.stop_after_epoch)
+    if results is None:  # not the main process: it prints nothing
+        return 0
+    if not results.get("complete", True):
+        print(f"stopped after epoch {results['epochs_done']} of {results['epochs']}; run the same command to continue")
+        return 0
+    print(format_table(results))
+    print(f"results: {config.output_dir / 'results.json'}")
+    return 0
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from synthset.cards import write_card
+
+    result = write_card(
+        Path(args.run),
+        license=args.license,
+        repo_id=args.repo,
+        clip_model=args.clip_model,
+        clip_pretrained=args.clip_pretrained,
+        quality_per_class=args.quality_per_class,
+    )
+    print(f"card: {result.readme} (license {result.license.license}, from the {result.license.source})")
+    print(f"samples: {result.samples}")
+    for q in result.quality or []:
+        print(
+            f"{q.config}: mean CLIP score {q.mean_clip_score:.2f}, mean intra-class Vendi score "
+            f"{q.mean_vendi:.2f} ({q.images} images, at most {q.per_class} per class)"
+        )
+    print(f"next: synthset push {args.run} --repo {args.repo or '<org/name>'} --tag v1.0")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from synthset.hub import push_dataset
+
+    result = push_dataset(Path(args.run), args.repo, private=args.private, tag=args.tag, branch=args.revision)
+    if result.already_published:
+        print(f"{args.repo}: {result.tag} already is commit {result.commit[:12]} with these files; nothing to do")
+        return 0
+    if result.added or result.changed or result.deleted:
+        print(
+            f"pushed {Path(args.run) / 'dataset'} to {args.repo}@{result.branch} in one commit {result.commit[:12]}: "
+            f"{len(result.added)} added, {len(result.changed)} changed, {len(result.deleted)} deleted, "
+            f"{len(result.unchanged)} unchanged"
+        )
+    else:
+        print(f"{args.repo}@{result.branch} already holds these files (commit {result.commit[:12]})")
+    if result.tag:
+        print(f"tagged {result.tag} -> {result.commit[:12]}")
+    print(f'load it: datasets.load_dataset("{args.repo}", "<config>", revision="{result.tag or result.branch}")')
+    return 0
+
+
+def _cmd_versions(args: argparse.Namespace) -> int:
+    from synthset.hub import list_versions
+
+    versions = list_versions(args.repo)
+    if not versions:
+        print(f"{args.repo}: no tagged versions")
+    for version in versions:
+        configs = ", ".join(
+            f"{config} {sum(splits.values())} rows"
+            + (f" ({', '.join(f'{s} {n}' for s, n in splits.items())})" if len(splits) > 1 else "")
+            for config, splits in version.rows.items()
+        )
+        heads = f"  [head of {', '.join(version.branches)}]" if version.branches else ""
+        print(f"{version.tag}  {version.commit[:12]}  {configs}{heads}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from synthset.hub import verify_repo
+
+    report = verify_repo(args.repo, revision=args.revision, run_dir=Path(args.run) if args.run else None)
+    rows = "; ".join(
+        f"{config}: " + ", ".join(f"{split} {n} rows" for split, n in splits.items())
+        for config, splits in report.rows.items()
+    )
+    print(
+        f"verified {report.repo_id}@{report.revision} (commit {report.commit[:12]}): {report.files} files, "
+        f"{report.bytes} bytes match manifest.json; load_dataset: {rows}"
+    )
     return 0
 
 
@@ -114,6 +252,79 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     build.add_argument("run", help="run directory, e.g. runs/demo")
     build.set_defaults(func=_cmd_build)
+
+    train = commands.add_parser(
+        "train", help="does the synthetic set help? train and evaluate a timm model (run under `accelerate launch`)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, description=TRAIN_DESCRIPTION,
+    )  # fmt: skip
+    train.add_argument("config", help="training config YAML file (see the example above)")
+    train.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        metavar="N",
+        default=None,
+        help="end this session once N epochs are done (e.g. a scheduler's time slice); rerun to continue",
+    )
+    train.set_defaults(func=_cmd_train)
+
+    card = commands.add_parser(
+        "card", help="write the dataset card (README.md) and samples.jpg of a built run", description=(
+            "Render RUN/dataset/README.md from the card template: license, configs and dataset_info, how the "
+            "data was made (models with revisions, recipe hash, the command that regenerates it), per-config "
+            "and per-class counts, prompt examples, limitations, citations; and RUN/dataset/samples.jpg, one "
+            "row per config. With --clip-model, adds per-config mean CLIP score and Vendi diversity."
+        ),
+    )  # fmt: skip
+    card.add_argument("run", help="run directory after `synthset build`, e.g. runs/demo")
+    card.add_argument(
+        "--license", default=None, help="Hub license id, when the generator's model card states none (e.g. apache-2.0)"
+    )
+    card.add_argument("--repo", default=None, help="the repo the card's examples name (push fills it in otherwise)")
+    card.add_argument(
+        "--clip-model",
+        default=None,
+        help="open_clip model for quality figures: a name (with --clip-pretrained), hf-hub:<id>, local-dir:<path>, "
+        "a directory, or synthset-testing:tiny-clip",
+    )
+    card.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag, e.g. openai")
+    card.add_argument("--quality-per-class", type=int, default=50, help="images scored per class (default 50)")
+    card.set_defaults(func=_cmd_card)
+
+    push = commands.add_parser(
+        "push", help="publish RUN/dataset/ to a Hub dataset repo as one commit, and tag it", description=(
+            "Create the repo if needed and commit RUN/dataset/ (Parquet shards, README.md, recipe.lock.yaml, "
+            "samples.jpg, manifest.json) as a single commit, so readers see the previous version or the new "
+            "one, never a mix; then tag it. Re-running an interrupted push sends only what did not arrive. "
+            "The token comes from HF_TOKEN or `hf auth login`."
+        ),
+    )  # fmt: skip
+    push.add_argument("run", help="run directory after `synthset card`, e.g. runs/demo")
+    push.add_argument("--repo", required=True, help="dataset repo id, org/name")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--tag", default=None, help="version tag for this push, e.g. v1.0 (never moved once made)")
+    push.add_argument("--revision", default="main", help="branch to commit to (default main; created if missing)")
+    push.set_defaults(func=_cmd_push)
+
+    versions = commands.add_parser(
+        "versions", help="list a dataset repo's tagged versions with their configs and row counts", description=(
+            "List the tags of a Hub dataset repo, each with its commit, its configs and their row counts "
+            "(from that version's dataset_info), and the branches whose head it is."
+        ),
+    )  # fmt: skip
+    versions.add_argument("repo", help="dataset repo id, org/name")
+    versions.set_defaults(func=_cmd_versions)
+
+    verify = commands.add_parser(
+        "verify", help="check a published version: every file's sha256, and load_dataset of each config", description=(
+            "Download every file of REPO at REVISION afresh and check its size and sha256 against the "
+            "published manifest.json (and, with --run, against the run's shard records); then load every "
+            "config with datasets.load_dataset(..., revision=) and check its rows. Exit 2 on any mismatch."
+        ),
+    )  # fmt: skip
+    verify.add_argument("repo", help="dataset repo id, org/name")
+    verify.add_argument("--revision", default="main", help="tag, branch or commit (default main)")
+    verify.add_argument("--run", default=None, help="also compare with this run directory's shards")
+    verify.set_defaults(func=_cmd_verify)
 
     tiny = commands.add_parser(
         "tiny-models", help="build the tiny offline models used by tests and the demo", description=(
