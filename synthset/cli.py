@@ -202,6 +202,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from synthset.builders.validate import format_reports, validate_run
+
+    reports = validate_run(Path(args.run))
+    print(format_reports(reports))
+    return 0 if all(report.ok for report in reports) else 1
+
+
 def _cmd_tiny_models(args: argparse.Namespace) -> int:
     from synthset import testing
 
@@ -325,6 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--revision", default="main", help="tag, branch or commit (default main)")
     verify.add_argument("--run", default=None, help="also compare with this run directory's shards")
     verify.set_defaults(func=_cmd_verify)
+
+    validate = commands.add_parser(
+        "validate", help="check a generated run against its plan (counts, ids, labels, every image)", description=(
+            "Check every config and split of RUN against plan.parquet: each planned sample exactly once, exact "
+            "per-class counts, labels in range, and every image decodes at the stored size. Prints a report; "
+            "exits 1 on any problem. `synthset build` runs it too."
+        ),
+    )  # fmt: skip
+    validate.add_argument("run", help="run directory, e.g. runs/demo")
+    validate.set_defaults(func=_cmd_validate)
 
     tiny = commands.add_parser(
         "tiny-models", help="build the tiny offline models used by tests and the demo", description=(

@@ -29,7 +29,8 @@ class _Strict(BaseModel):
 class ClassSetSpec(_Strict):
     set: str = Field(
         "imagenet-1k",
-        description="A named class set (imagenet-1k) or a path to a class list file (.yaml, .yml or .txt).",
+        description="A named class set (imagenet-1k, caltech101, flowers102, oxford_pets, food101, dtd, eurosat, "
+        "fgvc_aircraft, stanford_cars, sun397) or a path to a class list file (.yaml, .yml or .txt).",
     )
     subset: list[str] | None = Field(
         None, description="Class names or wnids to generate; the label space stays the whole set."
@@ -37,12 +38,27 @@ class ClassSetSpec(_Strict):
     limit: Annotated[int, Field(gt=0)] | None = Field(None, description="Generate only the first N classes.")
 
 
+class FillUpSpec(_Strict):
+    """ImageNet-LT style fill-up: each class gets `target - real count` synthetic images."""
+
+    train_list: Path = Field(description="The long-tail train list: `<image path> <label>` per line (ImageNet-LT).")
+    target: Annotated[int, Field(gt=0)] = 1280
+
+
 class ConfigSpec(_Strict):
-    """One published dataset config, e.g. `naive` or `lar_cd_sd`."""
+    """One generated dataset config, e.g. `naive` or `lar_cd_sd`; with bands it publishes `<name>_1x` ... ."""
 
     name: str
     strategy: str = Field("naive", description="Prompt strategy; see `synthset.generation.prompts`.")
-    images_per_class: Annotated[int, Field(gt=0)]
+    images_per_class: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="Images per class (per band when bands > 1)."
+    )
+    bands: Annotated[int, Field(ge=1)] = Field(
+        1,
+        description="Nested scales: band k holds image indices [k*n, (k+1)*n) of every class and the published "
+        "config <name>_<k>x holds bands 0..k-1. Raising bands later generates only the new bands.",
+    )
+    fill_up: FillUpSpec | None = Field(None, description="Per-class counts from a long-tail train list instead.")
     split: str = "train"
     sd_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
         0.5, description="lar_cd_sd only: the share of style (SD) prompts; the rest are contextual (CD)."
@@ -54,6 +70,14 @@ class ConfigSpec(_Strict):
         if not CONFIG_NAME_PATTERN.match(value):
             raise ValueError(f"{value!r} must be lowercase letters, digits and underscores")
         return value
+
+    @model_validator(mode="after")
+    def _one_way_to_count(self) -> ConfigSpec:
+        if (self.images_per_class is None) == (self.fill_up is None):
+            raise ValueError("give exactly one of images_per_class or fill_up")
+        if self.fill_up is not None and self.bands != 1:
+            raise ValueError("fill_up configs have one band")
+        return self
 
     @field_validator("strategy")
     @classmethod
@@ -206,6 +230,9 @@ class StorageSpec(_Strict):
 
 class Recipe(_Strict):
     name: str
+    builder: Literal["synth_imagenet", "synth_imagenet_lt", "synth_fewshot"] = Field(
+        "synth_imagenet", description="The dataset family, which fixes the published config names."
+    )
     seed: int = 0
     output_dir: Path = Field(Path("runs"), description="The run directory is <output_dir>/<name>.")
     classes: ClassSetSpec = ClassSetSpec()

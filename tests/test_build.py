@@ -21,7 +21,7 @@ from synthset.recipe import load_recipe
 TWO_CONFIGS = {
     "configs": [
         {"name": "naive", "strategy": "naive", "images_per_class": 5},
-        {"name": "small", "strategy": "naive", "images_per_class": 2},
+        {"name": "lar", "strategy": "lar", "images_per_class": 2},
     ]
 }
 
@@ -39,7 +39,7 @@ def test_load_dataset_reads_the_built_directory(built_run):
     run_dir, dataset_dir, splits = built_run
     assert [(s.config, s.split, s.num_examples, len(s.files)) for s in splits] == [
         ("naive", "train", 15, 3),
-        ("small", "train", 6, 1),
+        ("lar", "train", 6, 1),
     ]
     ds = datasets.load_dataset(str(dataset_dir), "naive", split="train")
     assert ds.num_rows == 15
@@ -53,14 +53,14 @@ def test_load_dataset_reads_the_built_directory(built_run):
     first = ds[0]
     assert isinstance(first["image"], Image.Image) and first["image"].size == (32, 32)
     assert first["prompt"] == "a photo of a tench"
-    small = datasets.load_dataset(str(dataset_dir), "small", split="train")
-    assert small.num_rows == 6
+    lar_ds = datasets.load_dataset(str(dataset_dir), "lar", split="train")
+    assert lar_ds.num_rows == 6
 
 
 def test_published_files_are_the_shards_not_copies(built_run):
     run_dir, dataset_dir, _ = built_run
     published = dataset_dir / "naive" / "train-00001-of-00003.parquet"
-    assert os.path.samefile(published, shard_file(run_dir, "naive/train-00001"))
+    assert os.path.samefile(published, shard_file(run_dir, "naive/train-b0-00001"))
     assert (dataset_dir / "recipe.lock.yaml").read_bytes() == (run_dir / "recipe.lock.yaml").read_bytes()
 
 
@@ -68,9 +68,10 @@ def test_readme_yaml_names_configs_and_class_labels(built_run):
     _, dataset_dir, _ = built_run
     text = (dataset_dir / "README.md").read_text()
     header = yaml.safe_load(text.split("---")[1])
-    assert [c["config_name"] for c in header["configs"]] == ["naive", "small"]
-    assert header["configs"][0]["default"] is True
-    assert header["configs"][1]["data_files"] == [{"split": "train", "path": ["small/train-00000-of-00001.parquet"]}]
+    configs = {c["config_name"]: c for c in header["configs"]}
+    assert set(configs) == {"lar", "naive"}
+    assert configs["naive"]["default"] is True and "default" not in configs["lar"]
+    assert configs["lar"]["data_files"] == [{"split": "train", "path": ["lar/train-00000-of-00001.parquet"]}]
     infos = {info["config_name"]: info for info in header["dataset_info"]}
     assert infos["naive"]["splits"] == [
         {"name": "train", "num_bytes": infos["naive"]["dataset_size"], "num_examples": 15}
@@ -89,10 +90,10 @@ def test_build_is_idempotent(built_run):
 def test_build_refuses_an_unfinished_run(write_recipe):
     recipe = load_recipe(write_recipe())
     plan_run(recipe)
-    with pytest.raises(SynthsetError, match=r"3 of 3 shards are not finished \(first: naive/train-00000\)"):
+    with pytest.raises(SynthsetError, match=r"3 of 3 shards are not finished \(first: naive/train-b0-00000\)"):
         build_dataset(recipe.run_dir)
     generate_run(recipe.run_dir)
-    shard_file(recipe.run_dir, "naive/train-00002").write_bytes(b"not parquet")
-    with pytest.raises(SynthsetError, match=r"1 of 3 shards are not finished \(first: naive/train-00002\)"):
+    shard_file(recipe.run_dir, "naive/train-b0-00002").write_bytes(b"not parquet")
+    with pytest.raises(SynthsetError, match=r"1 of 3 shards are not finished \(first: naive/train-b0-00002\)"):
         build_dataset(recipe.run_dir)
     assert not (Path(recipe.run_dir) / "dataset").exists()

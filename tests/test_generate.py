@@ -50,7 +50,7 @@ def reference_run(write_recipe):
 def test_every_planned_sample_exactly_once_with_metadata(reference_run: Path):
     images = images_by_sample(reference_run)
     assert set(images) == EXPECTED_IDS
-    table = pq.read_table(shard_file(reference_run, "naive/train-00000"))
+    table = pq.read_table(shard_file(reference_run, "naive/train-b0-00000"))
     assert table.num_rows == 6
     row = table.slice(0, 1).to_pylist()[0]
     assert row["prompt"] == "a photo of a tench"
@@ -66,9 +66,9 @@ def test_every_planned_sample_exactly_once_with_metadata(reference_run: Path):
     assert pixels(row["image"]["bytes"]).shape == (32, 32, 3)
     manifest = (reference_run / "shards" / MANIFEST_FILE).read_text().splitlines()
     assert [json.loads(line)["shard"] for line in manifest] == [
-        "naive/train-00000",
-        "naive/train-00001",
-        "naive/train-00002",
+        "naive/train-b0-00000",
+        "naive/train-b0-00001",
+        "naive/train-b0-00002",
     ]
 
 
@@ -143,7 +143,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(reference_run: Path, write
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_corrupted_shard_is_detected_and_regenerated(reference_run: Path, damage: str):
     before = shard_hashes(reference_run)
-    path = shard_file(reference_run, "naive/train-00001")
+    path = shard_file(reference_run, "naive/train-b0-00001")
     data = bytearray(path.read_bytes())
     if damage == "flip":
         data[len(data) // 2] ^= 0xFF
@@ -198,7 +198,7 @@ def test_storage_resize_format_and_row_groups(write_recipe):
         {"name": "stored", "storage": {"format": "webp", "quality": 80, "resize": 16, "row_group_size": 4}},
         "stored.yaml",
     )
-    shard = pq.ParquetFile(shard_file(run_dir, "naive/train-00000"))
+    shard = pq.ParquetFile(shard_file(run_dir, "naive/train-b0-00000"))
     assert [shard.metadata.row_group(i).num_rows for i in range(shard.metadata.num_row_groups)] == [4, 2]
     from PIL import Image
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from synthset.builders import builder_class
+from synthset.builders.configs import files_of, published_configs, shard_files
 from synthset.builders.features import dataset_features
 from synthset.classes.table import read_label_names
 from synthset.errors import SynthsetError
@@ -51,7 +53,10 @@ def _link_or_copy(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def _check_finished(run_dir: Path, lock: Lock, plan: pq.ParquetFile, names: list[str]) -> None:
+def check_finished(run_dir: Path, lock: Lock) -> list[str]:
+    """The plan's shard names, after checking that every one has a valid record; else a one-line error."""
+    plan = pq.ParquetFile(run_dir / PLAN_FILE)
+    names = plan_shard_names(plan)
     records = read_records(run_dir)
     missing = [
         name
@@ -63,30 +68,34 @@ def _check_finished(run_dir: Path, lock: Lock, plan: pq.ParquetFile, names: list
             f"{run_dir}: {len(missing)} of {len(names)} shards are not finished (first: {missing[0]}); "
             "run `synthset generate` to make them"
         )
+    return names
 
 
-def link_shards(run_dir: Path, names: list[str]) -> list[BuiltSplit]:
-    """Hard-link every shard to `<config>/<split>-NNNNN-of-MMMMM.parquet` and drop files no longer planned."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    for name in names:
-        config, split_part = name.split("/")
-        groups.setdefault((config, split_part.rsplit("-", 1)[0]), []).append(name)
+def link_shards(run_dir: Path, lock: Lock, names: list[str]) -> list[BuiltSplit]:
+    """Hard-link every shard to its published path, drop files no longer planned, and list each config's files."""
     dataset_dir = run_dir / DATASET_DIR
-    splits, keep = [], set()
-    for (config, split), shard_names in groups.items():
-        files, rows, size = [], 0, 0
-        for k, name in enumerate(shard_names):
-            source = shard_file(run_dir, name)
-            relative = f"{config}/{split}-{k:05d}-of-{len(shard_names):05d}.parquet"
-            _link_or_copy(source, dataset_dir / relative)
-            files.append(relative)
-            rows += pq.ParquetFile(source).metadata.num_rows
-            size += source.stat().st_size
-        keep.update(files)
-        splits.append(BuiltSplit(config, split, files, rows, size))
+    files = shard_files(lock.recipe, names)
+    sizes = {}
+    for file in files:
+        source = shard_file(run_dir, file.shard)
+        _link_or_copy(source, dataset_dir / file.published_path)
+        sizes[file.shard] = (pq.ParquetFile(source).metadata.num_rows, source.stat().st_size)
+    keep = {file.published_path for file in files}
     for stale in dataset_dir.glob("*/*.parquet"):
         if stale.relative_to(dataset_dir).as_posix() not in keep:
             stale.unlink()
+    splits = []
+    for config in published_configs(lock.recipe):
+        chosen = files_of(config, files)
+        splits.append(
+            BuiltSplit(
+                config.name,
+                config.split,
+                [f.published_path for f in chosen],
+                sum(sizes[f.shard][0] for f in chosen),
+                sum(sizes[f.shard][1] for f in chosen),
+            )
+        )
     return splits
 
 
@@ -98,7 +107,7 @@ def render_readme(lock: Lock, label_names: list[str], splits: list[BuiltSplit]) 
     from huggingface_hub import DatasetCard, DatasetCardData
 
     features = dataset_features(label_names)
-    configs = [c.name for c in lock.recipe.configs]
+    configs = [s.config for s in splits]
     card_data = DatasetCardData(license="other", task_categories=["image-classification"], tags=["synthetic"])
     metadata_configs, infos = {}, {}
     for config in configs:
@@ -142,11 +151,18 @@ ds = load_dataset("<this repo or directory>", "{configs[0]}", split="train")
 def build_dataset(run_dir: Path) -> tuple[Path, list[BuiltSplit]]:
     """Assemble `dataset/` from a fully generated run; refuses while any shard is missing or corrupt."""
     lock = read_lock(run_dir)
-    plan = pq.ParquetFile(run_dir / PLAN_FILE)
-    names = plan_shard_names(plan)
-    _check_finished(run_dir, lock, plan, names)
+    builder_class(lock.recipe.builder).check_recipe(lock.recipe)
+    names = check_finished(run_dir, lock)
+    from synthset.builders.validate import validate_run
+
+    failed = [report for report in validate_run(run_dir) if not report.ok]
+    if failed:
+        raise SynthsetError(
+            f"{run_dir}: validation failed for {failed[0].config}/{failed[0].split}: {failed[0].problems[0]} "
+            f"(`synthset validate {run_dir}` lists every problem)"
+        )
     label_names = read_label_names(run_dir)
-    splits = link_shards(run_dir, names)
+    splits = link_shards(run_dir, lock, names)
     dataset_dir = run_dir / DATASET_DIR
     with atomic_path(dataset_dir / LOCK_FILE) as tmp:
         shutil.copyfile(run_dir / LOCK_FILE, tmp)

@@ -50,8 +50,8 @@ GENERATOR_COLUMNS = {
 
 
 def plan_features(label_names: list[str]) -> Features:
-    """plan.parquet: one row per image to make; `shard` names the unit of work the row belongs to."""
-    return Features({**_plan_columns(label_names), "shard": Value("string")})
+    """plan.parquet: one row per image to make; `shard` names the unit of work, `band` its scale band."""
+    return Features({**_plan_columns(label_names), "band": Value("int32"), "shard": Value("string")})
 
 
 def dataset_features(label_names: list[str]) -> Features:
@@ -59,4 +59,4 @@ def dataset_features(label_names: list[str]) -> Features:
     return Features({"image": Image(), **_plan_columns(label_names), **GENERATOR_COLUMNS})
 
 
-PLAN_ONLY_COLUMNS = ("shard",)
+PLAN_ONLY_COLUMNS = ("band", "shard")

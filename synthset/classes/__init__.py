@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from synthset.errors import SynthsetError
@@ -29,7 +30,19 @@ class ClassInfo:
     gloss: str | None = None
 
 
-NAMED_SETS = ("imagenet-1k",)
+# Few-shot benchmark class lists shipped in `classes/data/<name>.txt` (sources in its README.md).
+PACKAGED_SETS = (
+    "caltech101",
+    "flowers102",
+    "oxford_pets",
+    "food101",
+    "dtd",
+    "eurosat",
+    "fgvc_aircraft",
+    "stanford_cars",
+    "sun397",
+)
+NAMED_SETS = ("imagenet-1k", *PACKAGED_SETS)
 
 
 def unique_label_names(class_names: list[str], wnids: list[str | None]) -> list[str]:
@@ -47,6 +60,11 @@ def load_class_set(name_or_path: str) -> list[ClassInfo]:
         from synthset.classes.imagenet import load_imagenet_1k
 
         return load_imagenet_1k()
+    if name_or_path in PACKAGED_SETS:
+        from synthset.classes.custom import load_class_list
+
+        with resources.as_file(resources.files("synthset.classes") / "data" / f"{name_or_path}.txt") as path:
+            return load_class_list(path)
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml", ".txt"):
         from synthset.classes.custom import load_class_list

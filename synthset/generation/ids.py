@@ -15,5 +15,6 @@ def sample_seed(recipe_seed: int, sample_id: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-def shard_name(config: str, split: str, index: int) -> str:
-    return f"{config}/{split}-{index:05d}"
+def shard_name(config: str, split: str, band: int, index: int) -> str:
+    """Shards are numbered within a scale band, so growing a run never renames a finished shard."""
+    return f"{config}/{split}-b{band}-{index:05d}"

@@ -25,7 +25,7 @@ from synthset.generation.diversify import PromptStats
 from synthset.generation.ids import make_sample_id, sample_seed, shard_name
 from synthset.generation.prompts import LAR_STRATEGIES, PROMPT_STRATEGIES, PromptContext
 from synthset.lock import LOCK_FILE, Lock, make_lock, read_lock, write_lock
-from synthset.recipe import Recipe
+from synthset.recipe import ConfigSpec, Recipe
 
 PLAN_FILE = "plan.parquet"
 DIVERSIFIED_STRATEGIES = ("lar_cd", "lar_cd_sd")
@@ -44,12 +44,24 @@ class PlanSummary:
     llm_cache_hits: int = 0
 
 
-def iter_plan_shards(
-    lock: Lock, selected: list[ClassInfo], contexts: dict[str, PromptContext]
-) -> Iterator[tuple[str, list[dict]]]:
-    """Yield (shard name, rows) in plan order: config, then class, then image index.
+def images_per_class(config: ConfigSpec, selected: list[ClassInfo], num_classes: int) -> dict[int, int]:
+    """Images per class and band: the config's fixed count, or `target - real count` for a fill-up."""
+    if config.fill_up is None:
+        return {info.label: config.images_per_class or 0 for info in selected}
+    from synthset.classes.longtail import read_train_list_counts
 
-    Only one shard's rows are in memory at a time, so planning millions of images stays flat in memory.
+    real = read_train_list_counts(config.fill_up.train_list, num_classes)
+    return {info.label: max(0, config.fill_up.target - real[info.label]) for info in selected}
+
+
+def iter_plan_shards(
+    lock: Lock, selected: list[ClassInfo], contexts: dict[str, PromptContext], num_classes: int
+) -> Iterator[tuple[str, list[dict]]]:
+    """Yield (shard name, rows) in plan order: config, band, class, image index.
+
+    Shards never straddle a band, so the k-x config is a set of whole shards and a run grown from 2x to
+    6x keeps the first bands' shards as they are. Only one shard's rows are in memory at a time, so
+    planning millions of images stays flat in memory.
     """
     from tqdm.auto import tqdm
 
@@ -58,37 +70,41 @@ def iter_plan_shards(
     for config in recipe.configs:
         strategy = PROMPT_STRATEGIES[config.strategy]
         context = contexts[config.name]
-        pending: list[dict] = []
-        shard_index = 0
-        for info in tqdm(selected, desc=f"prompts {config.name}", unit="class", leave=False):
-            prompts = strategy(info, config.images_per_class, context)
-            for index, fields in enumerate(prompts):
-                sample_id = make_sample_id(config.name, info.label, index)
-                pending.append(
-                    {
-                        "sample_id": sample_id,
-                        "config": config.name,
-                        "split": config.split,
-                        "label": info.label,
-                        "class_name": info.class_name,
-                        "strategy": fields.strategy,
-                        "prompt": fields.prompt,
-                        "negative_prompt": recipe.generator.negative_prompt,
-                        "lar_meaning": fields.lar_meaning,
-                        "cd_aspects": fields.cd_aspects,
-                        "sd_style": fields.sd_style,
-                        "seed": sample_seed(recipe.seed, sample_id),
-                        "cond_images": None,
-                        "cond_aug": None,
-                        "cond_lambda": None,
-                        "shard": shard_name(config.name, config.split, shard_index),
-                    }
-                )
-                if len(pending) == size:
-                    yield pending[0]["shard"], pending
-                    pending, shard_index = [], shard_index + 1
-        if pending:
-            yield pending[0]["shard"], pending
+        counts = images_per_class(config, selected, num_classes)
+        for band in range(config.bands):
+            pending: list[dict] = []
+            shard_index = 0
+            for info in tqdm(selected, desc=f"prompts {config.name} band {band}", unit="class", leave=False):
+                count = counts[info.label]
+                indices = range(band * count, (band + 1) * count)
+                for index, fields in zip(indices, strategy(info, indices, context), strict=True):
+                    sample_id = make_sample_id(config.name, info.label, index)
+                    pending.append(
+                        {
+                            "sample_id": sample_id,
+                            "config": config.name,
+                            "split": config.split,
+                            "label": info.label,
+                            "class_name": info.class_name,
+                            "strategy": fields.strategy,
+                            "prompt": fields.prompt,
+                            "negative_prompt": recipe.generator.negative_prompt,
+                            "lar_meaning": fields.lar_meaning,
+                            "cd_aspects": fields.cd_aspects,
+                            "sd_style": fields.sd_style,
+                            "seed": sample_seed(recipe.seed, sample_id),
+                            "cond_images": None,
+                            "cond_aug": None,
+                            "cond_lambda": None,
+                            "band": band,
+                            "shard": shard_name(config.name, config.split, band, shard_index),
+                        }
+                    )
+                    if len(pending) == size:
+                        yield pending[0]["shard"], pending
+                        pending, shard_index = [], shard_index + 1
+            if pending:
+                yield pending[0]["shard"], pending
 
 
 def _check_run_compatible(run_dir: Path, lock: Lock) -> None:
@@ -118,6 +134,9 @@ def _open_llm(recipe: Recipe, run_dir: Path):
 
 def plan_run(recipe: Recipe) -> PlanSummary:
     """Write the lock, the classes (with LAR) and the plan of a recipe's run directory (each atomically)."""
+    from synthset.builders import builder_class
+
+    builder_class(recipe.builder).check_recipe(recipe)
     classes = load_class_set(recipe.classes.set)
     selected = select_classes(classes, recipe.classes.subset, recipe.classes.limit, recipe.classes.set)
     lock = make_lock(recipe)
@@ -143,7 +162,7 @@ def plan_run(recipe: Recipe) -> PlanSummary:
     rows_per_config: dict[str, int] = {}
     shards = 0
     with atomic_path(run_dir / PLAN_FILE) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        for _, rows in iter_plan_shards(lock, selected, contexts):
+        for _, rows in iter_plan_shards(lock, selected, contexts, len(classes)):
             writer.write_table(pa.Table.from_pylist(rows, schema=schema))  # one row group per shard
             rows_per_config[rows[0]["config"]] = rows_per_config.get(rows[0]["config"], 0) + len(rows)
             shards += 1

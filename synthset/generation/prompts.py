@@ -1,6 +1,6 @@
 """Prompt strategies: how a plan row's text is made for a class.
 
-A strategy is a plain function `(class_info, count, context) -> list[PromptFields]` registered in
+A strategy is a plain function `(class_info, indices, context) -> list[PromptFields]` registered in
 `PROMPT_STRATEGIES` under the name a recipe config uses. The plan stage calls it; the diffusion runner
 only ever reads the resulting plan columns, so adding a strategy never touches generation.
 
@@ -65,21 +65,24 @@ class PromptContext:
         return random.Random(f"prompt/{self.recipe.seed}/{make_sample_id(self.config.name, label, index)}")
 
 
-PromptStrategy = Callable[["ClassInfo", int, PromptContext], list[PromptFields]]
+# (class, the image indices of the class to write prompts for, context): one PromptFields per index.
+# Indices, not a count, because a scale band covers indices [k * n, (k + 1) * n) and each sample's draws
+# come from its own index: growing a run from 2x to 6x leaves the first two bands' prompts unchanged.
+PromptStrategy = Callable[["ClassInfo", range, PromptContext], list[PromptFields]]
 
 LAR_STRATEGIES = ("lar", "lar_cd", "lar_cd_sd")
 
 
-def naive_prompts(info: ClassInfo, count: int, context: PromptContext) -> list[PromptFields]:
+def naive_prompts(info: ClassInfo, indices: range, context: PromptContext) -> list[PromptFields]:
     """The baseline of both papers: the bare class name in a fixed template."""
-    return [PromptFields(strategy="naive", prompt=f"a photo of a {info.class_name}")] * count
+    return [PromptFields(strategy="naive", prompt=f"a photo of a {info.class_name}")] * len(indices)
 
 
-def lar_prompts(info: ClassInfo, count: int, context: PromptContext) -> list[PromptFields]:
+def lar_prompts(info: ClassInfo, indices: range, context: PromptContext) -> list[PromptFields]:
     """The class name with its resolved meaning as context, e.g. "a photo of a crane, large ... bird"."""
     meaning = context.prompt_meaning(info.label)
     prompt = f"a photo of a {info.class_name}, {meaning}" if meaning else f"a photo of a {info.class_name}"
-    return [PromptFields(strategy="lar", prompt=prompt, lar_meaning=context.meaning(info.label))] * count
+    return [PromptFields(strategy="lar", prompt=prompt, lar_meaning=context.meaning(info.label))] * len(indices)
 
 
 def is_style_index(index: int, ratio: float) -> bool:
@@ -87,12 +90,12 @@ def is_style_index(index: int, ratio: float) -> bool:
     return int((index + 1) * ratio + 1e-9) > int(index * ratio + 1e-9)
 
 
-def _diversified(info: ClassInfo, count: int, context: PromptContext, sd_ratio: float) -> list[PromptFields]:
+def _diversified(info: ClassInfo, indices: range, context: PromptContext, sd_ratio: float) -> list[PromptFields]:
     spec = context.recipe.prompts
     meaning = context.prompt_meaning(info.label)
     vocabularies = aspect_vocabularies(spec)
     drafts = []
-    for index in range(count):
+    for index in indices:
         rng = context.rng(info.label, index)
         seed = rng.getrandbits(63)
         if is_style_index(index, sd_ratio):
@@ -117,12 +120,12 @@ def _diversified(info: ClassInfo, count: int, context: PromptContext, sd_ratio: 
     ]
 
 
-def lar_cd_prompts(info: ClassInfo, count: int, context: PromptContext) -> list[PromptFields]:
-    return _diversified(info, count, context, sd_ratio=0.0)
+def lar_cd_prompts(info: ClassInfo, indices: range, context: PromptContext) -> list[PromptFields]:
+    return _diversified(info, indices, context, sd_ratio=0.0)
 
 
-def lar_cd_sd_prompts(info: ClassInfo, count: int, context: PromptContext) -> list[PromptFields]:
-    return _diversified(info, count, context, sd_ratio=context.config.sd_ratio)
+def lar_cd_sd_prompts(info: ClassInfo, indices: range, context: PromptContext) -> list[PromptFields]:
+    return _diversified(info, indices, context, sd_ratio=context.config.sd_ratio)
 
 
 PROMPT_STRATEGIES: dict[str, PromptStrategy] = {

@@ -1,0 +1,69 @@
+"""Which configs a run publishes, and which shard files each one is.
+
+A generation config with one band publishes itself. One with bands publishes `<name>` (every band) and
+`<name>_<k>x` for k = 1..bands (bands 0..k-1): nested scales that are sets of whole shard files, so the
+2x config lists the 1x shards plus the next band's and no image is stored twice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from synthset.recipe import Recipe
+
+_SHARD = re.compile(r"^(?P<config>[^/]+)/(?P<split>[a-z0-9_]+)-b(?P<band>\d+)-(?P<index>\d{5})$")
+
+
+@dataclass(frozen=True)
+class PublishedConfig:
+    name: str
+    generation_config: str
+    split: str
+    bands: int  # bands 0..bands-1 are included
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """A generation shard and the path it is published under (relative to dataset/)."""
+
+    shard: str
+    config: str
+    split: str
+    band: int
+    published_path: str
+
+
+def published_configs(recipe: Recipe) -> list[PublishedConfig]:
+    configs = []
+    for config in recipe.configs:
+        configs.append(PublishedConfig(config.name, config.name, config.split, config.bands))
+        if config.bands > 1:
+            configs += [
+                PublishedConfig(f"{config.name}_{k}x", config.name, config.split, k) for k in range(1, config.bands + 1)
+            ]
+    return configs
+
+
+def shard_files(recipe: Recipe, shard_names: list[str]) -> list[ShardFile]:
+    """Published paths: `<config>/<split>-NNNNN-of-MMMMM.parquet`, with `-b<band>` when the config has bands.
+
+    Numbering is per band, so the names of a band's files never change when later bands are added.
+    """
+    bands = {c.name: c.bands for c in recipe.configs}
+    parsed = [(name, _SHARD.match(name)) for name in shard_names]
+    per_band: dict[tuple[str, str, int], int] = {}
+    for _, match in parsed:
+        key = (match["config"], match["split"], int(match["band"]))
+        per_band[key] = per_band.get(key, 0) + 1
+    files = []
+    for name, match in parsed:
+        config, split, band, index = match["config"], match["split"], int(match["band"]), int(match["index"])
+        total = per_band[(config, split, band)]
+        stem = f"{split}-b{band}" if bands[config] > 1 else split
+        files.append(ShardFile(name, config, split, band, f"{config}/{stem}-{index:05d}-of-{total:05d}.parquet"))
+    return files
+
+
+def files_of(config: PublishedConfig, files: list[ShardFile]) -> list[ShardFile]:
+    return [f for f in files if f.config == config.generation_config and f.band < config.bands]

@@ -1,0 +1,119 @@
+"""`synthset validate`: check a generated run against its plan before anyone trains on it or downloads it.
+
+Per generation config and split: every planned sample present exactly once (no duplicate `sample_id`,
+no plan row missing, nothing unplanned), exact per-class counts, labels inside the class set, and every
+image decodes at the size the recipe stores. Streams shard by shard, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from synthset.classes.table import read_label_names
+from synthset.generation.manifest import read_records, shard_file
+from synthset.generation.plan import PLAN_FILE
+from synthset.lock import read_lock
+
+MAX_PROBLEMS_LISTED = 5
+
+
+@dataclass
+class ConfigReport:
+    config: str
+    split: str
+    planned: int = 0
+    found: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, problem: str) -> None:
+        self.problems.append(problem)
+
+
+def expected_image_size(width: int, height: int, resize: int | None) -> tuple[int, int]:
+    if resize is None or min(width, height) == resize:
+        return width, height
+    scale = resize / min(width, height)
+    return round(width * scale), round(height * scale)
+
+
+def _image_problem(data: bytes, expected: tuple[int, int]) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            size = image.size
+    except Exception as error:  # noqa: BLE001 - any decoder failure is a finding, not a crash
+        return f"does not decode ({type(error).__name__})"
+    return None if size == expected else f"is {size[0]}x{size[1]}, expected {expected[0]}x{expected[1]}"
+
+
+def validate_run(run_dir: Path) -> list[ConfigReport]:
+    from tqdm.auto import tqdm
+
+    lock = read_lock(run_dir)
+    recipe = lock.recipe
+    num_classes = len(read_label_names(run_dir))
+    expected_size = expected_image_size(recipe.generator.width, recipe.generator.height, recipe.storage.resize)
+    plan = pq.ParquetFile(run_dir / PLAN_FILE)
+    planned: dict[tuple[str, str], Counter] = {}
+    planned_ids: dict[tuple[str, str], set[str]] = {}
+    for batch in plan.iter_batches(columns=["sample_id", "config", "split", "label"]):
+        for row in batch.to_pylist():
+            key = (row["config"], row["split"])
+            planned.setdefault(key, Counter())[row["label"]] += 1
+            planned_ids.setdefault(key, set()).add(row["sample_id"])
+    reports = {key: ConfigReport(key[0], key[1], planned=sum(c.values())) for key, c in planned.items()}
+    found: dict[tuple[str, str], Counter] = {key: Counter() for key in planned}
+    seen: set[str] = set()
+    records = read_records(run_dir)
+    for name in tqdm(sorted(records), desc="validate", unit="shard"):
+        path = shard_file(run_dir, name)
+        if not path.is_file():
+            continue
+        for batch in pq.ParquetFile(path).iter_batches(columns=["sample_id", "config", "split", "label", "image"]):
+            for row in batch.to_pylist():
+                key = (row["config"], row["split"])
+                report = reports.get(key) or reports.setdefault(key, ConfigReport(*key))
+                report.found += 1
+                sample_id = row["sample_id"]
+                if sample_id in seen:
+                    report.add(f"{sample_id}: appears more than once")
+                seen.add(sample_id)
+                if sample_id not in planned_ids.get(key, ()):
+                    report.add(f"{sample_id}: not in the plan")
+                if not 0 <= row["label"] < num_classes:
+                    report.add(f"{sample_id}: label {row['label']} outside 0..{num_classes - 1}")
+                found.setdefault(key, Counter())[row["label"]] += 1
+                problem = _image_problem(row["image"]["bytes"], expected_size)
+                if problem:
+                    report.add(f"{sample_id}: image {problem}")
+    for key, report in reports.items():
+        missing = planned_ids.get(key, set()) - seen
+        if missing:
+            report.add(f"{len(missing)} planned samples missing (first: {min(missing)})")
+        for label, count in sorted(planned.get(key, Counter()).items()):
+            if found[key][label] != count:
+                report.add(f"label {label}: {found[key][label]} images, planned {count}")
+    return sorted(reports.values(), key=lambda r: (r.config, r.split))
+
+
+def format_reports(reports: list[ConfigReport]) -> str:
+    lines = [f"{'config':<20} {'split':<8} {'planned':>9} {'found':>9}  status"]
+    for report in reports:
+        status = "ok" if report.ok else f"{len(report.problems)} problems"
+        lines.append(f"{report.config:<20} {report.split:<8} {report.planned:>9} {report.found:>9}  {status}")
+        for problem in report.problems[:MAX_PROBLEMS_LISTED]:
+            lines.append(f"    {problem}")
+        if len(report.problems) > MAX_PROBLEMS_LISTED:
+            lines.append(f"    ... and {len(report.problems) - MAX_PROBLEMS_LISTED} more")
+    return "\n".join(lines)
