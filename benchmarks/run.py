@@ -21,12 +21,12 @@ import yaml
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
-def _recipe(out: Path, name: str, classes: int, per_class: int, **generator) -> Path:
+def _recipe(out: Path, name: str, classes: int, per_class: int, strategy: str = "naive", **generator) -> Path:
     data = {
         "name": name,
         "output_dir": str(out),
         "classes": {"set": "imagenet-1k", "limit": classes},
-        "configs": [{"name": "naive", "strategy": "naive", "images_per_class": per_class}],
+        "configs": [{"name": strategy, "strategy": strategy, "images_per_class": per_class}],
         "generator": {
             "model": "synthset-testing:tiny-sd",
             "scheduler": "ddim",
@@ -108,6 +108,8 @@ def main() -> None:
         ours = synthset_generate(_recipe(out, "gen", 8, per_class, cpu_threads=1))
         rows.append(("generate: synthset / raw diffusers loop (bs 8, 64 px, 4 steps)", args.images, raw, ours))
         plan_seconds, plan_rows = plan_stage(_recipe(out, "plan", args.plan_classes, args.plan_per_class))
+        recipe = _recipe(out, "plan-cd-sd", args.plan_classes, args.plan_per_class, strategy="lar_cd_sd")
+        cd_sd_seconds, cd_sd_rows = plan_stage(recipe)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print(f"{'case':<66} {'items':>8} {'base s':>8} {'synthset s':>11} {'ratio':>7}")
@@ -115,11 +117,14 @@ def main() -> None:
         print(f"{name:<66} {items:>8} {base:>8.2f} {value:>11.2f} {value / base:>7.2f}")
     print(f"{'plan: naive prompts, rows per second':<66} {plan_rows:>8} {'':>8} {plan_seconds:>11.2f} "
           f"{plan_rows / plan_seconds:>7.0f}/s")  # fmt: skip
+    print(f"{'plan: lar_cd_sd prompts, template backend, rows per second':<66} {cd_sd_rows:>8} {'':>8} "
+          f"{cd_sd_seconds:>11.2f} {cd_sd_rows / cd_sd_seconds:>7.0f}/s")  # fmt: skip
     print(f"peak RSS of this benchmark process: {peak_mib:.0f} MiB")
     RESULTS_DIR.mkdir(exist_ok=True)
     result = {
         "generate": {"images": args.images, "raw_s": rows[0][2], "synthset_s": rows[0][3]},
         "plan": {"rows": plan_rows, "seconds": plan_seconds},
+        "plan_lar_cd_sd_template": {"rows": cd_sd_rows, "seconds": cd_sd_seconds},
         "peak_rss_mib": peak_mib,
     }
     (RESULTS_DIR / "latest.json").write_text(json.dumps(result, indent=2))

@@ -80,7 +80,7 @@ def resolve_meanings(
     todo = [info for info in selected if info.label not in results]
     with open(partial_path, "a", encoding="utf-8") as partial:
         for info in tqdm(todo, desc="label ambiguity resolution", unit="class", disable=not todo):
-            extra = llm_meanings(info, llm, sample_seed(recipe.seed, f"lar/{info.label}")) if llm else None
+            extra = llm_meanings(info, llm, sample_seed(recipe.seed, f"lar/{info.label}")) if llm is not None else None
             result = resolve_class_meaning(info, real_images, scorer_factory, recipe.lar.images_per_class, extra)
             results[info.label] = result
             partial.write(json.dumps({"label": info.label, **asdict(result)}) + "\n")

@@ -178,6 +178,6 @@ def plan_run(recipe: Recipe) -> PlanSummary:
         lar_sources=sources,
         real_image_failures=failures,
         prompt_stats=stats,
-        llm_backend_calls=llm.backend_calls if llm else 0,
-        llm_cache_hits=llm.hits if llm else 0,
+        llm_backend_calls=llm.backend_calls if llm is not None else 0,
+        llm_cache_hits=llm.hits if llm is not None else 0,
     )

@@ -1,0 +1,81 @@
+"""What every LLM backend shares: the request type, the backend protocol, and `make_backend`.
+
+Prompt strategies (LAR meanings, CD and SD descriptions) talk to a language model only through
+`LLMBackend.complete`, so the plan stage never knows whether text came from a local causal LM or an
+OpenAI-compatible server, and `LLMCache` can sit in front of either. The heavy backends are imported
+inside `make_backend`, so importing this package costs nothing when the recipe uses the template backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from synthset.errors import SynthsetError
+
+if TYPE_CHECKING:
+    from synthset.recipe import LLMSpec
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """One completion to make: a single user turn and the seed its sampling uses.
+
+    The same (prompt, seed) is the same request: backends make the output depend on nothing else that
+    varies inside a run (not on the batch a request lands in, nor on the order requests finish), and the
+    cache keys on exactly these two plus the backend, model and sampling parameters.
+    """
+
+    prompt: str
+    seed: int
+
+
+@runtime_checkable
+class LLMBackend(Protocol):
+    """A language model that answers requests with raw text (cleaning is the caller's job)."""
+
+    name: str  # "transformers" | "openai"
+    model: str  # as the recipe names it: the cache keys on this, so it must not be a per-machine path
+
+    def complete(self, requests: list[LLMRequest]) -> list[str]:
+        """Raw outputs, one per request, in request order."""
+        ...
+
+
+@runtime_checkable
+class StreamingBackend(LLMBackend, Protocol):
+    """A backend that also hands results over as they finish, so `LLMCache` can store each one at once.
+
+    Both real backends implement it; a backend with only `complete` still works with the cache, which then
+    sends it one `batch_size` chunk at a time and stores each chunk when it returns.
+    """
+
+    def stream(self, requests: list[LLMRequest]) -> Iterator[tuple[int, str]]:
+        """Yield `(index into requests, output)` for every request, in the order they finish."""
+        ...
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """`text` squeezed onto one bounded line, for error messages built from foreign text (server bodies,
+    library exceptions) that may hold newlines or pages of HTML."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def make_backend(spec: LLMSpec) -> LLMBackend:
+    """The backend a recipe's `prompts.llm` names, checked without loading any weights.
+
+    Cheap problems (a missing model directory, an unknown tiny model, no base_url) fail here as one
+    `SynthsetError` line; the weights of a local LM load on the first request, so a re-run whose answers
+    are all cached never loads the model at all.
+    """
+    if spec.backend == "transformers":
+        from synthset.generation.llm.transformers_backend import TransformersBackend
+
+        return TransformersBackend(spec)
+    if spec.backend == "openai":
+        from synthset.generation.llm.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(spec)
+    raise SynthsetError(f"prompts.llm.backend: {spec.backend!r} uses no language model, so it has no LLM backend")

@@ -1,0 +1,160 @@
+"""A loopback OpenAI-compatible server for the openai backend's tests: stdlib only, programmable faults.
+
+    with OpenAIServer(fail_first=2) as server:      # the first two chat requests get HTTP 500
+        spec = LLMSpec(backend="openai", model=server.model, base_url=server.base_url, ...)
+
+It serves `POST /v1/chat/completions` and `GET /v1/models` on 127.0.0.1 at a free port, one thread per
+connection. Answers are a pure function of (prompt, seed) (`expected_answer`), so tests can check
+which answer went to which request. Faults go by a chat request's number in arrival order (from 0):
+the first `fail_first`, and every one from `fail_from` on, answer HTTP `fail_status` (the body echoes
+the Authorization header, so a test can prove the client never repeats the key in its errors); the
+next `sleep_first` wait `sleep_seconds` (longer than the client's timeout) before answering. Every answer
+that is not a failure may also be delayed by `delay` seconds, so that concurrent requests overlap (and
+failures come back first); the server records how many were in flight at most. Sleeps wait on an event
+that `stop()` sets, so stopping never hangs on a sleeping handler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def expected_answer(prompt: str, seed: int) -> str:
+    """The server's answer to (prompt, seed): tests compare against this."""
+    digest = hashlib.sha256(f"{seed}\0{prompt}".encode()).hexdigest()[:12]
+    return f"answer {digest} to: {prompt}"
+
+
+@dataclass
+class OpenAIServer:
+    model: str = "test-model"
+    fail_first: int = 0
+    fail_from: int | None = None  # every chat request from this number on fails too
+    fail_status: int = 500
+    retry_after: str | None = None  # Retry-After header sent with the failures
+    sleep_first: int = 0
+    sleep_seconds: float = 5.0
+    delay: float = 0.0
+    answer: Callable[[str, int], str] = expected_answer  # (prompt, seed) -> the assistant's text
+    # Recorded, for assertions (guarded by _lock while the server runs).
+    chat_requests: int = 0
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    authorization: list[str | None] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def start(self) -> OpenAIServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("Connection", "close")
+                    for name, value in (headers or {}).items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timed out) first
+                self.close_connection = True
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") == "/v1/models":
+                    self._send_json(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                else:
+                    self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                raw = self.rfile.read(length)
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                server._handle_chat(self, json.loads(raw))
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def _handle_chat(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        with self._lock:
+            number = self.chat_requests
+            self.chat_requests += 1
+            self.bodies.append(body)
+            self.authorization.append(handler.headers.get("Authorization"))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if number < self.fail_first or (self.fail_from is not None and number >= self.fail_from):
+                headers = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
+                echoed = handler.headers.get("Authorization")
+                message = f"internal error (request had Authorization: {echoed})"
+                handler._send_json(self.fail_status, {"error": {"message": message}}, headers)  # type: ignore[attr-defined]
+                return
+            if number < self.fail_first + self.sleep_first:
+                self._stopping.wait(self.sleep_seconds)
+            if self.delay:
+                self._stopping.wait(self.delay)
+            if body.get("model") != self.model:
+                error = {"error": {"message": f"model {body.get('model')!r} not found"}}
+                handler._send_json(404, error)  # type: ignore[attr-defined]
+                return
+            prompt = body["messages"][-1]["content"]
+            answer = self.answer(prompt, body.get("seed", 0))
+            handler._send_json(  # type: ignore[attr-defined]
+                200,
+                {
+                    "id": f"chatcmpl-{number}",
+                    "object": "chat.completion",
+                    "model": self.model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+                    ],
+                },
+            )
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> OpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
