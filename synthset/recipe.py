@@ -59,6 +59,11 @@ class ConfigSpec(_Strict):
         "config <name>_<k>x holds bands 0..k-1. Raising bands later generates only the new bands.",
     )
     fill_up: FillUpSpec | None = Field(None, description="Per-class counts from a long-tail train list instead.")
+    shots: Annotated[int, Field(gt=0)] | None = Field(
+        None,
+        description="Few-shot: draw this many real images per class (recorded in real_shots.parquet); "
+        "augmentation-conditioning then uses only these.",
+    )
     split: str = "train"
     sd_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
         0.5, description="lar_cd_sd only: the share of style (SD) prompts; the rest are contextual (CD)."
@@ -249,6 +254,13 @@ class Recipe(_Strict):
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", value):
             raise ValueError(f"{value!r} must be letters, digits, '.', '_' or '-'")
         return value
+
+    @model_validator(mode="after")
+    def _shots_need_real_images(self) -> Recipe:
+        for i, config in enumerate(self.configs):
+            if config.shots is not None and self.real_images is None:
+                raise ValueError(f"configs[{i}].shots needs real_images (where the k real images come from)")
+        return self
 
     @model_validator(mode="after")
     def _config_names_unique(self) -> Recipe:

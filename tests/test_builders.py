@@ -189,3 +189,33 @@ def test_validate_finds_a_bad_image_even_when_the_checksum_was_updated(write_rec
         SynthsetError, match="validation failed for naive/train: naive/0001/000003: image does not decode"
     ):
         build_dataset(recipe.run_dir)
+
+
+def test_fewshot_draws_k_real_images_per_class_with_a_recorded_seed(write_recipe, tmp_path: Path):
+    from test_lar import make_image_folder
+
+    from synthset.generation.shots import read_shots
+
+    classes = tmp_path / "flowers.txt"
+    classes.write_text("rose\ntulip\n")
+    folder = make_image_folder(tmp_path / "real", {"rose": 5, "tulip": 3})
+    changes = {
+        "builder": "synth_fewshot",
+        "classes": {"set": str(classes), "limit": None},
+        "configs": [{"name": "custom_2shot", "strategy": "naive", "images_per_class": 2, "shots": 2}],
+        "real_images": {"folder": str(folder)},
+    }
+    recipe, _ = make_run(write_recipe, changes)
+    shots = read_shots(recipe.run_dir, "custom_2shot")
+    assert set(shots) == {0, 1} and all(len(ids) == 2 and len(set(ids)) == 2 for ids in shots.values())
+    assert all(i.startswith("rose/") for i in shots[0]) and all(i.startswith("tulip/") for i in shots[1])
+    plan_run(recipe)
+    assert read_shots(recipe.run_dir, "custom_2shot") == shots  # the draw is a function of the recipe
+    dataset_dir, _ = build_dataset(recipe.run_dir)
+    assert pq.read_table(dataset_dir / "real_shots.parquet").num_rows == 2
+
+    changes["configs"][0].update(name="custom_4shot", shots=4)
+    with pytest.raises(
+        SynthsetError, match="custom_4shot needs 4 real images of class 'tulip', the real_images source has 3"
+    ):
+        plan_run(load_recipe(write_recipe(changes, "four.yaml")))

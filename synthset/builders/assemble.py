@@ -25,6 +25,7 @@ from synthset.fsutil import atomic_path, temp_path_for, write_text_atomic
 from synthset.generation.manifest import read_records, shard_file
 from synthset.generation.plan import PLAN_FILE
 from synthset.generation.runner import plan_shard_names, read_planned_shard, shard_problem
+from synthset.generation.shots import SHOTS_FILE
 from synthset.lock import LOCK_FILE, Lock, read_lock
 
 DATASET_DIR = "dataset"
@@ -164,7 +165,9 @@ def build_dataset(run_dir: Path) -> tuple[Path, list[BuiltSplit]]:
     label_names = read_label_names(run_dir)
     splits = link_shards(run_dir, lock, names)
     dataset_dir = run_dir / DATASET_DIR
-    with atomic_path(dataset_dir / LOCK_FILE) as tmp:
-        shutil.copyfile(run_dir / LOCK_FILE, tmp)
+    for side_file in (LOCK_FILE, SHOTS_FILE):  # the k-shot real image ids travel with a few-shot dataset
+        if (run_dir / side_file).is_file():
+            with atomic_path(dataset_dir / side_file) as tmp:
+                shutil.copyfile(run_dir / side_file, tmp)
     write_text_atomic(dataset_dir / "README.md", render_readme(lock, label_names, splits))
     return dataset_dir, splits

@@ -24,6 +24,7 @@ from synthset.fsutil import atomic_path
 from synthset.generation.diversify import PromptStats
 from synthset.generation.ids import make_sample_id, sample_seed, shard_name
 from synthset.generation.prompts import LAR_STRATEGIES, PROMPT_STRATEGIES, PromptContext
+from synthset.generation.shots import draw_shots, write_shots
 from synthset.lock import LOCK_FILE, Lock, make_lock, read_lock, write_lock
 from synthset.recipe import ConfigSpec, Recipe
 
@@ -151,6 +152,7 @@ def plan_run(recipe: Recipe) -> PlanSummary:
 
         meanings, lar_key, failures = resolve_meanings(recipe, run_dir, classes, selected, llm)
     write_classes(run_dir, classes, selected, meanings, lar_key)
+    write_shots(run_dir, draw_shots(recipe, classes, selected))
 
     stats = PromptStats()
     contexts = {
