@@ -24,6 +24,12 @@ demo: install
 	$(PY) -m synthset plan recipes/demo.yaml
 	$(LAUNCH) -m synthset generate runs/demo
 	$(PY) -m synthset build runs/demo
+	@echo "--- augmentation-conditioning (unCLIP), conditioned on the demo's naive images ---"
+	$(PY) -m synthset plan recipes/demo-augcond.yaml
+	$(LAUNCH) -m synthset generate runs/demo-augcond
+	$(PY) -m synthset build runs/demo-augcond
+	@echo "--- the demo dataset (paper A's ladder): ---"
+	@$(PY) -m synthset build runs/demo | tail -n 6
 
 test: install
 	$(PY) -m pytest

@@ -139,9 +139,9 @@ def _pin_local_or_hub(field_name: str, model: str, revision: str | None) -> dict
 
 def resolve_aux_models(recipe: Recipe) -> dict[str, dict[str, str]]:
     """Pin the CLIP that scores LAR meanings and the LLM that writes descriptions, when the recipe uses them."""
-    from synthset.generation.prompts import LAR_STRATEGIES
+    from synthset.generation.prompts import LAR_STRATEGIES, text_strategies
 
-    strategies = {c.strategy for c in recipe.configs}
+    strategies = text_strategies(recipe)
     pinned: dict[str, dict[str, str]] = {}
     if strategies & set(LAR_STRATEGIES) and recipe.real_images is not None:
         from synthset.generation.lar import open_clip_identifier

@@ -45,6 +45,47 @@ class FillUpSpec(_Strict):
     target: Annotated[int, Field(gt=0)] = 1280
 
 
+class AugCondSpec(_Strict):
+    """Augmentation-conditioning (paper B): which augmentations condition unCLIP, and the prompt."""
+
+    augmentations: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        {"embed_cutmix+dropout": 1.0},
+        description="Augmentation name -> weight; names: none, pixel_mixup, pixel_cutmix, embed_mixup, "
+        "embed_cutmix, dropout, each optionally +dropout.",
+    )
+    alpha: Annotated[float, Field(gt=0)] = Field(1.0, description="lam ~ Beta(alpha, alpha) for the mixes.")
+    dropout: Annotated[float, Field(ge=0, lt=1)] = Field(0.4, description="Share of embedding dimensions zeroed.")
+    prompt: str = Field(
+        "{class_name}", description="'{class_name}' (ImageNet-LT style) or 'a photo of a {class_name}' (few-shot)."
+    )
+    prompt_strategy: str | None = Field(None, description="Use a text strategy's prompts instead (e.g. lar_cd_sd).")
+
+    @field_validator("augmentations")
+    @classmethod
+    def _known_augmentations(cls, value: dict[str, float]) -> dict[str, float]:
+        from synthset.generation.augment import parse_name
+
+        if not value:
+            raise ValueError("name at least one augmentation")
+        for name in value:
+            parse_name(name, 1.0, 0.4)
+        return value
+
+    @field_validator("prompt_strategy")
+    @classmethod
+    def _text_strategy(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("naive", "lar", "lar_cd", "lar_cd_sd"):
+            raise ValueError(f"prompt_strategy must be a text strategy (naive, lar, lar_cd, lar_cd_sd), got {value!r}")
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_names_the_class(cls, value: str) -> str:
+        if "{class_name}" not in value:
+            raise ValueError("the prompt template must contain {class_name}")
+        return value
+
+
 class ConfigSpec(_Strict):
     """One generated dataset config, e.g. `naive` or `lar_cd_sd`; with bands it publishes `<name>_1x` ... ."""
 
@@ -64,6 +105,7 @@ class ConfigSpec(_Strict):
         description="Few-shot: draw this many real images per class (recorded in real_shots.parquet); "
         "augmentation-conditioning then uses only these.",
     )
+    augcond: AugCondSpec | None = Field(None, description="Options of the augcond strategy.")
     split: str = "train"
     sd_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
         0.5, description="lar_cd_sd only: the share of style (SD) prompts; the rest are contextual (CD)."
@@ -75,6 +117,16 @@ class ConfigSpec(_Strict):
         if not CONFIG_NAME_PATTERN.match(value):
             raise ValueError(f"{value!r} must be lowercase letters, digits and underscores")
         return value
+
+    @property
+    def augcond_options(self) -> AugCondSpec:
+        return self.augcond or AugCondSpec()
+
+    @model_validator(mode="after")
+    def _augcond_options_only_for_augcond(self) -> ConfigSpec:
+        if self.strategy != "augcond" and self.augcond is not None:
+            raise ValueError("augcond options need strategy: augcond")
+        return self
 
     @model_validator(mode="after")
     def _one_way_to_count(self) -> ConfigSpec:
@@ -112,6 +164,9 @@ class GeneratorSpec(_Strict):
     batch_size: Annotated[int, Field(gt=0)] = 8
     attention: Literal["auto", "sdpa", "xformers"] = Field(
         "auto", description="auto: xformers when importable and on CUDA, else PyTorch SDPA."
+    )
+    noise_level: Annotated[int, Field(ge=0)] = Field(
+        0, description="unCLIP only: noise added to the image embedding (0 in paper B)."
     )
     cpu_threads: Annotated[int, Field(gt=0)] = Field(
         1,
@@ -197,6 +252,7 @@ class RealImagesSpec(_Strict):
     """Real images of each class (for LAR scoring and augmentation-conditioning): a dataset or a folder."""
 
     dataset: str | None = Field(None, description="A `datasets` hub id or local path (load_dataset).")
+    config: str | None = Field(None, description="The dataset's config name, when it has several.")
     folder: Path | None = Field(None, description="An image folder: <folder>/<wnid or class name>/*.jpg")
     split: str = "train"
     image_column: str = "image"
@@ -254,6 +310,15 @@ class Recipe(_Strict):
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", value):
             raise ValueError(f"{value!r} must be letters, digits, '.', '_' or '-'")
         return value
+
+    @model_validator(mode="after")
+    def _augcond_runs_alone(self) -> Recipe:
+        augcond = [c.strategy == "augcond" for c in self.configs]
+        if any(augcond) and not all(augcond):
+            raise ValueError("augcond configs need an unCLIP model, so a recipe's configs are all augcond or none")
+        if any(augcond) and self.real_images is None:
+            raise ValueError("augcond needs real_images (the images that condition the generation)")
+        return self
 
     @model_validator(mode="after")
     def _shots_need_real_images(self) -> Recipe:

@@ -102,16 +102,14 @@ def _write_tiny_clip_tokenizer_files(out: Path) -> None:
     (out / "merges.txt").write_text("#version: 0.2\n", "utf-8")
 
 
-def _build_tiny_sd(out: Path) -> None:
-    """Save a tiny StableDiffusionPipeline to ``out``: 64 px images (32x32 latents), ~1.7 M parameters."""
+def _tiny_text_stack(out: Path):
+    """The generated-vocab CLIP tokenizer (saved under out/tokenizer) and a 2-layer CLIP text encoder."""
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     _write_tiny_clip_tokenizer_files(out / "tokenizer")
     # model_max_length is saved with the tokenizer; the SD pipeline pads prompts to it.
     tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer", model_max_length=77)
-
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
@@ -127,7 +125,34 @@ def _build_tiny_sd(out: Path) -> None:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
+    return tokenizer, text_encoder
 
+
+def _tiny_vae():
+    """A 2-block VAE: it upsamples latents by 2, so 32x32 latents decode to 64 px images."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        sample_size=64,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=32,
+    )
+
+
+def _build_tiny_sd(out: Path) -> None:
+    """Save a tiny StableDiffusionPipeline to ``out``: 64 px images (32x32 latents), ~1.7 M parameters."""
+    import torch
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    tokenizer, text_encoder = _tiny_text_stack(out)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=32,  # latent size; the VAE below upsamples by 2, so the default image is 64 px
@@ -141,19 +166,7 @@ def _build_tiny_sd(out: Path) -> None:
         attention_head_dim=2,  # diffusers' legacy name: this is the number of heads (2 x 32 channels)
         norm_num_groups=32,
     )
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        sample_size=64,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        norm_num_groups=32,
-    )
+    vae = _tiny_vae()
 
     # Stable Diffusion 1.x's scheduler config.
     scheduler = PNDMScheduler(
@@ -177,6 +190,68 @@ def _build_tiny_sd(out: Path) -> None:
         requires_safety_checker=False,
     )
     pipe.save_pretrained(out, safe_serialization=True)
+
+
+TINY_UNCLIP = "tiny-unclip"
+UNCLIP_EMBED_DIM = 32
+
+
+def _build_tiny_unclip(out: Path) -> None:
+    """A tiny StableUnCLIPImg2ImgPipeline (SD 2.1 unCLIP's layout): CLIP image encoder with projection,
+    image normalizer and noising scheduler, and a UNet whose class embedding takes the image embedding
+    plus its noise-level embedding (2 x 32 inputs)."""
+    import torch
+    from diffusers import DDIMScheduler, DDPMScheduler, StableUnCLIPImg2ImgPipeline, UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    tokenizer, text_encoder = _tiny_text_stack(out)
+    torch.manual_seed(0)
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32,
+            projection_dim=UNCLIP_EMBED_DIM,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            intermediate_size=37,
+            patch_size=8,
+        )
+    )
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=2,
+        norm_num_groups=32,
+        class_embed_type="projection",
+        projection_class_embeddings_input_dim=UNCLIP_EMBED_DIM * 2,
+    )
+    pipe = StableUnCLIPImg2ImgPipeline(
+        feature_extractor=CLIPImageProcessor(crop_size=32, size=32),
+        image_encoder=image_encoder,
+        image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=UNCLIP_EMBED_DIM),
+        image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        unet=unet,
+        scheduler=DDIMScheduler(
+            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, set_alpha_to_one=False, steps_offset=1
+        ),
+        vae=_tiny_vae(),
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def tiny_unclip_path(home: Path | None = None) -> Path:
+    """Directory of the tiny unCLIP image-variation pipeline (augmentation-conditioning's model)."""
+    return _build_atomically(_models_dir(home) / TINY_UNCLIP, _build_tiny_unclip)
 
 
 def tiny_sd_path(home: Path | None = None) -> Path:
@@ -320,6 +395,7 @@ TINY_MODELS: dict[str, Callable[[Path | None], Path]] = {
     TINY_SD: tiny_sd_path,
     TINY_OPEN_CLIP: tiny_open_clip_path,
     TINY_LM: tiny_lm_path,
+    TINY_UNCLIP: tiny_unclip_path,
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthset.errors import SynthsetError
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
 
+    from synthset.generation.conditioning import Conditioner
     from synthset.lock import Lock
     from synthset.recipe import GeneratorSpec
 
@@ -44,6 +46,7 @@ class LoadedGenerator:
     dtype: str
     attention: str
     scheduler: str
+    conditioner: Conditioner | None = None  # set for augcond runs (unCLIP image variation)
 
 
 def choose_attention(requested: str, device: torch.device) -> str:
@@ -66,7 +69,9 @@ def choose_dtype(requested: str, device: torch.device) -> str:
     return requested
 
 
-def load_generator(lock: Lock, device: torch.device, show_progress: bool = True) -> LoadedGenerator:
+def load_generator(
+    lock: Lock, device: torch.device, show_progress: bool = True, run_dir: Path | None = None
+) -> LoadedGenerator:
     """Load the locked model; only the main process shows the libraries' loading bars."""
     import diffusers
     import torch
@@ -98,15 +103,35 @@ def load_generator(lock: Lock, device: torch.device, show_progress: bool = True)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     logger.info("generator: %s on %s, %s, attention=%s", lock.model.load_path, device, dtype, attention)
-    return LoadedGenerator(pipe, spec, device, dtype, attention, type(pipe.scheduler).__name__)
+    conditioner = None
+    if any(c.strategy == "augcond" for c in lock.recipe.configs):
+        if getattr(pipe, "image_encoder", None) is None or getattr(pipe, "image_normalizer", None) is None:
+            raise SynthsetError(
+                f"generator.model: augcond needs an unCLIP image-variation pipeline (e.g. "
+                f"stabilityai/stable-diffusion-2-1-unclip), {spec.model!r} is a {type(pipe).__name__}"
+            )
+        from synthset.generation.conditioning import make_conditioner
+
+        conditioner = make_conditioner(pipe, lock, run_dir or Path("."))
+    return LoadedGenerator(pipe, spec, device, dtype, attention, type(pipe.scheduler).__name__, conditioner)
 
 
-def generate_images(generator: LoadedGenerator, rows: list[dict[str, Any]]) -> list[Image]:
-    """One pipeline call for a full batch of plan rows, each with its own seeded generator."""
+def generate_images(generator: LoadedGenerator, rows: list[dict[str, Any]]) -> tuple[list[Image], list[dict]]:
+    """One pipeline call for a full batch of plan rows, each with its own seeded generator.
+
+    Returns the images and, per row, the columns generation decided (augcond's `cond_lambda`).
+    """
     import torch
 
     spec = generator.spec
     seeds = [torch.Generator("cpu").manual_seed(row["seed"]) for row in rows]
+    extra: dict[str, Any] = {}
+    decided: list[dict] = [{} for _ in rows]
+    if generator.conditioner is not None:
+        embeds, lambdas = generator.conditioner.embeddings(rows)
+        pipe_dtype = generator.pipe.image_encoder.dtype
+        extra = {"image_embeds": embeds.to(device=generator.device, dtype=pipe_dtype), "noise_level": spec.noise_level}
+        decided = [{"cond_lambda": lam} for lam in lambdas]
     with torch.inference_mode():
         output = generator.pipe(
             prompt=[row["prompt"] for row in rows],
@@ -117,8 +142,9 @@ def generate_images(generator: LoadedGenerator, rows: list[dict[str, Any]]) -> l
             height=spec.height,
             generator=seeds,
             output_type="pil",
+            **extra,
         )
-    return output.images
+    return output.images, decided
 
 
 def generator_columns(generator: LoadedGenerator, lock: Lock) -> dict[str, Any]:

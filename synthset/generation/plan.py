@@ -23,13 +23,12 @@ from synthset.errors import SynthsetError
 from synthset.fsutil import atomic_path
 from synthset.generation.diversify import PromptStats
 from synthset.generation.ids import make_sample_id, sample_seed, shard_name
-from synthset.generation.prompts import LAR_STRATEGIES, PROMPT_STRATEGIES, PromptContext
+from synthset.generation.prompts import LAR_STRATEGIES, PROMPT_STRATEGIES, PromptContext, text_strategies
 from synthset.generation.shots import draw_shots, write_shots
 from synthset.lock import LOCK_FILE, Lock, make_lock, read_lock, write_lock
 from synthset.recipe import ConfigSpec, Recipe
 
 PLAN_FILE = "plan.parquet"
-DIVERSIFIED_STRATEGIES = ("lar_cd", "lar_cd_sd")
 
 
 @dataclass(frozen=True)
@@ -94,8 +93,8 @@ def iter_plan_shards(
                             "cd_aspects": fields.cd_aspects,
                             "sd_style": fields.sd_style,
                             "seed": sample_seed(recipe.seed, sample_id),
-                            "cond_images": None,
-                            "cond_aug": None,
+                            "cond_images": fields.cond_images,
+                            "cond_aug": fields.cond_aug,
                             "cond_lambda": None,
                             "band": band,
                             "shard": shard_name(config.name, config.split, band, shard_index),
@@ -122,10 +121,23 @@ def _check_run_compatible(run_dir: Path, lock: Lock) -> None:
         )
 
 
+def conditioning_pools(
+    recipe: Recipe, config: ConfigSpec, classes: list[ClassInfo], selected: list[ClassInfo], shots: list[dict]
+) -> dict[int, list[str]]:
+    """label -> real image ids an augcond config may condition on: its k-shot draw, or all of the class."""
+    if config.strategy != "augcond":
+        return {}
+    if config.shots is not None:
+        return {row["label"]: row["real_ids"] for row in shots if row["config"] == config.name}
+    from synthset.generation.real_images import open_real_images
+
+    source = open_real_images(recipe.real_images, classes)
+    return {info.label: source.ids_for(info.label) for info in selected}
+
+
 def _open_llm(recipe: Recipe, run_dir: Path):
     """The cached LLM when the recipe names one and some config uses it; None for the template backend."""
-    strategies = {c.strategy for c in recipe.configs}
-    if recipe.prompts.llm.backend == "template" or not strategies & {*LAR_STRATEGIES, *DIVERSIFIED_STRATEGIES}:
+    if recipe.prompts.llm.backend == "template" or not text_strategies(recipe) & set(LAR_STRATEGIES):
         return None
     from synthset.generation.llm import LLMCache, make_backend
 
@@ -147,16 +159,25 @@ def plan_run(recipe: Recipe) -> PlanSummary:
     llm = _open_llm(recipe, run_dir)
 
     meanings, lar_key, failures = {}, None, 0
-    if any(c.strategy in LAR_STRATEGIES for c in recipe.configs):
+    if text_strategies(recipe) & set(LAR_STRATEGIES):
         from synthset.generation.meanings import resolve_meanings
 
         meanings, lar_key, failures = resolve_meanings(recipe, run_dir, classes, selected, llm)
     write_classes(run_dir, classes, selected, meanings, lar_key)
-    write_shots(run_dir, draw_shots(recipe, classes, selected))
+    shots = draw_shots(recipe, classes, selected)
+    write_shots(run_dir, shots)
 
     stats = PromptStats()
     contexts = {
-        c.name: PromptContext(recipe=recipe, config=c, run_dir=run_dir, meanings=meanings, llm=llm, stats=stats)
+        c.name: PromptContext(
+            recipe=recipe,
+            config=c,
+            run_dir=run_dir,
+            meanings=meanings,
+            llm=llm,
+            stats=stats,
+            conditioning_pools=conditioning_pools(recipe, c, classes, selected, shots),
+        )
         for c in recipe.configs
     }
     label_names = [info.label_name for info in classes]

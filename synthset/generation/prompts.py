@@ -36,6 +36,8 @@ class PromptFields:
     lar_meaning: str | None = None
     cd_aspects: dict[str, str] | None = None
     sd_style: str | None = None
+    cond_images: list[str] | None = None
+    cond_aug: str | None = None
 
 
 @dataclass
@@ -48,6 +50,8 @@ class PromptContext:
     meanings: dict[int, LARResult] = field(default_factory=dict)
     llm: LLMCache | None = None
     stats: PromptStats = field(default_factory=PromptStats)
+    # label -> the real image ids augcond may condition on (the k-shot subset for few-shot configs)
+    conditioning_pools: dict[int, list[str]] = field(default_factory=dict)
 
     def meaning(self, label: int) -> str | None:
         result = self.meanings.get(label)
@@ -70,7 +74,14 @@ class PromptContext:
 # come from its own index: growing a run from 2x to 6x leaves the first two bands' prompts unchanged.
 PromptStrategy = Callable[["ClassInfo", range, PromptContext], list[PromptFields]]
 
-LAR_STRATEGIES = ("lar", "lar_cd", "lar_cd_sd")
+LAR_STRATEGIES = ("lar", "lar_cd", "lar_cd_sd")  # every one of these resolves meanings (and may use the LLM)
+
+
+def text_strategies(recipe: Recipe) -> set[str]:
+    """The text strategies a recipe's prompts come from (an augcond config may borrow one)."""
+    return {
+        c.augcond_options.prompt_strategy or "naive" if c.strategy == "augcond" else c.strategy for c in recipe.configs
+    }
 
 
 def naive_prompts(info: ClassInfo, indices: range, context: PromptContext) -> list[PromptFields]:
@@ -128,9 +139,55 @@ def lar_cd_sd_prompts(info: ClassInfo, indices: range, context: PromptContext) -
     return _diversified(info, indices, context, sd_ratio=context.config.sd_ratio)
 
 
+def augcond_prompts(info: ClassInfo, indices: range, context: PromptContext) -> list[PromptFields]:
+    """Paper B: a prompt plus the real images and augmentation that will condition unCLIP.
+
+    The plan picks the augmentation (by the recipe's weights) and the image ids from the class's pool,
+    both from the sample's own draws; generation applies them (see `synthset.generation.augment`).
+    """
+    from synthset.errors import SynthsetError
+    from synthset.generation.augment import parse_name
+
+    options = context.config.augcond_options
+    pool = context.conditioning_pools.get(info.label, [])
+    if not pool:
+        raise SynthsetError(
+            f"configs: {context.config.name} has no real image of class {info.label_name!r} to condition on"
+        )
+    if options.prompt_strategy:
+        texts = PROMPT_STRATEGIES[options.prompt_strategy](info, indices, context)
+    else:
+        texts = [PromptFields(strategy="augcond", prompt=options.prompt.format(class_name=info.class_name))] * len(
+            indices
+        )
+    augmentations = [parse_name(name, options.alpha, options.dropout) for name in options.augmentations]
+    weights = list(options.augmentations.values())
+    fields = []
+    for index, text in zip(indices, texts, strict=True):
+        rng = context.rng(info.label, index)
+        augmentation = rng.choices(augmentations, weights)[0]
+        if not augmentation.paired:
+            images = [rng.choice(pool)]
+        else:
+            images = rng.sample(pool, 2) if len(pool) >= 2 else [pool[0], pool[0]]
+        fields.append(
+            PromptFields(
+                strategy="augcond",
+                prompt=text.prompt,
+                lar_meaning=text.lar_meaning,
+                cd_aspects=text.cd_aspects,
+                sd_style=text.sd_style,
+                cond_images=images,
+                cond_aug=augmentation.describe(),
+            )
+        )
+    return fields
+
+
 PROMPT_STRATEGIES: dict[str, PromptStrategy] = {
     "naive": naive_prompts,
     "lar": lar_prompts,
     "lar_cd": lar_cd_prompts,
     "lar_cd_sd": lar_cd_sd_prompts,
+    "augcond": augcond_prompts,
 }

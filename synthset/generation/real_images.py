@@ -108,7 +108,7 @@ def _from_dataset(spec: RealImagesSpec, classes: list[ClassInfo]) -> RealImageSo
             if isinstance(dataset, datasets.DatasetDict):
                 dataset = dataset[spec.split]
         else:
-            dataset = datasets.load_dataset(spec.dataset, split=spec.split)
+            dataset = datasets.load_dataset(spec.dataset, spec.config, split=spec.split)
     except Exception as error:  # noqa: BLE001 - missing path, unknown repo, bad split: one line for the user
         raise SynthsetError(
             f"real_images.dataset: cannot load {spec.dataset!r} split {spec.split!r}: {first_line(error)}"

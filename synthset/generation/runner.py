@@ -214,7 +214,7 @@ def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
         from synthset.generation.diffusion import generate_images, generator_columns, load_generator
         from synthset.generation.writer import ShardWriter
 
-        generator = load_generator(lock, state.device, show_progress=state.is_main_process)
+        generator = load_generator(lock, state.device, show_progress=state.is_main_process, run_dir=run_dir)
         logger.info(
             "rank %d/%d: %d of %d assigned shards to make, attention=%s, dtype=%s",
             rank, world_size, len(todo), len(mine), generator.attention, generator.dtype,
@@ -237,8 +237,9 @@ def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
                 for batch in _batches(rows, batch_size):
                     # Every call has the recipe's batch size: reduction order depends on the batch shape.
                     padded = batch + [batch[-1]] * (batch_size - len(batch))
-                    images = generate_images(generator, padded)[: len(batch)]
-                    writer.add_batch([{**row, **constant_columns} for row in batch], images)
+                    images, decided = generate_images(generator, padded)
+                    out_rows = [{**row, **constant_columns, **d} for row, d in zip(batch, decided, strict=False)]
+                    writer.add_batch(out_rows, images[: len(batch)])
                     images_made += len(batch)
                     progress.generated(len(batch))
                 writer.finish_shard()
