@@ -79,6 +79,9 @@ def test_fill_up_counts_from_the_long_tail_list(write_recipe, tmp_path: Path):
     assert summary.images_made == 1 + 5 + 0
     dataset_dir, _ = build_dataset(recipe.run_dir)
     assert Counter(r["label"] for r in rows_of(dataset_dir, "naive")) == {0: 1, 1: 5}
+    readme = (dataset_dir / "README.md").read_text()
+    # real counts 5, 1, 9: all three classes are "few" (< 20); 1 + 5 + 0 synthetic images fill them up
+    assert "| many | 0 | 0 | 0 |\n| medium | 0 | 0 | 0 |\n| few | 3 | 15 | 6 |" in readme
 
     train_list.write_text("train/x.JPEG 0\nbroken line\n")
     with pytest.raises(SynthsetError, match=r"ImageNet_LT_train\.txt:2: expected '<image path> <label>'"):

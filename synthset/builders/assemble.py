@@ -100,7 +100,7 @@ def link_shards(run_dir: Path, lock: Lock, names: list[str]) -> list[BuiltSplit]
     return splits
 
 
-def render_readme(lock: Lock, label_names: list[str], splits: list[BuiltSplit]) -> str:
+def render_readme(lock: Lock, run_dir: Path, label_names: list[str], splits: list[BuiltSplit]) -> str:
     """The README: YAML with `configs` and `dataset_info` (written by the libraries' own classes) and a short card."""
     from datasets import DatasetInfo, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
@@ -127,6 +127,9 @@ def render_readme(lock: Lock, label_names: list[str], splits: list[BuiltSplit]) 
 
     rows = "\n".join(f"| {s.config} | {s.split} | {s.num_examples} | {len(s.files)} |" for s in splits)
     recipe = lock.recipe
+    long_tail = "".join(
+        _long_tail_section(run_dir, config, len(label_names)) for config in recipe.configs if config.fill_up
+    )
     body = f"""
 # {recipe.name}
 
@@ -145,8 +148,29 @@ from datasets import load_dataset
 
 ds = load_dataset("<this repo or directory>", "{configs[0]}", split="train")
 ```
-"""
+{long_tail}"""
     return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n{body}").content
+
+
+def _long_tail_section(run_dir: Path, config, num_classes: int) -> str:
+    """Many (> 100 real images) / medium / few (< 20) buckets of a fill-up config's real class counts."""
+    from synthset.classes.longtail import bucket_table, read_train_list_counts
+
+    real = read_train_list_counts(config.fill_up.train_list, num_classes)
+    classes = pq.read_table(run_dir / "classes.parquet", columns=["label", "selected"]).to_pylist()
+    selected = {row["label"]: real[row["label"]] for row in classes if row["selected"]}
+    synthetic: dict[int, int] = {}
+    for row in pq.read_table(run_dir / PLAN_FILE, columns=["config", "label"]).to_pylist():
+        if row["config"] == config.name:
+            synthetic[row["label"]] = synthetic.get(row["label"], 0) + 1
+    lines = "\n".join(f"| {b} | {n} | {r} | {s} |" for b, n, r, s in bucket_table(selected, synthetic))
+    return f"""
+## {config.name}: fill-up to {config.fill_up.target} images per class
+
+| real-count bucket | classes | real images | synthetic images |
+|---|---|---|---|
+{lines}
+"""
 
 
 def build_dataset(run_dir: Path) -> tuple[Path, list[BuiltSplit]]:
@@ -169,5 +193,5 @@ def build_dataset(run_dir: Path) -> tuple[Path, list[BuiltSplit]]:
         if (run_dir / side_file).is_file():
             with atomic_path(dataset_dir / side_file) as tmp:
                 shutil.copyfile(run_dir / side_file, tmp)
-    write_text_atomic(dataset_dir / "README.md", render_readme(lock, label_names, splits))
+    write_text_atomic(dataset_dir / "README.md", render_readme(lock, run_dir, label_names, splits))
     return dataset_dir, splits

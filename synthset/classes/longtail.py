@@ -38,3 +38,14 @@ def frequency_bucket(count: int) -> str:
     if count > MANY_ABOVE:
         return "many"
     return "few" if count < FEW_BELOW else "medium"
+
+
+def bucket_table(real_counts: dict[int, int], synthetic_counts: dict[int, int]) -> list[tuple[str, int, int, int]]:
+    """(bucket, classes, real images, synthetic images) for many / medium / few, over the given classes."""
+    table = []
+    for bucket in ("many", "medium", "few"):
+        labels = [label for label, count in real_counts.items() if frequency_bucket(count) == bucket]
+        table.append(
+            (bucket, len(labels), sum(real_counts[i] for i in labels), sum(synthetic_counts.get(i, 0) for i in labels))
+        )
+    return table
