@@ -24,7 +24,10 @@ def test_plan_rows_ids_seeds_and_shards(write_recipe):
     assert [r["shard"] for r in rows] == ["naive/train-b0-00000"] * 6 + ["naive/train-b0-00001"] * 4
     assert all(r["seed"] == sample_seed(7, r["sample_id"]) for r in rows)
     assert len({r["seed"] for r in rows}) == 10
-    assert plan_shard_names(pq.ParquetFile(recipe.run_dir / PLAN_FILE)) == ["naive/train-b0-00000", "naive/train-b0-00001"]
+    assert plan_shard_names(pq.ParquetFile(recipe.run_dir / PLAN_FILE)) == [
+        "naive/train-b0-00000",
+        "naive/train-b0-00001",
+    ]
 
 
 def test_seed_depends_on_recipe_seed_and_sample_id_only():
