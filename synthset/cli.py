@@ -17,13 +17,16 @@ from synthset.errors import SynthsetError
 DESCRIPTION = """\
 Make a synthetic image-classification dataset with an off-the-shelf diffusion model.
 
-A run goes through three stages, each restartable and each reading the previous one's files
+A run goes through these stages, each restartable and each reading the previous one's files
 in the run directory <output_dir>/<name>/ that the recipe names:
 
   synthset plan recipes/demo.yaml          recipe -> recipe.lock.yaml, classes.parquet, plan.parquet
   accelerate launch -m synthset generate runs/demo
                                            plan -> shards/ (any number of processes; resumable)
-  synthset build runs/demo                 shards -> dataset/ (load it with datasets.load_dataset)
+  synthset build runs/demo                 shards -> dataset/ (validated; load it with datasets.load_dataset)
+  synthset card runs/demo                  dataset/README.md: the full dataset card, samples.jpg
+  synthset push runs/demo --repo org/name --tag v1.0
+                                           one commit to the Hub, tagged; `synthset verify` loads it back
 """
 
 

@@ -295,6 +295,11 @@ class Recipe(_Strict):
         "synth_imagenet", description="The dataset family, which fixes the published config names."
     )
     seed: int = 0
+    license: str | None = Field(
+        None,
+        description="Hub license id of the dataset (e.g. creativeml-openrail-m); needed when the generator's "
+        "model card does not state one.",
+    )
     output_dir: Path = Field(Path("runs"), description="The run directory is <output_dir>/<name>.")
     classes: ClassSetSpec = ClassSetSpec()
     configs: Annotated[list[ConfigSpec], Field(min_length=1)]

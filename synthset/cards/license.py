@@ -1,0 +1,78 @@
+"""The dataset's license: the generator model's, never a guess.
+
+Images made by a model inherit the terms of that model's license (CreativeML OpenRAIL-M for Stable
+Diffusion 1.x, OpenRAIL++ for 2.x, ...), so the card takes the license from the generator's model card.
+When the model card does not state one (a local checkpoint, a bare repo), the recipe must: `license:` in
+the recipe (read from the lock, so the published lock says it too) or `--license` on the command line.
+If both the model card and the recipe state one and they differ, that is refused rather than resolved
+silently, and so is having none at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from synthset.errors import SynthsetError, first_line
+
+
+@dataclass(frozen=True)
+class License:
+    license: str  # a Hub license identifier, e.g. "creativeml-openrail-m", "apache-2.0", "other"
+    source: str  # where it came from, for the card's text
+    license_name: str | None = None  # for license: other
+    license_link: str | None = None
+
+
+def _from_card_data(data: Any, source: str) -> License | None:
+    value = getattr(data, "license", None) if data is not None else None
+    if isinstance(value, list):
+        value = value[0] if len(value) == 1 else None
+    if not value:
+        return None
+    return License(value, source, getattr(data, "license_name", None), getattr(data, "license_link", None))
+
+
+def model_card_license(lock_data: dict[str, Any]) -> tuple[License | None, str | None]:
+    """The generator's license from its model card, and why it could not be read (or None)."""
+    resolved = lock_data.get("resolved") or {}
+    model = resolved.get("model") or lock_data["recipe"]["generator"]["model"]
+    if resolved.get("model_source") == "local":
+        readme = Path(model) / "README.md"
+        if not readme.is_file():
+            return None, None
+        from huggingface_hub import ModelCard
+
+        return _from_card_data(ModelCard.load(readme).data, f"model card of {model}"), None
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi().model_info(model, revision=resolved.get("model_revision"))
+    except Exception as error:  # noqa: BLE001 - offline, gated, 404: reported, then the recipe decides
+        return None, first_line(error)
+    return _from_card_data(info.card_data, f"model card of {model}"), None
+
+
+def resolve_license(lock_data: dict[str, Any], override: str | None = None) -> License:
+    """License for the card: the model card's; else the recipe's `license:` (or `--license`)."""
+    stated_value = override or (lock_data.get("recipe") or {}).get("license")
+    stated = None
+    if stated_value:
+        stated = License(stated_value, "`--license` option" if override else "recipe (`license:`)")
+    from_model, problem = model_card_license(lock_data)
+    model = (lock_data.get("resolved") or {}).get("model") or lock_data["recipe"]["generator"]["model"]
+    if from_model is not None and stated is not None and from_model.license != stated.license:
+        raise SynthsetError(
+            f"license: the {from_model.source} says {from_model.license!r} but the {stated.source} says "
+            f"{stated.license!r}; make them agree"
+        )
+    if from_model is not None:
+        return from_model
+    if stated is not None:
+        return stated
+    why = f"cannot read its model card ({problem})" if problem else "its model card states no license"
+    raise SynthsetError(
+        f"license: the generator {model} {why}; add `license: <hub license id>` to the recipe "
+        "(e.g. creativeml-openrail-m) or pass --license"
+    )

@@ -1,0 +1,191 @@
+"""Quality figures for the card: mean CLIP score and intra-class diversity (Vendi score) per config.
+
+Both need an open_clip model, so they are an optional step: `quality_figures(..., clip_model=...)`.
+Scoring is capped at `per_class` images per class (the first ones in file order, so the figures are
+reproducible) because embedding a whole 7.7M-image dataset for a card is not worth a GPU-day.
+
+- CLIP score: 100 * max(cos(image, text), 0) with the text "a photo of a {class name}", the
+  convention of CLIPScore as torchmetrics computes it; the card reports its mean over scored images.
+- Vendi score (Friedman & Dieng, 2023): exp of the Shannon entropy of the eigenvalues of K/n, where K
+  is the n x n cosine-similarity matrix of one class's CLIP image embeddings. It is 1 when all images
+  are identical and n when they are mutually orthogonal: an "effective number of distinct images".
+  The card reports its mean over classes, with n, since the score is bounded by n.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from synthset.errors import SynthsetError, first_line
+
+TESTING_SCHEME = "synthset-testing:"
+CLASS_PROMPT = "a photo of a {class_name}"
+
+
+def vendi_score(embeddings: np.ndarray) -> float:
+    """Vendi score of row vectors under cosine similarity: exp(entropy of eig(K / n)).
+
+    The nonzero eigenvalues of X Xᵀ / n equal those of Xᵀ X / n, so the smaller Gram matrix is
+    decomposed: d x d when there are more images than dimensions.
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError("vendi_score needs a non-empty 2-D array of embeddings")
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    n = len(x)
+    gram = (x.T @ x) / n if x.shape[1] < n else (x @ x.T) / n
+    eigenvalues = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
+    eigenvalues = eigenvalues[eigenvalues > 1e-12]
+    return float(np.exp(-np.sum(eigenvalues * np.log(eigenvalues))))
+
+
+@dataclass(frozen=True)
+class QualityFigures:
+    config: str
+    images: int  # images scored
+    classes: int
+    per_class: int  # the cap on images per class
+    mean_clip_score: float
+    mean_vendi: float  # mean over classes with at least 2 scored images
+
+
+@dataclass(frozen=True)
+class ClipModelInfo:
+    """What the card records about the CLIP model: what was asked for, and the exact version used."""
+
+    name: str
+    revision: str
+
+
+@dataclass
+class _Clip:
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    info: ClipModelInfo
+
+
+def _open_clip_name(model: str) -> tuple[str, str | None]:
+    """(name for open_clip, local directory if any): synthset-testing:<name> and plain dirs become local-dir:."""
+    if model.startswith(TESTING_SCHEME):
+        from synthset import testing
+
+        local = Path(testing.tiny_model_path(model.removeprefix(TESTING_SCHEME)))
+        return f"local-dir:{local}", str(local)
+    if model.startswith("local-dir:"):
+        return model, model.removeprefix("local-dir:")
+    if Path(model).expanduser().is_dir():
+        local = Path(model).expanduser().resolve()
+        return f"local-dir:{local}", str(local)
+    return model, None
+
+
+def _model_revision(name: str, local: str | None, pretrained: str | None) -> str:
+    """A pin for the card: a tree hash for a local dir, the Hub commit for hf-hub:, else the pretrained tag."""
+    if local is not None:
+        from synthset.fsutil import sha256_tree
+
+        return "sha256:" + sha256_tree(Path(local))
+    if name.startswith("hf-hub:"):
+        from huggingface_hub import HfApi
+
+        try:
+            return HfApi().model_info(name.removeprefix("hf-hub:")).sha or "unknown"
+        except Exception as error:  # noqa: BLE001 - the figures stay valid; only the pin is unknown
+            return f"unknown ({first_line(error)})"
+    import open_clip
+
+    return f"open_clip {open_clip.__version__} pretrained={pretrained}"
+
+
+def load_clip(model: str, pretrained: str | None = None) -> _Clip:
+    """Load an open_clip model by name (+ pretrained tag), hf-hub:<id>, local-dir:<path>, a directory,
+    or synthset-testing:<tiny model>; a failure is one line naming the model."""
+    import open_clip
+
+    name, local = _open_clip_name(model)
+    try:
+        clip, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=None if local or name.startswith("hf-hub:") else pretrained
+        )
+        tokenizer = open_clip.get_tokenizer(name)
+    except Exception as error:  # noqa: BLE001 - unknown name, missing dir, no network: one line
+        raise SynthsetError(f"--clip-model: cannot load {model!r}: {first_line(error)}") from None
+    clip.eval()
+    return _Clip(clip, preprocess, tokenizer, ClipModelInfo(model, _model_revision(name, local, pretrained)))
+
+
+def _class_samples(dataset_dir: Path, files: list[str], per_class: int) -> dict[int, tuple[str, list[bytes]]]:
+    """label -> (class name, up to per_class image bytes), in file order."""
+    samples: dict[int, tuple[str, list[bytes]]] = {}
+    for relative in files:
+        parquet = pq.ParquetFile(dataset_dir / relative)
+        for group in range(parquet.num_row_groups):
+            table = parquet.read_row_group(group, columns=["image", "label", "class_name"]).to_pydict()
+            for image, label, name in zip(table["image"], table["label"], table["class_name"], strict=True):
+                entry = samples.setdefault(label, (name, []))
+                if len(entry[1]) < per_class:
+                    entry[1].append(image["bytes"])
+    return samples
+
+
+def _embed_images(clip: _Clip, images: list[bytes], batch_size: int) -> np.ndarray:
+    import torch
+    from PIL import Image
+
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = [Image.open(io.BytesIO(b)).convert("RGB") for b in images[start : start + batch_size]]
+            pixels = torch.stack([clip.preprocess(image) for image in batch])
+            chunks.append(clip.model.encode_image(pixels).float())
+    embeddings = torch.cat(chunks)
+    return (embeddings / embeddings.norm(dim=-1, keepdim=True)).numpy()
+
+
+def _embed_text(clip: _Clip, texts: list[str]) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        embeddings = clip.model.encode_text(clip.tokenizer(texts)).float()
+    return (embeddings / embeddings.norm(dim=-1, keepdim=True)).numpy()
+
+
+def quality_figures(
+    dataset_dir: Path,
+    data_files: dict[str, dict[str, list[str]]],
+    clip_model: str,
+    pretrained: str | None = None,
+    per_class: int = 50,
+    batch_size: int = 64,
+) -> tuple[ClipModelInfo, list[QualityFigures]]:
+    """Score the first split of every config with one CLIP model."""
+    clip = load_clip(clip_model, pretrained)
+    figures = []
+    for config, splits in data_files.items():
+        samples = _class_samples(dataset_dir, next(iter(splits.values()), []), per_class)
+        labels = sorted(samples)
+        texts = _embed_text(clip, [CLASS_PROMPT.format(class_name=samples[label][0]) for label in labels])
+        scores, vendis = [], []
+        for label, text in zip(labels, texts, strict=True):
+            images = _embed_images(clip, samples[label][1], batch_size)
+            scores.extend((100.0 * np.clip(images @ text, 0.0, None)).tolist())
+            if len(images) >= 2:
+                vendis.append(vendi_score(images))
+        figures.append(
+            QualityFigures(
+                config=config,
+                images=len(scores),
+                classes=len(labels),
+                per_class=per_class,
+                mean_clip_score=float(np.mean(scores)) if scores else float("nan"),
+                mean_vendi=float(np.mean(vendis)) if vendis else float("nan"),
+            )
+        )
+    return clip.info, figures

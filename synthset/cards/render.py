@@ -1,0 +1,289 @@
+"""`synthset card RUN`: the dataset card (README.md) and sample grid (samples.jpg) of a built run.
+
+The card is a `huggingface_hub.DatasetCard` rendered from `templates/dataset_card.md.j2`. Its YAML keeps
+`configs` and `dataset_info` exactly as `synthset build` wrote them with the `datasets` classes (the
+builders own what a config is), and adds what the Hub shows: pretty_name, license, task_categories,
+size_categories and tags. The body is filled from the run's own files: the lock (models *with
+revisions*, versions, provenance), the Parquet files (counts, per-class spread, prompt examples) and,
+optionally, CLIP quality figures. The rendered card is parsed back before it is written, so a card whose
+YAML `datasets` would read differently is never published.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from synthset.cards.grid import SAMPLES_FILE, write_sample_grid
+from synthset.cards.license import License, resolve_license
+from synthset.cards.quality import ClipModelInfo, QualityFigures, quality_figures
+from synthset.cards.stats import ConfigStats, collect_stats, config_data_files, size_category, unique_rows
+from synthset.errors import SynthsetError
+from synthset.fsutil import write_text_atomic
+
+DATASET_DIR = "dataset"
+README = "README.md"
+LOCK_FILE = "recipe.lock.yaml"
+CARD_MARKER = "<!-- synthset-card provenance={provenance} -->"
+BUILD_START, BUILD_END = "<!-- synthset-build:start -->", "<!-- synthset-build:end -->"
+REPO_PLACEHOLDER = "ORG/NAME"
+LAR_SOURCES = {  # classes.parquet `lar_source` -> what the card says
+    "scored": "with the meaning CLIP scored best on real images",
+    "single": "with a single candidate meaning",
+    "no-real-images": "with their own gloss (several candidates, no real images to score them)",
+    "no-candidates": "without a known meaning",
+}
+
+
+@dataclass(frozen=True)
+class CardResult:
+    readme: Path
+    samples: Path
+    license: License
+    stats: list[ConfigStats]
+    quality: list[QualityFigures] | None
+
+
+def card_marker(provenance: str) -> str:
+    """The line that tells `synthset push` the README is this run's rendered card, not build's stub."""
+    return CARD_MARKER.format(provenance=provenance)
+
+
+def read_lock_data(run_dir: Path) -> dict[str, Any]:
+    """The lock as plain data: the card reads it field by field so that new recipe keys never break it."""
+    path = run_dir / LOCK_FILE
+    if not path.is_file():
+        raise SynthsetError(f"{run_dir}: not a planned run directory ({LOCK_FILE} missing; run `synthset plan` first)")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _human_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _label_space(card_data: dict[str, Any]) -> int:
+    for info in card_data.get("dataset_info") or []:
+        for feature in info.get("features") or []:
+            dtype = feature.get("dtype")
+            if feature.get("name") == "label" and isinstance(dtype, dict) and "class_label" in dtype:
+                return len(dtype["class_label"].get("names") or [])
+    return 0
+
+
+def builder_sections(readme_text: str) -> str:
+    """The sections `synthset build` wrote that only the builder knows (e.g. a fill-up config's long-tail
+    buckets), kept in the card: from build's README, its `## ` sections; from a card, what it carried over."""
+    from huggingface_hub import DatasetCard
+
+    body = DatasetCard(readme_text).text
+    if BUILD_START in body:
+        return body.split(BUILD_START, 1)[1].split(BUILD_END, 1)[0].strip()
+    start = body.find("\n## ")
+    return body[start:].strip() if start >= 0 else ""
+
+
+def _default_config(card_data: dict[str, Any]) -> str | None:
+    """The config `load_dataset(repo)` picks without a name: the one marked `default: true`."""
+    return next((c["config_name"] for c in card_data["configs"] if c.get("default")), None)
+
+
+def _pinned(resolved: dict[str, Any], name: str) -> dict[str, str] | None:
+    """An auxiliary model (clip, llm) as the lock pinned it: model id and revision."""
+    return (resolved.get("aux_models") or {}).get(name)
+
+
+def _describe_llm(recipe: dict[str, Any], resolved: dict[str, Any]) -> str:
+    llm = (recipe.get("prompts") or {}).get("llm") or {}
+    pinned = _pinned(resolved, "llm")
+    if pinned is None:
+        return "none: prompts come from templates and word lists"
+    return (
+        f"`{pinned['model']}` ({llm.get('backend')}) at revision `{pinned['revision']}`, "
+        f"temperature {llm.get('temperature')}, top_p {llm.get('top_p')}"
+    )
+
+
+def _lar_sources(run_dir: Path) -> str:
+    """How LAR chose each class's meaning, counted from classes.parquet (`lar_source`)."""
+    import pyarrow.parquet as pq
+
+    path = run_dir / "classes.parquet"
+    try:
+        table = pq.read_table(path, columns=["selected", "lar_source"]).to_pydict()
+    except (OSError, KeyError, ValueError):  # an older run without the column: say nothing
+        return ""
+    counts = Counter(s for s, chosen in zip(table["lar_source"], table["selected"], strict=True) if chosen and s)
+    return ", ".join(f"{n} {LAR_SOURCES.get(source, source)}" for source, n in sorted(counts.items()))
+
+
+def _describe_lar(recipe: dict[str, Any], resolved: dict[str, Any], run_dir: Path) -> str | None:
+    strategies = {c.get("strategy", "") for c in recipe.get("configs") or []}
+    if not any(s.startswith("lar") for s in strategies):
+        return None
+    pinned = _pinned(resolved, "clip")
+    clip = f"`{pinned['model']}` at revision `{pinned['revision']}`" if pinned else "no CLIP scoring (no real images)"
+    sources = _lar_sources(run_dir)
+    return clip + (f"; classes: {sources}" if sources else "")
+
+
+def _card_data(
+    base: dict[str, Any], lock: dict[str, Any], license: License, rows: int, stats: list[ConfigStats]
+) -> Any:
+    from huggingface_hub import DatasetCardData
+
+    strategies = sorted({s for st in stats for s in st.strategies} | {c["strategy"] for c in lock["recipe"]["configs"]})
+    extra = {k: v for k, v in (("license_name", license.license_name), ("license_link", license.license_link)) if v}
+    return DatasetCardData(
+        pretty_name=lock["recipe"]["name"],
+        license=license.license,
+        **extra,
+        task_categories=["image-classification"],
+        size_categories=[size_category(rows)],
+        tags=["synthetic", *strategies],
+        configs=base["configs"],
+        dataset_info=base["dataset_info"],
+    )
+
+
+def render_card(
+    run_dir: Path,
+    license: License,
+    stats: list[ConfigStats],
+    quality: tuple[ClipModelInfo, list[QualityFigures]] | None = None,
+    repo_id: str | None = None,
+) -> str:
+    """The README text; `configs`/`dataset_info` come from the README that `synthset build` wrote."""
+    from huggingface_hub import DatasetCard
+
+    dataset_dir = run_dir / DATASET_DIR
+    lock = read_lock_data(run_dir)
+    recipe, resolved = lock["recipe"], lock.get("resolved") or {}
+    readme_text = (dataset_dir / README).read_text(encoding="utf-8")
+    base = DatasetCard(readme_text).data.to_dict()
+    if not base.get("configs") or not base.get("dataset_info"):
+        raise SynthsetError(f"{dataset_dir / README}: no `configs`/`dataset_info` in its YAML; run `synthset build`")
+    data_files = config_data_files(base)
+    rows = unique_rows(dataset_dir, data_files)
+    card_data = _card_data(base, lock, license, rows, stats)
+    strategy_of = {c["name"]: c.get("strategy", "?") for c in recipe["configs"]}
+
+    def strategy(stats: ConfigStats) -> str:
+        """The recipe config's strategy; a scale config `<name>_<k>x` is its generation config's."""
+        if stats.config in strategy_of:
+            return strategy_of[stats.config]
+        scale = re.fullmatch(r"(.+)_\d+x", stats.config)
+        if scale and scale.group(1) in strategy_of:
+            return strategy_of[scale.group(1)]
+        return ", ".join(sorted(stats.strategies)) or "?"
+
+    configs = []
+    for s in stats:
+        low, median, high = s.class_min_median_max
+        configs.append(
+            {
+                "name": s.config,
+                "strategy": strategy(s),
+                "split_rows": s.split_rows,
+                "first_split": next(iter(s.split_rows), "train"),
+                "classes": s.classes,
+                "per_class": f"{low} / {median:g} / {high}",
+                "files": s.files,
+                "size": _human_bytes(s.bytes),
+            }
+        )
+    examples: dict[str, list[str]] = {}
+    for s in stats:
+        for strategy, prompts in s.prompt_examples.items():
+            examples.setdefault(strategy, [])
+            examples[strategy] += [p for p in prompts if p not in examples[strategy]][: 3 - len(examples[strategy])]
+    generator = dict(recipe["generator"])
+    generator["revision"] = resolved.get("model_revision", "unknown")
+    storage = recipe.get("storage") or {}
+    clip_info, figures = quality if quality else (None, None)
+    template = resources.files("synthset.cards") / "templates" / "dataset_card.md.j2"
+    card = DatasetCard.from_template(
+        card_data,
+        template_str=template.read_text(encoding="utf-8"),
+        pretty_name=recipe["name"],
+        provenance=lock["provenance"],
+        generation_key=lock.get("generation_key", "?"),
+        total_images=rows,
+        selected_classes=len({label for s in stats for label in s.per_class}),
+        label_space=_label_space(base),
+        class_set=(recipe.get("classes") or {}).get("set", "?"),
+        configs=configs,
+        generator=generator,
+        seed=recipe.get("seed"),
+        storage=f"{storage.get('format', '?')}"
+        + (f" (quality {storage.get('quality')}), " if storage.get("format") in ("jpeg", "webp") else ", ")
+        + (f"resized to {storage['resize']} px, " if storage.get("resize") else "at the generated size, ")
+        + f"{storage.get('shard_size')} images per Parquet shard",
+        llm=_describe_llm(recipe, resolved),
+        lar_clip=_describe_lar(recipe, resolved, run_dir),
+        quality_clip=f"`{clip_info.name}` at revision `{clip_info.revision}`" if clip_info else "not computed",
+        quality_clip_name=clip_info.name if clip_info else "",
+        quality=figures,
+        license=license,
+        versions=resolved.get("versions") or {},
+        default=next((c for c in configs if c["name"] == _default_config(base)), configs[0]),
+        repo_id=repo_id or REPO_PLACEHOLDER,
+        run_dir=f"{recipe.get('output_dir', 'runs')}/{recipe['name']}",
+        prompt_examples=examples,
+        builder_sections=builder_sections(readme_text),
+        build_start=BUILD_START,
+        build_end=BUILD_END,
+    )
+    _check_round_trip(card.content, base)
+    return card.content
+
+
+def _check_round_trip(content: str, base: dict[str, Any]) -> None:
+    """Parse the card back as the Hub and `datasets` will; the configs must survive unchanged."""
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard
+
+    parsed = DatasetCard(content).data.to_dict()
+    if parsed.get("configs") != base["configs"] or parsed.get("dataset_info") != base["dataset_info"]:
+        raise AssertionError("the rendered card changed `configs` or `dataset_info`")
+    MetadataConfigs.from_dataset_card_data(DatasetCard(content).data)
+
+
+def write_card(
+    run_dir: Path,
+    license: str | None = None,
+    repo_id: str | None = None,
+    clip_model: str | None = None,
+    clip_pretrained: str | None = None,
+    quality_per_class: int = 50,
+) -> CardResult:
+    """Render `dataset/README.md` and `dataset/samples.jpg` for a built run (both written atomically)."""
+    from huggingface_hub import DatasetCard
+
+    run_dir = Path(run_dir)
+    dataset_dir = run_dir / DATASET_DIR
+    lock = read_lock_data(run_dir)
+    if not (dataset_dir / README).is_file():
+        raise SynthsetError(f"{run_dir}: no {DATASET_DIR}/{README}; run `synthset build {run_dir}` first")
+    chosen = resolve_license(lock, license)
+    data_files = config_data_files(DatasetCard.load(dataset_dir / README).data.to_dict())
+    stats = collect_stats(dataset_dir, data_files)
+    quality = None
+    if clip_model:
+        quality = quality_figures(dataset_dir, data_files, clip_model, clip_pretrained, quality_per_class)
+    samples = write_sample_grid(dataset_dir, data_files)
+    content = render_card(run_dir, chosen, stats, quality, repo_id)
+    write_text_atomic(dataset_dir / README, content)
+    return CardResult(dataset_dir / README, samples, chosen, stats, quality[1] if quality else None)
+
+
+__all__ = ["CARD_MARKER", "SAMPLES_FILE", "CardResult", "card_marker", "render_card", "write_card"]

@@ -1,0 +1,426 @@
+"""`synthset push / versions / verify` against a real HTTP server that speaks the Hub protocol.
+
+huggingface_hub and datasets read HF_ENDPOINT (and HF_HUB_DISABLE_XET) once, at import time, and this
+test process has imported them long before any server exists. So the client side always runs as a
+user runs it: `python -m synthset ...` (or a small load script) in a fresh process whose environment
+points at the loopback server (tests/hubserver.py), which runs here, in a thread, where the tests count
+what crossed the wire and inject faults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from conftest import BASE_RECIPE, deep_update
+from hubserver import Blob, HubServer
+
+from synthset.builders.assemble import build_dataset
+from synthset.cards import write_card
+from synthset.cli import main
+from synthset.generation.plan import plan_run
+from synthset.generation.runner import generate_run
+from synthset.hub import build_manifest
+from synthset.recipe import load_recipe
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "hf_test_token"  # alice's token on the loopback server; alice belongs to org
+CONFIGS = [
+    {"name": "naive", "strategy": "naive", "images_per_class": 5},
+    {"name": "lar", "strategy": "lar", "images_per_class": 2},
+]
+
+
+def _make_run(root: Path, name: str, changes: dict) -> Path:
+    data = deep_update({**BASE_RECIPE, "name": name, "output_dir": str(root / "runs"), "configs": CONFIGS}, changes)
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    recipe = load_recipe(path)
+    plan_run(recipe)
+    generate_run(recipe.run_dir)
+    build_dataset(recipe.run_dir)
+    write_card(recipe.run_dir, license="apache-2.0")
+    return Path(recipe.run_dir)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """v1: naive 15 rows in 3 shards, lar 6. v2: another seed; naive in two scale bands of 6 rows, published as
+    naive (12), naive_1x (6, band 0) and naive_2x (12): configs sharing files. Every v1 naive path goes."""
+    root = tmp_path_factory.mktemp("hub-runs")
+    return {
+        "v1": _make_run(root, "synth", {}),
+        "v2": _make_run(
+            root, "synth2", {"seed": 8, "configs": [{**CONFIGS[0], "images_per_class": 2, "bands": 2}, CONFIGS[1]]}
+        ),
+    }
+
+
+@pytest.fixture
+def hub():
+    with HubServer(tree_page_size=2) as server:  # small pages: clients must follow the Link pagination
+        yield server
+
+
+def hub_env(server: HubServer, home: Path, token: str | None = TOKEN) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(
+        HF_ENDPOINT=server.url,
+        HF_HUB_DISABLE_XET="1",  # the loopback server speaks the LFS batch API, not Xet
+        HF_HOME=str(home),  # its own cache and no stored login
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+    )
+    if token is not None:
+        env["HF_TOKEN"] = token
+    return env
+
+
+def cli(server: HubServer, home: Path, *args: str, token: str | None = TOKEN) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "synthset", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=hub_env(server, home, token),
+        timeout=120,
+    )
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("synthset: error: ")
+    return lines[0].removeprefix("synthset: error: ")
+
+
+LOAD_SCRIPT = """
+import hashlib, json, sys
+import datasets
+repo, wanted = sys.argv[1], sys.argv[2:]
+out = {}
+for item in wanted:
+    revision, config = item.split("/")
+    ds = datasets.load_dataset(repo, config, split="train", revision=revision)
+    ds = ds.cast_column("image", datasets.Image(decode=False))
+    out[item] = [[row["sample_id"], row["seed"], hashlib.sha256(row["image"]["bytes"]).hexdigest()] for row in ds]
+print(json.dumps(out))
+"""
+
+
+def readme_yaml(run_dir: Path) -> dict:
+    return yaml.safe_load((run_dir / "dataset" / "README.md").read_text().split("---")[1])
+
+
+def local_rows(run_dir: Path, config: str) -> list[list]:
+    """What load_dataset must give for a config: its data files' rows, in the README's file order."""
+    entry = next(c for c in readme_yaml(run_dir)["configs"] if c["config_name"] == config)
+    rows = []
+    for path in entry["data_files"][0]["path"]:
+        table = pq.read_table(run_dir / "dataset" / path, columns=["sample_id", "seed", "image"]).to_pylist()
+        rows += [[r["sample_id"], r["seed"], hashlib.sha256(r["image"]["bytes"]).hexdigest()] for r in table]
+    return rows
+
+
+def dataset_files(run_dir: Path) -> dict[str, bytes]:
+    root = run_dir / "dataset"
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def parquet_paths(run_dir: Path, config: str = "") -> list[str]:
+    """The published Parquet paths (of one config folder), as the manifest and the Hub name them."""
+    return sorted(p for p in dataset_files(run_dir) if p.endswith(".parquet") and p.startswith(config))
+
+
+def lfs_files(run_dir: Path) -> dict[str, int]:
+    """sha256 -> size of the files the Hub stores in LFS (Parquet and JPEG)."""
+    return {
+        hashlib.sha256(data).hexdigest(): len(data)
+        for path, data in dataset_files(run_dir).items()
+        if path.endswith((".parquet", ".jpg"))
+    }
+
+
+# -- the published manifest ------------------------------------------------------------------------
+def test_manifest_takes_shard_hashes_from_records_unless_the_file_changed(runs, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(runs["v1"], run)  # copytree breaks the hard links: re-link one shard as build does
+    files = {e["path"]: e for e in build_manifest(run)["files"]}
+    assert set(files) == set(dataset_files(runs["v1"])) - {"manifest.json"}
+    for path, entry in files.items():
+        assert entry["sha256"] == hashlib.sha256((run / "dataset" / path).read_bytes()).hexdigest()
+        assert entry["bytes"] == (run / "dataset" / path).stat().st_size
+    assert sum(e.get("rows") or 0 for p, e in files.items() if p.startswith("naive/")) == 15
+    assert not any("shard" in e for e in files.values())  # copies: hashed, not trusted
+
+    published = run / "dataset" / parquet_paths(run, "naive")[0]
+    shard = next(p for p in (run / "shards").rglob("*.parquet") if p.read_bytes() == published.read_bytes())
+    published.unlink()
+    os.link(shard, published)
+    os.utime(shard.with_suffix(".json"))  # the record is written after its shard
+    entry = {e["path"]: e for e in build_manifest(run)["files"]}[published.relative_to(run / "dataset").as_posix()]
+    assert entry["shard"] == shard.relative_to(run / "shards").with_suffix("").as_posix()  # the record's hash
+
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))  # changed in place after its record: same inode, same size
+    entry = {e["path"]: e for e in build_manifest(run)["files"]}[published.relative_to(run / "dataset").as_posix()]
+    assert "shard" not in entry and entry["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+# -- the server itself -----------------------------------------------------------------------------
+def test_loopback_server_resolve_headers_and_ranges(runs, hub, tmp_path):
+    ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    path = parquet_paths(runs["v1"], "naive")[0]
+    data = (runs["v1"] / "dataset" / path).read_bytes()
+    url = f"{hub.url}/datasets/org/synth/resolve/v1.0/{path}"
+    with urllib.request.urlopen(urllib.request.Request(url, method="HEAD")) as response:
+        headers = response.headers
+    tag_commit = hub.state.repos[("dataset", "org/synth")].tags["v1.0"]
+    assert headers["X-Repo-Commit"] == tag_commit
+    assert headers["X-Linked-Etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
+    assert int(headers["X-Linked-Size"]) == int(headers["Content-Length"]) == len(data)
+    request = urllib.request.Request(url, headers={"Range": "bytes=4-19"})
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 206
+        assert response.headers["Content-Range"] == f"bytes 4-19/{len(data)}"
+        assert response.read() == data[4:20]
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=-8"})) as response:
+        assert response.read() == data[-8:]  # the parquet footer read
+
+
+# -- push v1, push v2, load each by tag -----------------------------------------------------------------
+WANTED = ("v1.0/naive", "v1.0/lar", "v2.0/naive", "v2.0/lar", "v2.0/naive_2x", "v2.0/naive_1x", "main/naive")
+
+
+def test_push_two_versions_and_load_each_by_tag(runs, hub, tmp_path):
+    out = ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    assert "8 added, 0 changed, 0 deleted, 0 unchanged" in out and "tagged v1.0" in out
+    out = ok(cli(hub, tmp_path, "push", str(runs["v2"]), "--repo", "org/synth", "--tag", "v2.0"))
+    # v2 drops every v1 naive shard path and changes the rest, in the same commit
+    assert "tagged v2.0" in out and " 3 deleted," in out and " 0 unchanged" in out
+
+    # each push is exactly one commit, and each tagged snapshot is exactly one run's dataset/: never a mix
+    commits = [r for r in hub.state.requests if r[0] == "POST" and r[1].endswith("/commit/main")]
+    assert [status for *_, status in commits] == [200, 200]
+    for tag, run in (("v1.0", runs["v1"]), ("v2.0", runs["v2"])):
+        assert hub.files("org/synth", tag) == {".gitattributes": hub.files("org/synth", "main")[".gitattributes"]} | (
+            dataset_files(run)
+        )
+    repo = hub.state.repos[("dataset", "org/synth")]
+    assert repo.branches["main"] == repo.tags["v2.0"] != repo.tags["v1.0"]
+
+    reads_from = len(hub.state.requests)
+    script = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, "org/synth", *WANTED],
+        capture_output=True,
+        text=True,
+        env=hub_env(hub, tmp_path / "reader", token=None),  # an anonymous reader of a public repo
+        timeout=120,
+    )
+    assert script.returncode == 0, script.stderr
+    loaded = json.loads(script.stdout)
+    for item in WANTED:
+        revision, config = item.split("/")
+        assert loaded[item] == local_rows(runs["v1" if revision == "v1.0" else "v2"], config), item
+    assert [len(loaded[item]) for item in WANTED] == [15, 6, 12, 6, 12, 6, 12]
+    assert loaded["v2.0/naive_1x"] == loaded["v2.0/naive_2x"][:6]  # the 1x scale is the first band
+    reads = [path for _, path, _ in hub.state.requests[reads_from:]]
+    assert any("/tree/" in path and "cursor=" in path for path in reads)  # datasets followed the tree pages
+    assert {row[2] for row in loaded["v1.0/naive"]}.isdisjoint(row[2] for row in loaded["v2.0/naive"])
+
+    versions = ok(cli(hub, tmp_path, "versions", "org/synth")).splitlines()
+    rows = {"v1.0": {"lar": 6, "naive": 15}, "v2.0": {"lar": 6, "naive": 12, "naive_1x": 6, "naive_2x": 12}}
+    for line, (tag, run, heads) in zip(versions, (("v1.0", "v1", ""), ("v2.0", "v2", "  [head of main]")), strict=True):
+        order = [info["config_name"] for info in readme_yaml(runs[run])["dataset_info"]]  # the README's order
+        configs = ", ".join(f"{c} {rows[tag][c]} rows" for c in order)
+        assert line == f"{tag}  {repo.tags[tag][:12]}  {configs}{heads}"
+    # verify follows configs that share files
+    out = ok(cli(hub, tmp_path, "verify", "org/synth", "--revision", "v2.0", "--run", str(runs["v2"])))
+    assert "naive_1x: train 6 rows" in out and "naive_2x: train 12 rows" in out
+
+    # a version is never moved: pushing other files under v1.0 is refused and changes nothing
+    before = dict(repo.branches), dict(repo.tags)
+    error = one_error_line(cli(hub, tmp_path, "push", str(runs["v2"]), "--repo", "org/synth", "--tag", "v1.0"))
+    assert error.startswith(f"org/synth: tag v1.0 already names commit {repo.tags['v1.0'][:12]} with other files")
+    assert (dict(repo.branches), dict(repo.tags)) == before
+    # re-running a finished push is a no-op
+    assert "already is commit" in ok(
+        cli(hub, tmp_path, "push", str(runs["v2"]), "--repo", "org/synth", "--tag", "v2.0")
+    )
+
+
+def test_push_to_a_branch_leaves_main_alone(runs, hub, tmp_path):
+    args = ("push", str(runs["v1"]), "--repo", "org/synth", "--revision", "staging", "--tag", "v1.0-rc1")
+    out = ok(cli(hub, tmp_path, *args))
+    assert "to org/synth@staging in one commit" in out
+    repo = hub.state.repos[("dataset", "org/synth")]
+    assert list(hub.files("org/synth", "main")) == [".gitattributes"]
+    assert repo.branches["staging"] == repo.tags["v1.0-rc1"]
+    assert set(hub.files("org/synth", "staging")) == {".gitattributes", *dataset_files(runs["v1"])}
+    versions = ok(cli(hub, tmp_path, "versions", "org/synth"))
+    assert versions.strip().endswith("lar 6 rows, naive 15 rows  [head of staging]")
+
+
+def test_private_repos_stay_private(runs, hub, tmp_path):
+    ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/secret", "--private", "--tag", "v1.0"))
+    assert hub.state.repos[("dataset", "org/secret")].private
+    assert "v1.0" in ok(cli(hub, tmp_path, "versions", "org/secret"))
+    error = one_error_line(cli(hub, tmp_path, "versions", "org/secret", token=None))
+    assert error == f"org/secret: no such dataset repo on {hub.url} (or it is private and the token cannot see it)"
+    ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/open"))
+    error = one_error_line(cli(hub, tmp_path, "push", str(runs["v2"]), "--repo", "org/open", "--private"))
+    assert error == "org/open: the repo exists and is public; --private cannot hide it (change it on the Hub)"
+
+
+# -- interrupted pushes -------------------------------------------------------------------------------
+def test_push_whose_commit_failed_resumes_without_resending(runs, hub, tmp_path):
+    expected = lfs_files(runs["v1"])
+    hub.state.fail_next("commit")
+    error = one_error_line(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    assert error == "org/synth: HTTP 500: injected commit failure"
+    assert Counter(oid for oid, _ in hub.state.uploads) == Counter(list(expected))  # all content arrived once
+    assert list(hub.files("org/synth", "main")) == [".gitattributes"]  # main still shows the old version
+    assert "v1.0" not in hub.state.repos[("dataset", "org/synth")].tags
+    sent_before = hub.state.put_bytes
+
+    ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    assert hub.state.put_bytes == sent_before  # not one byte of LFS content re-sent
+    assert Counter(oid for oid, _ in hub.state.uploads) == Counter(list(expected))
+    assert hub.files("org/synth", "v1.0") == hub.files("org/synth", "main")
+    assert set(hub.files("org/synth", "main")) == {".gitattributes", *dataset_files(runs["v1"])}
+
+
+def test_push_killed_mid_upload_resends_only_unfinished_files(runs, hub, tmp_path):
+    expected = lfs_files(runs["v1"])
+    assert len(expected) == 5  # 4 shards and samples.jpg
+    hub.state.hold_uploads_after(2)  # two uploads finish; the next ones hang as if the link died
+    process = subprocess.Popen(
+        [sys.executable, "-m", "synthset", "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"],
+        cwd=REPO_ROOT,
+        env=hub_env(hub, tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert hub.state.upload_parked.wait(timeout=60), "the push never reached its third upload"
+    finally:
+        process.kill()  # killed mid-upload: no clean shutdown
+        process.wait(timeout=30)
+    hub.state.release_held()
+    finished = {oid for oid, _ in hub.state.uploads}
+    assert len(finished) == 2
+    assert list(hub.files("org/synth", "main")) == [".gitattributes"]  # nothing half-published
+    sent_first = hub.state.put_bytes
+
+    ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    stored = Counter(oid for oid, _ in hub.state.uploads)
+    assert stored == Counter(list(expected))  # every object stored exactly once over both runs
+    resent = hub.state.put_bytes - sent_first
+    unfinished = sum(size for oid, size in expected.items() if oid not in finished)
+    assert resent == unfinished  # the resumed push sent exactly the files that had not arrived
+    assert set(hub.files("org/synth", "v1.0")) == {".gitattributes", *dataset_files(runs["v1"])}
+    print(f"resume: {resent} of {sum(expected.values())} LFS bytes re-sent ({len(expected) - 2} of 5 files)")
+
+
+def test_a_push_racing_another_writer_is_refused_not_merged(runs, hub, tmp_path):
+    def someone_else_commits(repo):
+        hub.state.before_commit = None
+        head = repo.commits[repo.branches["main"]]
+        files = {**head.files, "notes.txt": Blob.regular(b"pushed meanwhile")}
+        repo.branches["main"] = hub.state.new_commit(repo, head.oid, "someone else", "", files).oid
+
+    hub.state.before_commit = someone_else_commits
+    error = one_error_line(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    assert error == "org/synth: the branch moved while pushing (another push?); run the push again"
+    assert set(hub.files("org/synth", "main")) == {".gitattributes", "notes.txt"}  # theirs, untouched
+    ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    assert set(hub.files("org/synth", "main")) == {".gitattributes", *dataset_files(runs["v1"])}
+
+
+# -- tokens ---------------------------------------------------------------------------------------------
+def test_missing_or_rejected_token_is_one_clear_line(runs, hub, tmp_path):
+    bad = "hf_this_is_not_a_valid_token_0123456789"
+    result = cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", token=bad)
+    error = one_error_line(result)
+    assert error == (f"the Hugging Face token was rejected by {hub.url}: set a valid HF_TOKEN or run `hf auth login`")
+    assert bad not in result.stdout + result.stderr
+    assert one_error_line(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", token=None)) == (
+        "no Hugging Face token: set HF_TOKEN or run `hf auth login`"
+    )
+    # reads with a bad token are refused the same way
+    assert "token was rejected" in one_error_line(cli(hub, tmp_path, "versions", "org/synth", token=bad))
+    assert hub.state.repos == {} and hub.state.uploads == []  # refused before anything was sent
+
+
+def test_token_never_appears_in_outputs_logs_or_published_files(runs, hub, tmp_path):
+    secret = "hf_SecretValue_9f8e7d6c5b4a"
+    hub.state.tokens[secret] = "alice"
+    results = [
+        cli(hub, tmp_path, "-v", "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0", token=secret),
+        cli(hub, tmp_path, "-v", "versions", "org/synth", token=secret),
+        cli(hub, tmp_path, "-v", "verify", "org/synth", "--revision", "v1.0", token=secret),
+        cli(hub, tmp_path, "verify", "org/synth", "--revision", "v9.9", token=secret),  # an error path too
+    ]
+    assert [r.returncode for r in results] == [0, 0, 0, 2]
+    for result in results:
+        assert secret not in result.stdout + result.stderr
+    for repo in hub.state.repos.values():
+        for commit in repo.commits.values():
+            for blob in commit.files.values():
+                assert secret.encode() not in hub.state.content(blob)
+    for data in dataset_files(runs["v1"]).values():
+        assert secret.encode() not in data
+
+
+# -- verify -----------------------------------------------------------------------------------------------
+def test_verify_passes_then_catches_bytes_tampered_on_the_server(runs, hub, tmp_path):
+    ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    out = ok(cli(hub, tmp_path, "verify", "org/synth", "--revision", "v1.0", "--run", str(runs["v1"])))
+    commit = hub.state.repos[("dataset", "org/synth")].tags["v1.0"]
+    size = sum(len(d) for p, d in dataset_files(runs["v1"]).items() if p != "manifest.json")
+    first, loaded = out.strip().split("; load_dataset: ")
+    assert first == f"verified org/synth@v1.0 (commit {commit[:12]}): 7 files, {size} bytes match manifest.json"
+    assert sorted(loaded.split("; ")) == ["lar: train 6 rows", "naive: train 15 rows"]
+    # a published manifest that disagrees with the run is caught (here: v1's repo against the v2 run)
+    error = one_error_line(cli(hub, tmp_path, "verify", "org/synth", "--revision", "main", "--run", str(runs["v2"])))
+    unpublished = next(p for p in parquet_paths(runs["v2"]) if p not in dataset_files(runs["v1"]))
+    assert error.startswith(f"org/synth@main: verification failed: {unpublished}: in the run but not published")
+
+    # same size, same metadata, other bytes; the good copy is still in the reader's cache
+    victim = parquet_paths(runs["v1"], "naive")[1]
+    hub.state.tamper("dataset", "org/synth", victim)
+    error = one_error_line(cli(hub, tmp_path, "verify", "org/synth", "--revision", "v1.0"))
+    assert error.startswith(f"org/synth@v1.0: verification failed: {victim}: downloaded ")
+    assert "the manifest says" in error
+
+
+def test_push_needs_a_rendered_card(tmp_path, capsys, write_recipe):
+    recipe = load_recipe(write_recipe({"classes": {"set": "imagenet-1k", "limit": 1}}))
+    plan_run(recipe)
+    generate_run(recipe.run_dir)
+    build_dataset(recipe.run_dir)
+    capsys.readouterr()
+    assert main(["push", str(recipe.run_dir), "--repo", "org/x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"synthset: error: {recipe.run_dir}/dataset/README.md: not this run's dataset card; "
+        f"run `synthset card {recipe.run_dir}` first"
+    )
