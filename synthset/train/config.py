@@ -1,0 +1,291 @@
+"""The training config: what `synthset train` runs, read from YAML into a pydantic model.
+
+One file says which question is asked of a synthetic set (`mode`), with which model, on which real and
+synthetic data, and how it is scored. It is validated whole before any data is read or any model built:
+a misspelt key or an impossible combination (aux BN without synthetic data, a batch too small to hold a
+synthetic image) fails with one line naming the file and the key, never an hour into a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from synthset.errors import SynthsetError
+from synthset.recipe import describe_validation_error
+
+Mode = Literal["aux_bn", "long_tail", "few_shot"]
+LossName = Literal["cross_entropy", "balanced_softmax"]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a misspelt key silently ignored would change what a run measures."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSource(_Strict):
+    """One split of a `datasets` dataset: a local directory of Parquet files or a Hub dataset id."""
+
+    path: str = Field(
+        description="A local dataset directory (e.g. runs/demo/dataset) or a Hub dataset id (org/name). "
+        "A path that starts with '/', '.' or '~', has more than one '/', or exists here is local."
+    )
+    name: str | None = Field(
+        None,
+        description="The dataset config, e.g. lar_cd_sd. In few_shot mode the synthetic name may contain "
+        "{k} and {trial}, for a synthetic set made per shot count and trial.",
+    )
+    revision: str | None = Field(None, description="Hub branch, tag or commit (Hub ids only).")
+    split: str = "train"
+    image_column: str = "image"
+    label_column: str = Field("label", description="A ClassLabel (or integer) column.")
+    limit: PositiveInt | None = Field(None, description="Use only the first N rows (a quick check).")
+
+    def describe(self) -> str:
+        where = self.path + (f"@{self.revision}" if self.revision else "")
+        return f"{where} [{self.name or 'default'}/{self.split}]"
+
+
+class OODSource(DataSource):
+    """An extra evaluation split whose labels map onto the model's classes (e.g. ImageNet-R)."""
+
+    title: str | None = Field(None, description="The row name in the results (default: path/split).")
+    label_map: str = Field(
+        "identity",
+        description="identity: the split's label i is model class i; imagenet-r / imagenet-a: the split has "
+        "the 200-class subset (timm's index files); or a text file with one model class index per line, "
+        "line i for the split's label i. With a subset, only those classes' logits compete.",
+    )
+
+    @property
+    def display_name(self) -> str:
+        return self.title or f"{self.path}/{self.split}"
+
+
+class ModelSpec(_Strict):
+    name: str = Field(description="A timm model name, e.g. resnet50 or deit_small_patch16_224.")
+    pretrained: bool = Field(False, description="Load timm's pretrained weights (from the Hub).")
+    weights: Path | None = Field(
+        None,
+        description="A local weights file (.safetensors or .pth state_dict) loaded through timm's pretrained "
+        "loader; the classifier is re-initialised when its class count differs.",
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra timm.create_model arguments, e.g. {drop_path_rate: 0.1}."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_to_timm(cls, value: str) -> str:
+        import timm
+
+        if not timm.is_model(value):
+            raise ValueError(f"unknown timm model {value!r} (see timm.list_models())")
+        return value
+
+
+class TrainSpec(_Strict):
+    """Supervised training from real + synthetic batches (modes aux_bn and long_tail)."""
+
+    epochs: PositiveInt = 90
+    batch_size: PositiveInt = Field(256, description="Global batch size, split evenly over processes.")
+    synthetic_fraction: Fraction = Field(
+        0.5, description="Share of every batch drawn from the synthetic set; 0 is the real-only baseline."
+    )
+    steps_per_epoch: PositiveInt | None = Field(
+        None,
+        description="Default: enough steps for the source that runs out first (relative to its share of the "
+        "batch) to be seen once; the other source cycles, reshuffled on every pass.",
+    )
+    optimizer: str = Field("momentum", description="A timm optimizer name: momentum (SGD), sgd (Nesterov), adamw...")
+    lr: Annotated[float, Field(gt=0)] = 0.1
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    loss: LossName | None = Field(None, description="Default: balanced_softmax in long_tail mode, else cross_entropy.")
+    dual_bn: bool | None = Field(None, description="Auxiliary BatchNorm for synthetic rows. Default: on in aux_bn.")
+    clip_grad_norm: Annotated[float, Field(gt=0)] | None = None
+    image_size: PositiveInt | None = Field(None, description="Default: the model's input size.")
+    augment: Literal["rrc_flip", "flip", "none"] = Field(
+        "rrc_flip", description="rrc_flip: RandomResizedCrop + flip; flip: center crop + flip; none."
+    )
+    num_workers: Annotated[int, Field(ge=0)] = 4
+    eval_every: PositiveInt = Field(1, description="Evaluate every N epochs (and always after the last).")
+    eval_batch_size: PositiveInt | None = Field(None, description="Per process. Default: the training share.")
+    keep_checkpoints: PositiveInt = 1
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, value: str) -> str:
+        from timm.optim import list_optimizers
+
+        if value.lower() not in list_optimizers():
+            raise ValueError(f"unknown timm optimizer {value!r} (e.g. momentum, sgd, adamw, lamb)")
+        return value.lower()
+
+
+class FewShotSpec(_Strict):
+    """The DA-Fusion probe: frozen pretrained backbone, linear head on k real images per class."""
+
+    shots: Annotated[list[PositiveInt], Field(min_length=1)] = [1, 2, 4, 8, 16]
+    trials: PositiveInt = 4
+    swap_probability: Fraction = Field(
+        0.5, description="Chance that a drawn real image is replaced by a synthetic image of its class."
+    )
+    synthetic_per_class: PositiveInt | None = Field(16, description="Synthetic pool per class; null: all of them.")
+    steps: PositiveInt = Field(10000, description="Head updates per trial (DA-Fusion: 50 epochs x 200).")
+    batch_size: PositiveInt = 32
+    lr: Annotated[float, Field(gt=0)] = 1e-4
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    image_size: PositiveInt | None = Field(None, description="Default: the model's input size.")
+    feature_batch_size: PositiveInt = 64
+    num_workers: Annotated[int, Field(ge=0)] = 4
+
+    @field_validator("shots")
+    @classmethod
+    def _unique(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("shot counts must be unique")
+        return sorted(value)
+
+
+class Buckets(_Strict):
+    """ImageNet-LT's split of classes by real training images: many > 100, few < 20, medium between."""
+
+    many_above: Annotated[int, Field(ge=0)] = 100
+    few_below: Annotated[int, Field(ge=0)] = 20
+
+
+class TrainConfig(_Strict):
+    mode: Mode = Field(
+        description="aux_bn: paper A, real + synthetic with auxiliary BatchNorm; long_tail: paper B, "
+        "Balanced Softmax with real class frequencies; few_shot: DA-Fusion linear probe."
+    )
+    seed: int = 0
+    output_dir: Path = Field(description="Checkpoints, train.log, results.json and model.safetensors go here.")
+    model: ModelSpec
+    real: DataSource = Field(description="Real training split (its class frequencies drive long_tail and buckets).")
+    synthetic: DataSource | None = Field(None, description="Synthetic training split; omit for a real-only baseline.")
+    eval: DataSource = Field(description="Real evaluation split, e.g. ImageNet validation.")
+    ood: list[OODSource] = Field(default_factory=list, description="Extra evaluation splits, after training.")
+    train: TrainSpec = TrainSpec()
+    few_shot: FewShotSpec = FewShotSpec()
+    buckets: Buckets = Buckets()
+
+    @property
+    def loss_name(self) -> LossName:
+        if self.train.loss is not None:
+            return self.train.loss
+        return "balanced_softmax" if self.mode == "long_tail" else "cross_entropy"
+
+    @property
+    def use_dual_bn(self) -> bool:
+        """Dual BN only when batches really hold both domains; otherwise the aux BN would never train."""
+        wanted = self.train.dual_bn if self.train.dual_bn is not None else self.mode == "aux_bn"
+        return wanted and 0.0 < self.train.synthetic_fraction < 1.0
+
+
+# Fields that change what is trained; the rest (workers, eval batch size, OOD splits, where the output goes)
+# may change between a killed run and its resumption.
+_OPERATIONAL = {
+    "output_dir": True,
+    "ood": True,
+    "eval": True,
+    "buckets": True,
+    "train": {"num_workers", "eval_batch_size", "keep_checkpoints", "eval_every"},
+    "few_shot": {"num_workers", "feature_batch_size"},
+}
+
+
+def config_fingerprint(config: TrainConfig) -> str:
+    """A hash of everything that shapes the trained weights, stored in checkpoints to refuse a mismatched resume."""
+    data = config.model_dump(mode="json", exclude=_OPERATIONAL)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def batch_composition(batch_size: int, synthetic_fraction: float) -> tuple[int, int]:
+    """(real, synthetic) rows of a batch of `batch_size` with the given synthetic share."""
+    synthetic = round(batch_size * synthetic_fraction)
+    return batch_size - synthetic, synthetic
+
+
+def _check_consistency(config: TrainConfig, source: str) -> None:
+    """Cross-field rules, each reported as `<file>: <key>: <problem>`."""
+
+    def fail(key: str, message: str) -> None:
+        raise SynthsetError(f"{source}: {key}: {message}")
+
+    given = config.model_fields_set
+    if config.mode == "few_shot":
+        if "train" in given:
+            fail("train", "not used in few_shot mode (its settings go under few_shot)")
+        if config.ood:
+            fail("ood", "not used in few_shot mode (the probe's classes are the few-shot set's own)")
+        if config.synthetic is None and config.few_shot.swap_probability > 0:
+            fail("synthetic", "missing; give a synthetic split or set few_shot.swap_probability: 0 for a baseline")
+        name = config.synthetic.name if config.synthetic is not None else None
+        if name:
+            try:
+                name.format(k=1, trial=0)
+            except (KeyError, IndexError, ValueError):
+                fail("synthetic.name", f"{name!r}: the only placeholders are {{k}} and {{trial}}")
+        if not (config.model.pretrained or config.model.weights):
+            fail("model", "few_shot probes a frozen pretrained backbone: set model.pretrained: true or model.weights")
+    else:
+        if "few_shot" in given:
+            fail("few_shot", f"only used in few_shot mode (mode is {config.mode})")
+        fraction = config.train.synthetic_fraction
+        if config.synthetic is None and fraction > 0:
+            fail(
+                "synthetic",
+                f"missing while train.synthetic_fraction is {fraction}; give a synthetic split "
+                "or set train.synthetic_fraction: 0 for a real-only baseline",
+            )
+        real, synthetic = batch_composition(config.train.batch_size, fraction)
+        if 0 < fraction < 1 and (real == 0 or synthetic == 0):
+            fail(
+                "train.synthetic_fraction",
+                f"{fraction} of batch_size {config.train.batch_size} leaves no "
+                f"{'real' if real == 0 else 'synthetic'} image in a batch",
+            )
+        if config.synthetic is not None and config.synthetic.name and "{" in config.synthetic.name:
+            fail("synthetic.name", "{k}/{trial} placeholders are only for few_shot mode")
+    if config.buckets.few_below > config.buckets.many_above + 1:
+        fail("buckets", "few_below must not exceed many_above + 1")
+
+
+def train_config_from_dict(data: Any, source: str) -> TrainConfig:
+    if not isinstance(data, dict):
+        raise SynthsetError(f"{source}: a training config must be a YAML mapping, got {type(data).__name__}")
+    try:
+        config = TrainConfig.model_validate(data)
+    except ValidationError as error:
+        raise SynthsetError(describe_validation_error(error, source)) from None
+    _check_consistency(config, source)
+    return config
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read and validate a training config; every problem is one `SynthsetError` line naming file and key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SynthsetError(f"{path}: no such training config file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise SynthsetError(f"{path}:{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    return train_config_from_dict(data, str(path))
