@@ -127,6 +127,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(format_table(results))
     print(f"results: {config.output_dir / 'results.json'}")
+    if args.to_card is not None:
+        import json
+
+        from synthset.cards.render import EVALUATION_DIR
+        from synthset.fsutil import write_text_atomic
+
+        target = Path(args.to_card) / "dataset" / EVALUATION_DIR / f"{config.output_dir.name}.json"
+        write_text_atomic(target, json.dumps(results, indent=2, default=str))
+        print(f"added to the card's evaluation: {target}; run `synthset card {args.to_card}` to render it")
     return 0
 
 
@@ -269,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter, description=TRAIN_DESCRIPTION,
     )  # fmt: skip
     train.add_argument("config", help="training config YAML file (see the example above)")
+    train.add_argument(
+        "--to-card",
+        metavar="RUN",
+        default=None,
+        help="also store the results beside RUN's dataset, for `synthset card RUN` to show in an Evaluation section",
+    )
     train.add_argument(
         "--stop-after-epoch",
         type=int,

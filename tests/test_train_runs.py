@@ -144,7 +144,8 @@ def test_tiny_cnn_learns_with_aux_bn_through_the_cli(squares, tmp_path, capsys):
     config = _write(tmp_path / "train.yaml", _config(squares, output))
     assert main(["train", str(config), "--stop-after-epoch", "1"]) == 0
     assert capsys.readouterr().out.strip() == "stopped after epoch 1 of 3; run the same command to continue"
-    assert main(["train", str(config)]) == 0  # resumes at epoch 2
+    card_run = tmp_path / "synthetic-run"
+    assert main(["train", str(config), "--to-card", str(card_run)]) == 0  # resumes at epoch 2
     printed = capsys.readouterr().out
     assert "aux_bn · test_resnet · 3 epochs" in printed and "many" in printed
     results = json.loads((output / "results.json").read_text())
@@ -158,6 +159,13 @@ def test_tiny_cnn_learns_with_aux_bn_through_the_cli(squares, tmp_path, capsys):
     predicted, labels = _predict(output / "model.safetensors", squares / "real", "validation")
     assert (predicted == labels).mean() == pytest.approx(results["eval"]["top1"])
     assert "aux BN:" in (output / "train.log").read_text()
+    # --to-card stores the results beside the dataset; the card renders them as a table.
+    from synthset.cards.render import evaluation_tables
+    from synthset.train.results import format_table
+
+    stored = json.loads((card_run / "dataset" / "evaluation" / "run.json").read_text())
+    assert stored["eval"] == results["eval"]
+    assert evaluation_tables(card_run / "dataset") == [("run", format_table(results))]
 
 
 def _state(output: Path, epoch: int) -> dict[str, Any]:

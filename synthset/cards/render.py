@@ -240,11 +240,27 @@ def render_card(
         run_dir=f"{recipe.get('output_dir', 'runs')}/{recipe['name']}",
         prompt_examples=examples,
         builder_sections=builder_sections(readme_text),
+        evaluations=evaluation_tables(dataset_dir),
         build_start=BUILD_START,
         build_end=BUILD_END,
     )
     _check_round_trip(card.content, base)
     return card.content
+
+
+EVALUATION_DIR = "evaluation"
+
+
+def evaluation_tables(dataset_dir: Path) -> list[tuple[str, str]]:
+    """(name, table) for every `synthset train --to-card` results file stored beside the dataset."""
+    import json
+
+    from synthset.train.results import format_table
+
+    tables = []
+    for path in sorted((dataset_dir / EVALUATION_DIR).glob("*.json")):
+        tables.append((path.stem, format_table(json.loads(path.read_text(encoding="utf-8")))))
+    return tables
 
 
 def _check_round_trip(content: str, base: dict[str, Any]) -> None:
