@@ -373,20 +373,23 @@ def recipe_from_dict(data: Any, source: str) -> Recipe:
         raise SynthsetError(describe_validation_error(error, source)) from None
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file; every problem is one `SynthsetError` line naming file and key."""
-    path = Path(path)
+def read_yaml_file(path: Path, what: str) -> Any:
+    """A YAML file's data; a missing file or a syntax error is one `SynthsetError` line naming file and line."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SynthsetError(f"{path}: no such recipe file") from None
+        raise SynthsetError(f"{path}: no such {what} file") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise SynthsetError(f"{path}:{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
-    return recipe_from_dict(data, str(path))
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; every problem is one `SynthsetError` line naming file and key."""
+    return recipe_from_dict(read_yaml_file(Path(path), "recipe"), str(path))
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:

@@ -11,20 +11,10 @@ import re
 import datasets
 
 from synthset.builders.run_builder import RunBuilder
+from synthset.classes import PACKAGED_SETS
 from synthset.errors import SynthsetError
 
-FEWSHOT_SETS = (
-    "caltech101",
-    "flowers102",
-    "oxford_pets",
-    "food101",
-    "dtd",
-    "eurosat",
-    "fgvc_aircraft",
-    "stanford_cars",
-    "sun397",
-    "custom",
-)
+FEWSHOT_SETS = (*PACKAGED_SETS, "custom")  # the shipped benchmark class lists, or any custom list
 SHOTS = (1, 2, 4, 8, 16)
 _CONFIG = re.compile(r"^(?P<dataset>[a-z0-9_]+)_(?P<k>\d+)shot$")
 

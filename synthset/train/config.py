@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from synthset.errors import SynthsetError
@@ -277,15 +276,8 @@ def train_config_from_dict(data: Any, source: str) -> TrainConfig:
 
 def load_train_config(path: str | Path) -> TrainConfig:
     """Read and validate a training config; every problem is one `SynthsetError` line naming file and key."""
+    from synthset.recipe import read_yaml_file
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SynthsetError(f"{path}: no such training config file") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise SynthsetError(f"{path}:{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    data = read_yaml_file(path, "training config")
     return train_config_from_dict(data, str(path))
