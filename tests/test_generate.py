@@ -79,6 +79,33 @@ def test_rerun_of_a_finished_run_makes_nothing(reference_run: Path):
     assert shard_hashes(reference_run) == before
 
 
+def test_plan_rows_are_held_one_shard_at_a_time(write_recipe, monkeypatch):
+    """A rank must not load all its shards' plan rows up front: at 6x ImageNet that is gigabytes per rank."""
+    import weakref
+
+    from synthset.generation import diffusion, runner
+
+    alive: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # PlannedShard is not hashable
+    most_alive = []
+    read_shard, generate = runner.read_planned_shard, diffusion.generate_images
+
+    def tracked_read(*args, **kwargs):
+        shard = read_shard(*args, **kwargs)
+        alive[id(shard)] = shard
+        return shard
+
+    def counting_generate(*args, **kwargs):
+        most_alive.append(len(alive))
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "read_planned_shard", tracked_read)
+    monkeypatch.setattr(diffusion, "generate_images", counting_generate)
+    _, summary = plan_and_generate(write_recipe, {"name": "lazy"}, "lazy.yaml")
+    assert summary.shards_made == 3
+    assert len(most_alive) == 5  # batches of 4 over shards of 6, 6, 3: 2 + 2 + 1
+    assert max(most_alive) == 1
+
+
 def test_shard_assignment_covers_each_shard_once():
     for world_size in (1, 2, 3, 7):
         taken = [i for rank in range(world_size) for i in assigned_shards(10, rank, world_size)]

@@ -196,17 +196,21 @@ def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
     mine = assigned_shards(len(shard_names), rank, world_size)
     records = read_records(run_dir)
 
-    todo: list[PlannedShard] = []
+    # Only shard indices are kept: a shard's plan rows are read when its turn comes, so memory does not
+    # grow with the plan (at 6x ImageNet all rows of one rank would be gigabytes).
+    todo: list[int] = []
     redone = 0
     for i in mine:
-        shard = read_planned_shard(plan, i, shard_names[i])
-        problem = shard_problem(run_dir, shard, records, lock.generation_key, verify)
-        if problem is None:
+        if shard_names[i] not in records:
+            todo.append(i)
             continue
-        if problem != "no record":
-            logger.warning("shard %s is redone: %s", shard.name, problem)
+        problem = shard_problem(
+            run_dir, read_planned_shard(plan, i, shard_names[i]), records, lock.generation_key, verify
+        )
+        if problem is not None:
+            logger.warning("shard %s is redone: %s", shard_names[i], problem)
             redone += 1
-        todo.append(shard)
+            todo.append(i)
 
     progress = GlobalProgress(run_dir, plan.metadata.num_rows, lock.generation_key, state.is_main_process)
     images_made = 0
@@ -231,7 +235,8 @@ def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
             on_shard_done=progress.recorded,
         )
         try:
-            for shard in todo:
+            for i in todo:
+                shard = read_planned_shard(plan, i, shard_names[i])
                 rows = shard.rows.to_pylist()
                 writer.start_shard(shard.name, shard.sample_ids, plan_digest(shard.rows))
                 for batch in _batches(rows, batch_size):
