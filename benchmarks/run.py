@@ -1,134 +1,182 @@
-"""`make bench`: synthset's overhead measured against the raw diffusers loop, in one run, as ratios.
+"""`make bench`: synthset measured against the raw diffusers loop and peer-style scripts, in one run.
 
-Absolute seconds on a shared 2-core CPU say little; ratios taken in the same run do. Each case runs on
-the tiny offline model so the numbers isolate what synthset adds (planning, per-sample generators,
-padding, encoding, Parquet writing, hashing, records) to the pipeline calls themselves.
+Absolute seconds on a shared 2-core CPU say little; ratios and counts taken side by side in the same run
+do. Every generation case uses the tiny offline model (bs 8, 64 px, 4 DDIM steps, CFG), so the figures
+isolate what synthset adds around the pipeline calls. Prints one table (Markdown) and writes
+benchmarks/results/<date>.json and benchmarks/results/latest.json. See benchmarks/README.md.
 
-    python -m benchmarks.run [--images 256] [--plan-classes 1000] [--plan-per-class 100]
+    python -m benchmarks.run [--quick] [--only overhead,crash] [--images 384] ...
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
-import resource
+import os
+import platform
+import shutil
+import sys
 import tempfile
 import time
+import traceback
+from importlib import import_module
+from importlib.metadata import version
 from pathlib import Path
 
-import yaml
+from benchmarks.common import CLASSES, STORAGE, Context, Row
 
 RESULTS_DIR = Path(__file__).parent / "results"
+# Modules of benchmarks/, run in this order (memory's 4b reuses plan's plans, read reuses multiprocess's run).
+MEASUREMENTS = ["plan", "overhead", "multiprocess", "memory", "crash", "read", "gpu"]
+QUICK = {
+    "images": 64,
+    "rounds": 1,
+    "mp_images": 64,
+    "mem_images": 16,
+    "crash_images": 128,
+    "crash_trials": 1,
+    "read_seconds": 2.0,
+    "plan_classes": 100,
+    "plan_per_class": 10,
+    "min_section_s": 0.0,
+}
 
 
-def _recipe(out: Path, name: str, classes: int, per_class: int, strategy: str = "naive", **generator) -> Path:
-    data = {
-        "name": name,
-        "output_dir": str(out),
-        "classes": {"set": "imagenet-1k", "limit": classes},
-        "configs": [{"name": strategy, "strategy": strategy, "images_per_class": per_class}],
-        "generator": {
-            "model": "synthset-testing:tiny-sd",
-            "scheduler": "ddim",
-            "steps": 4,
-            "width": 64,
-            "height": 64,
-            "batch_size": 8,
-            **generator,
-        },
-        "storage": {"format": "jpeg", "shard_size": 64, "row_group_size": 32},
-    }
-    path = out / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def raw_diffusers_loop(model_dir: Path, images: int, batch_size: int) -> float:
-    """The floor: the same pipeline calls with one shared generator, images discarded."""
-    import diffusers
-    import torch
-
-    torch.set_num_threads(1)
-    pipe = diffusers.DiffusionPipeline.from_pretrained(str(model_dir), safety_checker=None)
-    pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    generator = torch.Generator().manual_seed(0)
-    started = time.perf_counter()
-    for _ in range(0, images, batch_size):
-        pipe(
-            ["a photo of a tench"] * batch_size,
-            num_inference_steps=4,
-            width=64,
-            height=64,
-            generator=generator,
-            output_type="pil",
-        )
-    return time.perf_counter() - started
-
-
-def synthset_generate(recipe_path: Path) -> float:
-    from synthset.generation.plan import plan_run
-    from synthset.generation.runner import generate_run
-    from synthset.recipe import load_recipe
-
-    recipe = load_recipe(recipe_path)
-    plan_run(recipe)
-    started = time.perf_counter()
-    summary = generate_run(recipe.run_dir)
-    elapsed = time.perf_counter() - started
-    assert summary.all_shards_done
-    return elapsed
-
-
-def plan_stage(recipe_path: Path) -> tuple[float, int]:
-    from synthset.generation.plan import plan_run
-    from synthset.recipe import load_recipe
-
-    recipe = load_recipe(recipe_path)
-    started = time.perf_counter()
-    summary = plan_run(recipe)
-    return time.perf_counter() - started, summary.rows
-
-
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=256, help="images per generation case")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: every N shrunk (about 3 minutes)")
+    parser.add_argument("--only", default=",".join(MEASUREMENTS), help="comma-separated subset of: %(default)s")
+    parser.add_argument("--images", type=int, default=384, help="rows 1-2: images per case, over all rounds")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rows 1-2: rounds, each case once per round in a new order"
+    )
+    parser.add_argument("--mp-images", type=int, default=256, help="row 3: images per case (also row 6's data)")
+    parser.add_argument("--mem-images", type=int, default=32, help="row 4: N (the runs make N and 8N)")
+    parser.add_argument("--crash-images", type=int, default=192, help="row 5: images per trial")
+    parser.add_argument("--crash-trials", type=int, default=2, help="row 5: kills at independent random points")
+    parser.add_argument("--read-seconds", type=float, default=40.0, help="row 6: seconds of epochs, both sides")
     parser.add_argument("--plan-classes", type=int, default=1000)
     parser.add_argument("--plan-per-class", type=int, default=100)
-    args = parser.parse_args()
+    parser.add_argument("--min-section-s", type=float, default=20.0, help="warn when a timed section is shorter")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the kill points and the read shuffling")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory (runs, logs) and say where")
+    args = parser.parse_args(argv)
+    if args.quick:
+        defaults = {action.dest: action.default for action in parser._actions}
+        for key, value in QUICK.items():
+            if getattr(args, key) == defaults[key]:  # a flag given with --quick still wins
+                setattr(args, key, value)
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(args.only) - set(MEASUREMENTS))
+    if unknown:
+        parser.error(f"--only: unknown measurement(s) {', '.join(unknown)} (known: {', '.join(MEASUREMENTS)})")
+    if args.images % (CLASSES * args.rounds):
+        parser.error(f"--images must be a multiple of {CLASSES} x --rounds ({CLASSES} classes per round)")
+    for flag in ("mp_images", "mem_images", "crash_images"):
+        if getattr(args, flag) <= 0 or getattr(args, flag) % CLASSES:
+            parser.error(f"--{flag.replace('_', '-')} must be a positive multiple of {CLASSES} (the classes)")
+    if args.crash_images < 2 * STORAGE["shard_size"]:
+        parser.error(f"--crash-images must give each of the 2 ranks a shard: at least {2 * STORAGE['shard_size']}")
+    return args
 
+
+def machine() -> dict:
+    packages = {}
+    for name in ("torch", "diffusers", "transformers", "datasets", "accelerate", "pyarrow", "synthset"):
+        try:
+            packages[name] = version(name)
+        except Exception:  # noqa: BLE001 - a missing package is worth a note, not a crash
+            packages[name] = None
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "packages": packages,
+    }
+
+
+def markdown_table(rows: list[Row]) -> str:
+    header = ("measurement", "value", "goal", "result")
+    cells = [header] + [(r.measurement, r.value, r.goal, r.status) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(4)]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started, started_at = time.perf_counter(), dt.datetime.now().astimezone()
     from synthset import testing
 
-    model_dir = testing.tiny_sd_path()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        per_class = args.images // 8
-        raw = raw_diffusers_loop(model_dir, args.images, 8)
-        ours = synthset_generate(_recipe(out, "gen", 8, per_class, cpu_threads=1))
-        rows.append(("generate: synthset / raw diffusers loop (bs 8, 64 px, 4 steps)", args.images, raw, ours))
-        plan_seconds, plan_rows = plan_stage(_recipe(out, "plan", args.plan_classes, args.plan_per_class))
-        recipe = _recipe(out, "plan-cd-sd", args.plan_classes, args.plan_per_class, strategy="lar_cd_sd")
-        cd_sd_seconds, cd_sd_rows = plan_stage(recipe)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    testing.tiny_sd_path()  # built once here, not raced by the children
+    rows: list[Row] = []
+    sections: dict[str, dict] = {}
+    errors = 0
+    work = Path(tempfile.mkdtemp(prefix="synthset-bench-"))
+    ctx = Context(work=work, args=args)
+    try:
+        for name in MEASUREMENTS:
+            if name not in args.only:
+                continue
+            print(f"[{name}] load {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+            section_started, load_before = time.perf_counter(), os.getloadavg()
+            try:
+                rows.extend(import_module(f"benchmarks.{name}").measure(ctx))
+            except Exception as error:  # noqa: BLE001 - one broken measurement must not hide the others
+                errors += 1
+                traceback.print_exc()
+                rows.append(Row(name, f"error: {type(error).__name__}: {str(error).splitlines()[0][:200]}",
+                                "-", "error", {"traceback": traceback.format_exc()}))  # fmt: skip
+            sections[name] = {
+                "seconds": time.perf_counter() - section_started,
+                "loadavg_before": load_before,
+                "loadavg_after": os.getloadavg(),
+            }
+    finally:
+        if args.keep:
+            print(f"scratch kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
-    print(f"{'case':<66} {'items':>8} {'base s':>8} {'synthset s':>11} {'ratio':>7}")
-    for name, items, base, value in rows:
-        print(f"{name:<66} {items:>8} {base:>8.2f} {value:>11.2f} {value / base:>7.2f}")
-    print(f"{'plan: naive prompts, rows per second':<66} {plan_rows:>8} {'':>8} {plan_seconds:>11.2f} "
-          f"{plan_rows / plan_seconds:>7.0f}/s")  # fmt: skip
-    print(f"{'plan: lar_cd_sd prompts, template backend, rows per second':<66} {cd_sd_rows:>8} {'':>8} "
-          f"{cd_sd_seconds:>11.2f} {cd_sd_rows / cd_sd_seconds:>7.0f}/s")  # fmt: skip
-    print(f"peak RSS of this benchmark process: {peak_mib:.0f} MiB")
-    RESULTS_DIR.mkdir(exist_ok=True)
+    total = time.perf_counter() - started
+    table = markdown_table(rows)
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python -m benchmarks.run", *given])
+    print()
+    print(table)
+    load = os.getloadavg()
+    print(f"\n{started_at:%Y-%m-%d %H:%M %Z}, {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} "
+          f"{load[2]:.2f} at the end, {total:.0f} s in all; `{command}`")  # fmt: skip
+    for note in ctx.notes:
+        print(f"note: {note}")
+
     result = {
-        "generate": {"images": args.images, "raw_s": rows[0][2], "synthset_s": rows[0][3]},
-        "plan": {"rows": plan_rows, "seconds": plan_seconds},
-        "plan_lar_cd_sd_template": {"rows": cd_sd_rows, "seconds": cd_sd_seconds},
-        "peak_rss_mib": peak_mib,
+        "date": started_at.isoformat(timespec="seconds"),
+        "command": command,
+        "args": {k: v for k, v in vars(args).items()},
+        "machine": machine(),
+        "loadavg_start": sections[next(iter(sections))]["loadavg_before"] if sections else None,
+        "loadavg_end": load,
+        "total_s": total,
+        "sections": sections,
+        "rows": [
+            {"measurement": r.measurement, "value": r.value, "goal": r.goal, "result": r.status, "data": r.data}
+            for r in rows
+        ],  # fmt: skip
+        "table_markdown": table,
+        "notes": ctx.notes,
     }
-    (RESULTS_DIR / "latest.json").write_text(json.dumps(result, indent=2))
+    RESULTS_DIR.mkdir(exist_ok=True)
+    text = json.dumps(result, indent=2, default=str)
+    dated = RESULTS_DIR / f"{started_at:%Y-%m-%dT%H%M%S}.json"
+    dated.write_text(text)
+    (RESULTS_DIR / "latest.json").write_text(text)
+    print(f"results: {dated} (and {RESULTS_DIR / 'latest.json'})")
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The code that runs in fresh child processes: `python -m benchmarks.child MODE RUN [...]`.
+
+Modes (each prints one `BENCH {json}` line on stdout):
+- `bare RUN`: the floor. The plan's prompts, negative prompts and seeds through the same diffusers
+  pipeline, batch size, per-sample generators and padding as synthset; images kept in memory.
+- `peer RUN OUT`: the usual peer script: the bare loop plus one PNG and one JSON sidecar per image,
+  written synchronously in the loop (`OUT/<label>/<sample>.png` + `.json`).
+- `synthset RUN`: `generate_run(RUN)`, exactly what `synthset generate RUN` calls.
+- `counted RUN LOGDIR`: `synthset generate` with `generate_images` wrapped to append the sample ids of
+  every finished pipeline call to `LOGDIR/rank<R>.log` (unbuffered `os.write`, so a SIGKILL loses
+  nothing already counted); the crash measurement runs it under `accelerate launch` and kills it.
+
+`work_s` starts after the imports every mode needs (torch, diffusers, transformers, pyarrow, PIL), so it
+counts loading the pipeline, the loop, and anything a mode imports on top (synthset itself, accelerate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+REPORT_PREFIX = "BENCH "  # common.REPORT_PREFIX; this module imports nothing from the benchmark package
+
+
+def _report(data: dict[str, Any]) -> None:
+    print(REPORT_PREFIX + json.dumps(data), flush=True)
+
+
+def _plan_rows(run_dir: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    columns = ["sample_id", "label", "class_name", "prompt", "negative_prompt", "seed"]
+    return pq.read_table(run_dir / "plan.parquet", columns=columns).to_pylist()
+
+
+def _generator_settings(run_dir: Path) -> dict[str, Any]:
+    import yaml
+
+    recipe = yaml.safe_load((run_dir / "recipe.lock.yaml").read_text())
+    recipe = recipe.get("recipe", recipe)
+    return recipe["generator"]
+
+
+def _load_pipeline(settings: dict[str, Any]):
+    """What a user's script does: from_pretrained, the recipe's scheduler, fp32 on CPU, no progress bar."""
+    import diffusers
+    import torch
+
+    from synthset import testing
+
+    torch.set_num_threads(settings.get("cpu_threads", 1))
+    model = settings["model"].removeprefix("synthset-testing:")
+    assert model == testing.TINY_SD, settings["model"]
+    pipe = diffusers.DiffusionPipeline.from_pretrained(str(testing.tiny_sd_path()), dtype=torch.float32)
+    assert settings["scheduler"] == "ddim", settings["scheduler"]
+    pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _batches(rows: list[dict[str, Any]], size: int):
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+def _call(pipe, settings: dict[str, Any], batch: list[dict[str, Any]]):
+    """One pipeline call at the recipe's batch size (the short last batch padded), per-sample generators."""
+    import torch
+
+    size = settings["batch_size"]
+    padded = batch + [batch[-1]] * (size - len(batch))
+    with torch.inference_mode():
+        out = pipe(
+            prompt=[row["prompt"] for row in padded],
+            negative_prompt=[row["negative_prompt"] or "" for row in padded],
+            num_inference_steps=settings["steps"],
+            guidance_scale=settings["guidance"],
+            width=settings["width"],
+            height=settings["height"],
+            generator=[torch.Generator("cpu").manual_seed(row["seed"]) for row in padded],
+            output_type="pil",
+        )
+    return out.images[: len(batch)]
+
+
+def bare(run_dir: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    settings = _generator_settings(run_dir)
+    rows = _plan_rows(run_dir)
+    pipe = _load_pipeline(settings)
+    loaded = time.perf_counter()
+    images = []
+    for batch in _batches(rows, settings["batch_size"]):
+        images.extend(_call(pipe, settings, batch))
+    assert len(images) == len(rows)
+    ended = time.perf_counter()
+    return {"images": len(images), "work_s": ended - started, "load_s": loaded - started, "loop_s": ended - loaded}
+
+
+def peer(run_dir: Path, out: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    settings = _generator_settings(run_dir)
+    rows = _plan_rows(run_dir)
+    pipe = _load_pipeline(settings)
+    loaded = time.perf_counter()
+    made, saving = 0, 0.0
+    for batch in _batches(rows, settings["batch_size"]):
+        images = _call(pipe, settings, batch)
+        save_started = time.perf_counter()
+        for row, image in zip(batch, images, strict=True):
+            folder = out / f"{row['label']:04d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            stem = row["sample_id"].replace("/", "_")
+            image.save(folder / f"{stem}.png")
+            sidecar = {**row, **{k: settings[k] for k in ("model", "scheduler", "steps", "guidance", "width")}}
+            (folder / f"{stem}.json").write_text(json.dumps(sidecar))
+            made += 1
+        saving += time.perf_counter() - save_started
+    ended = time.perf_counter()
+    return {"images": made, "work_s": ended - started, "load_s": loaded - started, "loop_s": ended - loaded,
+            "save_s": saving}  # fmt: skip
+
+
+def _timed_generate_images() -> dict[str, float]:
+    """Wrap synthset's one pipeline call per batch to note when the first began and the last ended."""
+    import synthset.generation.diffusion as diffusion
+
+    real = diffusion.generate_images
+    times: dict[str, float] = {}
+
+    def generate_images(generator, rows):
+        times.setdefault("first_call", time.perf_counter())
+        try:
+            return real(generator, rows)
+        finally:
+            times["last_return"] = time.perf_counter()
+
+    diffusion.generate_images = generate_images  # before the runner imports it
+    return times
+
+
+def synthset(run_dir: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    times = _timed_generate_images()
+    from synthset.generation.runner import generate_run
+
+    summary = generate_run(run_dir)
+    ended = time.perf_counter()
+    return {
+        "images": summary.images_made,
+        "work_s": ended - started,
+        "load_s": times["first_call"] - started,  # imports, lock, plan, records, pipeline, writer start
+        "loop_s": times["last_return"] - times["first_call"],
+        "tail_s": ended - times["last_return"],  # the last shard's encode/write/fsync/hash/record, manifest
+        "summary": asdict(summary),
+    }
+
+
+def counted(run_dir: Path, log_dir: Path) -> dict[str, Any]:
+    import synthset.generation.diffusion as diffusion
+
+    rank = int(os.environ.get("RANK", "0"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log_dir / f"rank{rank}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    real = diffusion.generate_images
+
+    def generate_images(generator, rows):
+        result = real(generator, rows)
+        ids = list(dict.fromkeys(row["sample_id"] for row in rows))  # the padding repeats the last row
+        os.write(fd, "".join(f"{sample_id}\n" for sample_id in ids).encode())
+        return result
+
+    diffusion.generate_images = generate_images  # before the runner imports it
+    from synthset.generation.runner import generate_run
+
+    started = time.perf_counter()
+    summary = generate_run(run_dir)
+    return {"images": summary.images_made, "work_s": time.perf_counter() - started, "summary": asdict(summary)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["bare", "peer", "synthset", "counted"])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("out", type=Path, nargs="?")
+    args = parser.parse_args()
+
+    # The stack every mode needs, imported before any mode's clock starts.
+    import diffusers  # noqa: F401
+    import PIL.Image  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    if args.mode in ("peer", "counted") and args.out is None:
+        parser.error(f"{args.mode} needs an output directory")
+    if args.mode == "bare":
+        result = bare(args.run)
+    elif args.mode == "peer":
+        result = peer(args.run, args.out)
+    elif args.mode == "synthset":
+        result = synthset(args.run)
+    else:
+        result = counted(args.run, args.out)
+    _report({"mode": args.mode, "rank": int(os.environ.get("RANK", "0")), **result})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Row 7: GPU figures for Stable Diffusion 2.1-base's UNet, measured only where CUDA is available.
+
+A UNet2DConditionModel with SD 2.1-base's config and random weights, fp16, batch of `GPU_BATCH` images
+at 512x512 (64x64 latents) with classifier-free guidance (two UNet rows per image), 25 steps: images/s
+with PyTorch SDPA, with xformers (when importable), and with torch.compile (SDPA; compile time excluded
+and reported). FLOPs per image are counted with `torch.utils.flop_counter.FlopCounterMode` over one step
+at the CFG batch, times the steps; the fraction of peak is achieved FLOP/s ÷ a bf16 matmul's FLOP/s
+measured on the same device. The VAE decode and text encoder are not included.
+
+On a CPU-only run the row says "not measured". `python -m benchmarks.gpu --selftest` runs the same code
+on CPU with a tiny UNet config (fp32), to check the code path without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import time
+from typing import Any
+
+from benchmarks.common import Context, Row
+
+# stabilityai/stable-diffusion-2-1-base unet/config.json
+SD21_BASE_UNET: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "center_input_sample": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [320, 640, 1280, 1280],
+    "layers_per_block": 2,
+    "downsample_padding": 1,
+    "mid_block_scale_factor": 1,
+    "act_fn": "silu",
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "cross_attention_dim": 1024,
+    "attention_head_dim": [5, 10, 20, 20],
+    "use_linear_projection": True,
+    "dual_cross_attention": False,
+    "only_cross_attention": False,
+    "upcast_attention": False,
+    "num_class_embeds": None,
+}
+TINY_UNET: dict[str, Any] = {  # for --selftest on CPU only
+    **SD21_BASE_UNET,
+    "sample_size": 8,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [32, 64],
+    "attention_head_dim": [2, 4],
+    "cross_attention_dim": 32,
+}
+GPU_BATCH = 8  # images per UNet call (16 rows with CFG)
+STEPS = 25
+TEXT_TOKENS = 77
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_flops_per_s(device, dtype, n: int, min_seconds: float) -> float:
+    """A square matmul's achieved FLOP/s: the practical peak the UNet is compared with."""
+    import torch
+
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    iterations, started = 0, time.perf_counter()
+    while True:
+        for _ in range(10):
+            a @ b
+        iterations += 10
+        _sync(device)
+        elapsed = time.perf_counter() - started
+        if elapsed >= min_seconds:
+            return 2 * n**3 * iterations / elapsed
+
+
+def denoise_images_per_s(unet, inputs: dict, images: int, steps: int, min_seconds: float) -> dict[str, float]:
+    """Images/s of full denoising loops (`steps` UNet calls of the CFG batch), repeated for `min_seconds`.
+
+    One whole loop runs first as a warm-up, so a compiled UNet's compilations (and any recompilation on a
+    new timestep) happen before the clock starts; its time is reported as `warmup_s`.
+    """
+    import torch
+
+    device = inputs["sample"].device
+    timesteps = [torch.tensor(999 - step * (1000 // steps), device=device) for step in range(steps)]
+
+    def one_loop() -> None:
+        for timestep in timesteps:
+            unet(**{**inputs, "timestep": timestep})
+
+    with torch.inference_mode():
+        started = time.perf_counter()
+        one_loop()
+        _sync(device)
+        warmup = time.perf_counter() - started
+        loops, started = 0, time.perf_counter()
+        while True:
+            one_loop()
+            loops += 1
+            _sync(device)
+            elapsed = time.perf_counter() - started
+            if elapsed >= min_seconds:
+                return {"images_per_s": images * loops / elapsed, "loops": loops, "seconds": elapsed,
+                        "warmup_s": warmup}  # fmt: skip
+
+
+def flops_per_image(unet, inputs: dict, images: int, steps: int) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        unet(**inputs)
+    return counter.get_total_flops() * steps / images
+
+
+def measure_unet(
+    device_name: str = "cuda",
+    dtype_name: str = "float16",
+    config: dict | None = None,
+    images: int = GPU_BATCH,
+    steps: int = STEPS,
+    min_seconds: float = 20.0,
+    matmul_n: int = 8192,
+    try_compile: bool = True,
+) -> dict[str, Any]:
+    """Every GPU figure of row 7, as a dict (also what `--selftest` prints)."""
+    import diffusers
+    import torch
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    device, dtype = torch.device(device_name), getattr(torch, dtype_name)
+    config = config or SD21_BASE_UNET
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DConditionModel(**config).to(device=device, dtype=dtype).eval()
+    size = config["sample_size"]
+    rows = 2 * images  # classifier-free guidance: unconditional + conditional rows per image
+    inputs = {
+        "sample": torch.randn(rows, config["in_channels"], size, size, device=device, dtype=dtype),
+        "timestep": torch.tensor(999, device=device),
+        "encoder_hidden_states": torch.randn(
+            rows, TEXT_TOKENS, config["cross_attention_dim"], device=device, dtype=dtype
+        ),  # fmt: skip
+        "return_dict": False,
+    }
+    result: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": dtype_name,
+        "images_per_call": images,
+        "latent": f"{config['in_channels']}x{size}x{size}",
+        "steps": steps,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "parameters": sum(p.numel() for p in unet.parameters()),
+    }
+    result["flops_per_image"] = flops_per_image(unet, inputs, images, steps)
+    result["bf16_matmul_flops_per_s"] = matmul_flops_per_s(device, torch.bfloat16, matmul_n, min(min_seconds, 5.0))
+    backends: dict[str, Any] = {}
+    unet.set_attn_processor(AttnProcessor2_0())
+    backends["sdpa"] = denoise_images_per_s(unet, inputs, images, steps, min_seconds)
+    if importlib.util.find_spec("xformers") is None:
+        backends["xformers"] = {"skipped": "xformers is not installed"}
+    elif device.type != "cuda":
+        backends["xformers"] = {"skipped": "xformers needs CUDA"}
+    else:
+        unet.enable_xformers_memory_efficient_attention()
+        backends["xformers"] = denoise_images_per_s(unet, inputs, images, steps, min_seconds)
+        unet.set_attn_processor(AttnProcessor2_0())
+    if try_compile:
+        compiled = torch.compile(unet, fullgraph=False)
+        backends["torch.compile (sdpa)"] = denoise_images_per_s(compiled, inputs, images, steps, min_seconds)
+    else:
+        backends["torch.compile (sdpa)"] = {"skipped": "not asked for"}
+    for figures in backends.values():
+        if "images_per_s" in figures:
+            achieved = figures["images_per_s"] * result["flops_per_image"]
+            figures["fraction_of_bf16_matmul"] = achieved / result["bf16_matmul_flops_per_s"]
+    result["backends"] = backends
+    return result
+
+
+def measure(ctx: Context) -> list[Row]:
+    import torch
+
+    name = "7. GPU: SD 2.1-base UNet fp16 512 px, 25 steps"
+    if not torch.cuda.is_available():
+        return [Row(name, "not measured (no GPU in this run)", "-", "not measured", {"measured": False,
+                    "reason": "no GPU in this run (torch.cuda.is_available() is False)"})]  # fmt: skip
+    figures = measure_unet(min_seconds=ctx.args.min_section_s)
+    parts = []
+    for backend, values in figures["backends"].items():
+        if "images_per_s" in values:
+            parts.append(f"{backend} {values['images_per_s']:.2f} img/s ({values['fraction_of_bf16_matmul']:.0%})")
+        else:
+            parts.append(f"{backend}: {values['skipped']}")
+    value = (f"{figures['device']}: " + ", ".join(parts)
+             + f"; {figures['flops_per_image'] / 1e12:.2f} TFLOP/img, bf16 matmul "
+             f"{figures['bf16_matmul_flops_per_s'] / 1e12:.0f} TFLOP/s")  # fmt: skip
+    return [Row(name, value, "-", "info", {"measured": True, **figures})]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--selftest", action="store_true", help="tiny UNet on CPU, fp32: checks the code path")
+    parser.add_argument("--compile", action="store_true", help="with --selftest: include torch.compile (slow)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="minimum seconds per timed backend")
+    args = parser.parse_args()
+    if args.selftest:
+        figures = measure_unet("cpu", "float32", TINY_UNET, images=1, steps=2, min_seconds=min(args.seconds, 1.0),
+                               matmul_n=256, try_compile=args.compile)  # fmt: skip
+    else:
+        figures = measure_unet(min_seconds=args.seconds)
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
