@@ -253,6 +253,52 @@ def test_few_shot_probe_swaps_at_p_and_resumes_per_trial(squares, tmp_path, monk
     assert run(config)["few_shot"] == results["few_shot"]
 
 
+def test_few_shot_probe_trains_on_the_recorded_real_shots(squares, tmp_path):
+    """With few_shot.real_shots the head sees exactly the real images a synthset few-shot set was made from."""
+    from synthset.generation.shots import write_shots
+
+    torch.manual_seed(0)
+    weights = tmp_path / "backbone.pth"
+    torch.save(timm.create_model("test_resnet", num_classes=1000).state_dict(), weights)
+    starts = np.cumsum([0, *REAL_COUNTS])  # the real split holds each class's rows contiguously
+    expected = {k: sorted(int(starts[c + 1]) - 1 - i for c in range(4) for i in range(k)) for k in (1, 4)}
+    source = str(squares / "real")
+    shots = [
+        {"config": f"c{k}", "label": c, "class_name": name, "seed": 0,
+         "real_ids": [f"{source}:train:{int(starts[c + 1]) - 1 - i}" for i in range(k)]}
+        for k in (1, 4) for c, name in enumerate(COLOURS)
+    ]  # fmt: skip
+    write_shots(tmp_path / "dataset", shots)
+    output = tmp_path / "fs"
+    data = _config(squares, output, mode="few_shot", model={"name": "test_resnet", "weights": str(weights)})
+    data.pop("train")
+    data["few_shot"] = {
+        "shots": [1, 4], "trials": 2, "steps": 5, "synthetic_per_class": 4, "image_size": 32, "num_workers": 0,
+        "real_shots": {"path": str(tmp_path / "dataset"), "config": "c{k}"},
+    }  # fmt: skip
+    results = run(train_config_from_dict(data, "x"))
+    assert results["data"]["real_shots"] == str(tmp_path / "dataset")
+    for k in (1, 4):
+        for trial in range(2):
+            record = json.loads((output / "few_shot" / f"k{k:03d}-trial{trial:02d}.json").read_text())
+            assert record["real_rows"] == expected[k]
+
+    # A draw recorded against another label order is refused with the id at fault, before any training.
+    shots[0]["real_ids"] = [f"{source}:train:45"]  # row 45 is green (1), the record says red (0)
+    write_shots(tmp_path / "dataset", shots)
+    data["output_dir"] = str(tmp_path / "fs2")
+    with pytest.raises(SynthsetError) as error:
+        run(train_config_from_dict(data, "x"))
+    assert str(error.value) == (
+        f"few_shot.real_shots: config 'c1': '{source}:train:45' is class 0 but row 45 of real is label 1: "
+        "is `real` the recipe's real_images dataset and split?"
+    )
+    # A k that the recorded draw does not have names the config.
+    data["few_shot"]["real_shots"]["config"] = "c4"
+    with pytest.raises(SynthsetError, match="^few_shot.real_shots: config 'c4' drew 4 images of class 0, not k=1$"):
+        run(train_config_from_dict(data, "x"))
+
+
 def test_bad_data_is_one_line(squares, tmp_path, capsys):
     cases = [
         ({"real": {"path": str(tmp_path / "missing")}}, "real.path: no such dataset directory"),

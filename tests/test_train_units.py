@@ -342,6 +342,26 @@ _DELETE = object()
         ({"mode": "few_shot", "train": _DELETE}, "{cfg}: model: few_shot probes a frozen pretrained backbone"),
         ({"mode": "few_shot"}, "{cfg}: train: not used in few_shot mode"),
         ({"few_shot.trials": 2}, "{cfg}: few_shot: only used in few_shot mode (mode is aux_bn)"),
+        (
+            {
+                "mode": "few_shot",
+                "train": _DELETE,
+                "model.pretrained": True,
+                "synthetic": _DELETE,
+                "few_shot.swap_probability": 0,
+                "few_shot.real_shots": {"path": "data/synthetic"},
+            },
+            "{cfg}: few_shot.real_shots.config: missing: name the few-shot config (e.g. caltech101_{{k}}shot)",
+        ),
+        (
+            {
+                "mode": "few_shot",
+                "train": _DELETE,
+                "model.pretrained": True,
+                "few_shot.real_shots": {"path": "data/synthetic", "config": "c{n}"},
+            },
+            "{cfg}: few_shot.real_shots.config: 'c{{n}}': the only placeholders are {{k}} and {{trial}}",
+        ),
     ],
 )
 def test_bad_config_is_one_line(tmp_path, capsys, changes, expected):

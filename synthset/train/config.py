@@ -133,6 +133,19 @@ class TrainSpec(_Strict):
         return value.lower()
 
 
+class RealShotsSpec(_Strict):
+    """The k-shot draws a synthset few-shot dataset recorded, to train the probe on the same real images."""
+
+    path: Path = Field(
+        description="real_shots.parquet, or the directory holding it (a dataset built by `synthset build`)."
+    )
+    config: str | None = Field(
+        None,
+        description="The few-shot config whose draw a (k, trial) uses; may contain {k} and {trial}. "
+        "Default: the synthetic name. A name without {trial} gives every trial of a k the same real images.",
+    )
+
+
 class FewShotSpec(_Strict):
     """The DA-Fusion probe: frozen pretrained backbone, linear head on k real images per class."""
 
@@ -149,6 +162,11 @@ class FewShotSpec(_Strict):
     image_size: PositiveInt | None = Field(None, description="Default: the model's input size.")
     feature_batch_size: PositiveInt = 64
     num_workers: Annotated[int, Field(ge=0)] = 4
+    real_shots: RealShotsSpec | None = Field(
+        None,
+        description="Train on the real images the synthetic set was conditioned on (its real_shots.parquet) "
+        "instead of a fresh draw per trial. Its ids must be rows of `real` (`<dataset>:<split>:<row>`).",
+    )
 
     @field_validator("shots")
     @classmethod
@@ -238,6 +256,15 @@ def _check_consistency(config: TrainConfig, source: str) -> None:
                 name.format(k=1, trial=0)
             except (KeyError, IndexError, ValueError):
                 fail("synthetic.name", f"{name!r}: the only placeholders are {{k}} and {{trial}}")
+        shots = config.few_shot.real_shots
+        if shots is not None:
+            name = shots.config or (config.synthetic.name if config.synthetic else None)
+            if not name:
+                fail("few_shot.real_shots.config", "missing: name the few-shot config (e.g. caltech101_{k}shot)")
+            try:
+                name.format(k=1, trial=0)
+            except (KeyError, IndexError, ValueError):
+                fail("few_shot.real_shots.config", f"{name!r}: the only placeholders are {{k}} and {{trial}}")
         if not (config.model.pretrained or config.model.weights):
             fail("model", "few_shot probes a frozen pretrained backbone: set model.pretrained: true or model.weights")
     else:

@@ -10,10 +10,13 @@ The backbone is frozen and in eval mode, so an image's features never change: th
 (evaluation preprocessing, no augmentation) and cached, and the head trains on cached features. That
 makes thousands of head steps per trial cheap, and the trials deterministic.
 
-Every draw is a pure function of (seed, k, trial): `kshot_indices` is what a generation recipe calls to
-condition only on the k-shot images of a trial (paper B warns against drawing conditioning images from the
-full train split). Each finished (k, trial) is written to its own file, so a killed probe resumes by
-skipping them, and several processes split the (k, trial) jobs between them without talking.
+Every draw is a pure function of (seed, k, trial) (`kshot_indices`). A synthetic set made by synthset for
+few-shot conditions only on the k real images per class it drew at plan time (paper B warns against
+conditioning on the full train split) and ships that draw as real_shots.parquet; with `few_shot.real_shots`
+the probe trains on exactly those images (`recorded_shot_rows`) instead of a draw of its own, so the head
+never sees a real image the synthetic set was not made from. Each finished (k, trial) is written to its own
+file with the real rows it used, so a killed probe resumes by skipping them, and several processes split
+the (k, trial) jobs between them without talking.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,7 +36,8 @@ from tqdm.auto import tqdm
 
 from synthset.errors import SynthsetError
 from synthset.fsutil import write_text_atomic
-from synthset.train.config import FewShotSpec, TrainConfig, config_fingerprint
+from synthset.generation.shots import SHOTS_FILE
+from synthset.train.config import FewShotSpec, RealShotsSpec, TrainConfig, config_fingerprint
 from synthset.train.data import ImageRows, ImageSettings, LoadedSplit, eval_transform, label_space, load_split
 from synthset.train.metrics import ClassTally, accuracy_report
 from synthset.train.models import build_model
@@ -54,6 +60,48 @@ def kshot_indices(labels: np.ndarray, k: int, seed: int, trial: int) -> np.ndarr
     rng = np.random.default_rng([seed, 4, k, trial])
     chosen = [rng.choice(rows, size=min(k, len(rows)), replace=False) for _, rows in sorted(_by_class(labels).items())]
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def read_real_shots(spec: RealShotsSpec) -> pa.Table:
+    path = spec.path / SHOTS_FILE if spec.path.is_dir() else spec.path
+    if not path.is_file():
+        raise SynthsetError(f"few_shot.real_shots.path: no {SHOTS_FILE} at {str(spec.path)!r}")
+    return pq.read_table(path, columns=["config", "label", "real_ids"])
+
+
+def recorded_shot_rows(shots: pa.Table, config_name: str, k: int, real: LoadedSplit) -> np.ndarray:
+    """Rows of `real` that config `config_name` drew (k per class), checked against real's labels; sorted.
+
+    A recorded id is `<dataset>:<split>:<row>` (real_images from a `datasets` source); its label must be
+    the row's label in `real`, which catches a probe pointed at another dataset, split or label order.
+    """
+    where = f"few_shot.real_shots: config {config_name!r}"
+    rows = [row for row in shots.to_pylist() if row["config"] == config_name]
+    if not rows:
+        known = ", ".join(sorted(set(shots.column("config").to_pylist())))
+        raise SynthsetError(f"{where} is not in {SHOTS_FILE} (it has: {known})")
+    chosen = []
+    for row in rows:
+        if len(row["real_ids"]) != k:
+            raise SynthsetError(f"{where} drew {len(row['real_ids'])} images of class {row['label']}, not k={k}")
+        for real_id in row["real_ids"]:
+            parts = real_id.rsplit(":", 2)
+            if len(parts) != 3 or not parts[2].isdigit():
+                raise SynthsetError(
+                    f"{where}: {real_id!r} is an image file (a real_images folder); the probe can only match "
+                    "rows of a `datasets` source, `<dataset>:<split>:<row>`"
+                )
+            if parts[1] != real.source.split:
+                raise SynthsetError(f"{where}: {real_id!r} is from split {parts[1]!r}, real is {real.source.split!r}")
+            index = int(parts[2])
+            if index >= len(real) or int(real.labels[index]) != row["label"]:
+                found = "past the end" if index >= len(real) else f"label {int(real.labels[index])}"
+                raise SynthsetError(
+                    f"{where}: {real_id!r} is class {row['label']} but row {index} of real is {found}: "
+                    "is `real` the recipe's real_images dataset and split?"
+                )
+            chosen.append(index)
+    return np.sort(np.array(chosen, dtype=np.int64))
 
 
 def synthetic_pool(labels: np.ndarray, per_class: int | None, seed: int, trial: int) -> dict[int, np.ndarray]:
@@ -195,6 +243,7 @@ def run_few_shot(config: TrainConfig, accelerator) -> dict[str, Any] | None:
             synthetic_splits[name] = load_split(config.synthetic.model_copy(update={"name": name}), "synthetic")
         return synthetic_splits[name]
 
+    recorded_shots = read_real_shots(spec.real_shots) if spec.real_shots is not None else None
     jobs = [(k, trial) for k in spec.shots for trial in range(spec.trials)]
     num_classes, _ = label_space([real, eval_split, *(s for s in [synthetic_for(*jobs[0])] if s is not None)])
     torch.manual_seed(config.seed)
@@ -206,7 +255,11 @@ def run_few_shot(config: TrainConfig, accelerator) -> dict[str, Any] | None:
         path = _job_path(config.output_dir, k, trial)
         if _read_job(path, fingerprint) is not None:
             continue
-        chosen = kshot_indices(real.labels, k, config.seed, trial)
+        if recorded_shots is None:
+            chosen = kshot_indices(real.labels, k, config.seed, trial)
+        else:
+            name = spec.real_shots.config or config.synthetic.name
+            chosen = recorded_shot_rows(recorded_shots, name.format(k=k, trial=trial), k, real)
         real_features = cache.get(real, chosen, desc=f"features real k={k}")
         synthetic = synthetic_for(k, trial)
         synthetic_features, pool = None, {}
@@ -239,6 +292,7 @@ def run_few_shot(config: TrainConfig, accelerator) -> dict[str, Any] | None:
             "top5": report["top5"],
             "swapped_fraction": swapped,
             "real_images": len(chosen),
+            "real_rows": chosen.tolist(),  # which real images the head saw: the trial can be redone from this
             "eval_images": report["images"],
             "fingerprint": fingerprint,
         }
@@ -259,6 +313,7 @@ def run_few_shot(config: TrainConfig, accelerator) -> dict[str, Any] | None:
             "real": {"source": config.real.describe(), "images": len(real)},
             "synthetic": {"source": config.synthetic.describe()} if config.synthetic else None,
             "eval": {"source": config.eval.describe(), "images": len(eval_split)},
+            "real_shots": str(spec.real_shots.path) if spec.real_shots else None,
         },
         "few_shot": summarize([r for r in records if r is not None]),
     }
