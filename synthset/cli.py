@@ -58,7 +58,9 @@ Example (aux_bn; datasets are local directories or Hub ids, loaded with datasets
 long_tail: the same with mode: long_tail (loss defaults to balanced_softmax; set train.lr: 0.2,
 weight_decay: 5.0e-4 for paper B). few_shot: replace train: by
   few_shot: {shots: [1, 2, 4, 8, 16], trials: 4, swap_probability: 0.5, synthetic_per_class: 16}
-and give model pretrained: true or weights: FILE. Every key is checked; see synthset/train/config.py.
+and give model pretrained: true or weights: FILE. To train each k on the very real images a synthset
+few-shot dataset was made from, add real_shots: {path: runs/X/dataset, config: caltech101_{k}shot}.
+Every key is checked; see synthset/train/config.py.
 """
 
 
