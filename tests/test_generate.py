@@ -106,6 +106,23 @@ def test_plan_rows_are_held_one_shard_at_a_time(write_recipe, monkeypatch):
     assert max(most_alive) == 1
 
 
+def test_cpu_weights_live_in_aligned_memory(write_recipe):
+    """Memory-mapped safetensors weights sit at unaligned addresses, and CPU kernels choose their path by
+    address: the same sample then gets other bytes on 1 process than under a process group."""
+    import torch
+
+    from synthset.generation.diffusion import load_generator
+    from synthset.lock import read_lock
+
+    recipe = load_recipe(write_recipe({"name": "aligned"}, "aligned.yaml"))
+    plan_run(recipe)
+    pipe = load_generator(read_lock(recipe.run_dir), torch.device("cpu"), show_progress=False).pipe
+    modules = [c for c in pipe.components.values() if isinstance(c, torch.nn.Module)]
+    tensors = [t for m in modules for t in [*m.parameters(), *m.buffers()]]
+    assert len(modules) == 3 and len(tensors) > 100
+    assert [t.data_ptr() % 64 for t in tensors if t.data_ptr() % 64] == []
+
+
 def test_shard_assignment_covers_each_shard_once():
     for world_size in (1, 2, 3, 7):
         taken = [i for rank in range(world_size) for i in assigned_shards(10, rank, world_size)]

@@ -101,6 +101,8 @@ def load_generator(
     if attention == "xformers":
         pipe.enable_xformers_memory_efficient_attention()
     pipe.to(device)
+    if device.type == "cpu":
+        copy_weights_to_aligned_memory(pipe)
     pipe.set_progress_bar_config(disable=True)
     logger.info("generator: %s on %s, %s, attention=%s", lock.model.load_path, device, dtype, attention)
     conditioner = None
@@ -114,6 +116,26 @@ def load_generator(
 
         conditioner = make_conditioner(pipe, lock, run_dir or Path("."))
     return LoadedGenerator(pipe, spec, device, dtype, attention, type(pipe.scheduler).__name__, conditioner)
+
+
+def copy_weights_to_aligned_memory(pipe: Any) -> None:
+    """Give every weight of the pipeline's modules its own freshly allocated (aligned) CPU memory.
+
+    Without a process group, from_pretrained leaves weights memory-mapped from the safetensors file at
+    unaligned addresses; under `accelerate launch` the same weights are copied into aligned memory. CPU
+    kernels pick their code path by address: a one-row matmul (the unCLIP image encoder's projection of
+    a single conditioning image) gave other bits on 1 process than on 2 (measured here). Copying makes
+    the bytes of a sample independent of how the run was launched.
+    """
+    import torch
+
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            for module in component.modules():
+                for parameter in module.parameters(recurse=False):
+                    parameter.data = parameter.data.clone()  # the same Parameter: tied weights stay tied
+                for name, tensor in list(module.named_buffers(recurse=False)):
+                    setattr(module, name, tensor.clone())
 
 
 def generate_images(generator: LoadedGenerator, rows: list[dict[str, Any]]) -> tuple[list[Image], list[dict]]:
