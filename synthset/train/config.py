@@ -242,6 +242,12 @@ def _check_consistency(config: TrainConfig, source: str) -> None:
     def fail(key: str, message: str) -> None:
         raise SynthsetError(f"{source}: {key}: {message}")
 
+    def check_placeholders(key: str, name: str) -> None:
+        try:
+            name.format(k=1, trial=0)
+        except (KeyError, IndexError, ValueError):
+            fail(key, f"{name!r}: the only placeholders are {{k}} and {{trial}}")
+
     given = config.model_fields_set
     if config.mode == "few_shot":
         if "train" in given:
@@ -250,21 +256,14 @@ def _check_consistency(config: TrainConfig, source: str) -> None:
             fail("ood", "not used in few_shot mode (the probe's classes are the few-shot set's own)")
         if config.synthetic is None and config.few_shot.swap_probability > 0:
             fail("synthetic", "missing; give a synthetic split or set few_shot.swap_probability: 0 for a baseline")
-        name = config.synthetic.name if config.synthetic is not None else None
-        if name:
-            try:
-                name.format(k=1, trial=0)
-            except (KeyError, IndexError, ValueError):
-                fail("synthetic.name", f"{name!r}: the only placeholders are {{k}} and {{trial}}")
+        synthetic_name = config.synthetic.name if config.synthetic is not None else None
+        if synthetic_name:
+            check_placeholders("synthetic.name", synthetic_name)
         shots = config.few_shot.real_shots
         if shots is not None:
-            name = shots.config or (config.synthetic.name if config.synthetic else None)
-            if not name:
+            if not (shots.config or synthetic_name):
                 fail("few_shot.real_shots.config", "missing: name the few-shot config (e.g. caltech101_{k}shot)")
-            try:
-                name.format(k=1, trial=0)
-            except (KeyError, IndexError, ValueError):
-                fail("few_shot.real_shots.config", f"{name!r}: the only placeholders are {{k}} and {{trial}}")
+            check_placeholders("few_shot.real_shots.config", shots.config or synthetic_name)
         if not (config.model.pretrained or config.model.weights):
             fail("model", "few_shot probes a frozen pretrained backbone: set model.pretrained: true or model.weights")
     else:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,7 @@ def recorded_shot_rows(shots: pa.Table, config_name: str, k: int, real: LoadedSp
     the row's label in `real`, which catches a probe pointed at another dataset, split or label order.
     """
     where = f"few_shot.real_shots: config {config_name!r}"
-    rows = [row for row in shots.to_pylist() if row["config"] == config_name]
+    rows = shots.filter(pc.equal(shots["config"], config_name)).to_pylist()
     if not rows:
         known = ", ".join(sorted(set(shots.column("config").to_pylist())))
         raise SynthsetError(f"{where} is not in {SHOTS_FILE} (it has: {known})")
