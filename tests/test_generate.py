@@ -201,6 +201,38 @@ def test_corrupted_shard_is_detected_and_regenerated(reference_run: Path, damage
     assert shard_hashes(reference_run) == before
 
 
+def test_recorded_shards_are_checked_while_fresh_ones_are_made(reference_run: Path, monkeypatch):
+    """A restart must not keep the generator idle while it re-hashes every finished shard."""
+    import threading
+
+    from synthset.generation import diffusion, runner
+
+    before = shard_hashes(reference_run)
+    broken = shard_file(reference_run, "naive/train-b0-00000")
+    broken.write_bytes(broken.read_bytes()[:-100])
+    shard_file(reference_run, "naive/train-b0-00002").unlink()
+    (reference_run / "shards" / "naive" / "train-b0-00002.json").unlink()
+
+    generating = threading.Event()
+    seen_by_check = []
+    check, generate = runner.shard_problem, diffusion.generate_images
+
+    def slow_check(*args, **kwargs):
+        seen_by_check.append(generating.wait(timeout=60))  # True: the generator was already at work
+        return check(*args, **kwargs)
+
+    def noting_generate(*args, **kwargs):
+        generating.set()
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "shard_problem", slow_check)
+    monkeypatch.setattr(diffusion, "generate_images", noting_generate)
+    summary = generate_run(reference_run)
+    assert seen_by_check == [True, True]  # the two recorded shards, checked once generation had begun
+    assert (summary.shards_made, summary.shards_redone, summary.images_made) == (2, 1, 9)
+    assert shard_hashes(reference_run) == before
+
+
 def test_changed_plan_never_reuses_a_shard(reference_run: Path, write_recipe):
     """Re-planning with other generation settings over finished shards is refused, not mixed."""
     recipe = load_recipe(write_recipe({"name": "reference", "generator": {"steps": 3}}, "reference.yaml"))

@@ -31,6 +31,8 @@ from synthset.lock import read_lock
 if TYPE_CHECKING:
     from accelerate import PartialState
 
+    from synthset.lock import Lock
+
 logger = logging.getLogger(__name__)
 
 PROGRESS_REFRESH_SECONDS = 5.0
@@ -185,6 +187,54 @@ def _batches(rows: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
+class RecordCheck:
+    """Checks this rank's recorded shards on a worker thread, while the unrecorded ones are being made.
+
+    With verification on, a restart reads and hashes every shard the rank already finished: minutes of
+    disk reading at ImageNet scale, which would otherwise keep the GPU idle after every preemption. Shards
+    found broken are made after the fresh ones; a shard's bytes do not depend on when it is made.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        indices: list[int],
+        names: list[str],
+        records: dict[str, ShardRecord],
+        key: str,
+        verify: bool,
+    ) -> None:
+        self._args = (run_dir, indices, names, records, key, verify)
+        self._problems: list[tuple[int, str]] = []
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="synthset-record-check", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        run_dir, indices, names, records, key, verify = self._args
+        try:
+            plan = pq.ParquetFile(run_dir / PLAN_FILE)  # its own handle: not shared across threads
+            for i in indices:
+                if self._stop.is_set():
+                    return
+                problem = shard_problem(run_dir, read_planned_shard(plan, i, names[i]), records, key, verify)
+                if problem is not None:
+                    self._problems.append((i, problem))
+        except BaseException as error:  # noqa: BLE001 - re-raised on the main thread by problems()
+            self._error = error
+
+    def problems(self) -> list[tuple[int, str]]:
+        """(shard index, why) for each recorded shard that must be made again; waits for the check."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._problems
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+
 def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
     """Generate this process's unfinished shards of a planned run; see the module docstring."""
     started = time.monotonic()
@@ -195,61 +245,38 @@ def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
     shard_names = plan_shard_names(plan)
     mine = assigned_shards(len(shard_names), rank, world_size)
     records = read_records(run_dir)
-
     # Only shard indices are kept: a shard's plan rows are read when its turn comes, so memory does not
     # grow with the plan (at 6x ImageNet all rows of one rank would be gigabytes).
-    todo: list[int] = []
-    redone = 0
-    for i in mine:
-        if shard_names[i] not in records:
-            todo.append(i)
-            continue
-        problem = shard_problem(
-            run_dir, read_planned_shard(plan, i, shard_names[i]), records, lock.generation_key, verify
-        )
-        if problem is not None:
-            logger.warning("shard %s is redone: %s", shard_names[i], problem)
-            redone += 1
-            todo.append(i)
+    fresh = [i for i in mine if shard_names[i] not in records]
+    recorded = [i for i in mine if shard_names[i] in records]
+    check = RecordCheck(run_dir, recorded, shard_names, records, lock.generation_key, verify)
 
     progress = GlobalProgress(run_dir, plan.metadata.num_rows, lock.generation_key, state.is_main_process)
-    images_made = 0
-    if todo:
-        from synthset.generation.diffusion import generate_images, generator_columns, load_generator
-        from synthset.generation.writer import ShardWriter
+    maker: ShardMaker | None = None
+    redone = 0
 
-        generator = load_generator(lock, state.device, show_progress=state.is_main_process, run_dir=run_dir)
-        logger.info(
-            "rank %d/%d: %d of %d assigned shards to make, attention=%s, dtype=%s",
-            rank, world_size, len(todo), len(mine), generator.attention, generator.dtype,
-        )  # fmt: skip
-        constant_columns = generator_columns(generator, lock)
-        batch_size = lock.recipe.generator.batch_size
-        writer = ShardWriter(
-            run_dir,
-            dataset_features(read_label_names(run_dir)),
-            lock.recipe.storage,
-            lock.generation_key,
-            rank,
-            world_size,
-            on_shard_done=progress.recorded,
-        )
-        try:
-            for i in todo:
-                shard = read_planned_shard(plan, i, shard_names[i])
-                rows = shard.rows.to_pylist()
-                writer.start_shard(shard.name, shard.sample_ids, plan_digest(shard.rows))
-                for batch in _batches(rows, batch_size):
-                    # Every call has the recipe's batch size: reduction order depends on the batch shape.
-                    padded = batch + [batch[-1]] * (batch_size - len(batch))
-                    images, decided = generate_images(generator, padded)
-                    out_rows = [{**row, **constant_columns, **d} for row, d in zip(batch, decided, strict=False)]
-                    writer.add_batch(out_rows, images[: len(batch)])
-                    images_made += len(batch)
-                    progress.generated(len(batch))
-                writer.finish_shard()
-        finally:
-            writer.close()
+    def make(i: int) -> None:
+        nonlocal maker
+        if maker is None:  # loaded only when there is something to make
+            maker = ShardMaker(run_dir, lock, state, progress)
+            logger.info(
+                "rank %d/%d: %d of %d assigned shards to make, %d recorded ones checked meanwhile, attention=%s, "
+                "dtype=%s", rank, world_size, len(fresh), len(mine), len(recorded), maker.generator.attention,
+                maker.generator.dtype,
+            )  # fmt: skip
+        maker.make(read_planned_shard(plan, i, shard_names[i]))
+
+    try:
+        for i in fresh:
+            make(i)
+        for i, problem in check.problems():
+            logger.warning("shard %s is redone: %s", shard_names[i], problem)
+            redone += 1
+            make(i)
+    finally:
+        check.cancel()
+        if maker is not None:
+            maker.close()
     progress.close()
 
     final_records = read_records(run_dir)
@@ -262,9 +289,50 @@ def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
         rank=rank,
         world_size=world_size,
         shards_assigned=len(mine),
-        shards_made=len(todo),
-        images_made=images_made,
+        shards_made=len(fresh) + redone,
+        images_made=maker.images_made if maker is not None else 0,
         shards_redone=redone,
         all_shards_done=all_done,
         seconds=round(time.monotonic() - started, 2),
     )
+
+
+class ShardMaker:
+    """The loaded pipeline and the shard writer of one process: makes whole shards, one call per batch."""
+
+    def __init__(self, run_dir: Path, lock: Lock, state: PartialState, progress: GlobalProgress) -> None:
+        from synthset.generation.diffusion import generator_columns, load_generator
+        from synthset.generation.writer import ShardWriter
+
+        self.generator = load_generator(lock, state.device, show_progress=state.is_main_process, run_dir=run_dir)
+        self.constant_columns = generator_columns(self.generator, lock)
+        self.batch_size = lock.recipe.generator.batch_size
+        self.progress = progress
+        self.images_made = 0
+        self.writer = ShardWriter(
+            run_dir,
+            dataset_features(read_label_names(run_dir)),
+            lock.recipe.storage,
+            lock.generation_key,
+            state.process_index,
+            state.num_processes,
+            on_shard_done=progress.recorded,
+        )
+
+    def make(self, shard: PlannedShard) -> None:
+        from synthset.generation.diffusion import generate_images
+
+        rows = shard.rows.to_pylist()
+        self.writer.start_shard(shard.name, shard.sample_ids, plan_digest(shard.rows))
+        for batch in _batches(rows, self.batch_size):
+            # Every call has the recipe's batch size: reduction order depends on the batch shape.
+            padded = batch + [batch[-1]] * (self.batch_size - len(batch))
+            images, decided = generate_images(self.generator, padded)
+            out_rows = [{**row, **self.constant_columns, **d} for row, d in zip(batch, decided, strict=False)]
+            self.writer.add_batch(out_rows, images[: len(batch)])
+            self.images_made += len(batch)
+            self.progress.generated(len(batch))
+        self.writer.finish_shard()
+
+    def close(self) -> None:
+        self.writer.close()
