@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,52 +188,30 @@ def _batches(rows: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
-class RecordCheck:
-    """Checks this rank's recorded shards on a worker thread, while the unrecorded ones are being made.
+def recorded_shard_problems(
+    run_dir: Path,
+    indices: list[int],
+    names: list[str],
+    records: dict[str, ShardRecord],
+    key: str,
+    verify: bool,
+    stop: threading.Event,
+) -> list[tuple[int, str]]:
+    """(shard index, why) for each recorded shard that must be made again; stops early once `stop` is set.
 
-    With verification on, a restart reads and hashes every shard the rank already finished: minutes of
-    disk reading at ImageNet scale, which would otherwise keep the GPU idle after every preemption. Shards
-    found broken are made after the fresh ones; a shard's bytes do not depend on when it is made.
+    It runs on a worker thread while the unrecorded shards are made: with verification on, a restart reads
+    and hashes every shard the rank already finished, minutes of disk reading at ImageNet scale that would
+    otherwise keep the GPU idle after every preemption. A shard's bytes do not depend on when it is made.
     """
-
-    def __init__(
-        self,
-        run_dir: Path,
-        indices: list[int],
-        names: list[str],
-        records: dict[str, ShardRecord],
-        key: str,
-        verify: bool,
-    ) -> None:
-        self._args = (run_dir, indices, names, records, key, verify)
-        self._problems: list[tuple[int, str]] = []
-        self._error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="synthset-record-check", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        run_dir, indices, names, records, key, verify = self._args
-        try:
-            plan = pq.ParquetFile(run_dir / PLAN_FILE)  # its own handle: not shared across threads
-            for i in indices:
-                if self._stop.is_set():
-                    return
-                problem = shard_problem(run_dir, read_planned_shard(plan, i, names[i]), records, key, verify)
-                if problem is not None:
-                    self._problems.append((i, problem))
-        except BaseException as error:  # noqa: BLE001 - re-raised on the main thread by problems()
-            self._error = error
-
-    def problems(self) -> list[tuple[int, str]]:
-        """(shard index, why) for each recorded shard that must be made again; waits for the check."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._problems
-
-    def cancel(self) -> None:
-        self._stop.set()
+    plan = pq.ParquetFile(run_dir / PLAN_FILE)  # its own handle: not shared across threads
+    problems = []
+    for i in indices:
+        if stop.is_set():
+            break
+        problem = shard_problem(run_dir, read_planned_shard(plan, i, names[i]), records, key, verify)
+        if problem is not None:
+            problems.append((i, problem))
+    return problems
 
 
 def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
@@ -249,7 +228,11 @@ def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
     # grow with the plan (at 6x ImageNet all rows of one rank would be gigabytes).
     fresh = [i for i in mine if shard_names[i] not in records]
     recorded = [i for i in mine if shard_names[i] in records]
-    check = RecordCheck(run_dir, recorded, shard_names, records, lock.generation_key, verify)
+    stop_check = threading.Event()
+    check_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthset-record-check")
+    checking = check_pool.submit(
+        recorded_shard_problems, run_dir, recorded, shard_names, records, lock.generation_key, verify, stop_check
+    )
 
     progress = GlobalProgress(run_dir, plan.metadata.num_rows, lock.generation_key, state.is_main_process)
     maker: ShardMaker | None = None
@@ -269,12 +252,13 @@ def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
     try:
         for i in fresh:
             make(i)
-        for i, problem in check.problems():
+        for i, problem in checking.result():
             logger.warning("shard %s is redone: %s", shard_names[i], problem)
             redone += 1
             make(i)
     finally:
-        check.cancel()
+        stop_check.set()
+        check_pool.shutdown(wait=False)
         if maker is not None:
             maker.close()
     progress.close()
