@@ -44,7 +44,8 @@ def logged_ids(log_dir: Path) -> dict[int, set[str]]:
 
 
 def trial(ctx: Context, index: int, rng: random.Random) -> dict:
-    from synthset.generation.manifest import read_records
+    from synthset.run.paths import RunDir
+    from synthset.run.records import read_records
 
     images = ctx.args.crash_images
     run_dir = planned_run(ctx.work, f"crash-{index}", images, seed=index)
@@ -74,7 +75,7 @@ def trial(ctx: Context, index: int, rng: random.Random) -> dict:
     if state["killed"] is None:
         raise RuntimeError(f"crash trial {index}: the run ended before the kill point:\n{killed.stderr[-2000:]}")
     produced = logged_ids(before_logs)
-    records = read_records(run_dir)
+    records = read_records(RunDir(run_dir))
     recorded_ids = {sid for record in records.values() for sid in record.sample_ids}
     recorded_rows: dict[int, int] = defaultdict(int)
     for record in records.values():
@@ -84,7 +85,7 @@ def trial(ctx: Context, index: int, rng: random.Random) -> dict:
                            time.perf_counter()).check()  # fmt: skip
     regenerated_ids = set().union(*logged_ids(after_logs).values())
     summaries = [r["summary"] for r in restarted.reports]
-    final = read_records(run_dir)
+    final = read_records(RunDir(run_dir))
     assert sum(r.rows for r in final.values()) == images, "the restart did not finish the run"
 
     per_rank = {}

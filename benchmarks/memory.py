@@ -54,7 +54,7 @@ def peak_rss_at_first_batch(ctx: Context, run_dir: Path, tag: str) -> dict:
 
 def plan_size_row(ctx: Context) -> Row:
     from benchmarks.plan import plan_seconds
-    from synthset.generation.plan import PLAN_FILE
+    from synthset.run.paths import PLAN_FILE
 
     if "plan-lar_cd_sd" not in ctx.runs:
         plan_seconds(ctx, "lar_cd_sd")

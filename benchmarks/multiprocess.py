@@ -16,10 +16,11 @@ from benchmarks.common import Context, Row, planned_run, rank_summaries, ratio, 
 
 
 def rank_seconds(run_dir: Path) -> dict[int, float]:
-    from synthset.generation.manifest import read_records
+    from synthset.run.paths import RunDir
+    from synthset.run.records import read_records
 
     seconds: dict[int, float] = defaultdict(float)
-    for record in read_records(run_dir).values():
+    for record in read_records(RunDir(run_dir)).values():
         seconds[record.rank] += record.seconds
     return dict(seconds)
 

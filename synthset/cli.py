@@ -83,8 +83,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             f"LLM: {stats.llm_requests} requests ({summary.llm_backend_calls} sent, {summary.llm_cache_hits} from "
             f"cache); rejected: {rejected}; replaced by the template: {stats.replaced}"
         )
-    print(f"run directory: {summary.run_dir}")
-    print(f"next: accelerate launch -m synthset generate {summary.run_dir}")
+    print(f"run directory: {summary.run}")
+    print(f"next: accelerate launch -m synthset generate {summary.run}")
     return 0
 
 
@@ -132,10 +132,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.to_card is not None:
         import json
 
-        from synthset.cards.render import EVALUATION_DIR
         from synthset.fsutil import write_text_atomic
+        from synthset.run.paths import RunDir
 
-        target = Path(args.to_card) / "dataset" / EVALUATION_DIR / f"{config.output_dir.name}.json"
+        target = RunDir.at(args.to_card).evaluation_dir / f"{config.output_dir.name}.json"
         write_text_atomic(target, json.dumps(results, indent=2, default=str))
         print(f"added to the card's evaluation: {target}; run `synthset card {args.to_card}` to render it")
     return 0

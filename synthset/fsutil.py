@@ -8,21 +8,56 @@ preemption never leaves a half-written file where it would be taken for finished
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 _CHUNK = 1 << 20
+TEMP_PREFIX = ".tmp-"
+
+
+def owner_token() -> str:
+    """`<host>.<pid>`: who made a temp file or directory, so that only its owner, or a process that can
+    prove the owner dead, ever deletes it."""
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def owner_is_dead(name: str) -> bool:
+    """Whether the owner token at the start of `name` (`<host>.<pid>-...`) is a process of this host that
+    no longer runs. A process on another host cannot be proven dead from here: its files stay."""
+    token = name.split("-", 1)[0]
+    host, _, pid = token.rpartition(".")
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
 
 
 def temp_path_for(path: Path) -> Path:
-    """A temporary name beside `path`, unique to this process on this host, hidden from globs of `*.parquet`.
+    """A temporary name beside `path`, unique to this process on this host, hidden from globs of `*.parquet`."""
+    return path.with_name(f"{TEMP_PREFIX}{owner_token()}-{path.name}")
 
-    Stale temp files of a killed process match `.tmp-*-<name>` and are removed by whoever next writes `path`.
-    """
-    return path.with_name(f".tmp-{socket.gethostname()}-{os.getpid()}-{path.name}")
+
+def remove_dead_temp_files(path: Path) -> int:
+    """Delete temp files for `path` left by killed processes of this host; those of live owners stay."""
+    removed = 0
+    for stale in path.parent.glob(f"{TEMP_PREFIX}*-{path.name}"):
+        if owner_is_dead(stale.name.removeprefix(TEMP_PREFIX)):
+            stale.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 @contextlib.contextmanager
@@ -69,3 +104,37 @@ def sha256_tree(root: Path) -> str:
             continue  # .cache/ and other tool droppings are not part of the model
         digest.update(rel.encode() + b"\0" + sha256_file(path).encode() + b"\n")
     return digest.hexdigest()
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one step with Linux's renameat2(RENAME_EXCHANGE); False where that is unavailable."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE)
+    return result == 0
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Make the finished directory `new` the one at `target`, and delete the directory it replaces.
+
+    Readers of `target` see the old directory or the new one, never a mix: the two are exchanged in one
+    step where the filesystem can (Linux renameat2); elsewhere (NFS, macOS) the old one is renamed away
+    first, so for an instant there is no `target` at all, but never a partial one.
+    """
+    if not target.exists():
+        os.rename(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new)
+        return
+    old = new.with_name(new.name + "-old")
+    os.rename(target, old)
+    os.rename(new, target)
+    shutil.rmtree(old)

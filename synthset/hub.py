@@ -34,9 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synthset.cards.render import DATASET_DIR, README, REPO_PLACEHOLDER, card_marker, read_lock_data
+from synthset.cards.render import README, REPO_PLACEHOLDER, card_marker
 from synthset.errors import SynthsetError, first_line
 from synthset.fsutil import sha256_file, write_text_atomic
+from synthset.run.lock import read_lock_data
+from synthset.run.paths import RunDir
 
 MANIFEST_FILE = "manifest.json"
 SAMPLES_FILE = "samples.jpg"
@@ -134,7 +136,7 @@ def local_files(dataset_dir: Path) -> list[str]:
     return files
 
 
-def build_manifest(run_dir: Path) -> dict[str, Any]:
+def build_manifest(run: RunDir) -> dict[str, Any]:
     """manifest.json: sha256, bytes and rows of every published file (but itself), plus the run's hashes.
 
     A Parquet file that is a hard link of a recorded shard, not modified since its record was written,
@@ -143,15 +145,15 @@ def build_manifest(run_dir: Path) -> dict[str, Any]:
     """
     import pyarrow.parquet as pq
 
-    from synthset.generation.manifest import read_records, record_file, shard_file
+    from synthset.run.records import read_records
 
-    dataset_dir = run_dir / DATASET_DIR
+    dataset_dir = run.dataset_dir
     by_inode = {}
-    for record in read_records(run_dir).values():
-        source = shard_file(run_dir, record.shard)
+    for record in read_records(run).values():
+        source = run.shard_file(record.shard)
         if source.is_file():
             stat = source.stat()
-            if stat.st_mtime <= record_file(run_dir, record.shard).stat().st_mtime:
+            if stat.st_mtime <= run.record_file(record.shard).stat().st_mtime:
                 by_inode[(stat.st_dev, stat.st_ino)] = record
     entries = []
     for relative in local_files(dataset_dir):
@@ -168,7 +170,7 @@ def build_manifest(run_dir: Path) -> dict[str, Any]:
             if relative.endswith(".parquet"):
                 entry["rows"] = pq.ParquetFile(path).metadata.num_rows
         entries.append(entry)
-    lock = read_lock_data(run_dir)
+    lock = read_lock_data(run)
     return {
         "format": 1,
         "name": lock["recipe"]["name"],
@@ -206,15 +208,15 @@ class PushResult:
     already_published: bool = False
 
 
-def _check_publishable(run_dir: Path, dataset_dir: Path) -> None:
+def _check_publishable(run: RunDir, dataset_dir: Path) -> None:
     """Only a rendered card goes out, and only as many files as one commit can hold."""
-    lock = read_lock_data(run_dir)
+    lock = read_lock_data(run)
     readme = dataset_dir / README
     if not readme.is_file():
-        raise SynthsetError(f"{run_dir}: no {DATASET_DIR}/; run `synthset build` and `synthset card` first")
+        raise SynthsetError(f"{run}: no {dataset_dir.name}/; run `synthset build` and `synthset card` first")
     text = readme.read_text(encoding="utf-8")
     if card_marker(lock["provenance"]) not in text or not (dataset_dir / SAMPLES_FILE).is_file():
-        raise SynthsetError(f"{readme}: not this run's dataset card; run `synthset card {run_dir}` first")
+        raise SynthsetError(f"{readme}: not this run's dataset card; run `synthset card {run}` first")
     files = local_files(dataset_dir)
     if len(files) > MAX_FILES_PER_COMMIT:
         raise SynthsetError(
@@ -269,7 +271,7 @@ def _operations(
 
 
 def push_dataset(
-    run_dir: Path,
+    run_dir: str | Path | RunDir,
     repo_id: str,
     private: bool = False,
     tag: str | None = None,
@@ -277,15 +279,15 @@ def push_dataset(
     num_threads: int = 5,
 ) -> PushResult:
     """Publish `RUN/dataset/` to `repo_id` as one commit on `branch`, then tag it."""
-    run_dir = Path(run_dir)
-    dataset_dir = run_dir / DATASET_DIR
+    run = RunDir.at(run_dir)
+    dataset_dir = run.dataset_dir
     _check_repo_id(repo_id)
-    _check_publishable(run_dir, dataset_dir)
+    _check_publishable(run, dataset_dir)
     api, token = _client(require_token=True)
     with _hub_errors(repo_id, token, api.endpoint):
         api.whoami()  # a rejected token fails here, before anything is hashed or uploaded
         _fill_in_repo(dataset_dir, repo_id)
-        manifest = build_manifest(run_dir)
+        manifest = build_manifest(run)
         write_text_atomic(dataset_dir / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
         entries = {e["path"]: e for e in manifest["files"]}
         entries[MANIFEST_FILE] = {
@@ -408,8 +410,8 @@ def _check_listing(remote: dict[str, Any], entries: dict[str, dict[str, Any]]) -
     return problems
 
 
-def _check_against_run(run_dir: Path, entries: dict[str, dict[str, Any]]) -> list[str]:
-    ours = {e["path"]: e for e in build_manifest(run_dir)["files"] if e["path"].endswith(".parquet")}
+def _check_against_run(run: RunDir, entries: dict[str, dict[str, Any]]) -> list[str]:
+    ours = {e["path"]: e for e in build_manifest(run)["files"] if e["path"].endswith(".parquet")}
     problems = [f"{p}: in the run but not published" for p in ours if p not in entries]
     problems += [
         f"{p}: published sha256 {entries[p]['sha256'][:16]}... differs from the run's {e['sha256'][:16]}..."
@@ -476,7 +478,7 @@ def verify_repo(repo_id: str, revision: str = "main", run_dir: Path | None = Non
         problems = _check_listing(_remote_files(api, repo_id, commit), entries)
         problems += _download_and_check(api, repo_id, commit, entries)
         if run_dir is not None:
-            problems += _check_against_run(Path(run_dir), entries)
+            problems += _check_against_run(RunDir.at(run_dir), entries)
         card = DatasetCard.load(
             api.hf_hub_download(repo_id, README, repo_type=REPO_TYPE, revision=commit)
         ).data.to_dict()

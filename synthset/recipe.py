@@ -4,6 +4,10 @@ A recipe names the classes, the dataset configs (strategy and images per class),
 scheduler, steps, guidance, size, batch size, attention) and how images are stored. It is validated as a
 whole before any work starts: an unknown key or a wrong type fails with one line naming the key and the
 file, never deep inside a GPU loop.
+
+This module is the bottom of the package (it imports nothing of synthset but the error type), so the
+names a recipe may use (strategies, augmentations) are defined here and the code that implements them
+checks itself against these names.
 """
 
 from __future__ import annotations
@@ -18,6 +22,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from synthset.errors import SynthsetError
 
 CONFIG_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+TEXT_STRATEGIES = ("naive", "lar", "lar_cd", "lar_cd_sd")  # paper A's ladder: prompts only
+STRATEGIES = (*TEXT_STRATEGIES, "augcond")  # + paper B: an augmented real image conditions unCLIP
+LAR_STRATEGIES = ("lar", "lar_cd", "lar_cd_sd")  # those that need a resolved meaning per class
+AUGMENTATION_BASES = ("none", "pixel_mixup", "pixel_cutmix", "embed_mixup", "embed_cutmix", "dropout")
+
+
+def check_augmentation_name(name: str) -> tuple[str, bool]:
+    """`embed_cutmix+dropout` -> ("embed_cutmix", True); raises ValueError naming the unknown part."""
+    base, _, extra = name.partition("+")
+    if base not in AUGMENTATION_BASES or extra not in ("", "dropout"):
+        known = ", ".join(AUGMENTATION_BASES)
+        raise ValueError(f"unknown augmentation {name!r} (known: {known}, each optionally +dropout)")
+    return base, base == "dropout" or extra == "dropout"
 
 
 class _Strict(BaseModel):
@@ -63,19 +81,18 @@ class AugCondSpec(_Strict):
     @field_validator("augmentations")
     @classmethod
     def _known_augmentations(cls, value: dict[str, float]) -> dict[str, float]:
-        from synthset.generation.augment import parse_name
-
         if not value:
             raise ValueError("name at least one augmentation")
         for name in value:
-            parse_name(name, 1.0, 0.4)
+            check_augmentation_name(name)
         return value
 
     @field_validator("prompt_strategy")
     @classmethod
     def _text_strategy(cls, value: str | None) -> str | None:
-        if value is not None and value not in ("naive", "lar", "lar_cd", "lar_cd_sd"):
-            raise ValueError(f"prompt_strategy must be a text strategy (naive, lar, lar_cd, lar_cd_sd), got {value!r}")
+        if value is not None and value not in TEXT_STRATEGIES:
+            known = ", ".join(TEXT_STRATEGIES)
+            raise ValueError(f"prompt_strategy must be a text strategy ({known}), got {value!r}")
         return value
 
     @field_validator("prompt")
@@ -139,10 +156,8 @@ class ConfigSpec(_Strict):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
-        from synthset.generation.prompts import PROMPT_STRATEGIES
-
-        if value not in PROMPT_STRATEGIES:
-            raise ValueError(f"unknown strategy {value!r} (known: {', '.join(sorted(PROMPT_STRATEGIES))})")
+        if value not in STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r} (known: {', '.join(sorted(STRATEGIES))})")
         return value
 
 
@@ -343,6 +358,17 @@ class Recipe(_Strict):
     @property
     def run_dir(self) -> Path:
         return self.output_dir / self.name
+
+    def text_strategies(self) -> set[str]:
+        """The text strategies the prompts come from (an augcond config borrows one, naive by default)."""
+        return {
+            (c.augcond_options.prompt_strategy or "naive") if c.strategy == "augcond" else c.strategy
+            for c in self.configs
+        }
+
+    def uses_lar(self) -> bool:
+        """Whether some config needs LAR's per-class meanings (and so CLIP, and maybe the LLM)."""
+        return bool(self.text_strategies() & set(LAR_STRATEGIES))
 
 
 def _format_location(loc: tuple[Any, ...]) -> str:

@@ -24,16 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from synthset.errors import SynthsetError
+from synthset.models import synthset_home
 
 TINY_SD = "tiny-sd"
-
-
-def synthset_home() -> Path:
-    """$SYNTHSET_HOME if set, else ~/.cache/synthset: where the tiny models are cached."""
-    env = os.environ.get("SYNTHSET_HOME")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "synthset"
 
 
 def _models_dir(home: Path | None) -> Path:
@@ -400,8 +393,8 @@ TINY_MODELS: dict[str, Callable[[Path | None], Path]] = {
 
 
 def tiny_model_path(name: str, home: Path | None = None) -> Path:
-    """The directory of the tiny model ``name``, building it on first use (lock.py resolves
-    ``synthset-testing:<name>`` recipe models through here)."""
+    """The directory of the tiny model ``name``, building it on first use. Recipes name it
+    ``synthset-testing:<name>``; ``synthset.models`` resolves that to the same directory (never building)."""
     if name not in TINY_MODELS:
         known = ", ".join(sorted(TINY_MODELS))
         raise SynthsetError(f"unknown tiny model 'synthset-testing:{name}' (known: {known})")

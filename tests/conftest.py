@@ -30,9 +30,16 @@ BASE_RECIPE: dict[str, Any] = {
 
 @pytest.fixture(scope="session", autouse=True)
 def synthset_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every test (and every subprocess it starts) shares one tiny-model cache, built on first use."""
+    """Every test (and every subprocess it starts) shares one tiny-model cache, built once here.
+
+    The product never builds a tiny model (only `synthset tiny-models`, the tests and bench do), just as
+    it never downloads one in a user's run: it resolves `synthset-testing:<name>` to this directory.
+    """
+    from synthset import testing
+
     home = Path(os.environ.get("SYNTHSET_TEST_HOME") or tmp_path_factory.mktemp("synthset-home"))
     os.environ["SYNTHSET_HOME"] = str(home)
+    testing.build_all(home)
     return home
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from synthset.fsutil import sha256_file
-from synthset.generation.manifest import read_records, shard_file
+from synthset.run.paths import RunDir
+from synthset.run.records import read_records
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -21,8 +22,8 @@ VENV_BIN = Path(sys.executable).parent
 def images_by_sample(run_dir: Path) -> dict[str, bytes]:
     """sample_id -> stored image bytes over every recorded shard; fails on a sample seen twice."""
     images: dict[str, bytes] = {}
-    for name in sorted(read_records(run_dir)):
-        table = pq.read_table(shard_file(run_dir, name), columns=["sample_id", "image"])
+    for name in sorted(read_records(RunDir(run_dir))):
+        table = pq.read_table(RunDir(run_dir).shard_file(name), columns=["sample_id", "image"])
         for sample_id, image in zip(
             table.column("sample_id").to_pylist(), table.column("image").to_pylist(), strict=True
         ):
@@ -32,7 +33,7 @@ def images_by_sample(run_dir: Path) -> dict[str, bytes]:
 
 
 def shard_hashes(run_dir: Path) -> dict[str, str]:
-    return {name: sha256_file(shard_file(run_dir, name)) for name in read_records(run_dir)}
+    return {name: sha256_file(RunDir(run_dir).shard_file(name)) for name in read_records(RunDir(run_dir))}
 
 
 def pixels(data: bytes) -> np.ndarray:

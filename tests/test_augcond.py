@@ -18,9 +18,10 @@ from test_lar import make_image_folder
 from synthset.errors import SynthsetError
 from synthset.generation import augment
 from synthset.generation.augment import Augmentation, parse_cond_aug, parse_name
-from synthset.generation.plan import PLAN_FILE, plan_run
+from synthset.generation.plan import plan_run
 from synthset.generation.runner import generate_run
 from synthset.recipe import load_recipe
+from synthset.run.paths import PLAN_FILE, RunDir
 
 ALL_AUGMENTATIONS = {
     "none": 1, "pixel_mixup": 1, "pixel_cutmix": 1, "embed_mixup": 1, "embed_cutmix+dropout": 1, "dropout": 1,
@@ -127,13 +128,13 @@ def test_augcond_is_byte_identical_on_one_and_two_processes(write_recipe, tmp_pa
 
 
 def test_fewshot_conditioning_never_leaves_the_k_shots(write_recipe, tmp_path: Path):
-    from synthset.generation.shots import read_shots
+    from synthset.run.shots import read_shots
 
     recipe = load_recipe(
         augcond_recipe(write_recipe, tmp_path, "fs", shots=2, augcond={"augmentations": ALL_AUGMENTATIONS})
     )
     plan_run(recipe)
-    shots = read_shots(recipe.run_dir, "augcond")
+    shots = read_shots(RunDir(recipe.run_dir), "augcond")
     plan = pq.read_table(recipe.run_dir / PLAN_FILE)
     for row in plan.to_pylist():
         assert set(row["cond_images"]) <= set(shots[row["label"]])

@@ -13,10 +13,10 @@ from PIL import Image
 from synthset.builders.assemble import build_dataset
 from synthset.errors import SynthsetError
 from synthset.fsutil import sha256_file
-from synthset.generation.manifest import shard_file
 from synthset.generation.plan import plan_run
 from synthset.generation.runner import generate_run
 from synthset.recipe import load_recipe
+from synthset.run.paths import RunDir
 
 TWO_CONFIGS = {
     "configs": [
@@ -60,7 +60,7 @@ def test_load_dataset_reads_the_built_directory(built_run):
 def test_published_files_are_the_shards_not_copies(built_run):
     run_dir, dataset_dir, _ = built_run
     published = dataset_dir / "naive" / "train-00001-of-00003.parquet"
-    assert os.path.samefile(published, shard_file(run_dir, "naive/train-b0-00001"))
+    assert os.path.samefile(published, RunDir(run_dir).shard_file("naive/train-b0-00001"))
     assert (dataset_dir / "recipe.lock.yaml").read_bytes() == (run_dir / "recipe.lock.yaml").read_bytes()
 
 
@@ -90,10 +90,14 @@ def test_build_is_idempotent(built_run):
 def test_build_refuses_an_unfinished_run(write_recipe):
     recipe = load_recipe(write_recipe())
     plan_run(recipe)
-    with pytest.raises(SynthsetError, match=r"3 of 3 shards are not finished \(first: naive/train-b0-00000\)"):
+    with pytest.raises(
+        SynthsetError, match=r"3 of 3 shards are not finished \(first: naive/train-b0-00000: no record\)"
+    ):
         build_dataset(recipe.run_dir)
     generate_run(recipe.run_dir)
-    shard_file(recipe.run_dir, "naive/train-b0-00002").write_bytes(b"not parquet")
-    with pytest.raises(SynthsetError, match=r"1 of 3 shards are not finished \(first: naive/train-b0-00002\)"):
+    RunDir(recipe.run_dir).shard_file("naive/train-b0-00002").write_bytes(b"not parquet")
+    with pytest.raises(
+        SynthsetError, match=r"1 of 3 shards are not finished \(first: naive/train-b0-00002: size \d+ != recorded \d+\)"
+    ):
         build_dataset(recipe.run_dir)
     assert not (Path(recipe.run_dir) / "dataset").exists()

@@ -21,10 +21,11 @@ from synthset.builders.validate import validate_run
 from synthset.cli import main
 from synthset.errors import SynthsetError
 from synthset.fsutil import sha256_file
-from synthset.generation.manifest import read_records, record_file, shard_file
 from synthset.generation.plan import plan_run
 from synthset.generation.runner import generate_run
 from synthset.recipe import load_recipe
+from synthset.run.paths import RunDir
+from synthset.run.records import read_records
 
 
 def make_run(write_recipe, changes, filename="recipe.yaml"):
@@ -146,7 +147,7 @@ def one_config(name: str, **extra) -> dict:
         (one_config("mine"), "configs[0].name: synth_imagenet names each config after its strategy"),
         ({"builder": "synth_fewshot"}, "configs[0].name: synth_fewshot configs are named <dataset>_<k>shot"),
         ({"builder": "synth_fewshot", **one_config("dtd_4shot")}, "needs classes.set: dtd"),
-        (one_config("naive", bands=7), "'naive_7x' is not a config of SynthImagenet"),
+        (one_config("naive", bands=7), "'naive_7x' is not a config of synth_imagenet"),
     ],
 )
 def test_recipes_a_builder_cannot_make_are_refused_before_any_work(write_recipe, changes, message):
@@ -169,7 +170,7 @@ def test_validate_finds_a_bad_image_even_when_the_checksum_was_updated(write_rec
 
     # Rewrite one shard with a broken image and a matching record: only decoding can catch it.
     name = "naive/train-b0-00001"
-    path = shard_file(recipe.run_dir, name)
+    path = RunDir(recipe.run_dir).shard_file(name)
     table = pq.read_table(path)
     images = table.column("image").to_pylist()
     images[2] = {"bytes": b"\x89PNG broken", "path": None}
@@ -179,10 +180,10 @@ def test_validate_finds_a_bad_image_even_when_the_checksum_was_updated(write_rec
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     path.write_bytes(buffer.getvalue())
-    record = json.loads(record_file(recipe.run_dir, name).read_text())
+    record = json.loads(RunDir(recipe.run_dir).record_file(name).read_text())
     record.update(sha256=sha256_file(path), bytes=path.stat().st_size)
-    record_file(recipe.run_dir, name).write_text(json.dumps(record))
-    assert name in read_records(recipe.run_dir)
+    RunDir(recipe.run_dir).record_file(name).write_text(json.dumps(record))
+    assert name in read_records(RunDir(recipe.run_dir))
 
     reports = validate_run(recipe.run_dir)
     assert [r.problems for r in reports] == [["naive/0001/000003: image does not decode (UnidentifiedImageError)"]]
@@ -197,7 +198,8 @@ def test_validate_finds_a_bad_image_even_when_the_checksum_was_updated(write_rec
 def test_fewshot_draws_k_real_images_per_class_with_a_recorded_seed(write_recipe, tmp_path: Path):
     from test_lar import make_image_folder
 
-    from synthset.generation.shots import read_shots
+    from synthset.run.paths import RunDir
+    from synthset.run.shots import read_shots
 
     classes = tmp_path / "flowers.txt"
     classes.write_text("rose\ntulip\n")
@@ -209,11 +211,11 @@ def test_fewshot_draws_k_real_images_per_class_with_a_recorded_seed(write_recipe
         "real_images": {"folder": str(folder)},
     }
     recipe, _ = make_run(write_recipe, changes)
-    shots = read_shots(recipe.run_dir, "custom_2shot")
+    shots = read_shots(RunDir(recipe.run_dir), "custom_2shot")
     assert set(shots) == {0, 1} and all(len(ids) == 2 and len(set(ids)) == 2 for ids in shots.values())
     assert all(i.startswith("rose/") for i in shots[0]) and all(i.startswith("tulip/") for i in shots[1])
     plan_run(recipe)
-    assert read_shots(recipe.run_dir, "custom_2shot") == shots  # the draw is a function of the recipe
+    assert read_shots(RunDir(recipe.run_dir), "custom_2shot") == shots  # the draw is a function of the recipe
     dataset_dir, _ = build_dataset(recipe.run_dir)
     assert pq.read_table(dataset_dir / "real_shots.parquet").num_rows == 2
 

@@ -28,7 +28,10 @@ from synthset.cli import main
             {"generator": {"model": "/nonexistent/tiny-sd"}},
             "generator.model: no such model directory: '/nonexistent/tiny-sd' (model_index.json missing)",
         ),
-        ({"generator": {"model": "synthset-testing:huge-sd"}}, "generator.model: unknown tiny model 'huge-sd'"),
+        (
+            {"generator": {"model": "synthset-testing:huge-sd"}},
+            "generator.model: tiny model 'synthset-testing:huge-sd' is not built",
+        ),
     ],
 )
 def test_plan_bad_input_one_line_no_run_left(write_recipe, capsys, changes, expected):

@@ -24,10 +24,11 @@ from helpers import (
 )
 
 from synthset.errors import SynthsetError
-from synthset.generation.manifest import MANIFEST_FILE, read_records, shard_file
 from synthset.generation.plan import plan_run
 from synthset.generation.runner import assigned_shards, check_world_size, generate_run
 from synthset.recipe import load_recipe
+from synthset.run.paths import MANIFEST_FILE, RunDir
+from synthset.run.records import read_records
 
 # 3 classes x 5 images = 15 samples; shards of 6 -> 3 shards (6, 6, 3); batches of 4 -> padded batches.
 EXPECTED_IDS = {f"naive/{label:04d}/{index:06d}" for label in range(3) for index in range(5)}
@@ -50,7 +51,7 @@ def reference_run(write_recipe):
 def test_every_planned_sample_exactly_once_with_metadata(reference_run: Path):
     images = images_by_sample(reference_run)
     assert set(images) == EXPECTED_IDS
-    table = pq.read_table(shard_file(reference_run, "naive/train-b0-00000"))
+    table = pq.read_table(RunDir(reference_run).shard_file("naive/train-b0-00000"))
     assert table.num_rows == 6
     row = table.slice(0, 1).to_pylist()[0]
     assert row["prompt"] == "a photo of a tench"
@@ -112,11 +113,12 @@ def test_cpu_weights_live_in_aligned_memory(write_recipe):
     import torch
 
     from synthset.generation.diffusion import load_generator
-    from synthset.lock import read_lock
+    from synthset.run.lock import read_lock
 
     recipe = load_recipe(write_recipe({"name": "aligned"}, "aligned.yaml"))
     plan_run(recipe)
-    pipe = load_generator(read_lock(recipe.run_dir), torch.device("cpu"), show_progress=False).pipe
+    run = RunDir(recipe.run_dir)
+    pipe = load_generator(read_lock(run), torch.device("cpu"), run, show_progress=False).pipe
     modules = [c for c in pipe.components.values() if isinstance(c, torch.nn.Module)]
     tensors = [t for m in modules for t in [*m.parameters(), *m.buffers()]]
     assert len(modules) == 3 and len(tensors) > 100
@@ -137,7 +139,7 @@ def test_two_processes_give_byte_identical_shards(reference_run: Path, write_rec
     )
     assert launched.returncode == 0, launched.stderr[-2000:]
     assert "rank 0/2" in launched.stdout and "rank 1/2" in launched.stdout
-    records = read_records(run_dir)
+    records = read_records(RunDir(run_dir))
     assert {r.rank for r in records.values()} == {0, 1}
     assert {r.world_size for r in records.values()} == {2}
     assert images_by_sample(run_dir) == images_by_sample(reference_run)
@@ -170,11 +172,11 @@ def test_sigkill_then_resume_equals_uninterrupted_run(reference_run: Path, write
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 120
-    while len(read_records(recipe.run_dir)) < 2 and time.monotonic() < deadline and process.poll() is None:
+    while len(read_records(RunDir(recipe.run_dir))) < 2 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    finished = len(read_records(recipe.run_dir))
+    finished = len(read_records(RunDir(recipe.run_dir)))
     assert 2 <= finished < 8, f"the kill should land part-way, found {finished} finished shards"
 
     summary = generate_run(recipe.run_dir)
@@ -187,7 +189,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(reference_run: Path, write
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_corrupted_shard_is_detected_and_regenerated(reference_run: Path, damage: str):
     before = shard_hashes(reference_run)
-    path = shard_file(reference_run, "naive/train-b0-00001")
+    path = RunDir(reference_run).shard_file("naive/train-b0-00001")
     data = bytearray(path.read_bytes())
     if damage == "flip":
         data[len(data) // 2] ^= 0xFF
@@ -208,9 +210,9 @@ def test_recorded_shards_are_checked_while_fresh_ones_are_made(reference_run: Pa
     from synthset.generation import diffusion, runner
 
     before = shard_hashes(reference_run)
-    broken = shard_file(reference_run, "naive/train-b0-00000")
+    broken = RunDir(reference_run).shard_file("naive/train-b0-00000")
     broken.write_bytes(broken.read_bytes()[:-100])
-    shard_file(reference_run, "naive/train-b0-00002").unlink()
+    RunDir(reference_run).shard_file("naive/train-b0-00002").unlink()
     (reference_run / "shards" / "naive" / "train-b0-00002.json").unlink()
 
     generating = threading.Event()
@@ -274,7 +276,7 @@ def test_storage_resize_format_and_row_groups(write_recipe):
         {"name": "stored", "storage": {"format": "webp", "quality": 80, "resize": 16, "row_group_size": 4}},
         "stored.yaml",
     )
-    shard = pq.ParquetFile(shard_file(run_dir, "naive/train-b0-00000"))
+    shard = pq.ParquetFile(RunDir(run_dir).shard_file("naive/train-b0-00000"))
     assert [shard.metadata.row_group(i).num_rows for i in range(shard.metadata.num_row_groups)] == [4, 2]
     from PIL import Image
 

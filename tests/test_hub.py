@@ -32,6 +32,7 @@ from synthset.generation.plan import plan_run
 from synthset.generation.runner import generate_run
 from synthset.hub import build_manifest
 from synthset.recipe import load_recipe
+from synthset.run.paths import RunDir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_test_token"  # alice's token on the loopback server; alice belongs to org
@@ -162,7 +163,7 @@ def lfs_files(run_dir: Path) -> dict[str, int]:
 def test_manifest_takes_shard_hashes_from_records_unless_the_file_changed(runs, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(runs["v1"], run)  # copytree breaks the hard links: re-link one shard as build does
-    files = {e["path"]: e for e in build_manifest(run)["files"]}
+    files = {e["path"]: e for e in build_manifest(RunDir(run))["files"]}
     assert set(files) == set(dataset_files(runs["v1"])) - {"manifest.json"}
     for path, entry in files.items():
         assert entry["sha256"] == hashlib.sha256((run / "dataset" / path).read_bytes()).hexdigest()
@@ -175,13 +176,17 @@ def test_manifest_takes_shard_hashes_from_records_unless_the_file_changed(runs, 
     published.unlink()
     os.link(shard, published)
     os.utime(shard.with_suffix(".json"))  # the record is written after its shard
-    entry = {e["path"]: e for e in build_manifest(run)["files"]}[published.relative_to(run / "dataset").as_posix()]
+    entry = {e["path"]: e for e in build_manifest(RunDir(run))["files"]}[
+        published.relative_to(run / "dataset").as_posix()
+    ]
     assert entry["shard"] == shard.relative_to(run / "shards").with_suffix("").as_posix()  # the record's hash
 
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))  # changed in place after its record: same inode, same size
-    entry = {e["path"]: e for e in build_manifest(run)["files"]}[published.relative_to(run / "dataset").as_posix()]
+    entry = {e["path"]: e for e in build_manifest(RunDir(run))["files"]}[
+        published.relative_to(run / "dataset").as_posix()
+    ]
     assert "shard" not in entry and entry["sha256"] == hashlib.sha256(data).hexdigest()
 
 

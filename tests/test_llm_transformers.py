@@ -174,7 +174,10 @@ def test_make_backend_one_line_errors(tmp_path: Path):
     cases = {
         str(tmp_path / "no-such-model"): r"^prompts.llm.model: no such model directory: '.*no-such-model'$",
         str(tmp_path): r"^prompts.llm.model: not a transformers model directory: .* \(no config.json\)$",
-        "synthset-testing:tiny-nope": r"^prompts.llm.model: unknown tiny model 'tiny-nope' \(known: .*tiny-lm.*\)$",
+        "synthset-testing:tiny-nope": (
+            r"^prompts.llm.model: tiny model 'synthset-testing:tiny-nope' is not built in .* "
+            r"\(run `synthset tiny-models`"
+        ),
         "./relative/missing": r"^prompts.llm.model: no such model directory: 'relative/missing'$",
     }
     for model, pattern in cases.items():

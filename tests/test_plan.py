@@ -6,10 +6,12 @@ import datasets
 import pyarrow.parquet as pq
 import yaml
 
-from synthset.generation.plan import PLAN_FILE, plan_run, sample_seed
-from synthset.generation.runner import plan_shard_names
-from synthset.lock import read_lock
+from synthset.generation.plan import plan_run
 from synthset.recipe import load_recipe
+from synthset.run.ids import sample_seed
+from synthset.run.lock import read_lock
+from synthset.run.paths import PLAN_FILE, RunDir
+from synthset.run.plan import plan_shard_names
 
 
 def test_plan_rows_ids_seeds_and_shards(write_recipe):
@@ -56,7 +58,7 @@ def test_plan_is_a_datasets_table_with_class_labels(write_recipe):
 def test_lock_pins_model_and_versions(write_recipe):
     recipe = load_recipe(write_recipe())
     plan_run(recipe)
-    lock = read_lock(recipe.run_dir)
+    lock = read_lock(RunDir(recipe.run_dir))
     assert lock.model.source == "local"
     assert lock.model.revision.startswith("sha256:") and len(lock.model.revision) == 7 + 64
     assert lock.recipe == recipe

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-from synthset.builders import builder_class
 from synthset.builders.assemble import build_dataset
 from synthset.generation.plan import plan_run
 from synthset.generation.runner import generate_run
 from synthset.recipe import load_recipe
+from synthset.run.families import check_family
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 
@@ -24,7 +24,7 @@ def test_the_shipped_recipes_are_there():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_recipe_is_valid_for_its_builder(path: Path):
     recipe = load_recipe(path)
-    builder_class(recipe.builder).check_recipe(recipe)
+    check_family(recipe)
 
 
 @pytest.mark.parametrize(("name", "images"), [("demo-lt.yaml", 20 * 10 - 100), ("demo-fewshot.yaml", 40)])

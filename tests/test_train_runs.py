@@ -25,6 +25,7 @@ from PIL import Image
 
 from synthset.cli import main
 from synthset.errors import SynthsetError
+from synthset.run.paths import RunDir
 from synthset.train.config import train_config_from_dict
 from synthset.train.data import ImageSettings, MixedRows, eval_transform, load_split
 from synthset.train.results import format_table
@@ -165,7 +166,7 @@ def test_tiny_cnn_learns_with_aux_bn_through_the_cli(squares, tmp_path, capsys):
 
     stored = json.loads((card_run / "dataset" / "evaluation" / "run.json").read_text())
     assert stored["eval"] == results["eval"]
-    assert evaluation_tables(card_run / "dataset") == [("run", format_table(results))]
+    assert evaluation_tables(RunDir(card_run)) == [("run", format_table(results))]
 
 
 def _state(output: Path, epoch: int) -> dict[str, Any]:
@@ -255,7 +256,8 @@ def test_few_shot_probe_swaps_at_p_and_resumes_per_trial(squares, tmp_path, monk
 
 def test_few_shot_probe_trains_on_the_recorded_real_shots(squares, tmp_path):
     """With few_shot.real_shots the head sees exactly the real images a synthset few-shot set was made from."""
-    from synthset.generation.shots import write_shots
+    from synthset.run.paths import RunDir
+    from synthset.run.shots import write_shots
 
     torch.manual_seed(0)
     weights = tmp_path / "backbone.pth"
@@ -268,7 +270,7 @@ def test_few_shot_probe_trains_on_the_recorded_real_shots(squares, tmp_path):
          "real_ids": [f"{source}:train:{int(starts[c + 1]) - 1 - i}" for i in range(k)]}
         for k in (1, 4) for c, name in enumerate(COLOURS)
     ]  # fmt: skip
-    write_shots(tmp_path / "dataset", shots)
+    write_shots(RunDir(tmp_path / "dataset"), shots)
     output = tmp_path / "fs"
     data = _config(squares, output, mode="few_shot", model={"name": "test_resnet", "weights": str(weights)})
     data.pop("train")
@@ -285,7 +287,7 @@ def test_few_shot_probe_trains_on_the_recorded_real_shots(squares, tmp_path):
 
     # A draw recorded against another label order is refused with the id at fault, before any training.
     shots[0]["real_ids"] = [f"{source}:train:45"]  # row 45 is green (1), the record says red (0)
-    write_shots(tmp_path / "dataset", shots)
+    write_shots(RunDir(tmp_path / "dataset"), shots)
     data["output_dir"] = str(tmp_path / "fs2")
     with pytest.raises(SynthsetError) as error:
         run(train_config_from_dict(data, "x"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-BUILDER_NAMES = ("synth_imagenet", "synth_imagenet_lt", "synth_fewshot")
-
 
 def builder_class(name: str):
     """The builder class of a family, imported on demand (datasets is heavy)."""

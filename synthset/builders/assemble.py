@@ -5,30 +5,34 @@ filesystems), never decoded and re-encoded: at 6x ImageNet a run is hundreds of 
 the `datasets` Features in their schema metadata. The README's YAML (`configs` with `data_files`, and
 `dataset_info` with the ClassLabel names, splits and sizes) is made with the `datasets` and
 `huggingface_hub` card classes, so the Hub and `load_dataset` parse exactly what those libraries write.
+
+A build is atomic: the new `dataset/` is assembled in a hidden sibling directory and swapped in whole,
+so a killed build leaves the previous dataset (or none) in place, never a half-linked one that
+`load_dataset` would read as a mix of configs.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from synthset.builders import builder_class
-from synthset.builders.configs import files_of, published_configs, shard_files
-from synthset.builders.features import dataset_features
-from synthset.classes.table import read_label_names
 from synthset.errors import SynthsetError
-from synthset.fsutil import atomic_path, temp_path_for, write_text_atomic
-from synthset.generation.manifest import read_records, shard_file
-from synthset.generation.plan import PLAN_FILE
-from synthset.generation.runner import plan_shard_names, read_planned_shard, shard_problem
-from synthset.generation.shots import SHOTS_FILE
-from synthset.lock import LOCK_FILE, Lock, read_lock
+from synthset.fsutil import atomic_path, replace_dir, write_text_atomic
+from synthset.run.classes_table import read_class_rows, read_label_names
+from synthset.run.families import check_family
+from synthset.run.lock import Lock, read_lock
+from synthset.run.paths import EVALUATION_DIR, README_FILE, RunDir
+from synthset.run.plan import open_plan, plan_shard_names, read_planned_shard
+from synthset.run.published import files_of, published_configs, shard_files
+from synthset.run.records import read_records, shard_problem
+from synthset.run.schema import dataset_features
 
-DATASET_DIR = "dataset"
+BUILD_PREFIX = ".dataset-build-"
 
 
 @dataclass(frozen=True)
@@ -41,50 +45,41 @@ class BuiltSplit:
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
-    """Put `source` at `target` atomically, sharing the bytes on disk when the filesystem allows it."""
-    if target.exists() and os.path.samefile(source, target):
-        return
+    """Put `source` at `target`, sharing the bytes on disk when the filesystem allows it."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(target)
-    tmp.unlink(missing_ok=True)
     try:
-        os.link(source, tmp)
+        os.link(source, target)
     except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+        shutil.copyfile(source, target)
 
 
-def check_finished(run_dir: Path, lock: Lock) -> list[str]:
+def check_finished(run: RunDir, lock: Lock) -> list[str]:
     """The plan's shard names, after checking that every one has a valid record; else a one-line error."""
-    plan = pq.ParquetFile(run_dir / PLAN_FILE)
+    plan = open_plan(run)
     names = plan_shard_names(plan)
-    records = read_records(run_dir)
-    missing = [
-        name
+    records = read_records(run)
+    problems = [
+        (name, problem)
         for i, name in enumerate(names)
-        if shard_problem(run_dir, read_planned_shard(plan, i, name), records, lock.generation_key) is not None
+        if (problem := shard_problem(run, read_planned_shard(plan, i, name), records, lock.generation_key))
     ]
-    if missing:
+    if problems:
+        name, problem = problems[0]
         raise SynthsetError(
-            f"{run_dir}: {len(missing)} of {len(names)} shards are not finished (first: {missing[0]}); "
+            f"{run}: {len(problems)} of {len(names)} shards are not finished (first: {name}: {problem}); "
             "run `synthset generate` to make them"
         )
     return names
 
 
-def link_shards(run_dir: Path, lock: Lock, names: list[str]) -> list[BuiltSplit]:
-    """Hard-link every shard to its published path, drop files no longer planned, and list each config's files."""
-    dataset_dir = run_dir / DATASET_DIR
+def link_shards(run: RunDir, lock: Lock, names: list[str], target: Path) -> list[BuiltSplit]:
+    """Hard-link every shard to its published path under `target` and list each config's files."""
     files = shard_files(lock.recipe, names)
     sizes = {}
     for file in files:
-        source = shard_file(run_dir, file.shard)
-        _link_or_copy(source, dataset_dir / file.published_path)
+        source = run.shard_file(file.shard)
+        _link_or_copy(source, target / file.published_path)
         sizes[file.shard] = (pq.ParquetFile(source).metadata.num_rows, source.stat().st_size)
-    keep = {file.published_path for file in files}
-    for stale in dataset_dir.glob("*/*.parquet"):
-        if stale.relative_to(dataset_dir).as_posix() not in keep:
-            stale.unlink()
     splits = []
     for config in published_configs(lock.recipe):
         chosen = files_of(config, files)
@@ -100,7 +95,7 @@ def link_shards(run_dir: Path, lock: Lock, names: list[str]) -> list[BuiltSplit]
     return splits
 
 
-def render_readme(lock: Lock, run_dir: Path, label_names: list[str], splits: list[BuiltSplit]) -> str:
+def render_readme(lock: Lock, run: RunDir, label_names: list[str], splits: list[BuiltSplit]) -> str:
     """The README: YAML with `configs` and `dataset_info` (written by the libraries' own classes) and a short card."""
     from datasets import DatasetInfo, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
@@ -128,7 +123,7 @@ def render_readme(lock: Lock, run_dir: Path, label_names: list[str], splits: lis
     rows = "\n".join(f"| {s.config} | {s.split} | {s.num_examples} | {len(s.files)} |" for s in splits)
     recipe = lock.recipe
     long_tail = "".join(
-        _long_tail_section(run_dir, config, len(label_names)) for config in recipe.configs if config.fill_up
+        _long_tail_section(run, config, len(label_names)) for config in recipe.configs if config.fill_up
     )
     body = f"""
 # {recipe.name}
@@ -152,17 +147,18 @@ ds = load_dataset("<this repo or directory>", "{configs[0]}", split="train")
     return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n{body}").content
 
 
-def _long_tail_section(run_dir: Path, config, num_classes: int) -> str:
+def _long_tail_section(run: RunDir, config, num_classes: int) -> str:
     """Many (> 100 real images) / medium / few (< 20) buckets of a fill-up config's real class counts."""
     from synthset.classes.longtail import bucket_table, read_train_list_counts
 
     real = read_train_list_counts(config.fill_up.train_list, num_classes)
-    classes = pq.read_table(run_dir / "classes.parquet", columns=["label", "selected"]).to_pylist()
+    classes = read_class_rows(run, ["label", "selected"])
     selected = {row["label"]: real[row["label"]] for row in classes if row["selected"]}
     synthetic: dict[int, int] = {}
-    for row in pq.read_table(run_dir / PLAN_FILE, columns=["config", "label"]).to_pylist():
-        if row["config"] == config.name:
-            synthetic[row["label"]] = synthetic.get(row["label"], 0) + 1
+    for batch in open_plan(run).iter_batches(columns=["config", "label"]):
+        for row in batch.to_pylist():
+            if row["config"] == config.name:
+                synthetic[row["label"]] = synthetic.get(row["label"], 0) + 1
     lines = "\n".join(f"| {b} | {n} | {r} | {s} |" for b, n, r, s in bucket_table(selected, synthetic))
     return f"""
 ## {config.name}: fill-up to {config.fill_up.target} images per class
@@ -173,25 +169,51 @@ def _long_tail_section(run_dir: Path, config, num_classes: int) -> str:
 """
 
 
-def build_dataset(run_dir: Path) -> tuple[Path, list[BuiltSplit]]:
+def _carry_over(previous: Path, target: Path) -> None:
+    """Keep what a later stage added to the previous build and a rebuild cannot remake: training results."""
+    evaluation = previous / EVALUATION_DIR
+    if evaluation.is_dir():
+        shutil.copytree(evaluation, target / EVALUATION_DIR)
+
+
+def _remove_stale_builds(run: RunDir) -> None:
+    """Delete build directories of killed builds (their pid no longer runs on this host)."""
+    from synthset.fsutil import owner_is_dead
+
+    for stale in run.root.glob(f"{BUILD_PREFIX}*"):
+        if owner_is_dead(stale.name.removeprefix(BUILD_PREFIX)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]:
     """Assemble `dataset/` from a fully generated run; refuses while any shard is missing or corrupt."""
-    lock = read_lock(run_dir)
-    builder_class(lock.recipe.builder).check_recipe(lock.recipe)
-    names = check_finished(run_dir, lock)
+    run = RunDir.planned(run_dir)
+    lock = read_lock(run)
+    check_family(lock.recipe)
+    names = check_finished(run, lock)
     from synthset.builders.validate import validate_run
 
-    failed = [report for report in validate_run(run_dir) if not report.ok]
+    failed = [report for report in validate_run(run) if not report.ok]
     if failed:
         raise SynthsetError(
-            f"{run_dir}: validation failed for {failed[0].config}/{failed[0].split}: {failed[0].problems[0]} "
-            f"(`synthset validate {run_dir}` lists every problem)"
+            f"{run}: validation failed for {failed[0].config}/{failed[0].split}: {failed[0].problems[0]} "
+            f"(`synthset validate {run}` lists every problem)"
         )
-    label_names = read_label_names(run_dir)
-    splits = link_shards(run_dir, lock, names)
-    dataset_dir = run_dir / DATASET_DIR
-    for side_file in (LOCK_FILE, SHOTS_FILE):  # the k-shot real image ids travel with a few-shot dataset
-        if (run_dir / side_file).is_file():
-            with atomic_path(dataset_dir / side_file) as tmp:
-                shutil.copyfile(run_dir / side_file, tmp)
-    write_text_atomic(dataset_dir / "README.md", render_readme(lock, run_dir, label_names, splits))
-    return dataset_dir, splits
+    label_names = read_label_names(run)
+    _remove_stale_builds(run)
+    from synthset.fsutil import owner_token
+
+    target = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{owner_token()}-", dir=run.root))
+    try:
+        splits = link_shards(run, lock, names, target)
+        for side_file in (run.lock_file, run.shots_file):  # the k-shot real image ids travel with few-shot data
+            if side_file.is_file():
+                with atomic_path(target / side_file.name) as tmp:
+                    shutil.copyfile(side_file, tmp)
+        if run.dataset_dir.is_dir():
+            _carry_over(run.dataset_dir, target)
+        write_text_atomic(target / README_FILE, render_readme(lock, run, label_names, splits))
+        replace_dir(target, run.dataset_dir)
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+    return run.dataset_dir, splits

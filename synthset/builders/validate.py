@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from synthset.classes.table import read_label_names
-from synthset.generation.manifest import read_records, shard_file
-from synthset.generation.plan import PLAN_FILE
-from synthset.lock import read_lock
+from synthset.run.classes_table import read_label_names
+from synthset.run.lock import read_lock
+from synthset.run.paths import RunDir
+from synthset.run.plan import open_plan
+from synthset.run.records import read_records
 
 MAX_PROBLEMS_LISTED = 5
 
@@ -57,14 +58,15 @@ def _image_problem(data: bytes, expected: tuple[int, int]) -> str | None:
     return None if size == expected else f"is {size[0]}x{size[1]}, expected {expected[0]}x{expected[1]}"
 
 
-def validate_run(run_dir: Path) -> list[ConfigReport]:
+def validate_run(run_dir: str | Path | RunDir) -> list[ConfigReport]:
     from tqdm.auto import tqdm
 
-    lock = read_lock(run_dir)
+    run = RunDir.planned(run_dir)
+    lock = read_lock(run)
     recipe = lock.recipe
-    num_classes = len(read_label_names(run_dir))
+    num_classes = len(read_label_names(run))
     expected_size = expected_image_size(recipe.generator.width, recipe.generator.height, recipe.storage.resize)
-    plan = pq.ParquetFile(run_dir / PLAN_FILE)
+    plan = open_plan(run)
     planned: dict[tuple[str, str], Counter] = {}
     planned_ids: dict[tuple[str, str], set[str]] = {}
     for batch in plan.iter_batches(columns=["sample_id", "config", "split", "label"]):
@@ -75,9 +77,9 @@ def validate_run(run_dir: Path) -> list[ConfigReport]:
     reports = {key: ConfigReport(key[0], key[1], planned=sum(c.values())) for key, c in planned.items()}
     found: dict[tuple[str, str], Counter] = {key: Counter() for key in planned}
     seen: set[str] = set()
-    records = read_records(run_dir)
+    records = read_records(run)
     for name in tqdm(sorted(records), desc="validate", unit="shard"):
-        path = shard_file(run_dir, name)
+        path = run.shard_file(name)
         if not path.is_file():
             continue
         for batch in pq.ParquetFile(path).iter_batches(columns=["sample_id", "config", "split", "label", "image"]):

@@ -24,7 +24,6 @@ import pyarrow.parquet as pq
 
 from synthset.errors import SynthsetError, first_line
 
-TESTING_SCHEME = "synthset-testing:"
 CLASS_PROMPT = "a photo of a {class_name}"
 
 
@@ -71,37 +70,14 @@ class _Clip:
     info: ClipModelInfo
 
 
-def _open_clip_name(model: str) -> tuple[str, str | None]:
-    """(name for open_clip, local directory if any): synthset-testing:<name> and plain dirs become local-dir:."""
-    if model.startswith(TESTING_SCHEME):
-        from synthset import testing
-
-        local = Path(testing.tiny_model_path(model.removeprefix(TESTING_SCHEME)))
-        return f"local-dir:{local}", str(local)
-    if model.startswith("local-dir:"):
-        return model, model.removeprefix("local-dir:")
-    if Path(model).expanduser().is_dir():
-        local = Path(model).expanduser().resolve()
-        return f"local-dir:{local}", str(local)
-    return model, None
-
-
-def _model_revision(name: str, local: str | None, pretrained: str | None) -> str:
+def _model_revision(name: str, local: Path | None, pretrained: str | None) -> str:
     """A pin for the card: a tree hash for a local dir, the Hub commit for hf-hub:, else the pretrained tag."""
-    if local is not None:
-        from synthset.fsutil import sha256_tree
+    from synthset.models import open_clip_revision
 
-        return "sha256:" + sha256_tree(Path(local))
-    if name.startswith("hf-hub:"):
-        from huggingface_hub import HfApi
-
-        try:
-            return HfApi().model_info(name.removeprefix("hf-hub:")).sha or "unknown"
-        except Exception as error:  # noqa: BLE001 - the figures stay valid; only the pin is unknown
-            return f"unknown ({first_line(error)})"
-    import open_clip
-
-    return f"open_clip {open_clip.__version__} pretrained={pretrained}"
+    try:
+        return open_clip_revision(name, local, pretrained)
+    except SynthsetError as error:  # the figures stay valid; only the pin is unknown
+        return f"unknown ({error})"
 
 
 def load_clip(model: str, pretrained: str | None = None) -> _Clip:
@@ -109,11 +85,11 @@ def load_clip(model: str, pretrained: str | None = None) -> _Clip:
     or synthset-testing:<tiny model>; a failure is one line naming the model."""
     import open_clip
 
-    name, local = _open_clip_name(model)
+    from synthset.models import open_clip_reference
+
+    name, pretrained, local = open_clip_reference(model, pretrained, "--clip-model")
     try:
-        clip, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=None if local or name.startswith("hf-hub:") else pretrained
-        )
+        clip, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
         tokenizer = open_clip.get_tokenizer(name)
     except Exception as error:  # noqa: BLE001 - unknown name, missing dir, no network: one line
         raise SynthsetError(f"--clip-model: cannot load {model!r}: {first_line(error)}") from None

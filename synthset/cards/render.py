@@ -18,18 +18,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from synthset.cards.grid import SAMPLES_FILE, write_sample_grid
 from synthset.cards.license import License, resolve_license
 from synthset.cards.quality import ClipModelInfo, QualityFigures, quality_figures
 from synthset.cards.stats import ConfigStats, collect_stats, config_data_files, size_category, unique_rows
 from synthset.errors import SynthsetError
 from synthset.fsutil import write_text_atomic
+from synthset.run.lock import read_lock_data
+from synthset.run.paths import README_FILE as README
+from synthset.run.paths import RunDir
 
-DATASET_DIR = "dataset"
-README = "README.md"
-LOCK_FILE = "recipe.lock.yaml"
 CARD_MARKER = "<!-- synthset-card provenance={provenance} -->"
 BUILD_START, BUILD_END = "<!-- synthset-build:start -->", "<!-- synthset-build:end -->"
 REPO_PLACEHOLDER = "ORG/NAME"
@@ -53,14 +51,6 @@ class CardResult:
 def card_marker(provenance: str) -> str:
     """The line that tells `synthset push` the README is this run's rendered card, not build's stub."""
     return CARD_MARKER.format(provenance=provenance)
-
-
-def read_lock_data(run_dir: Path) -> dict[str, Any]:
-    """The lock as plain data: the card reads it field by field so that new recipe keys never break it."""
-    path = run_dir / LOCK_FILE
-    if not path.is_file():
-        raise SynthsetError(f"{run_dir}: not a planned run directory ({LOCK_FILE} missing; run `synthset plan` first)")
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def _human_bytes(size: float) -> str:
@@ -113,26 +103,25 @@ def _describe_llm(recipe: dict[str, Any], resolved: dict[str, Any]) -> str:
     )
 
 
-def _lar_sources(run_dir: Path) -> str:
+def _lar_sources(run: RunDir) -> str:
     """How LAR chose each class's meaning, counted from classes.parquet (`lar_source`)."""
     import pyarrow.parquet as pq
 
-    path = run_dir / "classes.parquet"
     try:
-        table = pq.read_table(path, columns=["selected", "lar_source"]).to_pydict()
+        table = pq.read_table(run.classes_file, columns=["selected", "lar_source"]).to_pydict()
     except (OSError, KeyError, ValueError):  # an older run without the column: say nothing
         return ""
     counts = Counter(s for s, chosen in zip(table["lar_source"], table["selected"], strict=True) if chosen and s)
     return ", ".join(f"{n} {LAR_SOURCES.get(source, source)}" for source, n in sorted(counts.items()))
 
 
-def _describe_lar(recipe: dict[str, Any], resolved: dict[str, Any], run_dir: Path) -> str | None:
+def _describe_lar(recipe: dict[str, Any], resolved: dict[str, Any], run: RunDir) -> str | None:
     strategies = {c.get("strategy", "") for c in recipe.get("configs") or []}
     if not any(s.startswith("lar") for s in strategies):
         return None
     pinned = _pinned(resolved, "clip")
     clip = f"`{pinned['model']}` at revision `{pinned['revision']}`" if pinned else "no CLIP scoring (no real images)"
-    sources = _lar_sources(run_dir)
+    sources = _lar_sources(run)
     return clip + (f"; classes: {sources}" if sources else "")
 
 
@@ -156,7 +145,7 @@ def _card_data(
 
 
 def render_card(
-    run_dir: Path,
+    run: RunDir,
     license: License,
     stats: list[ConfigStats],
     quality: tuple[ClipModelInfo, list[QualityFigures]] | None = None,
@@ -165,8 +154,8 @@ def render_card(
     """The README text; `configs`/`dataset_info` come from the README that `synthset build` wrote."""
     from huggingface_hub import DatasetCard
 
-    dataset_dir = run_dir / DATASET_DIR
-    lock = read_lock_data(run_dir)
+    dataset_dir = run.dataset_dir
+    lock = read_lock_data(run)
     recipe, resolved = lock["recipe"], lock.get("resolved") or {}
     readme_text = (dataset_dir / README).read_text(encoding="utf-8")
     base = DatasetCard(readme_text).data.to_dict()
@@ -229,7 +218,7 @@ def render_card(
         + (f"resized to {storage['resize']} px, " if storage.get("resize") else "at the generated size, ")
         + f"{storage.get('shard_size')} images per Parquet shard",
         llm=_describe_llm(recipe, resolved),
-        lar_clip=_describe_lar(recipe, resolved, run_dir),
+        lar_clip=_describe_lar(recipe, resolved, run),
         quality_clip=f"`{clip_info.name}` at revision `{clip_info.revision}`" if clip_info else "not computed",
         quality_clip_name=clip_info.name if clip_info else "",
         quality=figures,
@@ -240,7 +229,7 @@ def render_card(
         run_dir=f"{recipe.get('output_dir', 'runs')}/{recipe['name']}",
         prompt_examples=examples,
         builder_sections=builder_sections(readme_text),
-        evaluations=evaluation_tables(dataset_dir),
+        evaluations=evaluation_tables(run),
         build_start=BUILD_START,
         build_end=BUILD_END,
     )
@@ -248,17 +237,14 @@ def render_card(
     return card.content
 
 
-EVALUATION_DIR = "evaluation"
-
-
-def evaluation_tables(dataset_dir: Path) -> list[tuple[str, str]]:
+def evaluation_tables(run: RunDir) -> list[tuple[str, str]]:
     """(name, table) for every `synthset train --to-card` results file stored beside the dataset."""
     import json
 
     from synthset.train.results import format_table
 
     tables = []
-    for path in sorted((dataset_dir / EVALUATION_DIR).glob("*.json")):
+    for path in sorted(run.evaluation_dir.glob("*.json")):
         tables.append((path.stem, format_table(json.loads(path.read_text(encoding="utf-8")))))
     return tables
 
@@ -275,7 +261,7 @@ def _check_round_trip(content: str, base: dict[str, Any]) -> None:
 
 
 def write_card(
-    run_dir: Path,
+    run_dir: str | Path | RunDir,
     license: str | None = None,
     repo_id: str | None = None,
     clip_model: str | None = None,
@@ -285,11 +271,11 @@ def write_card(
     """Render `dataset/README.md` and `dataset/samples.jpg` for a built run (both written atomically)."""
     from huggingface_hub import DatasetCard
 
-    run_dir = Path(run_dir)
-    dataset_dir = run_dir / DATASET_DIR
-    lock = read_lock_data(run_dir)
-    if not (dataset_dir / README).is_file():
-        raise SynthsetError(f"{run_dir}: no {DATASET_DIR}/{README}; run `synthset build {run_dir}` first")
+    run = RunDir.at(run_dir)
+    dataset_dir = run.dataset_dir
+    lock = read_lock_data(run)
+    if not run.dataset_readme.is_file():
+        raise SynthsetError(f"{run}: no {dataset_dir.name}/{README}; run `synthset build {run}` first")
     chosen = resolve_license(lock, license)
     data_files = config_data_files(DatasetCard.load(dataset_dir / README).data.to_dict())
     stats = collect_stats(dataset_dir, data_files)
@@ -297,7 +283,7 @@ def write_card(
     if clip_model:
         quality = quality_figures(dataset_dir, data_files, clip_model, clip_pretrained, quality_per_class)
     samples = write_sample_grid(dataset_dir, data_files)
-    content = render_card(run_dir, chosen, stats, quality, repo_id)
+    content = render_card(run, chosen, stats, quality, repo_id)
     write_text_atomic(dataset_dir / README, content)
     return CardResult(dataset_dir / README, samples, chosen, stats, quality[1] if quality else None)
 

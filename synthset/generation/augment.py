@@ -22,11 +22,13 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from synthset.recipe import AUGMENTATION_BASES, check_augmentation_name
+
 if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
 
-BASES = ("none", "pixel_mixup", "pixel_cutmix", "embed_mixup", "embed_cutmix", "dropout")
+BASES = AUGMENTATION_BASES
 PAIRED = ("pixel_mixup", "pixel_cutmix", "embed_mixup", "embed_cutmix")
 CROP_SIZE = 224
 _PARAMETERS = re.compile(
@@ -60,10 +62,7 @@ class Augmentation:
 
 def parse_name(name: str, alpha: float, p: float) -> Augmentation:
     """`embed_cutmix+dropout` -> Augmentation; raises ValueError naming the unknown part."""
-    base, _, extra = name.partition("+")
-    if base not in BASES or extra not in ("", "dropout"):
-        raise ValueError(f"unknown augmentation {name!r} (known: {', '.join(BASES)}, each optionally +dropout)")
-    dropout = base == "dropout" or extra == "dropout"
+    base, dropout = check_augmentation_name(name)
     # Parameters that play no part keep their defaults, so equal augmentations compare equal.
     return Augmentation(base, dropout, alpha=alpha if base in PAIRED else 1.0, p=p if dropout else 0.4)
 

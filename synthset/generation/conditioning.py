@@ -10,7 +10,6 @@ on an image outside its k shots would leak data, so it is refused, not logged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthset.errors import SynthsetError
@@ -20,7 +19,8 @@ if TYPE_CHECKING:
     import torch
 
     from synthset.generation.real_images import RealImageSource
-    from synthset.lock import Lock
+    from synthset.run.lock import Lock
+    from synthset.run.paths import RunDir
 
 _LAMBDA_STREAM = 1  # numpy stream of a sample's seed that draws lam
 _DROPOUT_STREAM = 0x5EED  # xor'ed into the seed for the dropout mask's torch.Generator
@@ -88,11 +88,11 @@ class Conditioner:
         return torch.stack([embedding for embedding, _ in pairs]), [lam for _, lam in pairs]
 
 
-def make_conditioner(pipe: Any, lock: Lock, run_dir: Path) -> Conditioner:
+def make_conditioner(pipe: Any, lock: Lock, run: RunDir) -> Conditioner:
     """The conditioner of an augcond run: its real-image source and each config's allowed pools."""
     from synthset.classes import load_class_set
     from synthset.generation.real_images import open_real_images
-    from synthset.generation.shots import read_shots
+    from synthset.run.shots import read_shots
 
     recipe = lock.recipe
     if recipe.real_images is None:
@@ -102,7 +102,7 @@ def make_conditioner(pipe: Any, lock: Lock, run_dir: Path) -> Conditioner:
     pools: dict[str, dict[int, set[str]]] = {}
     for config in recipe.configs:
         if config.shots is not None:
-            pools[config.name] = {label: set(ids) for label, ids in read_shots(run_dir, config.name).items()}
+            pools[config.name] = {label: set(ids) for label, ids in read_shots(run, config.name).items()}
         else:
             pools[config.name] = {info.label: set(source.ids_for(info.label)) for info in classes}
     return Conditioner(pipe, source, pools)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthset.errors import SynthsetError
@@ -21,8 +20,9 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
     from synthset.generation.conditioning import Conditioner
-    from synthset.lock import Lock
     from synthset.recipe import GeneratorSpec
+    from synthset.run.lock import Lock
+    from synthset.run.paths import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +69,7 @@ def choose_dtype(requested: str, device: torch.device) -> str:
     return requested
 
 
-def load_generator(
-    lock: Lock, device: torch.device, show_progress: bool = True, run_dir: Path | None = None
-) -> LoadedGenerator:
+def load_generator(lock: Lock, device: torch.device, run: RunDir, show_progress: bool = True) -> LoadedGenerator:
     """Load the locked model; only the main process shows the libraries' loading bars."""
     import diffusers
     import torch
@@ -114,7 +112,7 @@ def load_generator(
             )
         from synthset.generation.conditioning import make_conditioner
 
-        conditioner = make_conditioner(pipe, lock, run_dir or Path("."))
+        conditioner = make_conditioner(pipe, lock, run)
     return LoadedGenerator(pipe, spec, device, dtype, attention, type(pipe.scheduler).__name__, conditioner)
 
 

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from synthset.builders.features import CD_ASPECTS
 from synthset.generation import vocabulary
+from synthset.run.schema import CD_ASPECTS
 
 if TYPE_CHECKING:
     from synthset.generation.llm import LLMCache

@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthset.classes.imagenet import synsets_sharing_a_lemma, wordnet_glosses
 from synthset.errors import SynthsetError, first_line
+from synthset.models import open_clip_reference
+from synthset.run.classes_table import LARResult
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -30,14 +31,6 @@ if TYPE_CHECKING:
     from synthset.recipe import LARSpec
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LARResult:
-    candidates: list[str]
-    scores: list[float] | None
-    meaning: str | None
-    source: str  # scored | single | no-real-images | no-candidates
 
 
 @dataclass
@@ -72,17 +65,8 @@ class ClipScorer:
 
 def open_clip_identifier(spec: LARSpec) -> tuple[str, str | None]:
     """(model name for open_clip, pretrained tag): tiny test models and local directories as `local-dir:`."""
-    from synthset.lock import resolve_tiny_model
-
-    name = spec.clip_model
-    tiny = resolve_tiny_model(name, "lar.clip_model")
-    if tiny is not None:
-        return f"local-dir:{tiny}", None
-    if name.startswith(("local-dir:", "hf-hub:")):
-        return name, None
-    if Path(name).expanduser().is_dir():
-        return f"local-dir:{Path(name).expanduser().resolve()}", None
-    return name, spec.clip_pretrained
+    name, pretrained, _ = open_clip_reference(spec.clip_model, spec.clip_pretrained, "lar.clip_model")
+    return name, pretrained
 
 
 def load_clip(spec: LARSpec) -> ClipScorer:

@@ -15,14 +15,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from synthset.classes.table import read_lar_results
-from synthset.generation.ids import sample_seed
-from synthset.generation.lar import LARResult, llm_meanings, load_clip, resolve_class_meaning
+from synthset.generation.lar import llm_meanings, load_clip, resolve_class_meaning
+from synthset.run.classes_table import LARResult, read_lar_results
+from synthset.run.ids import sample_seed
 
 if TYPE_CHECKING:
     from synthset.classes import ClassInfo
     from synthset.generation.llm import LLMCache
     from synthset.recipe import Recipe
+    from synthset.run.paths import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -52,16 +53,16 @@ def _read_partial(path: Path) -> dict[int, LARResult]:
 
 
 def resolve_meanings(
-    recipe: Recipe, run_dir: Path, classes: list[ClassInfo], selected: list[ClassInfo], llm: LLMCache | None
+    recipe: Recipe, run: RunDir, classes: list[ClassInfo], selected: list[ClassInfo], llm: LLMCache | None
 ) -> tuple[dict[int, LARResult], str, int]:
     """(label -> LARResult for every selected class, the LAR key, real images that failed to decode)."""
     from tqdm.auto import tqdm
 
     key = lar_key(recipe, selected, llm is not None)
-    stored = read_lar_results(run_dir, key)
+    stored = read_lar_results(run, key)
     if stored is not None and all(info.label in stored for info in selected):
         return stored, key, 0
-    partial_path = run_dir / "cache" / f"lar-{key}.jsonl"
+    partial_path = run.cache_dir / f"lar-{key}.jsonl"
     partial_path.parent.mkdir(parents=True, exist_ok=True)
     results = _read_partial(partial_path)
     real_images = None

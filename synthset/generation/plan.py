@@ -11,29 +11,31 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthset.builders.features import plan_features
 from synthset.classes import ClassInfo, load_class_set, select_classes
-from synthset.classes.table import write_classes
 from synthset.errors import SynthsetError
 from synthset.fsutil import atomic_path
 from synthset.generation.diversify import PromptStats
-from synthset.generation.ids import make_sample_id, sample_seed, shard_name
-from synthset.generation.prompts import LAR_STRATEGIES, PROMPT_STRATEGIES, PromptContext, text_strategies
-from synthset.generation.shots import draw_shots, write_shots
-from synthset.lock import LOCK_FILE, Lock, make_lock, read_lock, write_lock
+from synthset.generation.draw_shots import draw_shots
+from synthset.generation.pinning import make_lock
+from synthset.generation.prompts import PROMPT_STRATEGIES, PromptContext
 from synthset.recipe import ConfigSpec, Recipe
-
-PLAN_FILE = "plan.parquet"
+from synthset.run.classes_table import write_classes
+from synthset.run.families import check_family
+from synthset.run.ids import make_sample_id, sample_seed, shard_name
+from synthset.run.lock import Lock, read_lock, write_lock
+from synthset.run.paths import RunDir
+from synthset.run.records import read_records
+from synthset.run.schema import plan_features
+from synthset.run.shots import write_shots
 
 
 @dataclass(frozen=True)
 class PlanSummary:
-    run_dir: Path
+    run: RunDir
     rows: int
     shards: int
     rows_per_config: dict[str, int]
@@ -107,16 +109,17 @@ def iter_plan_shards(
                 yield pending[0]["shard"], pending
 
 
-def _check_run_compatible(run_dir: Path, lock: Lock) -> None:
+def _check_run_compatible(run: RunDir, lock: Lock) -> None:
     """Refuse to re-plan a run whose finished shards were made under other generation settings."""
-    if not (run_dir / LOCK_FILE).is_file():
+    if not run.lock_file.is_file() or not read_records(run):
         return
-    previous = read_lock(run_dir)
-    from synthset.generation.manifest import read_records
-
-    if previous.generation_key != lock.generation_key and read_records(run_dir):
+    try:
+        previous_key = read_lock(run).generation_key
+    except SynthsetError:
+        previous_key = None  # an unreadable or hand-edited lock: its shards cannot be trusted either
+    if previous_key != lock.generation_key:
         raise SynthsetError(
-            f"{run_dir}: has shards made with other generation settings (seed, generator, storage or model "
+            f"{run}: has shards made with other generation settings (seed, generator, storage or model "
             "changed); give the recipe a new name to start a new run"
         )
 
@@ -135,44 +138,42 @@ def conditioning_pools(
     return {info.label: source.ids_for(info.label) for info in selected}
 
 
-def _open_llm(recipe: Recipe, run_dir: Path):
+def _open_llm(recipe: Recipe, run: RunDir):
     """The cached LLM when the recipe names one and some config uses it; None for the template backend."""
-    if recipe.prompts.llm.backend == "template" or not text_strategies(recipe) & set(LAR_STRATEGIES):
+    if recipe.prompts.llm.backend == "template" or not recipe.uses_lar():
         return None
     from synthset.generation.llm import LLMCache, make_backend
 
-    (run_dir / "cache").mkdir(parents=True, exist_ok=True)
-    return LLMCache(run_dir / "cache" / "llm.sqlite", make_backend(recipe.prompts.llm), recipe.prompts.llm)
+    run.cache_dir.mkdir(parents=True, exist_ok=True)
+    return LLMCache(run.cache_dir / "llm.sqlite", make_backend(recipe.prompts.llm), recipe.prompts.llm)
 
 
 def plan_run(recipe: Recipe) -> PlanSummary:
     """Write the lock, the classes (with LAR) and the plan of a recipe's run directory (each atomically)."""
-    from synthset.builders import builder_class
-
-    builder_class(recipe.builder).check_recipe(recipe)
+    check_family(recipe)
     classes = load_class_set(recipe.classes.set)
     selected = select_classes(classes, recipe.classes.subset, recipe.classes.limit, recipe.classes.set)
     lock = make_lock(recipe)
-    run_dir = recipe.run_dir
-    _check_run_compatible(run_dir, lock)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    llm = _open_llm(recipe, run_dir)
+    run = RunDir(recipe.run_dir)
+    _check_run_compatible(run, lock)
+    run.root.mkdir(parents=True, exist_ok=True)
+    llm = _open_llm(recipe, run)
 
     meanings, lar_key, failures = {}, None, 0
-    if text_strategies(recipe) & set(LAR_STRATEGIES):
+    if recipe.uses_lar():
         from synthset.generation.meanings import resolve_meanings
 
-        meanings, lar_key, failures = resolve_meanings(recipe, run_dir, classes, selected, llm)
-    write_classes(run_dir, classes, selected, meanings, lar_key)
+        meanings, lar_key, failures = resolve_meanings(recipe, run, classes, selected, llm)
+    write_classes(run, classes, selected, meanings, lar_key)
     shots = draw_shots(recipe, classes, selected)
-    write_shots(run_dir, shots)
+    write_shots(run, shots)
 
     stats = PromptStats()
     contexts = {
         c.name: PromptContext(
             recipe=recipe,
             config=c,
-            run_dir=run_dir,
+            run=run,
             meanings=meanings,
             llm=llm,
             stats=stats,
@@ -184,17 +185,17 @@ def plan_run(recipe: Recipe) -> PlanSummary:
     schema = plan_features(label_names).arrow_schema
     rows_per_config: dict[str, int] = {}
     shards = 0
-    with atomic_path(run_dir / PLAN_FILE) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+    with atomic_path(run.plan_file) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for _, rows in iter_plan_shards(lock, selected, contexts, len(classes)):
             writer.write_table(pa.Table.from_pylist(rows, schema=schema))  # one row group per shard
             rows_per_config[rows[0]["config"]] = rows_per_config.get(rows[0]["config"], 0) + len(rows)
             shards += 1
-    write_lock(run_dir, lock)
+    write_lock(run, lock)
     sources: dict[str, int] = {}
     for result in meanings.values():
         sources[result.source] = sources.get(result.source, 0) + 1
     return PlanSummary(
-        run_dir,
+        run,
         sum(rows_per_config.values()),
         shards,
         rows_per_config,

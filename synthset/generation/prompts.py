@@ -15,16 +15,16 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from synthset.generation.diversify import Draft, PromptStats, aspect_vocabularies, describe, draw_aspects
 
 if TYPE_CHECKING:
     from synthset.classes import ClassInfo
-    from synthset.generation.lar import LARResult
     from synthset.generation.llm import LLMCache
     from synthset.recipe import ConfigSpec, Recipe
+    from synthset.run.classes_table import LARResult
+    from synthset.run.paths import RunDir
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class PromptContext:
 
     recipe: Recipe
     config: ConfigSpec
-    run_dir: Path
+    run: RunDir
     meanings: dict[int, LARResult] = field(default_factory=dict)
     llm: LLMCache | None = None
     stats: PromptStats = field(default_factory=PromptStats)
@@ -64,7 +64,7 @@ class PromptContext:
 
     def rng(self, label: int, index: int) -> random.Random:
         """The prompt draws of one sample: from the recipe seed and the sample id, like its image seed."""
-        from synthset.generation.ids import make_sample_id
+        from synthset.run.ids import make_sample_id
 
         return random.Random(f"prompt/{self.recipe.seed}/{make_sample_id(self.config.name, label, index)}")
 
@@ -73,15 +73,6 @@ class PromptContext:
 # Indices, not a count, because a scale band covers indices [k * n, (k + 1) * n) and each sample's draws
 # come from its own index: growing a run from 2x to 6x leaves the first two bands' prompts unchanged.
 PromptStrategy = Callable[["ClassInfo", range, PromptContext], list[PromptFields]]
-
-LAR_STRATEGIES = ("lar", "lar_cd", "lar_cd_sd")  # every one of these resolves meanings (and may use the LLM)
-
-
-def text_strategies(recipe: Recipe) -> set[str]:
-    """The text strategies a recipe's prompts come from (an augcond config may borrow one)."""
-    return {
-        c.augcond_options.prompt_strategy or "naive" if c.strategy == "augcond" else c.strategy for c in recipe.configs
-    }
 
 
 def naive_prompts(info: ClassInfo, indices: range, context: PromptContext) -> list[PromptFields]:

@@ -19,20 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from synthset.builders.features import PLAN_ONLY_COLUMNS, dataset_features
-from synthset.classes.table import read_label_names
 from synthset.errors import SynthsetError, first_line
-from synthset.generation.manifest import ShardRecord, compact_manifest, plan_digest, read_records, record_problem
-from synthset.generation.plan import PLAN_FILE
-from synthset.lock import read_lock
+from synthset.run.classes_table import read_label_names
+from synthset.run.lock import read_lock
+from synthset.run.paths import RunDir
+from synthset.run.plan import PlannedShard, open_plan, plan_shard_names, read_planned_shard
+from synthset.run.records import ShardRecord, compact_manifest, read_record, read_records, shard_problem
+from synthset.run.schema import dataset_features
 
 if TYPE_CHECKING:
     from accelerate import PartialState
 
-    from synthset.lock import Lock
+    from synthset.run.lock import Lock
 
 logger = logging.getLogger(__name__)
 
@@ -78,46 +76,6 @@ def make_process_state() -> PartialState:
     return state
 
 
-def plan_shard_names(plan: pq.ParquetFile) -> list[str]:
-    """Shard names in plan order: the plan has exactly one row group per shard."""
-    column = plan.schema_arrow.get_field_index("shard")
-    names = []
-    for i in range(plan.metadata.num_row_groups):
-        stats = plan.metadata.row_group(i).column(column).statistics
-        if stats is not None and stats.has_min_max and stats.min == stats.max:
-            names.append(stats.min)
-        else:
-            names.append(plan.read_row_group(i, columns=["shard"]).column(0)[0].as_py())
-    return names
-
-
-@dataclass(frozen=True)
-class PlannedShard:
-    """One shard of the plan: its index (= row group), name, and plan rows (without the `shard` column)."""
-
-    index: int
-    name: str
-    rows: pa.Table
-
-    @property
-    def sample_ids(self) -> list[str]:
-        return self.rows.column("sample_id").to_pylist()
-
-
-def read_planned_shard(plan: pq.ParquetFile, index: int, name: str) -> PlannedShard:
-    return PlannedShard(index, name, plan.read_row_group(index).drop_columns(list(PLAN_ONLY_COLUMNS)))
-
-
-def shard_problem(
-    run_dir: Path, shard: PlannedShard, records: dict[str, ShardRecord], generation_key: str, verify: bool = True
-) -> str | None:
-    """Why `shard` is not finished for this plan ("no record", a checksum mismatch...), or None if it is."""
-    record = records.get(shard.name)
-    if record is None:
-        return "no record"
-    return record_problem(run_dir, record, shard.sample_ids, generation_key, plan_digest(shard.rows), verify)
-
-
 def assigned_shards(num_shards: int, rank: int, world_size: int) -> list[int]:
     return [i for i in range(num_shards) if i % world_size == rank]
 
@@ -129,10 +87,10 @@ class GlobalProgress:
     are generated but not yet recorded.
     """
 
-    def __init__(self, run_dir: Path, total: int, generation_key: str, enabled: bool) -> None:
+    def __init__(self, run: RunDir, total: int, generation_key: str, enabled: bool) -> None:
         from tqdm.auto import tqdm
 
-        self.run_dir = run_dir
+        self.run = run
         self.generation_key = generation_key
         self._rows_by_record: dict[Path, tuple[float, int]] = {}
         self._own_generated = 0
@@ -144,18 +102,15 @@ class GlobalProgress:
         self.bar = tqdm(total=total, initial=initial, unit="img", desc="generate", disable=not enabled)
 
     def _recorded_rows(self) -> int:
-        import json
-
-        for path in (self.run_dir / "shards").glob("*/*.json"):
+        for path in self.run.shards_dir.glob("*/*.json"):
             if path.name.startswith("."):
                 continue
             mtime = path.stat().st_mtime
             if self._rows_by_record.get(path, (None, 0))[0] != mtime:
-                try:
-                    data = json.loads(path.read_text(encoding="utf-8"))
-                except ValueError:
+                record = read_record(path)
+                if record is None:
                     continue
-                rows = data["rows"] if data.get("generation_key") == self.generation_key else 0
+                rows = record.rows if record.generation_key == self.generation_key else 0
                 self._rows_by_record[path] = (mtime, rows)
         return sum(rows for _, rows in self._rows_by_record.values())
 
@@ -189,7 +144,7 @@ def _batches(rows: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]
 
 
 def recorded_shard_problems(
-    run_dir: Path,
+    run: RunDir,
     indices: list[int],
     names: list[str],
     records: dict[str, ShardRecord],
@@ -203,27 +158,28 @@ def recorded_shard_problems(
     and hashes every shard the rank already finished, minutes of disk reading at ImageNet scale that would
     otherwise keep the GPU idle after every preemption. A shard's bytes do not depend on when it is made.
     """
-    plan = pq.ParquetFile(run_dir / PLAN_FILE)  # its own handle: not shared across threads
+    plan = open_plan(run)  # its own handle: not shared across threads
     problems = []
     for i in indices:
         if stop.is_set():
             break
-        problem = shard_problem(run_dir, read_planned_shard(plan, i, names[i]), records, key, verify)
+        problem = shard_problem(run, read_planned_shard(plan, i, names[i]), records, key, verify)
         if problem is not None:
             problems.append((i, problem))
     return problems
 
 
-def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
+def generate_run(run_dir: str | Path | RunDir, verify: bool = True) -> GenerateSummary:
     """Generate this process's unfinished shards of a planned run; see the module docstring."""
     started = time.monotonic()
-    lock = read_lock(run_dir)
+    run = RunDir.planned(run_dir)
+    lock = read_lock(run)
     state = make_process_state()
     rank, world_size = state.process_index, state.num_processes
-    plan = pq.ParquetFile(run_dir / PLAN_FILE)
+    plan = open_plan(run)
     shard_names = plan_shard_names(plan)
     mine = assigned_shards(len(shard_names), rank, world_size)
-    records = read_records(run_dir)
+    records = read_records(run)
     # Only shard indices are kept: a shard's plan rows are read when its turn comes, so memory does not
     # grow with the plan (at 6x ImageNet all rows of one rank would be gigabytes).
     fresh = [i for i in mine if shard_names[i] not in records]
@@ -231,17 +187,17 @@ def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
     stop_check = threading.Event()
     check_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthset-record-check")
     checking = check_pool.submit(
-        recorded_shard_problems, run_dir, recorded, shard_names, records, lock.generation_key, verify, stop_check
+        recorded_shard_problems, run, recorded, shard_names, records, lock.generation_key, verify, stop_check
     )
 
-    progress = GlobalProgress(run_dir, plan.metadata.num_rows, lock.generation_key, state.is_main_process)
+    progress = GlobalProgress(run, plan.metadata.num_rows, lock.generation_key, state.is_main_process)
     maker: ShardMaker | None = None
     redone = 0
 
     def make(i: int) -> None:
         nonlocal maker
         if maker is None:  # loaded only when there is something to make
-            maker = ShardMaker(run_dir, lock, state, progress)
+            maker = ShardMaker(run, lock, state, progress)
             logger.info(
                 "rank %d/%d: %d of %d assigned shards to make, %d recorded ones checked meanwhile, attention=%s, "
                 "dtype=%s", rank, world_size, len(fresh), len(mine), len(recorded), maker.generator.attention,
@@ -263,12 +219,12 @@ def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
             maker.close()
     progress.close()
 
-    final_records = read_records(run_dir)
+    final_records = read_records(run)
     all_done = all(
         name in final_records and final_records[name].generation_key == lock.generation_key for name in shard_names
     )
     if all_done:
-        compact_manifest(run_dir)
+        compact_manifest(run)
     return GenerateSummary(
         rank=rank,
         world_size=world_size,
@@ -284,18 +240,18 @@ def generate_run(run_dir: Path, verify: bool = True) -> GenerateSummary:
 class ShardMaker:
     """The loaded pipeline and the shard writer of one process: makes whole shards, one call per batch."""
 
-    def __init__(self, run_dir: Path, lock: Lock, state: PartialState, progress: GlobalProgress) -> None:
+    def __init__(self, run: RunDir, lock: Lock, state: PartialState, progress: GlobalProgress) -> None:
         from synthset.generation.diffusion import generator_columns, load_generator
         from synthset.generation.writer import ShardWriter
 
-        self.generator = load_generator(lock, state.device, show_progress=state.is_main_process, run_dir=run_dir)
+        self.generator = load_generator(lock, state.device, run, show_progress=state.is_main_process)
         self.constant_columns = generator_columns(self.generator, lock)
         self.batch_size = lock.recipe.generator.batch_size
         self.progress = progress
         self.images_made = 0
         self.writer = ShardWriter(
-            run_dir,
-            dataset_features(read_label_names(run_dir)),
+            run,
+            dataset_features(read_label_names(run)),
             lock.recipe.storage,
             lock.generation_key,
             state.process_index,
@@ -307,7 +263,7 @@ class ShardMaker:
         from synthset.generation.diffusion import generate_images
 
         rows = shard.rows.to_pylist()
-        self.writer.start_shard(shard.name, shard.sample_ids, plan_digest(shard.rows))
+        self.writer.start_shard(shard.name, shard.sample_ids, shard.digest)
         for batch in _batches(rows, self.batch_size):
             # Every call has the recipe's batch size: reduction order depends on the batch shape.
             padded = batch + [batch[-1]] * (self.batch_size - len(batch))

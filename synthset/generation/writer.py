@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthset.fsutil import sha256_file, temp_path_for
-from synthset.generation.manifest import ShardRecord, shard_file, write_record
+from synthset.fsutil import remove_dead_temp_files, sha256_file, temp_path_for
+from synthset.run.paths import RunDir
+from synthset.run.records import ShardRecord, write_record
 
 if TYPE_CHECKING:
     from datasets import Features
@@ -74,7 +75,7 @@ class ShardWriter:
 
     def __init__(
         self,
-        run_dir: Path,
+        run: RunDir,
         features: Features,
         storage: StorageSpec,
         generation_key: str,
@@ -83,7 +84,7 @@ class ShardWriter:
         max_queued_batches: int = 8,
         on_shard_done: Callable[[ShardRecord], None] | None = None,
     ) -> None:
-        self.run_dir = run_dir
+        self.run = run
         self.schema = features.arrow_schema
         self.storage = storage
         self.generation_key = generation_key
@@ -157,10 +158,9 @@ class ShardWriter:
                     break
 
     def _open(self, name: str, sample_ids: list[str], plan_digest: str) -> _OpenShard:
-        final = shard_file(self.run_dir, name)
+        final = self.run.shard_file(name)
         final.parent.mkdir(parents=True, exist_ok=True)
-        for stale in final.parent.glob(f".tmp-*-{final.name}"):
-            stale.unlink(missing_ok=True)  # left by a killed process that owned this shard before
+        remove_dead_temp_files(final)  # left by a killed process of this host that made this shard before
         tmp = temp_path_for(final)
         writer = pq.ParquetWriter(tmp, self.schema)
         return _OpenShard(name, sample_ids, plan_digest, tmp, writer, time.monotonic())
@@ -188,11 +188,11 @@ class ShardWriter:
             raise RuntimeError(f"shard {shard.name}: wrote {shard.written} rows, planned {len(shard.sample_ids)}")
         with open(shard.tmp, "rb+") as f:
             os.fsync(f.fileno())
-        final = shard_file(self.run_dir, shard.name)
+        final = self.run.shard_file(shard.name)
         os.replace(shard.tmp, final)
         record = ShardRecord(
             shard=shard.name,
-            file=final.relative_to(self.run_dir / "shards").as_posix(),
+            file=final.relative_to(self.run.shards_dir).as_posix(),
             rows=shard.written,
             sample_ids=shard.sample_ids,
             sha256=sha256_file(final),
@@ -203,6 +203,6 @@ class ShardWriter:
             world_size=self.world_size,
             seconds=round(time.monotonic() - shard.started, 3),
         )
-        write_record(self.run_dir, record)
+        write_record(self.run, record)
         if self.on_shard_done is not None:
             self.on_shard_done(record)

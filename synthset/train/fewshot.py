@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from synthset.errors import SynthsetError
 from synthset.fsutil import write_text_atomic
-from synthset.generation.shots import SHOTS_FILE
+from synthset.run.paths import SHOTS_FILE
 from synthset.train.config import FewShotSpec, RealShotsSpec, TrainConfig, config_fingerprint
 from synthset.train.data import ImageRows, ImageSettings, LoadedSplit, eval_transform, label_space, load_split
 from synthset.train.metrics import ClassTally, accuracy_report

@@ -1,7 +1,7 @@
 """LLM backends for prompt diversification (LAR meanings, CD and SD descriptions) and their on-disk cache.
 
     backend = make_backend(recipe.prompts.llm)          # transformers (local causal LM) or openai (a server)
-    with LLMCache(run_dir / "cache" / "llm.sqlite", backend, recipe.prompts.llm) as llm:
+    with LLMCache(run.cache_dir / "llm.sqlite", backend, recipe.prompts.llm) as llm:
         texts = llm.complete([LLMRequest(prompt, seed), ...])
 
 Importing this package imports neither torch nor transformers; a backend loads what it needs when used.

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthset.errors import SynthsetError
 from synthset.generation.llm.base import LLMRequest, one_line
-from synthset.lock import HUB_ID_PATTERN, TESTING_SCHEME
+from synthset.models import transformers_location
 
 if TYPE_CHECKING:
     import torch
@@ -31,29 +30,8 @@ if TYPE_CHECKING:
 
 
 def resolve_model_location(model: str) -> tuple[str, bool]:
-    """`(what from_pretrained receives, whether it is a local directory)` for a recipe's model string.
-
-    `synthset-testing:<name>` is a tiny offline model; an existing path, or anything that cannot be a Hub
-    id, is a local directory and must hold a config.json; the rest are Hub ids, checked when loaded.
-    """
-    if model.startswith(TESTING_SCHEME):
-        from synthset import testing
-
-        name = model.removeprefix(TESTING_SCHEME)
-        if name not in testing.TINY_MODELS:
-            known = ", ".join(sorted(testing.TINY_MODELS))
-            raise SynthsetError(f"prompts.llm.model: unknown tiny model {name!r} (known: {known})")
-        return str(testing.tiny_model_path(name)), True
-    path = Path(model).expanduser()
-    if path.exists() or not HUB_ID_PATTERN.match(model):
-        if not path.is_dir():
-            raise SynthsetError(f"prompts.llm.model: no such model directory: {str(path)!r}")
-        if not (path / "config.json").is_file():
-            raise SynthsetError(
-                f"prompts.llm.model: not a transformers model directory: {str(path)!r} (no config.json)"
-            )
-        return str(path), True
-    return model, False
+    """`(what from_pretrained receives, whether it is a local directory)` for a recipe's model string."""
+    return transformers_location(model, "prompts.llm.model")
 
 
 def _torch_dtype(name: str, cuda: bool) -> torch.dtype:

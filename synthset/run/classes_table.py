@@ -8,19 +8,19 @@ a re-plan with the same settings reuses the results instead of scoring again.
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synthset.errors import SynthsetError
 from synthset.fsutil import atomic_path
+from synthset.run.paths import RunDir
 
 if TYPE_CHECKING:
     from synthset.classes import ClassInfo
-    from synthset.generation.lar import LARResult
 
-CLASSES_FILE = "classes.parquet"
 LAR_KEY_METADATA = b"synthset_lar_key"
 
 CLASSES_SCHEMA = pa.schema(
@@ -39,8 +39,18 @@ CLASSES_SCHEMA = pa.schema(
 )
 
 
+@dataclass(frozen=True)
+class LARResult:
+    """What Label Ambiguity Resolution decided for one class (see `synthset.generation.lar`)."""
+
+    candidates: list[str]
+    scores: list[float] | None
+    meaning: str | None
+    source: str  # scored | single | no-real-images | no-candidates
+
+
 def write_classes(
-    run_dir: Path,
+    run: RunDir,
     classes: list[ClassInfo],
     selected: list[ClassInfo],
     lar: dict[int, LARResult] | None = None,
@@ -66,19 +76,26 @@ def write_classes(
             }
         )
     schema = CLASSES_SCHEMA.with_metadata({LAR_KEY_METADATA: (lar_key or "").encode()})
-    with atomic_path(run_dir / CLASSES_FILE) as tmp:
+    with atomic_path(run.classes_file) as tmp:
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
 
 
-def read_label_names(run_dir: Path) -> list[str]:
-    return pq.read_table(run_dir / CLASSES_FILE, columns=["label_name"]).column(0).to_pylist()
+def read_label_names(run: RunDir) -> list[str]:
+    """The run's label space in label order (the names of its ClassLabel)."""
+    try:
+        return pq.read_table(run.classes_file, columns=["label_name"]).column(0).to_pylist()
+    except FileNotFoundError:
+        raise SynthsetError(f"{run}: no {run.classes_file.name}; run `synthset plan` first") from None
 
 
-def read_lar_results(run_dir: Path, lar_key: str) -> dict[int, LARResult] | None:
+def read_class_rows(run: RunDir, columns: list[str]) -> list[dict]:
+    """Rows of classes.parquet (one per class of the set), restricted to `columns`."""
+    return pq.read_table(run.classes_file, columns=columns).to_pylist()
+
+
+def read_lar_results(run: RunDir, lar_key: str) -> dict[int, LARResult] | None:
     """The LAR results stored by a previous plan with the same settings, or None."""
-    from synthset.generation.lar import LARResult
-
-    path = run_dir / CLASSES_FILE
+    path = run.classes_file
     if not path.is_file():
         return None
     table = pq.read_table(path)

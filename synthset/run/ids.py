@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from dataclasses import dataclass
+
+_SHARD = re.compile(r"^(?P<config>[^/]+)/(?P<split>[a-z0-9_]+)-b(?P<band>\d+)-(?P<index>\d{5})$")
 
 
 def make_sample_id(config: str, label: int, index: int) -> str:
@@ -18,3 +22,18 @@ def sample_seed(recipe_seed: int, sample_id: str) -> int:
 def shard_name(config: str, split: str, band: int, index: int) -> str:
     """Shards are numbered within a scale band, so growing a run never renames a finished shard."""
     return f"{config}/{split}-b{band}-{index:05d}"
+
+
+@dataclass(frozen=True)
+class ShardName:
+    config: str
+    split: str
+    band: int
+    index: int
+
+
+def parse_shard_name(name: str) -> ShardName:
+    match = _SHARD.match(name)
+    if match is None:
+        raise ValueError(f"not a shard name: {name!r}")
+    return ShardName(match["config"], match["split"], int(match["band"]), int(match["index"]))

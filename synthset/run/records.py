@@ -1,7 +1,7 @@
 """Shard records: the truth about which work is finished.
 
-Each finished shard `shards/<config>/<split>-NNNNN.parquet` has a record `...-NNNNN.json` beside it,
-written (atomically) only after the shard itself was renamed into place. The manifest is the set of
+Each finished shard `shards/<config>/<split>-b<band>-NNNNN.parquet` has a record `...-NNNNN.json` beside
+it, written (atomically) only after the shard itself was renamed into place. The manifest is the set of
 those records, read as one. No file is ever appended to by two processes: ranks on several nodes share
 one network filesystem, and a resumed run may have another world size. A record whose shard is missing,
 short or fails its sha256, or whose sample ids or generation settings differ from the plan, does not
@@ -10,22 +10,17 @@ count: that shard is made again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
-
-import pyarrow as pa
 
 from synthset.fsutil import sha256_file, write_text_atomic
-
-SHARDS_DIR = "shards"
-MANIFEST_FILE = "manifest.jsonl"
+from synthset.run.paths import RunDir
+from synthset.run.plan import PlannedShard
 
 
 @dataclass(frozen=True)
 class ShardRecord:
-    shard: str  # e.g. "naive/train-00003"
+    shard: str  # e.g. "naive/train-b0-00003"
     file: str  # path relative to shards/
     rows: int
     sample_ids: list[str]
@@ -38,42 +33,34 @@ class ShardRecord:
     seconds: float
 
 
-def shard_file(run_dir: Path, shard: str) -> Path:
-    return run_dir / SHARDS_DIR / f"{shard}.parquet"
+def write_record(run: RunDir, record: ShardRecord) -> None:
+    write_text_atomic(run.record_file(record.shard), json.dumps(asdict(record)))
 
 
-def record_file(run_dir: Path, shard: str) -> Path:
-    return run_dir / SHARDS_DIR / f"{shard}.json"
+def read_record(path) -> ShardRecord | None:
+    """One record file, or None when it is unreadable (its shard is then simply redone)."""
+    try:
+        return ShardRecord(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
-def write_record(run_dir: Path, record: ShardRecord) -> None:
-    write_text_atomic(record_file(run_dir, record.shard), json.dumps(asdict(record)))
-
-
-def read_records(run_dir: Path) -> dict[str, ShardRecord]:
+def read_records(run: RunDir) -> dict[str, ShardRecord]:
     """Every record on disk, keyed by shard name (temp files are invisible: they start with '.')."""
     records = {}
-    root = run_dir / SHARDS_DIR
-    if not root.is_dir():
+    if not run.shards_dir.is_dir():
         return records
-    for path in sorted(root.glob("*/*.json")):
+    for path in sorted(run.shards_dir.glob("*/*.json")):
         if path.name.startswith("."):
             continue
-        try:
-            record = ShardRecord(**json.loads(path.read_text(encoding="utf-8")))
-        except (ValueError, TypeError):
-            continue  # an unreadable record is no record: its shard is redone
-        records[record.shard] = record
+        record = read_record(path)
+        if record is not None:
+            records[record.shard] = record
     return records
 
 
-def plan_digest(plan_rows: pa.Table) -> str:
-    """A hash of a shard's plan rows (prompts, seeds, ids...), stored in its record."""
-    return hashlib.sha256(json.dumps(plan_rows.to_pylist(), sort_keys=True).encode()).hexdigest()[:16]
-
-
 def record_problem(
-    run_dir: Path, record: ShardRecord, sample_ids: list[str], key: str, digest: str, check_sha: bool = True
+    run: RunDir, record: ShardRecord, sample_ids: list[str], key: str, digest: str, check_sha: bool = True
 ) -> str | None:
     """Why a record does not prove its shard finished for this plan, or None if it does."""
     if record.generation_key != key:
@@ -82,7 +69,7 @@ def record_problem(
         return "sample ids differ from the plan"
     if record.plan_digest != digest:
         return "its plan rows (prompts, seeds) changed"
-    path = shard_file(run_dir, record.shard)
+    path = run.shard_file(record.shard)
     if not path.is_file():
         return "shard file missing"
     if path.stat().st_size != record.bytes:
@@ -92,10 +79,19 @@ def record_problem(
     return None
 
 
-def compact_manifest(run_dir: Path) -> Path:
+def shard_problem(
+    run: RunDir, shard: PlannedShard, records: dict[str, ShardRecord], generation_key: str, verify: bool = True
+) -> str | None:
+    """Why `shard` is not finished for this plan ("no record", a checksum mismatch...), or None if it is."""
+    record = records.get(shard.name)
+    if record is None:
+        return "no record"
+    return record_problem(run, record, shard.sample_ids, generation_key, shard.digest, verify)
+
+
+def compact_manifest(run: RunDir):
     """Write shards/manifest.jsonl from the records, for readers who want one file; the records stay the truth."""
-    records = read_records(run_dir)
+    records = read_records(run)
     lines = [json.dumps(asdict(records[name])) for name in sorted(records)]
-    path = run_dir / SHARDS_DIR / MANIFEST_FILE
-    write_text_atomic(path, "".join(line + "\n" for line in lines))
-    return path
+    write_text_atomic(run.manifest_file, "".join(line + "\n" for line in lines))
+    return run.manifest_file

@@ -7,12 +7,10 @@ A generation config with one band publishes itself. One with bands publishes `<n
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from synthset.recipe import Recipe
-
-_SHARD = re.compile(r"^(?P<config>[^/]+)/(?P<split>[a-z0-9_]+)-b(?P<band>\d+)-(?P<index>\d{5})$")
+from synthset.run.ids import parse_shard_name
 
 
 @dataclass(frozen=True)
@@ -51,17 +49,17 @@ def shard_files(recipe: Recipe, shard_names: list[str]) -> list[ShardFile]:
     Numbering is per band, so the names of a band's files never change when later bands are added.
     """
     bands = {c.name: c.bands for c in recipe.configs}
-    parsed = [(name, _SHARD.match(name)) for name in shard_names]
+    parsed = [(name, parse_shard_name(name)) for name in shard_names]
     per_band: dict[tuple[str, str, int], int] = {}
-    for _, match in parsed:
-        key = (match["config"], match["split"], int(match["band"]))
+    for _, shard in parsed:
+        key = (shard.config, shard.split, shard.band)
         per_band[key] = per_band.get(key, 0) + 1
     files = []
-    for name, match in parsed:
-        config, split, band, index = match["config"], match["split"], int(match["band"]), int(match["index"])
-        total = per_band[(config, split, band)]
-        stem = f"{split}-b{band}" if bands[config] > 1 else split
-        files.append(ShardFile(name, config, split, band, f"{config}/{stem}-{index:05d}-of-{total:05d}.parquet"))
+    for name, shard in parsed:
+        total = per_band[(shard.config, shard.split, shard.band)]
+        stem = f"{shard.split}-b{shard.band}" if bands[shard.config] > 1 else shard.split
+        path = f"{shard.config}/{stem}-{shard.index:05d}-of-{total:05d}.parquet"
+        files.append(ShardFile(name, shard.config, shard.split, shard.band, path))
     return files
 
 

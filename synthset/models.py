@@ -1,0 +1,146 @@
+"""Model references: what a recipe's model string means, and which exact version it pins.
+
+A recipe names a model in one of three ways, for the generator, the LAR/quality CLIP and the LLM alike:
+- a Hub id (`stabilityai/stable-diffusion-2-1-unclip`), pinned to the commit the Hub reports;
+- a local directory saved with `save_pretrained` (or open_clip's local-dir layout), pinned by a hash of
+  its files, since it has no commit;
+- `synthset-testing:<name>`, one of the tiny offline models that `synthset tiny-models` (or the test
+  suite) builds under `$SYNTHSET_HOME/models/<name>`: an ordinary local directory from here on.
+
+This module only resolves: it never builds a tiny model (that is `synthset.testing`, which the product
+does not import) and never loads weights. A reference that cannot be resolved is one `SynthsetError`
+line naming the recipe field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthset.errors import SynthsetError, first_line
+from synthset.fsutil import sha256_tree
+
+TESTING_SCHEME = "synthset-testing:"
+HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def synthset_home() -> Path:
+    """$SYNTHSET_HOME if set, else ~/.cache/synthset: where the tiny offline models live."""
+    env = os.environ.get("SYNTHSET_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "synthset"
+
+
+def tiny_model_dir(name: str, home: Path | None = None) -> Path:
+    """Where the tiny model `name` is saved (whether or not it has been built)."""
+    return (home if home is not None else synthset_home()) / "models" / name
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where the weights are loaded from and which exact version they are."""
+
+    load_path: str  # what from_pretrained receives: a hub id or a local directory
+    revision: str  # hub commit hash, or "sha256:<tree hash>" for a local directory
+    source: str  # "hub" | "local"
+
+    @property
+    def hub_revision(self) -> str | None:
+        """The revision to pass to from_pretrained: the pinned commit for hub models, none for local ones."""
+        return self.revision if self.source == "hub" else None
+
+
+def local_model_dir(model: str, field_name: str) -> Path | None:
+    """The local directory a model string names (a path or a tiny test model), or None for a Hub id.
+
+    A tiny model that was never built is one line telling how to build it.
+    """
+    if model.startswith(TESTING_SCHEME):
+        name = model.removeprefix(TESTING_SCHEME)
+        path = tiny_model_dir(name)
+        if not path.is_dir():
+            raise SynthsetError(
+                f"{field_name}: tiny model {model!r} is not built in {path.parent} "
+                "(run `synthset tiny-models`, or set SYNTHSET_HOME to where they are)"
+            )
+        return path
+    path = Path(model).expanduser()
+    if path.exists() or not HUB_ID_PATTERN.match(model):
+        return path
+    return None
+
+
+def _hub_commit(model: str, revision: str | None, field_name: str) -> str:
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi().model_info(model, revision=revision).sha
+    except Exception as error:  # network, auth, 404: all end the same way for the user
+        raise SynthsetError(f"{field_name}: cannot resolve {model!r} on the Hub: {first_line(error)}") from None
+
+
+def resolve_pipeline(model: str, revision: str | None, field_name: str = "generator.model") -> ResolvedModel:
+    """Pin a diffusers pipeline reference; a missing path or unknown repo is a one-line error."""
+    local = local_model_dir(model, field_name)
+    if local is None:
+        return ResolvedModel(model, _hub_commit(model, revision, field_name), "hub")
+    if not (local / "model_index.json").is_file():
+        what = "no such model directory" if not local.exists() else "not a diffusers pipeline directory"
+        raise SynthsetError(f"{field_name}: {what}: {str(local)!r} (model_index.json missing)")
+    return ResolvedModel(str(local.resolve()), "sha256:" + sha256_tree(local), "local")
+
+
+def pin_model(model: str, revision: str | None, field_name: str) -> dict[str, str]:
+    """A model other than the generator (CLIP, LLM) pinned like the generator: tree hash or hub commit."""
+    local = local_model_dir(model, field_name)
+    if local is None:
+        return {"model": model, "revision": _hub_commit(model, revision, field_name)}
+    if not local.is_dir():
+        raise SynthsetError(f"{field_name}: no such model directory: {str(local)!r}")
+    return {"model": model, "path": str(local.resolve()), "revision": "sha256:" + sha256_tree(local)}
+
+
+def transformers_location(model: str, field_name: str) -> tuple[str, bool]:
+    """`(what from_pretrained receives, whether it is a local directory)` for a transformers model string.
+
+    A local directory must hold a config.json; anything else is a Hub id, checked when it is loaded.
+    """
+    local = local_model_dir(model, field_name)
+    if local is None:
+        return model, False
+    if not local.is_dir():
+        raise SynthsetError(f"{field_name}: no such model directory: {str(local)!r}")
+    if not (local / "config.json").is_file():
+        raise SynthsetError(f"{field_name}: not a transformers model directory: {str(local)!r} (no config.json)")
+    return str(local), True
+
+
+def open_clip_reference(model: str, pretrained: str | None, field_name: str) -> tuple[str, str | None, Path | None]:
+    """`(name for open_clip, pretrained tag, local directory)` for a CLIP model string.
+
+    Tiny test models and plain directories become open_clip's `local-dir:<path>`; `hf-hub:` ids and
+    `local-dir:` pass through; a bare architecture name keeps its pretrained tag.
+    """
+    if model.startswith(TESTING_SCHEME):
+        local = local_model_dir(model, field_name)
+        return f"local-dir:{local}", None, local
+    if model.startswith("local-dir:"):
+        return model, None, Path(model.removeprefix("local-dir:"))
+    if model.startswith("hf-hub:"):
+        return model, None, None
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return f"local-dir:{path.resolve()}", None, path.resolve()
+    return model, pretrained, None
+
+
+def open_clip_revision(name: str, local: Path | None, pretrained: str | None) -> str:
+    """A pin for an open_clip model: a tree hash for a local dir, the Hub commit for hf-hub:, else the tag."""
+    if local is not None:
+        return "sha256:" + sha256_tree(local)
+    if name.startswith("hf-hub:"):
+        return _hub_commit(name.removeprefix("hf-hub:"), None, "clip model")
+    return f"open_clip:{pretrained}"

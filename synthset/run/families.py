@@ -1,0 +1,79 @@
+"""Dataset families (`builder:` in a recipe): which configs each publishes and which recipes make it.
+
+Both ends of a run need this: the plan refuses a recipe its family cannot publish before any GPU work,
+and the `datasets` builders (`synthset.builders`) declare exactly these config names. Keeping the rules
+here, as data and plain checks, lets generation and builders share them without importing each other.
+"""
+
+from __future__ import annotations
+
+import re
+
+from synthset.classes import PACKAGED_SETS
+from synthset.errors import SynthsetError
+from synthset.recipe import STRATEGIES, Recipe
+from synthset.run.published import published_configs
+
+MAX_SCALE = 6  # synth_imagenet publishes <strategy>_1x .. <strategy>_6x (paper A's largest scale)
+FEWSHOT_SETS = (*PACKAGED_SETS, "custom")  # the shipped benchmark class lists, or any custom list
+SHOTS = (1, 2, 4, 8, 16)
+FEWSHOT_CONFIG = re.compile(r"^(?P<dataset>[a-z0-9_]+)_(?P<k>\d+)shot$")
+
+
+def config_names(family: str) -> list[str]:
+    """Every config name a family may publish."""
+    if family == "synth_imagenet":
+        return [*STRATEGIES, *(f"{s}_{k}x" for s in STRATEGIES for k in range(1, MAX_SCALE + 1))]
+    if family == "synth_imagenet_lt":
+        return list(STRATEGIES)
+    if family == "synth_fewshot":
+        return [f"{d}_{k}shot" for d in FEWSHOT_SETS for k in SHOTS]
+    raise KeyError(family)
+
+
+def fewshot_dataset(config_name: str) -> str:
+    """The benchmark a few-shot config belongs to: `caltech101_4shot` -> `caltech101`."""
+    return FEWSHOT_CONFIG.match(config_name)["dataset"]
+
+
+def _check_imagenet(recipe: Recipe) -> None:
+    if recipe.classes.set != "imagenet-1k":
+        raise SynthsetError("classes.set: synth_imagenet needs imagenet-1k")
+    for i, config in enumerate(recipe.configs):
+        if config.fill_up is not None:
+            raise SynthsetError(f"configs[{i}].fill_up: synth_imagenet has no fill-up; use synth_imagenet_lt")
+        if config.name != config.strategy:
+            raise SynthsetError(f"configs[{i}].name: synth_imagenet names each config after its strategy")
+
+
+def _check_imagenet_lt(recipe: Recipe) -> None:
+    if recipe.classes.set != "imagenet-1k":
+        raise SynthsetError("classes.set: synth_imagenet_lt needs imagenet-1k")
+    for i, config in enumerate(recipe.configs):
+        if config.fill_up is None:
+            raise SynthsetError(f"configs[{i}]: synth_imagenet_lt configs need fill_up (the ImageNet-LT train list)")
+
+
+def _check_fewshot(recipe: Recipe) -> None:
+    for i, config in enumerate(recipe.configs):
+        match = FEWSHOT_CONFIG.match(config.name)
+        if match is None:
+            raise SynthsetError(f"configs[{i}].name: synth_fewshot configs are named <dataset>_<k>shot")
+        dataset = match["dataset"]
+        if dataset != "custom" and recipe.classes.set != dataset:
+            raise SynthsetError(f"configs[{i}].name: {config.name!r} needs classes.set: {dataset}")
+
+
+_CHECKS = {"synth_imagenet": _check_imagenet, "synth_imagenet_lt": _check_imagenet_lt, "synth_fewshot": _check_fewshot}
+
+
+def check_family(recipe: Recipe) -> None:
+    """Raise SynthsetError (one line) when the recipe's family cannot publish what the recipe makes."""
+    _CHECKS[recipe.builder](recipe)
+    names = set(config_names(recipe.builder))
+    for config in published_configs(recipe):
+        if config.name not in names:
+            raise SynthsetError(
+                f"configs: {config.name!r} is not a config of {recipe.builder} "
+                f"(it publishes e.g. {', '.join(sorted(names)[:6])}, ...)"
+            )

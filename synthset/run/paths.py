@@ -1,0 +1,117 @@
+"""The run directory: one object that knows where every artifact of a run lives.
+
+`runs/<name>/` holds everything a run makes, each stage reading the previous stage's files:
+
+    recipe.lock.yaml      the recipe plus what was resolved (model commits, versions, hashes)   plan
+    classes.parquet       the label space, the classes generated, LAR's choices                 plan
+    plan.parquet          one row per image to make, one row group per shard                    plan
+    real_shots.parquet    few-shot runs: the k real images per class                            plan
+    cache/                LLM answers, partial LAR scores: reusable, never published            plan
+    shards/<config>/      generated Parquet shards and their records (<shard>.json)             generate
+    shards/.claims/       which live worker is making which shard (leases)                      generate
+    dataset/              the Hub layout: README.md, published Parquet files, side files        build, card
+    dataset/evaluation/   training results the card shows (`synthset train --to-card`)         train
+
+Stages take a `RunDir` rather than a bare path, so a file name is spelled in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthset.errors import SynthsetError
+
+LOCK_FILE = "recipe.lock.yaml"
+CLASSES_FILE = "classes.parquet"
+PLAN_FILE = "plan.parquet"
+SHOTS_FILE = "real_shots.parquet"
+CACHE_DIR = "cache"
+SHARDS_DIR = "shards"
+CLAIMS_DIR = ".claims"
+MANIFEST_FILE = "manifest.jsonl"
+DATASET_DIR = "dataset"
+EVALUATION_DIR = "evaluation"  # in dataset/: `synthset train --to-card` results, shown by the card
+README_FILE = "README.md"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory. `RunDir.planned(path)` checks that `synthset plan` has written it."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, path: str | Path | RunDir) -> RunDir:
+        """The run directory at `path` (a stage's entry point accepts a path or a RunDir)."""
+        return path if isinstance(path, RunDir) else cls(Path(path))
+
+    @classmethod
+    def planned(cls, path: str | Path | RunDir) -> RunDir:
+        """The run directory at `path`, which must hold a lock and a plan; else one line saying what to run."""
+        run = cls.at(path)
+        if run.root.exists() and not run.root.is_dir():
+            raise SynthsetError(f"{run.root}: is a file, not a run directory")
+        for required in (run.lock_file, run.plan_file):
+            if not required.is_file():
+                raise SynthsetError(
+                    f"{run.root}: not a planned run directory ({required.name} missing; run `synthset plan` first)"
+                )
+        return run
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    # -- plan stage ----------------------------------------------------------------------------------
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE
+
+    @property
+    def classes_file(self) -> Path:
+        return self.root / CLASSES_FILE
+
+    @property
+    def plan_file(self) -> Path:
+        return self.root / PLAN_FILE
+
+    @property
+    def shots_file(self) -> Path:
+        return self.root / SHOTS_FILE
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / CACHE_DIR
+
+    # -- generate stage ------------------------------------------------------------------------------
+    @property
+    def shards_dir(self) -> Path:
+        return self.root / SHARDS_DIR
+
+    @property
+    def claims_dir(self) -> Path:
+        return self.shards_dir / CLAIMS_DIR
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.shards_dir / MANIFEST_FILE
+
+    def shard_file(self, shard: str) -> Path:
+        """`shards/<config>/<split>-b<band>-NNNNN.parquet` for shard name `<config>/<split>-b<band>-NNNNN`."""
+        return self.shards_dir / f"{shard}.parquet"
+
+    def record_file(self, shard: str) -> Path:
+        return self.shards_dir / f"{shard}.json"
+
+    # -- build stage ---------------------------------------------------------------------------------
+    @property
+    def dataset_dir(self) -> Path:
+        return self.root / DATASET_DIR
+
+    @property
+    def dataset_readme(self) -> Path:
+        return self.dataset_dir / README_FILE
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return self.dataset_dir / EVALUATION_DIR
