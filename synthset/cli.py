@@ -151,6 +151,8 @@ def _cmd_card(args: argparse.Namespace) -> int:
         clip_model=args.clip_model,
         clip_pretrained=args.clip_pretrained,
         quality_per_class=args.quality_per_class,
+        license_name=args.license_name,
+        license_link=args.license_link,
     )
     print(f"card: {result.readme} (license {result.license.license}, from the {result.license.source})")
     print(f"samples: {result.samples}")
@@ -305,9 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     card.add_argument("run", help="run directory after `synthset build`, e.g. runs/demo")
     card.add_argument(
-        "--license", default=None, help="Hub license id, when the generator's model card states none (e.g. apache-2.0)"
+        "--license",
+        default=None,
+        help="Hub license id, when the generator's model card states none (e.g. apache-2.0; `other` for any "
+        "license not on the Hub's list, with --license-name and --license-link)",
     )
-    card.add_argument("--repo", default=None, help="the repo the card's examples name (push fills it in otherwise)")
+    card.add_argument("--license-name", default=None, help="with --license other: an id for it, e.g. my-license-1.0")
+    card.add_argument(
+        "--license-link", default=None, help="with --license other: a URL, or LICENSE (a file you put in dataset/)"
+    )
+    card.add_argument(
+        "--repo", default=None, help="the repo the local card's examples name; push always names the repo it pushes to"
+    )
     card.add_argument(
         "--clip-model",
         default=None,

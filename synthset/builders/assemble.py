@@ -6,6 +6,13 @@ the `datasets` Features in their schema metadata. The README's YAML (`configs` w
 `dataset_info` with the ClassLabel names, splits and sizes) is made with the `datasets` and
 `huggingface_hub` card classes, so the Hub and `load_dataset` parse exactly what those libraries write.
 
+The README stays small whatever the number of files: each config's `data_files` is one glob per band
+folder (`run.published`), and the Features (with every class name) are written once, in the default
+config's `dataset_info`; the other configs have the same Features, which `datasets` reads from the
+`huggingface` metadata every Parquet file carries. `num_bytes` is what `datasets` means by it, the size of
+the data as uncompressed Arrow, taken from the Parquet footers (the row groups' uncompressed size) rather
+than by reading every image; `download_size` is the Parquet files' size.
+
 A build is atomic: the new `dataset/` is assembled in a hidden sibling directory and swapped in whole,
 so a killed build leaves the previous dataset (or none) in place, never a half-linked one that
 `load_dataset` would read as a mix of configs.
@@ -28,7 +35,7 @@ from synthset.run.families import check_family
 from synthset.run.lock import Lock, read_lock
 from synthset.run.paths import EVALUATION_DIR, README_FILE, RunDir
 from synthset.run.plan import open_plan, plan_shard_names, read_planned_shard
-from synthset.run.published import files_of, published_configs, shard_files
+from synthset.run.published import data_file_patterns, files_of, pattern_matches, published_configs, shard_files
 from synthset.run.records import read_records, shard_problem
 from synthset.run.schema import dataset_features
 
@@ -41,7 +48,16 @@ class BuiltSplit:
     split: str
     files: list[str]  # relative to dataset/
     num_examples: int
-    num_bytes: int
+    num_bytes: int  # uncompressed data, as `datasets` counts a split's size
+    patterns: list[str]  # the README's `data_files` globs that select exactly `files`
+    download_bytes: int = 0  # the Parquet files' size
+
+
+def parquet_sizes(path: Path) -> tuple[int, int, int]:
+    """(rows, uncompressed data bytes, file bytes) of a Parquet file, from its footer alone."""
+    metadata = pq.ParquetFile(path).metadata
+    data = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    return metadata.num_rows, data, path.stat().st_size
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -79,10 +95,14 @@ def link_shards(run: RunDir, lock: Lock, names: list[str], target: Path) -> list
     for file in files:
         source = run.shard_file(file.shard)
         _link_or_copy(source, target / file.published_path)
-        sizes[file.shard] = (pq.ParquetFile(source).metadata.num_rows, source.stat().st_size)
+        sizes[file.shard] = parquet_sizes(source)
     splits = []
     for config in published_configs(lock.recipe):
         chosen = files_of(config, files)
+        patterns = data_file_patterns(config, files)
+        selected = [f.published_path for f in files if any(pattern_matches(p, f.published_path) for p in patterns)]
+        if sorted(selected) != sorted(f.published_path for f in chosen):  # the globs must select exactly these
+            raise AssertionError(f"{config.name}: data_files globs {patterns} do not select its {len(chosen)} files")
         splits.append(
             BuiltSplit(
                 config.name,
@@ -90,6 +110,8 @@ def link_shards(run: RunDir, lock: Lock, names: list[str], target: Path) -> list
                 [f.published_path for f in chosen],
                 sum(sizes[f.shard][0] for f in chosen),
                 sum(sizes[f.shard][1] for f in chosen),
+                patterns,
+                sum(sizes[f.shard][2] for f in chosen),
             )
         )
     return splits
@@ -103,20 +125,29 @@ def render_readme(lock: Lock, run: RunDir, label_names: list[str], splits: list[
     from huggingface_hub import DatasetCard, DatasetCardData
 
     features = dataset_features(label_names)
-    configs = [s.config for s in splits]
-    card_data = DatasetCardData(license="other", task_categories=["image-classification"], tags=["synthetic"])
+    configs = list(dict.fromkeys(s.config for s in splits))
+    card_data = DatasetCardData(
+        license="other",
+        task_categories=["image-classification"],
+        task_ids=["multi-class-image-classification"],
+        tags=["synthetic"],
+    )
     metadata_configs, infos = {}, {}
     for config in configs:
         config_splits = [s for s in splits if s.config == config]
         metadata_configs[config] = {
-            "data_files": [{"split": s.split, "path": s.files} for s in config_splits],
+            "data_files": [{"split": s.split, "path": s.patterns} for s in config_splits],
             **({"default": True} if config == configs[0] else {}),
         }
         split_dict = SplitDict()
         for s in config_splits:
             split_dict.add(SplitInfo(name=s.split, num_bytes=s.num_bytes, num_examples=s.num_examples))
-        size = sum(s.num_bytes for s in config_splits)
-        infos[config] = DatasetInfo(features=features, splits=split_dict, download_size=size, dataset_size=size)
+        infos[config] = DatasetInfo(
+            features=features if config == configs[0] else None,  # once: every config has the same Features
+            splits=split_dict,
+            download_size=sum(s.download_bytes for s in config_splits),
+            dataset_size=sum(s.num_bytes for s in config_splits),
+        )
     MetadataConfigs(metadata_configs).to_dataset_card_data(card_data)
     DatasetInfosDict(infos).to_dataset_card_data(card_data)
 

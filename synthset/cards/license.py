@@ -5,7 +5,9 @@ Diffusion 1.x, OpenRAIL++ for 2.x, ...), so the card takes the license from the 
 When the model card does not state one (a local checkpoint, a bare repo), the recipe must: `license:` in
 the recipe (read from the lock, so the published lock says it too) or `--license` on the command line.
 If both the model card and the recipe state one and they differ, that is refused rather than resolved
-silently, and so is having none at all.
+silently, and so is having none at all. Whatever the source, the id must be one the Hub knows
+(`hub_licenses`): a free-form name such as "Apache 2.0" is refused with the id it most likely means, and
+any other license is `other` with a `license_name` and a `license_link`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synthset.cards.hub_licenses import license_problem
 from synthset.errors import SynthsetError, first_line
 
 
@@ -54,12 +57,26 @@ def model_card_license(lock_data: dict[str, Any]) -> tuple[License | None, str |
     return _from_card_data(info.card_data, f"model card of {model}"), None
 
 
-def resolve_license(lock_data: dict[str, Any], override: str | None = None) -> License:
-    """License for the card: the model card's; else the recipe's `license:` (or `--license`)."""
+def checked(license: License) -> License:
+    """`license` if the Hub accepts it as it is; else one SynthsetError line saying what to write instead."""
+    problem = license_problem(license.license, license.license_name, license.license_link)
+    if problem is not None:
+        raise SynthsetError(f"license: {problem} (from the {license.source})")
+    return license
+
+
+def resolve_license(
+    lock_data: dict[str, Any],
+    override: str | None = None,
+    license_name: str | None = None,
+    license_link: str | None = None,
+) -> License:
+    """License for the card: the model card's; else the recipe's `license:` (or `--license`), checked."""
     stated_value = override or (lock_data.get("recipe") or {}).get("license")
     stated = None
     if stated_value:
-        stated = License(stated_value, "`--license` option" if override else "recipe (`license:`)")
+        source = "`--license` option" if override else "recipe (`license:`)"
+        stated = checked(License(stated_value, source, license_name, license_link))
     from_model, problem = model_card_license(lock_data)
     model = (lock_data.get("resolved") or {}).get("model") or lock_data["recipe"]["generator"]["model"]
     if from_model is not None and stated is not None and from_model.license != stated.license:
@@ -68,7 +85,7 @@ def resolve_license(lock_data: dict[str, Any], override: str | None = None) -> L
             f"{stated.license!r}; make them agree"
         )
     if from_model is not None:
-        return from_model
+        return checked(from_model)
     if stated is not None:
         return stated
     why = f"cannot read its model card ({problem})" if problem else "its model card states no license"

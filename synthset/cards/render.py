@@ -1,12 +1,20 @@
 """`synthset card RUN`: the dataset card (README.md) and sample grid (samples.jpg) of a built run.
 
-The card is a `huggingface_hub.DatasetCard` rendered from `templates/dataset_card.md.j2`. Its YAML keeps
-`configs` and `dataset_info` exactly as `synthset build` wrote them with the `datasets` classes (the
-builders own what a config is), and adds what the Hub shows: pretty_name, license, task_categories,
-size_categories and tags. The body is filled from the run's own files: the lock (models *with
-revisions*, versions, provenance), the Parquet files (counts, per-class spread, prompt examples) and,
-optionally, CLIP quality figures. The rendered card is parsed back before it is written, so a card whose
-YAML `datasets` would read differently is never published.
+The card is a `huggingface_hub.DatasetCard` rendered from `templates/dataset_card.md.j2`, whose sections
+follow huggingface_hub's own `datasetcard_template.md` where they apply. Its YAML keeps `configs` and
+`dataset_info` exactly as `synthset build` wrote them with the `datasets` classes (the builders own what
+a config is), and adds what the Hub shows: pretty_name, license (a Hub id, checked), task_categories,
+task_ids, size_categories and tags (the recipe's strategies, never per-row values). The body is filled
+from the run's own files: the lock (models *with revisions*, versions, provenance), the Parquet files
+(counts, per-class spread, prompt examples) and, optionally, CLIP quality figures. Every string that did
+not come from synthset itself (LLM answers, class names, model ids, paths) goes through `escape`.
+
+Rendering is a function of its inputs: the same run and options give the same bytes, however often it
+runs and whatever card it replaces (the builder's own sections are carried between markers, never
+re-read from the card's body). The repo id appears only in a few fixed places (`REPO_SPOTS`), so
+`card_for_repo` gives the README to upload for any repo at push time without touching the run's copy.
+The rendered card is parsed back before it is written, so a card whose YAML `datasets` would read
+differently is never published.
 """
 
 from __future__ import annotations
@@ -18,11 +26,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from synthset.cards.escape import code_text, fence, markdown_text
 from synthset.cards.grid import SAMPLES_FILE, write_sample_grid
 from synthset.cards.license import License, resolve_license
 from synthset.cards.quality import ClipModelInfo, QualityFigures, quality_figures
 from synthset.cards.stats import ConfigStats, collect_stats, config_data_files, size_category, unique_rows
-from synthset.errors import SynthsetError
+from synthset.errors import SynthsetError, first_line
 from synthset.fsutil import write_text_atomic
 from synthset.run.lock import read_lock_data
 from synthset.run.paths import README_FILE as README
@@ -31,6 +40,16 @@ from synthset.run.paths import RunDir
 CARD_MARKER = "<!-- synthset-card provenance={provenance} -->"
 BUILD_START, BUILD_END = "<!-- synthset-build:start -->", "<!-- synthset-build:end -->"
 REPO_PLACEHOLDER = "ORG/NAME"
+REPO_MARKER = re.compile(r"<!-- synthset-card-repo (\S+) -->")
+# Every place the template writes the repo id. Each starts with a character that escaped text never
+# holds raw (`(`, a newline, a backtick, `{`), so an LLM answer can never be mistaken for one.
+REPO_SPOTS = (
+    'load_dataset("{repo}"',
+    "\nhf download {repo} ",
+    "`synthset verify {repo} ",
+    "{{https://huggingface.co/datasets/{repo}}}",
+)
+TASK_IDS = ["multi-class-image-classification"]
 LAR_SOURCES = {  # classes.parquet `lar_source` -> what the card says
     "scored": "with the meaning CLIP scored best on real images",
     "single": "with a single candidate meaning",
@@ -53,6 +72,16 @@ def card_marker(provenance: str) -> str:
     return CARD_MARKER.format(provenance=provenance)
 
 
+def card_for_repo(text: str, repo_id: str) -> str:
+    """The card as it is published to `repo_id`: every repo spot names that repo, whatever it named before."""
+    found = REPO_MARKER.search(text)
+    if found is None:
+        raise SynthsetError("the card has no synthset-card-repo marker; run `synthset card` again")
+    for spot in REPO_SPOTS:
+        text = text.replace(spot.format(repo=found[1]), spot.format(repo=repo_id))
+    return text.replace(found[0], f"<!-- synthset-card-repo {repo_id} -->")
+
+
 def _human_bytes(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if size < 1000 or unit == "TB":
@@ -61,8 +90,14 @@ def _human_bytes(size: float) -> str:
     raise AssertionError("unreachable")
 
 
+def dataset_infos(card_data: dict[str, Any]) -> list[dict[str, Any]]:
+    """`dataset_info` as a list: YAML holds a single config's info as one mapping."""
+    infos = card_data.get("dataset_info") or []
+    return [infos] if isinstance(infos, dict) else list(infos)
+
+
 def _label_space(card_data: dict[str, Any]) -> int:
-    for info in card_data.get("dataset_info") or []:
+    for info in dataset_infos(card_data):
         for feature in info.get("features") or []:
             dtype = feature.get("dtype")
             if feature.get("name") == "label" and isinstance(dtype, dict) and "class_label" in dtype:
@@ -72,12 +107,15 @@ def _label_space(card_data: dict[str, Any]) -> int:
 
 def builder_sections(readme_text: str) -> str:
     """The sections `synthset build` wrote that only the builder knows (e.g. a fill-up config's long-tail
-    buckets), kept in the card: from build's README, its `## ` sections; from a card, what it carried over."""
+    buckets), kept in the card: from build's README, its `## ` sections; from a card, what it carried
+    between the markers (a card always has them, empty or not, so its own sections are never taken)."""
     from huggingface_hub import DatasetCard
 
     body = DatasetCard(readme_text).text
     if BUILD_START in body:
         return body.split(BUILD_START, 1)[1].split(BUILD_END, 1)[0].strip()
+    if "<!-- synthset-card " in body:
+        return ""
     start = body.find("\n## ")
     return body[start:].strip() if start >= 0 else ""
 
@@ -98,8 +136,8 @@ def _describe_llm(recipe: dict[str, Any], resolved: dict[str, Any]) -> str:
     if pinned is None:
         return "none: prompts come from templates and word lists"
     return (
-        f"`{pinned['model']}` ({llm.get('backend')}) at revision `{pinned['revision']}`, "
-        f"temperature {llm.get('temperature')}, top_p {llm.get('top_p')}"
+        f"`{code_text(pinned['model'])}` ({markdown_text(llm.get('backend'))}) at revision "
+        f"`{code_text(pinned['revision'])}`, temperature {llm.get('temperature')}, top_p {llm.get('top_p')}"
     )
 
 
@@ -112,7 +150,7 @@ def _lar_sources(run: RunDir) -> str:
     except (OSError, KeyError, ValueError):  # an older run without the column: say nothing
         return ""
     counts = Counter(s for s, chosen in zip(table["lar_source"], table["selected"], strict=True) if chosen and s)
-    return ", ".join(f"{n} {LAR_SOURCES.get(source, source)}" for source, n in sorted(counts.items()))
+    return ", ".join(f"{n} {LAR_SOURCES.get(source, markdown_text(source))}" for source, n in sorted(counts.items()))
 
 
 def _describe_lar(recipe: dict[str, Any], resolved: dict[str, Any], run: RunDir) -> str | None:
@@ -120,7 +158,11 @@ def _describe_lar(recipe: dict[str, Any], resolved: dict[str, Any], run: RunDir)
     if not any(s.startswith("lar") for s in strategies):
         return None
     pinned = _pinned(resolved, "clip")
-    clip = f"`{pinned['model']}` at revision `{pinned['revision']}`" if pinned else "no CLIP scoring (no real images)"
+    clip = (
+        f"`{code_text(pinned['model'])}` at revision `{code_text(pinned['revision'])}`"
+        if pinned
+        else "no CLIP scoring (no real images)"
+    )
     sources = _lar_sources(run)
     return clip + (f"; classes: {sources}" if sources else "")
 
@@ -130,15 +172,17 @@ def _card_data(
 ) -> Any:
     from huggingface_hub import DatasetCardData
 
-    strategies = sorted({s for st in stats for s in st.strategies} | {c["strategy"] for c in lock["recipe"]["configs"]})
+    # tags name how the dataset was made (the recipe's strategies), never values found in rows (cd, sd)
+    strategies = sorted({c["strategy"] for c in lock["recipe"]["configs"]})
     extra = {k: v for k, v in (("license_name", license.license_name), ("license_link", license.license_link)) if v}
     return DatasetCardData(
         pretty_name=lock["recipe"]["name"],
         license=license.license,
         **extra,
         task_categories=["image-classification"],
+        task_ids=TASK_IDS,
         size_categories=[size_category(rows)],
-        tags=["synthetic", *strategies],
+        tags=["synthetic", "synthset", *strategies],
         configs=base["configs"],
         dataset_info=base["dataset_info"],
     )
@@ -161,7 +205,7 @@ def render_card(
     base = DatasetCard(readme_text).data.to_dict()
     if not base.get("configs") or not base.get("dataset_info"):
         raise SynthsetError(f"{dataset_dir / README}: no `configs`/`dataset_info` in its YAML; run `synthset build`")
-    data_files = config_data_files(base)
+    data_files = config_data_files(base, dataset_dir)
     rows = unique_rows(dataset_dir, data_files)
     card_data = _card_data(base, lock, license, rows, stats)
     strategy_of = {c["name"]: c.get("strategy", "?") for c in recipe["configs"]}
@@ -197,6 +241,7 @@ def render_card(
             examples[strategy] += [p for p in prompts if p not in examples[strategy]][: 3 - len(examples[strategy])]
     generator = dict(recipe["generator"])
     generator["revision"] = resolved.get("model_revision", "unknown")
+    evaluations = [(name, table, fence(table)) for name, table in evaluation_tables(run)]
     storage = recipe.get("storage") or {}
     clip_info, figures = quality if quality else (None, None)
     template = resources.files("synthset.cards") / "templates" / "dataset_card.md.j2"
@@ -219,7 +264,9 @@ def render_card(
         + f"{storage.get('shard_size')} images per Parquet shard",
         llm=_describe_llm(recipe, resolved),
         lar_clip=_describe_lar(recipe, resolved, run),
-        quality_clip=f"`{clip_info.name}` at revision `{clip_info.revision}`" if clip_info else "not computed",
+        quality_clip=f"`{code_text(clip_info.name)}` at revision `{code_text(clip_info.revision)}`"
+        if clip_info
+        else "not computed",
         quality_clip_name=clip_info.name if clip_info else "",
         quality=figures,
         license=license,
@@ -229,9 +276,12 @@ def render_card(
         run_dir=f"{recipe.get('output_dir', 'runs')}/{recipe['name']}",
         prompt_examples=examples,
         builder_sections=builder_sections(readme_text),
-        evaluations=evaluation_tables(run),
+        evaluations=evaluations,
         build_start=BUILD_START,
         build_end=BUILD_END,
+        repo_marker=f"<!-- synthset-card-repo {repo_id or REPO_PLACEHOLDER} -->",
+        md=markdown_text,
+        code=code_text,
     )
     _check_round_trip(card.content, base)
     return card.content
@@ -267,17 +317,29 @@ def write_card(
     clip_model: str | None = None,
     clip_pretrained: str | None = None,
     quality_per_class: int = 50,
+    license_name: str | None = None,
+    license_link: str | None = None,
 ) -> CardResult:
     """Render `dataset/README.md` and `dataset/samples.jpg` for a built run (both written atomically)."""
     from huggingface_hub import DatasetCard
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     run = RunDir.at(run_dir)
     dataset_dir = run.dataset_dir
     lock = read_lock_data(run)
     if not run.dataset_readme.is_file():
         raise SynthsetError(f"{run}: no {dataset_dir.name}/{README}; run `synthset build {run}` first")
-    chosen = resolve_license(lock, license)
-    data_files = config_data_files(DatasetCard.load(dataset_dir / README).data.to_dict())
+    if repo_id is not None:
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as error:
+            raise SynthsetError(f"--repo: {repo_id!r} is not a Hub repo id: {first_line(error)}") from None
+    chosen = resolve_license(lock, license, license_name, license_link)
+    if chosen.license_link and "://" not in chosen.license_link and not (dataset_dir / chosen.license_link).is_file():
+        raise SynthsetError(
+            f"--license-link: {chosen.license_link} is not a file in {dataset_dir}; add it or give a URL"
+        )
+    data_files = config_data_files(DatasetCard.load(dataset_dir / README).data.to_dict(), dataset_dir)
     stats = collect_stats(dataset_dir, data_files)
     quality = None
     if clip_model:
@@ -288,4 +350,4 @@ def write_card(
     return CardResult(dataset_dir / README, samples, chosen, stats, quality[1] if quality else None)
 
 
-__all__ = ["CARD_MARKER", "SAMPLES_FILE", "CardResult", "card_marker", "render_card", "write_card"]
+__all__ = ["CARD_MARKER", "SAMPLES_FILE", "CardResult", "card_for_repo", "card_marker", "render_card", "write_card"]

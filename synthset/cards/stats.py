@@ -47,8 +47,8 @@ class ConfigStats:
         return min(counts), statistics.median(counts), max(counts)
 
 
-def config_data_files(card_data: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
-    """config -> split -> files, from the README's `configs` (what `load_dataset` will read)."""
+def config_patterns(card_data: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
+    """config -> split -> the `data_files` paths or globs of the README's `configs`."""
     out: dict[str, dict[str, list[str]]] = {}
     for config in card_data.get("configs") or []:
         splits: dict[str, list[str]] = {}
@@ -57,6 +57,23 @@ def config_data_files(card_data: dict[str, Any]) -> dict[str, dict[str, list[str
             splits.setdefault(item.get("split", "train"), []).extend(paths)
         out[config["config_name"]] = splits
     return out
+
+
+def resolve_local(dataset_dir: Path, pattern: str) -> list[str]:
+    """The files a `data_files` glob selects in a local directory, sorted as `datasets` reads them."""
+    found = (p.relative_to(dataset_dir).as_posix() for p in dataset_dir.glob(pattern) if p.is_file())
+    return sorted(f for f in found if not any(part.startswith(".") for part in f.split("/")))
+
+
+def config_data_files(card_data: dict[str, Any], dataset_dir: Path) -> dict[str, dict[str, list[str]]]:
+    """config -> split -> files (relative to dataset/), in the order `load_dataset` reads them."""
+    return {
+        config: {
+            split: [f for pattern in patterns for f in resolve_local(dataset_dir, pattern)]
+            for split, patterns in splits.items()
+        }
+        for config, splits in config_patterns(card_data).items()
+    }
 
 
 def _add_file(stats: ConfigStats, path: Path, split: str, seen_examples: set[tuple[str, int]]) -> None:
