@@ -7,7 +7,8 @@ The card is Markdown that the Hub renders as HTML, so a string pasted verbatim c
 - `markdown_text`: inline prose, list items, table cells. Newlines collapse to spaces, every HTML tag is
   removed by `nh3` (the Rust `ammonia` sanitizer; `<`, `>` and `&` left over become entities), and every
   ASCII punctuation character Markdown gives a meaning to is backslash-escaped (CommonMark allows that
-  escape before any ASCII punctuation; list markers only where they would start a list), so the text renders as the literal characters it holds.
+  escape before any ASCII punctuation; list markers only where they would start a list), so the text
+  renders as the literal characters it holds.
 - `code_text`: text inside a code span or fenced block, where escapes are not interpreted: newlines and
   backticks are replaced, so it can neither end the fence nor start a line of its own.
 - `fence`: the backtick fence for a multi-line block (CommonMark: one longer than any backtick run inside).
