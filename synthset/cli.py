@@ -26,7 +26,7 @@ in the run directory <output_dir>/<name>/ that the recipe names:
   synthset build runs/demo                 shards -> dataset/ (validated; load it with datasets.load_dataset)
   synthset card runs/demo                  dataset/README.md: the full dataset card, samples.jpg
   synthset push runs/demo --repo org/name --tag v1.0
-                                           one commit to the Hub, tagged; `synthset verify` loads it back
+                                           a new version on the Hub, tagged; `synthset verify` checks it
 """
 
 
@@ -83,6 +83,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             f"LLM: {stats.llm_requests} requests ({summary.llm_backend_calls} sent, {summary.llm_cache_hits} from "
             f"cache); rejected: {rejected}; replaced by the template: {stats.replaced}"
         )
+    if summary.hub_layout:
+        print(summary.hub_layout)
     print(f"run directory: {summary.run}")
     print(f"next: accelerate launch -m synthset generate {summary.run}")
     return 0
@@ -172,14 +174,14 @@ def _cmd_push(args: argparse.Namespace) -> int:
     if result.already_published:
         print(f"{args.repo}: {result.tag} already is commit {result.commit[:12]} with these files; nothing to do")
         return 0
-    if result.added or result.changed or result.deleted:
+    changes = f"{result.added} added, {result.changed} changed, {result.deleted} deleted, {result.unchanged} unchanged"
+    if result.pull_request is not None:
         print(
-            f"pushed {Path(args.run) / 'dataset'} to {args.repo}@{result.branch} in one commit {result.commit[:12]}: "
-            f"{len(result.added)} added, {len(result.changed)} changed, {len(result.deleted)} deleted, "
-            f"{len(result.unchanged)} unchanged"
+            f"pushed {Path(args.run) / 'dataset'} to {args.repo}@{result.branch}: {changes}; {result.commits} commits "
+            f"on pull request #{result.pull_request}, merged as {result.commit[:12]}"
         )
     else:
-        print(f"{args.repo}@{result.branch} already holds these files (commit {result.commit[:12]})")
+        print(f"{args.repo}@{result.branch} already holds these files (commit {result.commit[:12]}): {changes}")
     if result.tag:
         print(f"tagged {result.tag} -> {result.commit[:12]}")
     print(f'load it: datasets.load_dataset("{args.repo}", "<config>", revision="{result.tag or result.branch}")')
@@ -198,6 +200,8 @@ def _cmd_versions(args: argparse.Namespace) -> int:
             + (f" ({', '.join(f'{s} {n}' for s, n in splits.items())})" if len(splits) > 1 else "")
             for config, splits in version.rows.items()
         )
+        if version.problem:
+            configs = f"cannot be read: {version.problem}"
         heads = f"  [head of {', '.join(version.branches)}]" if version.branches else ""
         print(f"{version.tag}  {version.commit[:12]}  {configs}{heads}")
     return 0
@@ -206,15 +210,31 @@ def _cmd_versions(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from synthset.hub import verify_repo
 
-    report = verify_repo(args.repo, revision=args.revision, run_dir=Path(args.run) if args.run else None)
+    report = verify_repo(
+        args.repo,
+        revision=args.revision,
+        run_dir=Path(args.run) if args.run else None,
+        sample=args.sample,
+        full=args.full,
+        seed=args.seed,
+    )
     rows = "; ".join(
         f"{config}: " + ", ".join(f"{split} {n} rows" for split, n in splits.items())
         for config, splits in report.rows.items()
     )
+    checked = "downloaded and" if report.mode == "full" else "listed by the Hub,"
     print(
         f"verified {report.repo_id}@{report.revision} (commit {report.commit[:12]}): {report.files} files, "
-        f"{report.bytes} bytes match manifest.json; load_dataset: {rows}"
+        f"{report.bytes} bytes {checked} match manifest.jsonl; {report.footers} Parquet footers read; {rows}"
     )
+    if report.mode == "full":
+        print("load_dataset: every config loaded with the rows above")
+    else:
+        print(f"load_dataset(streaming=True): {len(report.streamed)} configs, first rows decoded")
+    if report.sampled:
+        print(
+            f"sampled {len(report.sampled)} files: downloaded, sha256 checked, {report.sampled_images} images decoded"
+        )
     return 0
 
 
@@ -330,11 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     card.set_defaults(func=_cmd_card)
 
     push = commands.add_parser(
-        "push", help="publish RUN/dataset/ to a Hub dataset repo as one commit, and tag it", description=(
-            "Create the repo if needed and commit RUN/dataset/ (Parquet shards, README.md, recipe.lock.yaml, "
-            "samples.jpg, manifest.json) as a single commit, so readers see the previous version or the new "
-            "one, never a mix; then tag it. Re-running an interrupted push sends only what did not arrive. "
-            "The token comes from HF_TOKEN or `hf auth login`."
+        "push", help="publish RUN/dataset/ to a Hub dataset repo as a new version, and tag it", description=(
+            "Create the repo if needed and publish RUN/dataset/ (Parquet shards, README.md with this repo's "
+            "id, recipe.lock.yaml, samples.jpg, manifest.jsonl) in commits of 50 files to a pull request, "
+            "then merge it, so readers of the branch and of every tag see the previous version or the new "
+            "one, never a mix; then tag it. Re-running an interrupted push resumes where it stopped and sends "
+            "no file twice. The token comes from HF_TOKEN or `hf auth login`."
         ),
     )  # fmt: skip
     push.add_argument("run", help="run directory after `synthset card`, e.g. runs/demo")
@@ -354,15 +375,23 @@ def build_parser() -> argparse.ArgumentParser:
     versions.set_defaults(func=_cmd_versions)
 
     verify = commands.add_parser(
-        "verify", help="check a published version: every file's sha256, and load_dataset of each config", description=(
-            "Download every file of REPO at REVISION afresh and check its size and sha256 against the "
-            "published manifest.json (and, with --run, against the run's shard records); then load every "
-            "config with datasets.load_dataset(..., revision=) and check its rows. Exit 2 on any mismatch."
+        "verify", help="check a published version against its manifest, without downloading it", description=(
+            "Compare REPO at REVISION with its published manifest.jsonl without downloading the data: every "
+            "file's size and sha256 as the Hub lists them, no file the manifest lacks, every Parquet footer "
+            "(rows, Features; read with range requests), each config's rows against dataset_info, and a "
+            "streamed load_dataset of every config. --sample N also downloads N random files and decodes "
+            "every image; --full downloads everything and loads every config. With --run, also compares with "
+            "the run's shard records. Exit 2 on any mismatch."
         ),
     )  # fmt: skip
     verify.add_argument("repo", help="dataset repo id, org/name")
     verify.add_argument("--revision", default="main", help="tag, branch or commit (default main)")
     verify.add_argument("--run", default=None, help="also compare with this run directory's shards")
+    verify.add_argument(
+        "--sample", type=int, default=0, metavar="N", help="download N random files, decode every image"
+    )
+    verify.add_argument("--seed", type=int, default=None, help="seed of --sample's choice (default: random)")
+    verify.add_argument("--full", action="store_true", help="download every file and load every config (slow)")
     verify.set_defaults(func=_cmd_verify)
 
     validate = commands.add_parser(

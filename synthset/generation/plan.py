@@ -44,6 +44,7 @@ class PlanSummary:
     prompt_stats: PromptStats = field(default_factory=PromptStats)
     llm_backend_calls: int = 0
     llm_cache_hits: int = 0
+    hub_layout: str = ""  # what the Hub will hold (files, folders, size), within its limits
 
 
 def images_per_class(config: ConfigSpec, selected: list[ClassInfo], num_classes: int) -> dict[int, int]:
@@ -109,6 +110,28 @@ def iter_plan_shards(
                 yield pending[0]["shard"], pending
 
 
+def check_hub_layout(recipe: Recipe, selected: list[ClassInfo], num_classes: int) -> str:
+    """Refuse a recipe whose published layout breaks a Hub limit (one line naming the limit and the setting
+    that fixes it), before any GPU hour is spent; else the plan's one-line summary of what the Hub will hold."""
+    from synthset.run.hub_limits import layout_figures, layout_summary, limit_problem, stored_pixels
+
+    band_rows = {
+        (config.name, band): sum(images_per_class(config, selected, num_classes).values())
+        for config in recipe.configs
+        for band in range(config.bands)
+    }
+    figures = layout_figures(
+        band_rows,
+        recipe.storage.shard_size,
+        stored_pixels(recipe.generator.width, recipe.generator.height, recipe.storage.resize),
+        recipe.storage.format,
+    )
+    problem = limit_problem(figures, recipe.storage.shard_size)
+    if problem is not None:
+        raise SynthsetError(f"{recipe.name}: the Hub would refuse this dataset: {problem}")
+    return layout_summary(figures)
+
+
 def _check_run_compatible(run: RunDir, lock: Lock) -> None:
     """Refuse to re-plan a run whose finished shards were made under other generation settings."""
     if not run.lock_file.is_file() or not read_records(run):
@@ -153,6 +176,7 @@ def plan_run(recipe: Recipe) -> PlanSummary:
     check_family(recipe)
     classes = load_class_set(recipe.classes.set)
     selected = select_classes(classes, recipe.classes.subset, recipe.classes.limit, recipe.classes.set)
+    hub_layout = check_hub_layout(recipe, selected, len(classes))
     lock = make_lock(recipe)
     run = RunDir(recipe.run_dir)
     _check_run_compatible(run, lock)
@@ -204,4 +228,5 @@ def plan_run(recipe: Recipe) -> PlanSummary:
         prompt_stats=stats,
         llm_backend_calls=llm.backend_calls if llm is not None else 0,
         llm_cache_hits=llm.hits if llm is not None else 0,
+        hub_layout=hub_layout,
     )

@@ -77,6 +77,14 @@ def folder_chunks(files_in_band: int) -> int:
     return max(1, math.ceil(files_in_band / FILES_PER_FOLDER))
 
 
+def stored_pixels(width: int, height: int, resize: int | None) -> int:
+    """Pixels of a stored image: generated at width x height, the shorter side scaled to `resize` if set."""
+    if resize is None:
+        return width * height
+    scale = resize / min(width, height)
+    return round(width * scale) * round(height * scale)
+
+
 def human_bytes(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if size < 1000 or unit == "TB":

@@ -113,3 +113,19 @@ def pattern_matches(pattern: str, path: str) -> bool:
     """Whether a README `data_files` glob selects `path`, as fsspec's glob (and so `datasets`) resolves it:
     `*` and `?` stay within one folder, `**` crosses folders."""
     return _pattern_regex(pattern).match(path) is not None
+
+
+_PUBLISHED = re.compile(
+    r"^(?P<config>[^/]+)/b(?P<band>\d+)(?:/p\d+)?/(?P<split>[a-z0-9_]+)-(?P<index>\d+)-of-\d+\.parquet$"
+)
+
+
+def shard_of(path: str) -> str | None:
+    """The generation shard a published Parquet path is (`naive/b0/train-00003-of-00012.parquet` ->
+    `naive/train-b0-00003`), or None for any other file."""
+    from synthset.run.ids import shard_name
+
+    match = _PUBLISHED.match(path)
+    if match is None:
+        return None
+    return shard_name(match["config"], match["split"], int(match["band"]), int(match["index"]))

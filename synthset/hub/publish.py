@@ -1,0 +1,396 @@
+"""`synthset push`: publish `RUN/dataset/` as a new version in many commits that readers never see half-made.
+
+A version of 6x ImageNet is ~12k files and ~700 GB: far more than one commit should carry (the Hub
+advises 50-100 files per commit, and a commit request times out after 60 s). So a push is:
+
+1. Stage the files that are specific to the target repo, under `RUN/.publish/<org>--<name>/`: the card
+   with this repo's id in it (`cards.card_for_repo`; the run's own README is never rewritten) and
+   `manifest.jsonl` (size, sha256 and rows of every file, the README as published included).
+2. Diff against the target branch. If it already holds exactly these files, only the tag is missing.
+3. Otherwise open a pull request on the branch (`create_commit(create_pr=True)` with the first batch of
+   changes, `parent_commit` = the branch head: the base is checked by the server) and add the rest in
+   commits of at most `FILES_PER_COMMIT` operations to its ref `refs/pr/N`. Readers of the branch and of
+   every tag see none of it. A removed folder is one `deletedFolder` operation.
+4. When the pull request holds exactly the manifest's files, and the branch is still at the base it was
+   opened on, merge it: the branch moves to the new version in one step. Then create the tag on the
+   merged commit. A tag is a version: an existing one is never moved.
+
+Resuming: the pull request's title names the manifest's sha256 and the base commit, so a rerun finds it
+and commits only what it lacks. LFS content is addressed by sha256: huggingface_hub's preupload and the
+LFS batch API skip what the Hub already stores, so no byte is sent twice. A rerun after the merge finds
+the branch at the new version and only tags it. If the branch moved meanwhile (another push), the push
+stops with one line; a rerun closes the stale pull request and opens a new one on the new head, again
+without re-sending content.
+
+Why a pull request and not a staging branch: it is the Hub's documented way to stage changes and apply
+them to a branch in one step (`datasets`' own multi-commit `push_to_hub(create_pr=True)` stages the same
+way), and `merge_pull_request` is part of the public API. Moving `main` onto a staging branch needs the
+`overwrite` flag of the branch endpoint, which huggingface_hub does not expose and which is not
+documented for `main`. What is not documented for merges either, and is therefore checked around it:
+whether the Hub squashes or merges (the branch must hold exactly the manifest afterwards, whichever),
+and what happens if the branch moved (refused before merging; re-checked after).
+
+Nothing here depends on whether huggingface_hub moves the bytes through Xet or LFS: the plan compares
+sizes and the sha256 that the Hub lists for both (`RepoFile.lfs.sha256`), and commits reference content
+by sha256 either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from synthset.cards.grid import SAMPLES_FILE
+from synthset.cards.render import README, card_for_repo, card_marker
+from synthset.errors import SynthsetError
+from synthset.fsutil import write_text_atomic
+from synthset.hub.client import NOT_CONFLICTS, REPO_TYPE, check_repo_id, client, hub_errors, with_retries
+from synthset.hub.manifest import MANIFEST_FILE, Entry, read_manifest, write_manifest
+from synthset.run.hub_limits import FILES_PER_COMMIT, FILES_PER_REPO
+from synthset.run.lock import read_lock_data
+from synthset.run.paths import RunDir
+
+KEEP_ON_HUB = (".gitattributes",)  # made by the Hub with the repo; never ours to delete
+STAGE_DIR = ".publish"
+LAST = (README, MANIFEST_FILE)  # committed last: the staged tree describes itself only once complete
+
+Remote = dict[str, tuple[int, str | None, str]]  # path -> (size, LFS sha256 or None, git blob id)
+
+
+@dataclass
+class PushResult:
+    repo_id: str
+    branch: str
+    commit: str
+    tag: str | None
+    added: int = 0
+    changed: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    commits: int = 0  # commits made by this run (a resumed push makes only the missing ones)
+    pull_request: int | None = None
+    already_published: bool = False  # the tag already named exactly these files
+
+
+def git_blob_oid(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def remote_files(api: Any, repo_id: str, revision: str) -> Remote:
+    """Every file of a revision, compactly: (size, LFS sha256, git blob id). Pages of the tree listing."""
+    from huggingface_hub.hf_api import RepoFile
+
+    tree = api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=revision, recursive=True)
+    return {
+        e.path: (e.size, e.lfs.sha256 if e.lfs is not None else None, e.blob_id)
+        for e in tree
+        if isinstance(e, RepoFile)
+    }
+
+
+def same_content(remote: tuple[int, str | None, str], entry: Entry, local: Path) -> bool:
+    """Whether a remote file holds exactly the local one: by sha256 for LFS (and Xet) files, by git blob
+    id for regular ones (those are small: the Hub stores files over 10 MB or binary in LFS)."""
+    size, sha256, blob_id = remote
+    if size != entry.bytes:
+        return False
+    return sha256 == entry.sha256 if sha256 is not None else blob_id == git_blob_oid(local)
+
+
+@dataclass
+class Staged:
+    """What this push publishes: the manifest's entries and where each file's bytes are."""
+
+    entries: list[Entry]
+    local: dict[str, Path]  # the paths staged for this repo (README, manifest); the rest are in dataset/
+    dataset_dir: Path
+    manifest_sha256: str
+    name: str
+
+    def path_of(self, path: str) -> Path:
+        return self.local.get(path, self.dataset_dir / path)
+
+
+def check_publishable(run: RunDir) -> None:
+    """Only a rendered card goes out, and only as many files as the Hub takes."""
+    lock = read_lock_data(run)
+    readme = run.dataset_readme
+    if not readme.is_file():
+        raise SynthsetError(f"{run}: no {run.dataset_dir.name}/; run `synthset build` and `synthset card` first")
+    text = readme.read_text(encoding="utf-8")
+    if card_marker(lock["provenance"]) not in text or not (run.dataset_dir / SAMPLES_FILE).is_file():
+        raise SynthsetError(f"{readme}: not this run's dataset card; run `synthset card {run}` first")
+
+
+def stage(run: RunDir, repo_id: str) -> Staged:
+    """Write the README as published to `repo_id` and the manifest under RUN/.publish/, and read them back."""
+    target = run.root / STAGE_DIR / repo_id.replace("/", "--")
+    target.mkdir(parents=True, exist_ok=True)
+    readme = target / README
+    write_text_atomic(readme, card_for_repo(run.dataset_readme.read_text(encoding="utf-8"), repo_id))
+    summary = write_manifest(run, target / MANIFEST_FILE, {README: readme})
+    with open(summary.path, encoding="utf-8") as lines:
+        head, entries = read_manifest(lines)
+        entries = list(entries)
+    entries.append(Entry(MANIFEST_FILE, summary.path.stat().st_size, summary.sha256))
+    if len(entries) + len(KEEP_ON_HUB) > FILES_PER_REPO:
+        raise SynthsetError(
+            f"{run.dataset_dir}: {len(entries)} files, more than the Hub's {FILES_PER_REPO} per repo; plan the "
+            "run with a larger storage.shard_size"
+        )
+    local = {README: readme, MANIFEST_FILE: summary.path}
+    return Staged(entries, local, run.dataset_dir, summary.sha256, head["name"])
+
+
+def differences(remote: Remote, staged: Staged) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """The operations that turn `remote` into the staged files, in commit order, and their counts.
+
+    ("folder", path) deletes a folder none of whose files is published any more (one operation);
+    ("delete", path) a file; ("add", path) a new or changed file. Unchanged files are left out, so a
+    rerun offers the Hub nothing it already has.
+    """
+    wanted = {e.path: e for e in staged.entries}
+    folders = {"/".join(p.split("/")[:i]) for p in wanted for i in range(1, p.count("/") + 1)}
+    counts = {"added": 0, "changed": 0, "deleted": 0, "unchanged": 0}
+    removed_folders: set[str] = set()
+    deletes: list[tuple[str, str]] = []
+    for path in sorted(set(remote) - set(wanted) - set(KEEP_ON_HUB)):
+        counts["deleted"] += 1
+        parts = path.split("/")
+        gone = next(("/".join(parts[:i]) for i in range(1, len(parts)) if "/".join(parts[:i]) not in folders), None)
+        if gone is None:
+            deletes.append(("delete", path))
+        elif gone not in removed_folders:
+            removed_folders.add(gone)
+            deletes.append(("folder", gone))
+    adds = []
+    for path, entry in wanted.items():
+        if path in remote and same_content(remote[path], entry, staged.path_of(path)):
+            counts["unchanged"] += 1
+            continue
+        counts["changed" if path in remote else "added"] += 1
+        adds.append(("add", path))
+    adds.sort(key=lambda op: (op[1] in LAST, LAST.index(op[1]) if op[1] in LAST else 0, op[1]))
+    return [*deletes, *adds], counts
+
+
+def _operation(kind: str, path: str, staged: Staged, entry: Entry | None) -> Any:
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    if kind == "folder":
+        return CommitOperationDelete(path_in_repo=path + "/", is_folder=True)
+    if kind == "delete" or entry is None:
+        return CommitOperationDelete(path_in_repo=path)
+    operation = CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(staged.path_of(path)))
+    operation.upload_info.sha256 = bytes.fromhex(entry.sha256)  # from the manifest: not hashed again
+    return operation
+
+
+class Publisher:
+    """One push: the API client, the repo, and what is being published."""
+
+    def __init__(self, api: Any, repo_id: str, branch: str, tag: str | None, staged: Staged) -> None:
+        self.api, self.repo_id, self.branch, self.tag, self.staged = api, repo_id, branch, tag, staged
+        self.by_path = {e.path: e for e in staged.entries}
+
+    # -- the state of the repo ------------------------------------------------------------------------
+    def head(self, revision: str) -> str:
+        return with_retries(
+            f"head of {revision}", lambda: self.api.repo_info(self.repo_id, repo_type=REPO_TYPE, revision=revision).sha
+        )
+
+    def holds_staged(self, revision: str) -> bool:
+        operations, _ = differences(remote_files(self.api, self.repo_id, revision), self.staged)
+        return not operations
+
+    def title(self, base: str) -> str:
+        version = f" {self.tag}" if self.tag else ""
+        name = self.staged.name[:60]
+        return f"synthset: publish {name}{version} [manifest {self.staged.manifest_sha256[:12]} on {base[:12]}]"
+
+    def open_pull_requests(self) -> list[Any]:
+        """Open (or draft) pull requests that synthset opened for this very manifest, on any base."""
+        prefix = self.title("")[: -len(" on ]")]
+        found = self.api.get_repo_discussions(self.repo_id, repo_type=REPO_TYPE, discussion_type="pull_request")
+        return [d for d in found if d.status in ("open", "draft") and d.title.startswith(prefix)]
+
+    # -- the steps --------------------------------------------------------------------------------------
+    def pull_request_for(self, base: str) -> int | None:
+        """The open pull request for this manifest on `base`; stale ones (opened on an older head) are closed."""
+        current = None
+        for pr in self.open_pull_requests():
+            if pr.title == self.title(base):
+                current = pr.num
+            else:
+                self.api.change_discussion_status(
+                    self.repo_id,
+                    pr.num,
+                    "closed",
+                    repo_type=REPO_TYPE,
+                    comment=f"superseded: {self.branch} moved since this pull request was opened",
+                )
+        return current
+
+    def commit_chunk(
+        self, operations: list[tuple[str, str]], ref: str | None, parent: str, message: str, base: str
+    ) -> tuple[int, str]:
+        """Commit one batch to the pull request `ref` (or open it with this batch); -> (pr number, head)."""
+        ops = [_operation(kind, path, self.staged, self.by_path.get(path)) for kind, path in operations]
+
+        def call() -> tuple[int, str]:
+            info = self.api.create_commit(
+                self.repo_id,
+                ops,
+                repo_type=REPO_TYPE,
+                revision=ref or self.branch,
+                create_pr=ref is None,
+                parent_commit=parent,
+                commit_message=message,
+                commit_description=f"{len(self.staged.entries)} files; manifest sha256 {self.staged.manifest_sha256}",
+            )
+            return info.pr_num, info.oid
+
+        def landed() -> tuple[int, str] | None:
+            if ref is None:  # the pull request is the proof: its title names the manifest and the base
+                num = self.pull_request_for(base)
+                return None if num is None else (num, self.head(f"refs/pr/{num}"))
+            head = self.head(ref)
+            if head == parent:
+                return None
+            if not self.chunk_present(ref, operations):
+                raise SynthsetError(f"{ref} changed under this push (another push to it?); run the push again")
+            return int(ref.rsplit("/", 1)[1]), head
+
+        return with_retries(f"commit to {ref or self.branch}", call, landed)
+
+    def chunk_present(self, revision: str, operations: list[tuple[str, str]]) -> bool:
+        infos = self.api.get_paths_info(
+            self.repo_id, [path for _, path in operations], repo_type=REPO_TYPE, revision=revision
+        )
+        found = {info.path: info for info in infos}
+        for kind, path in operations:
+            if kind != "add":
+                if path in found:
+                    return False
+                continue
+            info, entry = found.get(path), self.by_path[path]
+            lfs = getattr(info, "lfs", None)
+            if info is None or info.size != entry.bytes or (lfs is not None and lfs.sha256 != entry.sha256):
+                return False
+        return True
+
+    def merge(self, num: int, base: str) -> str:
+        """Merge pull request `num` into the branch, which must still be at `base`; -> the new head."""
+        head = self.head(self.branch)
+        if head != base:
+            raise SynthsetError(
+                f"{self.branch} moved from {base[:12]} to {head[:12]} while publishing (another push?); run the push "
+                "again: it opens a new pull request on the new head and sends no file twice"
+            )
+        details = self.api.get_discussion_details(self.repo_id, num, repo_type=REPO_TYPE)
+        if details.status == "draft":  # a draft must be published before it can be merged
+            self.api.change_discussion_status(self.repo_id, num, "open", repo_type=REPO_TYPE)
+
+        def landed() -> bool | None:
+            merged = self.api.get_discussion_details(self.repo_id, num, repo_type=REPO_TYPE).status == "merged"
+            return True if merged else None
+
+        with_retries(
+            f"merge of pull request #{num}",
+            lambda: self.api.merge_pull_request(self.repo_id, num, repo_type=REPO_TYPE, comment="synthset: publish"),
+            landed,
+        )
+        merged = self.head(self.branch)
+        if not self.holds_staged(merged):
+            raise SynthsetError(
+                f"{self.branch} at {merged[:12]} does not hold exactly the published files after merging pull request "
+                f"#{num} (someone committed to {self.branch} meanwhile?); check it, then run the push again"
+            )
+        return merged
+
+    def create_tag(self, commit: str) -> None:
+        if self.tag is None:
+            return
+
+        def landed() -> bool | None:
+            tags = {t.name: t.target_commit for t in self.api.list_repo_refs(self.repo_id, repo_type=REPO_TYPE).tags}
+            return True if tags.get(self.tag) == commit else None
+
+        with_retries(
+            f"tag {self.tag}",
+            lambda: self.api.create_tag(
+                self.repo_id, tag=self.tag, revision=commit, repo_type=REPO_TYPE, tag_message=self.tag
+            ),
+            landed,
+            statuses=NOT_CONFLICTS,
+        )
+
+
+def _progress(total: int, initial: int) -> Any:
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="commit", desc="push", disable=are_progress_bars_disabled())
+
+
+def push_dataset(
+    run_dir: str | Path | RunDir,
+    repo_id: str,
+    private: bool = False,
+    tag: str | None = None,
+    branch: str = "main",
+) -> PushResult:
+    """Publish `RUN/dataset/` to `branch` of `repo_id` through a pull request, then tag it (module docstring)."""
+    run = RunDir.at(run_dir)
+    check_repo_id(repo_id)
+    check_publishable(run)
+    api, token = client(require_token=True)
+    with hub_errors(repo_id, token, api.endpoint):
+        api.whoami()  # a rejected token fails here, before anything is hashed or uploaded
+        staged = stage(run, repo_id)
+        api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
+        info = api.repo_info(repo_id, repo_type=REPO_TYPE)
+        if private and not info.private:
+            raise SynthsetError("the repo exists and is public; --private cannot hide it (change it on the Hub)")
+        if branch != "main":
+            api.create_branch(repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True)
+        publisher = Publisher(api, repo_id, branch, tag, staged)
+        if tag is not None:
+            tags = {t.name: t.target_commit for t in api.list_repo_refs(repo_id, repo_type=REPO_TYPE).tags}
+            if tag in tags:
+                if publisher.holds_staged(tags[tag]):
+                    return PushResult(repo_id, branch, tags[tag], tag, already_published=True)
+                raise SynthsetError(
+                    f"tag {tag} already names commit {tags[tag][:12]} with other files; "
+                    "a published version never changes: push under a new tag"
+                )
+        base = publisher.head(branch)
+        operations, counts = differences(remote_files(api, repo_id, base), staged)
+        result = PushResult(repo_id, branch, base, tag, **counts)
+        if operations:  # else the branch already holds this version (e.g. a rerun after the merge)
+            num = publisher.pull_request_for(base)
+            if num is not None:  # resume: diff against what the pull request already holds
+                operations, _ = differences(remote_files(api, repo_id, f"refs/pr/{num}"), staged)
+            chunks = [operations[i : i + FILES_PER_COMMIT] for i in range(0, len(operations), FILES_PER_COMMIT)]
+            ref = None if num is None else f"refs/pr/{num}"
+            parent = base if num is None else publisher.head(ref)
+            with _progress(len(chunks), 0) as bar:
+                for i, chunk in enumerate(chunks):
+                    message = publisher.title(base) if ref is None else f"synthset: part {i + 1} of {len(chunks)}"
+                    num, parent = publisher.commit_chunk(chunk, ref, parent, message, base)
+                    ref = f"refs/pr/{num}"
+                    result.commits += 1
+                    bar.update(1)
+            if num is None:
+                raise AssertionError("a push with operations always has a pull request")
+            if not publisher.holds_staged(f"refs/pr/{num}"):
+                raise SynthsetError(
+                    f"pull request #{num} does not hold exactly the published files; run the push again"
+                )
+            result.pull_request = num
+            result.commit = publisher.merge(num, base)
+        publisher.create_tag(result.commit)
+    return result
