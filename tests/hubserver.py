@@ -12,8 +12,12 @@ against our own idea of the protocol. So this is a small server that speaks the 
   GET  /api/{type}s/{repo}/commits/{rev}                      history (first parent)
   GET  /api/{type}s/{repo}/refs                               branches and tags
   POST /api/{type}s/{repo}/preupload/{rev}                    lfs or regular, and the remote oid
-  POST /api/{type}s/{repo}/commit/{rev}                       NDJSON commit (file, lfsFile, deletedFile,
-                                                              deletedFolder; parentCommit checked)
+  POST /api/{type}s/{repo}/commit/{rev}[?create_pr=1]         NDJSON commit (file, lfsFile, deletedFile,
+                                                              deletedFolder; parentCommit checked); to a
+                                                              branch or a pull request's refs/pr/N
+  GET|POST /api/{type}s/{repo}/discussions                    list (paged, 50) / open a pull request (draft)
+  GET  /api/{type}s/{repo}/discussions/{n}                    details (status, base, mergeCommitId)
+  POST /api/{type}s/{repo}/discussions/{n}/status|merge       publish / close / merge a pull request
   POST|DELETE /api/{type}s/{repo}/branch/{branch}             create (startingPoint) / delete a branch
   POST /api/{type}s/{repo}/tag/{rev}, DELETE .../tag/{tag}    create / delete a tag
   POST /api/validate-yaml                                     README metadata check
@@ -27,10 +31,25 @@ names to commit ids, and LFS content lives in one store keyed by sha256 (as on t
 uploaded once is never asked for again). A commit swaps its branch head under a lock only after the whole
 new snapshot is built, so a reader sees the old commit or the new one.
 
-Tests count what crosses the wire (`state.uploads`, `state.put_bytes`, `state.requests`) and inject
-faults: `fail_next("commit")` answers the next commit with a 500; `before_commit` lets a racing writer
-commit first; `hold_uploads_after(n)` lets n LFS uploads finish and parks the rest (never stored) until
-`release_held()`; `tamper()` changes the stored bytes of a file behind the metadata's back.
+It enforces what the real Hub enforces (`HubLimits`, each with its source in synthset/run/hub_limits.py,
+written again here so that a wrong number there is caught here): at most 10k entries in a folder and
+100k files in a repo (the commit that would exceed either is refused), at most 100 operations per commit
+(the Hub's advice is 50-100; its real bound is a 60 s timeout), 256 files per preupload call and per LFS
+batch, 1,000 paths per paths-info call (413 otherwise, as huggingface_hub#1503 reports), a README of at
+most 1 MB at /api/validate-yaml (the real bound is not documented; large cards meet 413 there), tree
+pages of 1,000 entries. Reads of a public repo need no token (tree, paths-info, resolve, refs,
+discussions); writes need a member's token. A pull request opened through the API is a draft and must be
+set `open` before it can be merged (as on the Hub: "publish it to be able to merge"); one opened by a
+commit with `create_pr=1` is open. A merge puts the pull request's changes onto the branch as one new
+commit (a three-way apply: a path changed on both sides since the base is a 409 conflict).
+
+Tests count what crosses the wire (`state.uploads`, `state.put_bytes`, `state.requests`, `state.timeline`)
+and inject faults: `inject("commit", 409)` (or 429 with a Retry-After, or any 5xx) answers the next
+request(s) to an endpoint with that status, before or (`after=True`) after doing the work, as a Hub whose
+answer is lost does; `fail_next("commit")` is a 500; `before_commit` lets a racing writer commit first;
+`before_merge` likewise; `hold_uploads_after(n)` and `hold_commits_after(n)` let n uploads / commits
+through and park the next (never applied) until `release_held()`, for a client to be killed there;
+`tamper()` changes the stored bytes of a file behind the metadata's back.
 Use it as a context manager; `stop()` shuts it down.
 
 Running it by hand (e.g. to try `synthset push` against it):
@@ -47,6 +66,7 @@ import hashlib
 import json
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +75,18 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
+
+
+@dataclass(frozen=True)
+class HubLimits:
+    files_per_folder: int = 10_000
+    files_per_repo: int = 100_000
+    operations_per_commit: int = 100
+    preupload_per_call: int = 256
+    lfs_batch_per_call: int = 256
+    paths_info_per_call: int = 1_000
+    readme_bytes: int = 1_000_000
+
 
 LFS_PATTERNS = ("*.parquet", "*.arrow", "*.jpg", "*.jpeg", "*.png", "*.webp", "*.bin", "*.safetensors", "*.zip")
 GITATTRIBUTES = "".join(f"{pattern} filter=lfs diff=lfs merge=lfs -text\n" for pattern in LFS_PATTERNS).encode()
@@ -107,6 +139,20 @@ class Commit:
 
 
 @dataclass
+class PullRequest:
+    num: int
+    title: str
+    description: str
+    status: str  # draft | open | closed | merged
+    target: str  # the branch it merges into
+    base: str  # the target's head when it was opened
+    head: str  # the commit refs/pr/<num> points at
+    author: str
+    created: str
+    merge_commit: str | None = None
+
+
+@dataclass
 class Repo:
     repo_type: str
     repo_id: str
@@ -115,10 +161,17 @@ class Repo:
     commits: dict[str, Commit] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    pulls: dict[int, PullRequest] = field(default_factory=dict)
+
+    def pull_of(self, revision: str) -> PullRequest | None:
+        if revision.startswith("refs/pr/") and revision[8:].isdigit():
+            return self.pulls.get(int(revision[8:]))
+        return None
 
     def resolve(self, revision: str) -> Commit | None:
-        """Branch, tag, or full commit id (as the Hub accepts), else None."""
-        oid = self.branches.get(revision) or self.tags.get(revision)
+        """Branch, tag, refs/pr/N, or full commit id (as the Hub accepts), else None."""
+        pull = self.pull_of(revision)
+        oid = pull.head if pull else self.branches.get(revision) or self.tags.get(revision)
         if oid is None and revision in self.commits:
             oid = revision
         return self.commits.get(oid) if oid else None
@@ -139,44 +192,69 @@ class Repo:
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+        self.status, self.message, self.code, self.headers = status, message, code, headers or {}
 
 
 class HubState:
     """Everything the server knows, plus the counters and fault switches the tests use."""
 
-    def __init__(self, users: dict[str, str], orgs: dict[str, set[str]], tree_page_size: int) -> None:
+    def __init__(
+        self, users: dict[str, str], orgs: dict[str, set[str]], tree_page_size: int, limits: HubLimits
+    ) -> None:
         self.lock = threading.RLock()
         self.tokens = dict(users)  # token -> user name
         self.orgs = orgs  # org -> members
         self.tree_page_size = tree_page_size
+        self.limits = limits
         self.repos: dict[tuple[str, str], Repo] = {}
         self.lfs: dict[str, bytes] = {}
         self.upload_sigs: dict[str, str] = {}  # oid -> signature handed out by the batch API
         self.uploads: list[tuple[str, int]] = []  # LFS objects stored: (oid, size)
         self.put_bytes = 0  # every byte received by the upload URL, stored or not
         self.requests: list[tuple[str, str, int]] = []  # (method, path with query, status)
+        self.timeline: list[tuple[float, str, str, int]] = []  # (monotonic time, method, path, status)
         self.commit_counter = 0
-        self._fail: dict[str, int] = {}
+        self.commits_applied = 0  # commits (to any ref) and merges this server has applied
+        self._faults: dict[str, list[tuple[int, dict[str, str], bool]]] = {}
         self._hold_after: int | None = None
+        self._hold_commits_after: int | None = None
         self.before_commit: Callable[[Repo], None] | None = None  # runs as a commit arrives: a racing writer
+        self.before_merge: Callable[[Repo], None] | None = None
         self.upload_parked = threading.Event()
+        self.commit_parked = threading.Event()
         self._release = threading.Event()
 
     # -- fault injection -------------------------------------------------------------------------
-    def fail_next(self, endpoint: str, times: int = 1) -> None:
-        """Answer the next `times` requests to `endpoint` ("commit", "preupload", "batch", "upload") with a 500."""
+    def inject(
+        self, endpoint: str, status: int, times: int = 1, retry_after: int | None = None, after: bool = False
+    ) -> None:
+        """Answer the next `times` requests to `endpoint` ("commit", "preupload", "batch", "upload",
+        "paths-info", "tree", "merge", "tag", "discussions") with `status`; a 429 carries `Retry-After`.
+        With `after`, the request is carried out first and its answer replaced: a write whose reply is lost."""
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
         with self.lock:
-            self._fail[endpoint] = self._fail.get(endpoint, 0) + times
+            self._faults.setdefault(endpoint, []).extend([(status, headers, after)] * times)
 
-    def should_fail(self, endpoint: str) -> bool:
+    def fail_next(self, endpoint: str, times: int = 1) -> None:
+        """Answer the next `times` requests to `endpoint` with a 500."""
+        self.inject(endpoint, 500, times)
+
+    def fault(self, endpoint: str, after: bool = False) -> HttpError | None:
+        """The injected error for this request to `endpoint` at this point (before or after the work), if any."""
         with self.lock:
-            if self._fail.get(endpoint, 0) > 0:
-                self._fail[endpoint] -= 1
-                return True
-            return False
+            queue = self._faults.get(endpoint) or []
+            if queue and queue[0][2] == after:
+                status, headers, _ = queue.pop(0)
+                return HttpError(status, f"injected {status} on {endpoint}", headers=headers)
+            return None
+
+    def hold_commits_after(self, count: int) -> None:
+        """Let commits be applied until `count` in all; park every later one (never applied) until released."""
+        self._release.clear()
+        self.commit_parked.clear()
+        self._hold_commits_after = count
 
     def hold_uploads_after(self, count: int) -> None:
         """Let `count` LFS uploads be stored; park every later one (never stored) until `release_held()`."""
@@ -186,6 +264,7 @@ class HubState:
 
     def release_held(self) -> None:
         self._hold_after = None
+        self._hold_commits_after = None
         self._release.set()
 
     # -- repo helpers ------------------------------------------------------------------------------
@@ -288,6 +367,47 @@ def _card_data(commit: Commit, state: HubState) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _apply(state: HubState, files: dict[str, Blob], operations: list[dict[str, Any]]) -> dict[str, Blob]:
+    """A commit's operations applied to a snapshot (a copy)."""
+    for item in operations:
+        key, value = item["key"], item["value"]
+        path = value.get("path", "").strip("/")
+        if key == "file":
+            files[path] = Blob.regular(base64.b64decode(value["content"]))
+        elif key == "lfsFile":
+            if value["oid"] not in state.lfs:
+                raise HttpError(400, f"LFS object {value['oid']} for {path} was never uploaded")
+            files[path] = Blob.lfs(value["oid"], value.get("size", len(state.lfs[value["oid"]])))
+        elif key == "deletedFile":
+            if path not in files:
+                raise HttpError(404, "A file with this name doesn't exist", "EntryNotFound")
+            del files[path]
+        elif key == "deletedFolder":
+            files = {p: b for p, b in files.items() if not p.startswith(path + "/")}
+        else:
+            raise HttpError(400, f"unknown commit operation {key!r}")
+    return files
+
+
+def _check_limits(files: dict[str, Blob], limits: HubLimits) -> None:
+    """Refuse a snapshot over the Hub's files-per-repo or entries-per-folder limit."""
+    if len(files) > limits.files_per_repo:
+        raise HttpError(400, f"Too many files in the repository: {len(files)} > {limits.files_per_repo}")
+    entries: dict[str, set[str]] = {}
+    for path in files:
+        folder, _, name = path.rpartition("/")
+        entries.setdefault(folder, set()).add(name)
+        while folder:  # a sub-folder is an entry of its parent
+            parent, _, child = folder.rpartition("/")
+            if child in entries.setdefault(parent, set()):
+                break
+            entries[parent].add(child)
+            folder = parent
+    for folder, names in entries.items():
+        if len(names) > limits.files_per_folder:
+            raise HttpError(400, f"Too many files in folder {folder or '/'}: {len(names)} > {limits.files_per_folder}")
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "loopback-hub/1.0"
     state: HubState  # set on the subclass made per server
@@ -319,12 +439,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD" and body:
             self.wfile.write(body)
         self.state.requests.append((self.command, self.path, status))
+        self.state.timeline.append((time.monotonic(), self.command, self.path, status))
 
     def _json(self, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})})
 
     def _error(self, error: HttpError, extra: dict[str, str] | None = None) -> None:
-        headers = {"X-Error-Message": error.message, **(extra or {})}
+        headers = {"X-Error-Message": error.message, **error.headers, **(extra or {})}
         if error.code:
             headers["X-Error-Code"] = error.code
         self._json({"error": error.message}, error.status, headers)
@@ -374,10 +495,11 @@ class _Handler(BaseHTTPRequestHandler):
         raise HttpError(404, f"loopback hub: no route for {self.command} {self.path}")
 
     def _repo_api(self, repo: Repo, user: str | None, parts: list[str], query: dict[str, list[str]]) -> None:
-        state, write = self.state, self.command in ("POST", "DELETE")
+        state = self.state
+        kind = parts[0] if parts else ""
+        write = self.command in ("POST", "DELETE") and kind != "paths-info"  # paths-info is a read sent as POST
         if write and not state.can_write(user, repo.repo_id.split("/")[0]):
             raise HttpError(403, "You don't have the rights to write to this repo")
-        kind = parts[0] if parts else ""
         if kind == "" or kind == "revision":
             commit = state.commit(repo, parts[1] if kind == "revision" else "main")
             return self._json(
@@ -398,9 +520,17 @@ class _Handler(BaseHTTPRequestHandler):
                 }
             )
         if kind == "tree":
+            if error := state.fault("tree"):
+                raise error
             return self._tree(repo, parts[1], "/".join(parts[2:]), query)
+        if kind == "discussions":
+            return self._discussions(repo, user, parts[1:], query)
         if kind == "paths-info":
+            if error := state.fault("paths-info"):
+                raise error
             form = parse_qs(self._body().decode())
+            if len(form.get("paths", [])) > state.limits.paths_info_per_call:
+                raise HttpError(413, "Payload Too Large: too many parameters")
             commit = state.commit(repo, parts[1])
             expand = form.get("expand", ["False"])[0].lower() == "true"
             out = []
@@ -432,18 +562,22 @@ class _Handler(BaseHTTPRequestHandler):
                     {"name": n, "ref": f"refs/{prefix}/{n}", "targetCommit": oid} for n, oid in sorted(names.items())
                 ]
 
+            pulls = [
+                {"name": f"refs/pr/{n}", "ref": f"refs/pr/{n}", "targetCommit": pr.head}
+                for n, pr in sorted(repo.pulls.items())
+            ]
             return self._json(
                 {
                     "branches": refs(repo.branches, "heads"),
                     "tags": refs(repo.tags, "tags"),
                     "converts": [],
-                    "pullRequests": [],
+                    "pullRequests": pulls if query.get("include_prs") else [],
                 }
             )
         if kind == "preupload":
             return self._preupload(repo, parts[1])
         if kind == "commit":
-            return self._commit(repo, parts[1], query)
+            return self._commit(repo, parts[1], query, user)
         if kind == "branch":
             return self._branch(repo, parts[1])
         if kind == "tag":
@@ -473,6 +607,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _validate_yaml(self, payload: dict[str, Any]) -> None:
         content = payload.get("content", "")
+        if len(content.encode()) > self.state.limits.readme_bytes:
+            raise HttpError(413, "Payload Too Large")
         errors = []
         if content.startswith("---"):
             try:
@@ -504,9 +640,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(page, headers=headers)
 
     def _preupload(self, repo: Repo, revision: str) -> None:
-        if self.state.should_fail("preupload"):
-            raise HttpError(500, "injected preupload failure")
+        if error := self.state.fault("preupload"):
+            raise error
         payload = json.loads(self._body())
+        if len(payload["files"]) > self.state.limits.preupload_per_call:
+            raise HttpError(413, f"at most {self.state.limits.preupload_per_call} files per preupload call")
         commit = self.state.commit(repo, revision)
         gitattributes = commit.files.get(".gitattributes")
         patterns = list(LFS_PATTERNS)
@@ -527,9 +665,11 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.state
         if not state.can_write(user, repo.repo_id.split("/")[0]):
             raise HttpError(403, "You don't have the rights to write to this repo")
-        if state.should_fail("batch"):
-            raise HttpError(500, "injected batch failure")
+        if error := state.fault("batch"):
+            raise error
         payload = json.loads(self._body())
+        if len(payload["objects"]) > state.limits.lfs_batch_per_call:
+            raise HttpError(413, f"at most {state.limits.lfs_batch_per_call} objects per LFS batch call")
         objects = []
         for obj in payload["objects"]:
             oid, size = obj["oid"], obj["size"]
@@ -555,8 +695,8 @@ class _Handler(BaseHTTPRequestHandler):
         data = self._body()
         with state.lock:
             state.put_bytes += len(data)
-        if state.should_fail("upload"):
-            raise HttpError(500, "injected upload failure")
+        if error := state.fault("upload"):
+            raise error
         if hashlib.sha256(data).hexdigest() != oid or len(data) != int(query.get("size", ["-1"])[0]):
             raise HttpError(400, "uploaded content does not match its oid or size")
         with state.lock:  # decide and store in one step, so concurrent uploads cannot all slip under the limit
@@ -570,48 +710,168 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(500, "upload interrupted")
         self._send(200)
 
-    def _commit(self, repo: Repo, revision: str, query: dict[str, list[str]]) -> None:
+    def _commit(self, repo: Repo, revision: str, query: dict[str, list[str]], user: str | None) -> None:
         state = self.state
         lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
         if state.before_commit is not None:
             state.before_commit(repo)
-        if state.should_fail("commit"):
-            raise HttpError(500, "injected commit failure")
-        if query.get("create_pr"):
-            raise HttpError(400, "loopback hub: pull requests are not implemented")
+        if error := state.fault("commit"):
+            raise error
         with state.lock:
-            if revision not in repo.branches:
+            park = state._hold_commits_after is not None and state.commits_applied >= state._hold_commits_after
+        if park:  # an interrupted commit: it arrived, it is never applied
+            state.commit_parked.set()
+            state._release.wait(timeout=60)
+            raise HttpError(500, "commit interrupted")
+        operations = [item for item in lines if item["key"] != "header"]
+        if len(operations) > state.limits.operations_per_commit:
+            raise HttpError(
+                413, f"{len(operations)} operations in one commit; at most {state.limits.operations_per_commit}"
+            )
+        create_pr = bool(query.get("create_pr"))
+        with state.lock:
+            pull = repo.pull_of(revision)
+            if pull is not None:
+                if create_pr or pull.status not in ("open", "draft"):
+                    raise HttpError(400, f"Pull request #{pull.num} is {pull.status}; it cannot take commits")
+                head = repo.commits[pull.head]
+            elif revision in repo.branches:
+                head = repo.commits[repo.branches[revision]]
+            else:
                 raise HttpError(
                     400 if repo.resolve(revision) else 404, f"Invalid rev id: {revision}", "RevisionNotFound"
                 )
-            head = repo.commits[repo.branches[revision]]
             header = next((item["value"] for item in lines if item["key"] == "header"), {})
             parent = header.get("parentCommit")
             if parent is not None and parent != head.oid:
                 raise HttpError(412, "A commit has happened since. Please refresh and try again.")
-            files = dict(head.files)
-            for item in lines:
-                key, value = item["key"], item["value"]
-                path = value.get("path", "").strip("/")
-                if key == "file":
-                    files[path] = Blob.regular(base64.b64decode(value["content"]))
-                elif key == "lfsFile":
-                    blob_size = len(state.lfs.get(value["oid"], b"")) if value["oid"] in state.lfs else None
-                    if blob_size is None:
-                        raise HttpError(400, f"LFS object {value['oid']} for {path} was never uploaded")
-                    files[path] = Blob.lfs(value["oid"], value.get("size", blob_size))
-                elif key == "deletedFile":
-                    if path not in files:
-                        raise HttpError(404, "A file with this name doesn't exist", "EntryNotFound")
-                    del files[path]
-                elif key == "deletedFolder":
-                    files = {p: b for p, b in files.items() if not p.startswith(path + "/")}
-                elif key != "header":
-                    raise HttpError(400, f"unknown commit operation {key!r}")
+            files = _apply(state, dict(head.files), operations)
+            _check_limits(files, state.limits)
             commit = state.new_commit(repo, head.oid, header.get("summary", ""), header.get("description", ""), files)
-            repo.branches[revision] = commit.oid  # the one moment readers switch to the new snapshot
+            if create_pr:
+                num = max([0, *repo.pulls]) + 1
+                pull = PullRequest(
+                    num, header.get("summary", ""), header.get("description", ""), "open", revision, head.oid,
+                    commit.oid, user or "", now_iso(),
+                )  # fmt: skip
+                repo.pulls[num] = pull
+            elif pull is not None:
+                pull.head = commit.oid
+            else:
+                repo.branches[revision] = commit.oid  # the one moment readers switch to the new snapshot
+            state.commits_applied += 1
+        if error := state.fault("commit", after=True):
+            raise error
         base = f"http://{self.headers['Host']}/{TYPE_PREFIX[repo.repo_type]}{repo.repo_id}"
-        self._json({"success": True, "commitOid": commit.oid, "commitUrl": f"{base}/commit/{commit.oid}"})
+        answer = {"success": True, "commitOid": commit.oid, "commitUrl": f"{base}/commit/{commit.oid}"}
+        if create_pr:
+            answer["pullRequestUrl"] = f"{base}/discussions/{pull.num}"
+        self._json(answer)
+
+    # -- pull requests ---------------------------------------------------------------------------------
+    def _discussion_json(self, repo: Repo, pull: PullRequest) -> dict[str, Any]:
+        return {
+            "num": pull.num,
+            "title": pull.title,
+            "status": pull.status,
+            "createdAt": pull.created,
+            "isPullRequest": True,
+            "author": {"name": pull.author},
+            "repo": {"name": repo.repo_id, "type": repo.repo_type},
+        }
+
+    def _discussions(self, repo: Repo, user: str | None, parts: list[str], query: dict[str, list[str]]) -> None:
+        state = self.state
+        if error := state.fault("discussions"):
+            raise error
+        if not parts:
+            if self.command == "POST":
+                payload = json.loads(self._body() or b"{}")
+                if not payload.get("pullRequest"):
+                    raise HttpError(400, "loopback hub: only pull requests are implemented")
+                with state.lock:
+                    num = max([0, *repo.pulls]) + 1
+                    head = repo.branches["main"]
+                    repo.pulls[num] = PullRequest(
+                        num, payload["title"], payload.get("description", ""), "draft", "main", head, head,
+                        user or "", now_iso(),
+                    )  # fmt: skip
+                return self._json({"num": num, "url": f"/discussions/{num}"})
+            status, page = query.get("status", ["all"])[0], int(query.get("p", ["0"])[0])
+            wanted = {"open": ("open", "draft"), "closed": ("closed", "merged")}.get(status)
+            pulls = [p for _, p in sorted(repo.pulls.items(), reverse=True) if wanted is None or p.status in wanted]
+            size = 50
+            return self._json(
+                {
+                    "discussions": [self._discussion_json(repo, p) for p in pulls[page * size : (page + 1) * size]],
+                    "count": len(pulls),
+                    "start": page * size,
+                    "numClosedDiscussions": sum(p.status in ("closed", "merged") for p in repo.pulls.values()),
+                }
+            )
+        pull = repo.pulls.get(int(parts[0])) if parts[0].isdigit() else None
+        if pull is None:
+            raise HttpError(404, "Discussion not found")
+        action = parts[1] if len(parts) > 1 else ""
+        if action == "" and self.command == "GET":
+            details = self._discussion_json(repo, pull)
+            changes = {"base": f"refs/heads/{pull.target}"}
+            if pull.merge_commit:
+                changes["mergeCommitId"] = pull.merge_commit
+            return self._json({**details, "events": [], "changes": changes, "filesWithConflicts": []})
+        if action == "status":
+            payload = json.loads(self._body() or b"{}")
+            with state.lock:
+                if pull.status == "merged" or payload.get("status") not in ("open", "closed"):
+                    raise HttpError(400, f"cannot change the status of a {pull.status} pull request")
+                pull.status = payload["status"]
+            event = {
+                "id": secrets.token_hex(12),
+                "type": "status-change",
+                "createdAt": now_iso(),
+                "author": {"name": user or ""},
+                "data": {"status": pull.status},
+            }
+            return self._json({"newStatus": event})
+        if action == "merge":
+            return self._merge(repo, pull)
+        raise HttpError(404, f"loopback hub: no route for {self.command} {self.path}")
+
+    def _merge(self, repo: Repo, pull: PullRequest) -> None:
+        state = self.state
+        if error := state.fault("merge"):
+            raise error
+        if state.before_merge is not None:
+            state.before_merge(repo)
+        with state.lock:
+            if pull.status == "draft":
+                raise HttpError(400, "This branch is in draft mode, publish it to be able to merge.")
+            if pull.status != "open":
+                raise HttpError(400, f"Pull request #{pull.num} is {pull.status}")
+            target = repo.commits[repo.branches[pull.target]]
+            base, theirs = repo.commits[pull.base], repo.commits[pull.head]
+            if target.oid == base.oid:
+                files = dict(theirs.files)
+            else:  # three-way: the pull request's changes since its base, onto the branch as it is now
+                ours = {p for p in set(base.files) | set(theirs.files) if base.files.get(p) != theirs.files.get(p)}
+                moved = {p for p in set(base.files) | set(target.files) if base.files.get(p) != target.files.get(p)}
+                conflicts = sorted(p for p in ours & moved if theirs.files.get(p) != target.files.get(p))
+                if conflicts:
+                    raise HttpError(409, f"Merge conflict in {len(conflicts)} files, e.g. {conflicts[0]}")
+                files = dict(target.files)
+                for path in ours:
+                    if path in theirs.files:
+                        files[path] = theirs.files[path]
+                    else:
+                        files.pop(path, None)
+            _check_limits(files, state.limits)
+            commit = state.new_commit(repo, target.oid, f"{pull.title} (#{pull.num})", pull.description, files)
+            repo.branches[pull.target] = commit.oid
+            pull.status, pull.merge_commit = "merged", commit.oid
+            state.commits_applied += 1
+        if error := state.fault("merge", after=True):
+            raise error
+        self._json({})
 
     def _branch(self, repo: Repo, branch: str) -> None:
         with self.state.lock:
@@ -630,6 +890,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._json({})
 
     def _tag(self, repo: Repo, name: str) -> None:
+        if self.command == "POST" and (error := self.state.fault("tag")):
+            raise error
         with self.state.lock:
             if self.command == "DELETE":
                 if name not in repo.tags:
@@ -680,9 +942,12 @@ class HubServer:
         self,
         users: dict[str, str] | None = None,
         orgs: dict[str, set[str]] | None = None,
-        tree_page_size: int = 50,
+        tree_page_size: int = 1_000,
+        limits: HubLimits | None = None,
     ) -> None:
-        self.state = HubState(users or {"hf_test_token": "alice"}, orgs or {"org": {"alice"}}, tree_page_size)
+        self.state = HubState(
+            users or {"hf_test_token": "alice"}, orgs or {"org": {"alice"}}, tree_page_size, limits or HubLimits()
+        )
         handler = type("Handler", (_Handler,), {"state": self.state})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True

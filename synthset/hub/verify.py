@@ -84,7 +84,7 @@ class Checker:
         listing = with_retries(f"listing of {folder or '/'}", lambda: self.fs.ls(path, detail=True, refresh=True))
         names = {item["name"].rsplit("/", 1)[1] for item in listing if item["type"] == "file"}
         ours = {e.path.rsplit("/", 1)[-1] for e in entries}
-        extra = sorted(names - ours - ({".gitattributes"} if not folder else set()))
+        extra = sorted(names - ours - ({".gitattributes", MANIFEST_FILE} if not folder else set()))
         for name in extra:
             self.problem(f"{folder + '/' if folder else ''}{name}: in the repo but not in the manifest")
 
