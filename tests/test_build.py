@@ -59,7 +59,7 @@ def test_load_dataset_reads_the_built_directory(built_run):
 
 def test_published_files_are_the_shards_not_copies(built_run):
     run_dir, dataset_dir, _ = built_run
-    published = dataset_dir / "naive" / "train-00001-of-00003.parquet"
+    published = dataset_dir / "naive" / "b0" / "train-00001-of-00003.parquet"
     assert os.path.samefile(published, RunDir(run_dir).shard_file("naive/train-b0-00001"))
     assert (dataset_dir / "recipe.lock.yaml").read_bytes() == (run_dir / "recipe.lock.yaml").read_bytes()
 
@@ -71,13 +71,20 @@ def test_readme_yaml_names_configs_and_class_labels(built_run):
     configs = {c["config_name"]: c for c in header["configs"]}
     assert set(configs) == {"lar", "naive"}
     assert configs["naive"]["default"] is True and "default" not in configs["lar"]
-    assert configs["lar"]["data_files"] == [{"split": "train", "path": ["lar/train-00000-of-00001.parquet"]}]
+    assert configs["lar"]["data_files"] == [{"split": "train", "path": ["lar/b0/train-*.parquet"]}]
+    assert configs["naive"]["data_files"] == [{"split": "train", "path": ["naive/b0/train-*.parquet"]}]
     infos = {info["config_name"]: info for info in header["dataset_info"]}
     assert infos["naive"]["splits"] == [
         {"name": "train", "num_bytes": infos["naive"]["dataset_size"], "num_examples": 15}
     ]
+    files = sorted((dataset_dir / "naive" / "b0").glob("*.parquet"))
+    assert infos["naive"]["download_size"] == sum(f.stat().st_size for f in files)
     label = next(f for f in infos["naive"]["features"] if f["name"] == "label")
     assert label["dtype"]["class_label"]["names"]["999"] == "toilet tissue"
+    assert "features" not in infos["lar"]  # written once, in the default config: every config has the same
+    assert datasets.load_dataset(str(dataset_dir), "lar", split="train").features == datasets.load_dataset(
+        str(dataset_dir), "naive", split="train"
+    ).features
 
 
 def test_build_is_idempotent(built_run):

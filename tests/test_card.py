@@ -88,7 +88,7 @@ def test_card_yaml_round_trips_and_keeps_configs(built_run: Path):
     assert data["license"] == "apache-2.0"
     assert data["task_categories"] == ["image-classification"]
     assert data["size_categories"] == ["n<1K"]
-    assert data["tags"] == ["synthetic", "lar", "naive"]
+    assert data["tags"] == ["synthetic", "synthset", "lar", "naive"]
     assert data["pretty_name"] == "t"
     assert data["configs"] == built["configs"]  # exactly what `synthset build` wrote with the datasets classes
     assert data["dataset_info"] == built["dataset_info"]
@@ -110,7 +110,7 @@ def test_card_yaml_round_trips_and_keeps_configs(built_run: Path):
     assert "synthset plan recipe.yaml" in body and f"synthset build {lock['recipe']['output_dir']}/t" in body
     assert "![One row of samples per config](samples.jpg)" in body
     assert "arXiv:2312.02253" in body and "arXiv:2502.04475" in body
-    assert "## Limitations and biases" in body
+    assert "## Bias, Risks, and Limitations" in body
     assert "| label ambiguity resolution (CLIP) | " in body  # a lar config: how meanings were chosen
     assert "Not computed for this release" in body  # no CLIP model given
     assert result.quality is None
@@ -172,3 +172,159 @@ def test_quality_figures_with_a_tiny_open_clip(built_run: Path):
     assert f"| `naive` | 12 | 3 | {naive.mean_clip_score:.2f} | {naive.mean_vendi:.2f} |" in body
     # the YAML is unchanged by the optional figures
     assert _yaml_header(built_run / "dataset" / "README.md")["license"] == "apache-2.0"
+
+
+# -- the card never breaks, and renders the same bytes from the same inputs ------------------------------
+def _make(root: Path, changes: dict) -> Path:
+    path = root / f"{changes.get('name', 't')}.yaml"
+    path.write_text(yaml.safe_dump(deep_update({**BASE_RECIPE, "output_dir": str(root / "runs")}, changes)))
+    recipe = load_recipe(path)
+    plan_run(recipe)
+    generate_run(recipe.run_dir)
+    build_dataset(recipe.run_dir)
+    return Path(recipe.run_dir)
+
+
+def test_single_config_card_renders_and_is_idempotent(tmp_path: Path):
+    run = _make(tmp_path, {"name": "one"})  # one config: dataset_info is a mapping in the YAML
+    readme = run / "dataset" / "README.md"
+    assert isinstance(_yaml_header(readme)["dataset_info"], dict)
+    write_card(run, license="apache-2.0")
+    first = readme.read_bytes()
+    write_card(run, license="apache-2.0")
+    assert readme.read_bytes() == first  # same inputs, same bytes: no section duplicated
+    body = DatasetCard.load(readme).text
+    assert body.count("## Dataset Structure") == 1 and body.count("<!-- synthset-build:start -->") == 1
+    # a card re-rendered with other options equals a card rendered once with those options
+    write_card(run, license="apache-2.0", repo_id="org/x", clip_model="synthset-testing:tiny-clip", quality_per_class=2)
+    write_card(run, license="mit")
+    after_two = readme.read_bytes()
+    build_dataset(run)
+    write_card(run, license="mit")
+    assert readme.read_bytes() == after_two
+    data = DatasetCard.load(readme).data.to_dict()
+    assert data["task_ids"] == ["multi-class-image-classification"]
+    assert data["tags"] == ["synthetic", "synthset", "naive"]
+    for heading in (
+        "## Uses", "### Direct Use", "### Out-of-Scope Use", "#### Personal and Sensitive Information",
+        "### Recommendations", "## Citation", "## Bias, Risks, and Limitations", "## Dataset Card Contact",
+    ):  # fmt: skip
+        assert f"\n{heading}\n" in body, heading
+    assert "url          = {https://huggingface.co/datasets/ORG/NAME}" in body
+
+
+def test_tags_never_carry_row_values(tmp_path: Path):
+    run = _make(
+        tmp_path, {"name": "ladder", "configs": [{"name": "lar_cd_sd", "strategy": "lar_cd_sd", "images_per_class": 2}]}
+    )
+    write_card(run, license="apache-2.0")
+    import pyarrow.parquet as pq
+
+    strategies = {
+        s
+        for p in (run / "dataset").rglob("*.parquet")
+        for s in pq.read_table(p, columns=["strategy"])["strategy"].to_pylist()
+    }
+    assert strategies == {"cd", "sd"}  # per-row values...
+    assert DatasetCard.load(run / "dataset" / "README.md").data.tags == [
+        "synthetic",
+        "synthset",
+        "lar_cd_sd",
+    ]  # ...not tags
+
+
+def test_card_for_repo_names_the_repo_it_is_published_to(built_run: Path):
+    from synthset.cards.render import card_for_repo
+
+    write_card(built_run, license="apache-2.0", repo_id="org/first")
+    local = (built_run / "dataset" / "README.md").read_text()
+    for repo in ("org/second", "other/third"):
+        text = card_for_repo(local, repo)
+        assert "org/first" not in text
+        assert f'load_dataset("{repo}", "naive", split="train")' in text
+        assert f"\nhf download {repo} recipe.lock.yaml" in text and f"`synthset verify {repo} --revision" in text
+        assert f"{{https://huggingface.co/datasets/{repo}}}" in text
+        assert card_for_repo(text, "org/first") == local  # nothing else changes
+    assert (built_run / "dataset" / "README.md").read_text() == local  # the run's card is left as it was
+    assert main(["card", str(built_run), "--license", "apache-2.0", "--repo", "org/a--b"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("Apache 2.0", "'Apache 2.0' is not a Hub license id (did you mean 'apache-2.0'? see "),
+        ("CC BY-NC 4.0", "'CC BY-NC 4.0' is not a Hub license id (did you mean 'cc-by-nc-4.0'? see "),
+        ("my-own", "'my-own' is not a Hub license id (see https://huggingface.co/docs/hub/repositories-licenses); for"),
+        ("other", "license `other` needs a license name: an id like my-license-1.0 (got None); pass --license-name"),
+    ],
+)
+def test_license_ids_are_checked_against_the_hubs_list(built_run: Path, capsys, given: str, message: str):
+    before = (built_run / "dataset" / "README.md").read_bytes()
+    assert main(["card", str(built_run), "--license", given]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"synthset: error: license: {message}"), err
+    assert (built_run / "dataset" / "README.md").read_bytes() == before
+
+
+def test_license_other_with_a_name_and_link(built_run: Path):
+    url = "https://example.org/license.txt"
+    write_card(built_run, license="other", license_name="my-license-1.0", license_link=url)
+    data = DatasetCard.load(built_run / "dataset" / "README.md").data.to_dict()
+    assert (data["license"], data["license_name"], data["license_link"]) == ("other", "my-license-1.0", url)
+    with pytest.raises(SynthsetError, match="--license-link: LICENSE is not a file in"):
+        write_card(built_run, license="other", license_name="my-license-1.0", license_link="LICENSE")
+
+
+INJECTIONS = (
+    "<script>alert(1)</script>",
+    '<img src=x onerror="alert(2)">',
+    "[x](javascript:alert(3))",
+    "---\nlicense: mit\n---",
+)
+
+
+def _html_of(body: str) -> str:
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": True}).enable("table").render(body)
+
+
+def test_untrusted_class_names_and_llm_answers_are_escaped(tmp_path: Path):
+    """Class names from a custom list and LLM answers reach the card as plain text, never as HTML or links."""
+    from openai_server import OpenAIServer
+
+    names = tmp_path / "classes.yaml"
+    names.write_text(yaml.safe_dump([f"cat {s}" for s in INJECTIONS]))
+
+    def answer(prompt: str, seed: int) -> str:  # an LLM that answers with every injection at once
+        query = prompt.rsplit("\n\n", 1)[-1].removesuffix(" =>")
+        return f"a {query.split(' (')[0].split(',')[0]} {' '.join(INJECTIONS)}, {query.split('), ', 1)[-1]}"
+
+    with OpenAIServer(answer=answer) as server:
+        llm = {"backend": "openai", "model": server.model, "base_url": server.base_url, "max_retries": 0}
+        run = _make(
+            tmp_path,
+            {
+                "name": "inject",
+                "builder": "synth_fewshot",
+                "classes": {"set": str(names), "limit": None},
+                "configs": [{"name": "custom_1shot", "strategy": "lar_cd", "images_per_class": 1}],
+                "prompts": {"llm": llm, "max_chars": 400},
+            },
+        )
+    import pyarrow.parquet as pq
+
+    prompts = [p for f in (run / "dataset").rglob("*.parquet") for p in pq.read_table(f)["prompt"].to_pylist()]
+    assert any("<script>" in p and "javascript:" in p for p in prompts), prompts  # the answers got through
+    write_card(run, license="apache-2.0")
+    card = DatasetCard.load(run / "dataset" / "README.md")
+    assert card.data.license == "apache-2.0"  # the `---` class name did not reach the metadata
+    label = next(f for f in card.data.to_dict()["dataset_info"]["features"] if f["name"] == "label")
+    assert list(label["dtype"]["class_label"]["names"].values()) == [f"cat {s}" for s in INJECTIONS]  # YAML-quoted
+    html = _html_of(card.text)
+    assert "<script" not in html
+    assert "<img" not in html.replace('<img src="samples.jpg"', "")
+    assert 'href="javascript:' not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html or "alert(1)" not in html  # shown as text, or removed
+    assert "[x](javascript:alert(3))" in html  # the link syntax is shown literally, not made a link
+    assert "<hr" not in html.split("Prompt examples")[1].split("Who are the source")[0]  # no `---` line
