@@ -23,16 +23,18 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import BASE_RECIPE, deep_update
-from hubserver import Blob, HubServer
+from hubserver import Blob, HubLimits, HubServer
 
 from synthset.builders.assemble import build_dataset
 from synthset.cards import write_card
+from synthset.cards.render import card_for_repo
 from synthset.cli import main
 from synthset.generation.plan import plan_run
 from synthset.generation.runner import generate_run
-from synthset.hub import build_manifest
+from synthset.hub.manifest import iter_entries
 from synthset.recipe import load_recipe
 from synthset.run.paths import RunDir
+from synthset.run.published import pattern_matches
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_test_token"  # alice's token on the loopback server; alice belongs to org
@@ -71,6 +73,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def hub():
     with HubServer(tree_page_size=2) as server:  # small pages: clients must follow the Link pagination
         yield server
+
+
+def pull_commits(hub: HubServer, repo_id: str = "org/synth") -> list[tuple[str, int]]:
+    """(path, status) of every commit request that reached the server for the repo."""
+    return [(p, st) for m, p, st in hub.state.requests if m == "POST" and f"/{repo_id}/commit/" in p]
 
 
 def hub_env(server: HubServer, home: Path, token: str | None = TOKEN) -> dict[str, str]:
@@ -131,18 +138,27 @@ def readme_yaml(run_dir: Path) -> dict:
 
 
 def local_rows(run_dir: Path, config: str) -> list[list]:
-    """What load_dataset must give for a config: its data files' rows, in the README's file order."""
+    """What load_dataset must give for a config: the files its globs select (sorted per glob), their rows."""
     entry = next(c for c in readme_yaml(run_dir)["configs"] if c["config_name"] == config)
     rows = []
-    for path in entry["data_files"][0]["path"]:
-        table = pq.read_table(run_dir / "dataset" / path, columns=["sample_id", "seed", "image"]).to_pylist()
-        rows += [[r["sample_id"], r["seed"], hashlib.sha256(r["image"]["bytes"]).hexdigest()] for r in table]
+    for pattern in entry["data_files"][0]["path"]:
+        for path in sorted(p for p in dataset_files(run_dir) if pattern_matches(pattern, p)):
+            table = pq.read_table(run_dir / "dataset" / path, columns=["sample_id", "seed", "image"]).to_pylist()
+            rows += [[r["sample_id"], r["seed"], hashlib.sha256(r["image"]["bytes"]).hexdigest()] for r in table]
     return rows
 
 
 def dataset_files(run_dir: Path) -> dict[str, bytes]:
     root = run_dir / "dataset"
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def published_files(run_dir: Path, repo_id: str) -> dict[str, bytes]:
+    """What a push of the run to `repo_id` publishes: dataset/ with the card naming the repo, and the manifest."""
+    files = dataset_files(run_dir)
+    files["README.md"] = card_for_repo(files["README.md"].decode(), repo_id).encode()
+    files["manifest.jsonl"] = (run_dir / ".publish" / repo_id.replace("/", "--") / "manifest.jsonl").read_bytes()
+    return files
 
 
 def parquet_paths(run_dir: Path, config: str = "") -> list[str]:
@@ -163,31 +179,29 @@ def lfs_files(run_dir: Path) -> dict[str, int]:
 def test_manifest_takes_shard_hashes_from_records_unless_the_file_changed(runs, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(runs["v1"], run)  # copytree breaks the hard links: re-link one shard as build does
-    files = {e["path"]: e for e in build_manifest(RunDir(run))["files"]}
-    assert set(files) == set(dataset_files(runs["v1"])) - {"manifest.json"}
+    files = {e.path: e for e in iter_entries(RunDir(run))}
+    assert set(files) == set(dataset_files(runs["v1"]))
     for path, entry in files.items():
-        assert entry["sha256"] == hashlib.sha256((run / "dataset" / path).read_bytes()).hexdigest()
-        assert entry["bytes"] == (run / "dataset" / path).stat().st_size
-    assert sum(e.get("rows") or 0 for p, e in files.items() if p.startswith("naive/")) == 15
-    assert not any("shard" in e for e in files.values())  # copies: hashed, not trusted
+        assert entry.sha256 == hashlib.sha256((run / "dataset" / path).read_bytes()).hexdigest()
+        assert entry.bytes == (run / "dataset" / path).stat().st_size
+    assert sum(e.rows or 0 for p, e in files.items() if p.startswith("naive/")) == 15
+    assert not any(e.shard for e in files.values())  # copies: hashed, not trusted
+    assert list(files) == sorted(files, key=lambda p: (p.rpartition("/")[0], p.rpartition("/")[2]))  # by folder
 
     published = run / "dataset" / parquet_paths(run, "naive")[0]
     shard = next(p for p in (run / "shards").rglob("*.parquet") if p.read_bytes() == published.read_bytes())
     published.unlink()
     os.link(shard, published)
     os.utime(shard.with_suffix(".json"))  # the record is written after its shard
-    entry = {e["path"]: e for e in build_manifest(RunDir(run))["files"]}[
-        published.relative_to(run / "dataset").as_posix()
-    ]
-    assert entry["shard"] == shard.relative_to(run / "shards").with_suffix("").as_posix()  # the record's hash
+    relative = published.relative_to(run / "dataset").as_posix()
+    entry = {e.path: e for e in iter_entries(RunDir(run))}[relative]
+    assert entry.shard == shard.relative_to(run / "shards").with_suffix("").as_posix()  # the record's hash
 
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))  # changed in place after its record: same inode, same size
-    entry = {e["path"]: e for e in build_manifest(RunDir(run))["files"]}[
-        published.relative_to(run / "dataset").as_posix()
-    ]
-    assert "shard" not in entry and entry["sha256"] == hashlib.sha256(data).hexdigest()
+    entry = {e.path: e for e in iter_entries(RunDir(run))}[relative]
+    assert entry.shard is None and entry.sha256 == hashlib.sha256(data).hexdigest()
 
 
 # -- the server itself -----------------------------------------------------------------------------
@@ -211,25 +225,65 @@ def test_loopback_server_resolve_headers_and_ranges(runs, hub, tmp_path):
         assert response.read() == data[-8:]  # the parquet footer read
 
 
+def _post(url: str, data: bytes, content_type: str, token: str | None = TOKEN) -> int:
+    headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers, method="POST")) as r:
+            return r.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_loopback_server_enforces_the_hubs_per_call_and_repo_limits(runs, tmp_path):
+    with HubServer(limits=HubLimits(files_per_folder=8)) as hub:  # the root holds 7 entries
+        ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth"))
+        api = f"{hub.url}/api/datasets/org/synth"
+        sample = "AAAA"
+        files = [{"path": f"x/{i}.txt", "sample": sample, "size": 3} for i in range(257)]
+        assert _post(f"{api}/preupload/main", json.dumps({"files": files}).encode(), "application/json") == 413
+        assert _post(f"{api}/preupload/main", json.dumps({"files": files[:256]}).encode(), "application/json") == 200
+        form = "&".join(f"paths=x{i}" for i in range(1001)).encode()
+        assert _post(f"{api}/paths-info/main", form, "application/x-www-form-urlencoded", token=None) == 413
+        assert (
+            _post(f"{api}/paths-info/main", form[: form.rfind(b"&")], "application/x-www-form-urlencoded", None) == 200
+        )
+
+        def commit(paths: list[str]) -> int:
+            lines = [{"key": "header", "value": {"summary": "t"}}]
+            lines += [{"key": "file", "value": {"path": p, "content": "eHl6", "encoding": "base64"}} for p in paths]
+            return _post(f"{api}/commit/main", "\n".join(json.dumps(x) for x in lines).encode(), "application/x-ndjson")
+
+        assert commit([f"many/{i}.txt" for i in range(101)]) == 413  # more operations than one commit takes
+        assert commit([f"folder/{i}.txt" for i in range(9)]) == 400  # a ninth entry in an 8-entry folder
+        assert commit([f"folder/{i}.txt" for i in range(8)]) == 200
+        assert commit(["folder/sub/x.txt"]) == 400  # a sub-folder is an entry too
+        readme = json.dumps({"content": "---\nx: " + "a" * 1_000_001 + "\n---\n"}).encode()
+        assert _post(f"{hub.url}/api/validate-yaml", readme, "application/json") == 413
+
+
 # -- push v1, push v2, load each by tag -----------------------------------------------------------------
 WANTED = ("v1.0/naive", "v1.0/lar", "v2.0/naive", "v2.0/lar", "v2.0/naive_2x", "v2.0/naive_1x", "main/naive")
 
 
 def test_push_two_versions_and_load_each_by_tag(runs, hub, tmp_path):
     out = ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
-    assert "8 added, 0 changed, 0 deleted, 0 unchanged" in out and "tagged v1.0" in out
+    assert "8 added, 0 changed, 0 deleted, 0 unchanged; 1 commits on pull request #1, merged as" in out
+    assert "tagged v1.0" in out
     out = ok(cli(hub, tmp_path, "push", str(runs["v2"]), "--repo", "org/synth", "--tag", "v2.0"))
-    # v2 drops every v1 naive shard path and changes the rest, in the same commit
-    assert "tagged v2.0" in out and " 3 deleted," in out and " 0 unchanged" in out
+    # v2 drops every v1 naive shard (their folder goes in one operation) and changes the rest
+    assert "tagged v2.0" in out and " 3 deleted, 0 unchanged; 1 commits on pull request #2" in out
 
-    # each push is exactly one commit, and each tagged snapshot is exactly one run's dataset/: never a mix
-    commits = [r for r in hub.state.requests if r[0] == "POST" and r[1].endswith("/commit/main")]
-    assert [status for *_, status in commits] == [200, 200]
-    for tag, run in (("v1.0", runs["v1"]), ("v2.0", runs["v2"])):
-        assert hub.files("org/synth", tag) == {".gitattributes": hub.files("org/synth", "main")[".gitattributes"]} | (
-            dataset_files(run)
-        )
     repo = hub.state.repos[("dataset", "org/synth")]
+    assert [status for _, status in pull_commits(hub)] == [200, 200]  # one commit per pull request...
+    assert all("create_pr=1" in path for path, _ in pull_commits(hub))  # ...never to main directly
+    assert [p.status for p in repo.pulls.values()] == ["merged", "merged"]
+    main_history = [repo.commits[repo.branches["main"]]]
+    while main_history[-1].parent:
+        main_history.append(repo.commits[main_history[-1].parent])
+    assert len(main_history) == 3  # initial commit, then one merge commit per version: main never showed half
+    for tag, run in (("v1.0", runs["v1"]), ("v2.0", runs["v2"])):
+        gitattributes = hub.files("org/synth", "main")[".gitattributes"]
+        assert hub.files("org/synth", tag) == {".gitattributes": gitattributes, **published_files(run, "org/synth")}
     assert repo.branches["main"] == repo.tags["v2.0"] != repo.tags["v1.0"]
 
     reads_from = len(hub.state.requests)
@@ -257,9 +311,9 @@ def test_push_two_versions_and_load_each_by_tag(runs, hub, tmp_path):
         order = [info["config_name"] for info in readme_yaml(runs[run])["dataset_info"]]  # the README's order
         configs = ", ".join(f"{c} {rows[tag][c]} rows" for c in order)
         assert line == f"{tag}  {repo.tags[tag][:12]}  {configs}{heads}"
-    # verify follows configs that share files
-    out = ok(cli(hub, tmp_path, "verify", "org/synth", "--revision", "v2.0", "--run", str(runs["v2"])))
-    assert "naive_1x: train 6 rows" in out and "naive_2x: train 12 rows" in out
+    # verify follows configs that share files, anonymously
+    out = ok(cli(hub, tmp_path, "verify", "org/synth", "--revision", "v2.0", "--run", str(runs["v2"]), token=None))
+    assert "naive_1x: train 6 rows" in out and "naive_2x: train 12 rows" in out and "4 configs" in out
 
     # a version is never moved: pushing other files under v1.0 is refused and changes nothing
     before = dict(repo.branches), dict(repo.tags)
@@ -272,14 +326,35 @@ def test_push_two_versions_and_load_each_by_tag(runs, hub, tmp_path):
     )
 
 
+def test_each_repo_names_itself_and_the_runs_card_is_untouched(runs, hub, tmp_path):
+    readme = runs["v1"] / "dataset" / "README.md"
+    before = readme.read_bytes()
+    for repo in ("org/first", "org/second"):
+        ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", repo))
+    for repo, other in (("org/first", "org/second"), ("org/second", "org/first")):
+        text = hub.files(repo)["README.md"].decode()
+        assert f'load_dataset("{repo}", "naive"' in text and other not in text and "ORG/NAME" not in text
+    assert readme.read_bytes() == before
+
+
+def test_repo_ids_are_checked_by_huggingface_hub_before_anything_happens(runs, hub, tmp_path):
+    readme = (runs["v1"] / "dataset" / "README.md").read_bytes()
+    error = one_error_line(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/a--b"))
+    assert error.startswith("repo: 'org/a--b' is not a Hub repo id: ") and "--" in error
+    assert one_error_line(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "synth")).startswith(
+        "repo: 'synth' is not a Hub repo id"
+    )
+    assert hub.state.requests == [] and (runs["v1"] / "dataset" / "README.md").read_bytes() == readme
+
+
 def test_push_to_a_branch_leaves_main_alone(runs, hub, tmp_path):
     args = ("push", str(runs["v1"]), "--repo", "org/synth", "--revision", "staging", "--tag", "v1.0-rc1")
     out = ok(cli(hub, tmp_path, *args))
-    assert "to org/synth@staging in one commit" in out
+    assert "to org/synth@staging: 8 added" in out
     repo = hub.state.repos[("dataset", "org/synth")]
     assert list(hub.files("org/synth", "main")) == [".gitattributes"]
     assert repo.branches["staging"] == repo.tags["v1.0-rc1"]
-    assert set(hub.files("org/synth", "staging")) == {".gitattributes", *dataset_files(runs["v1"])}
+    assert set(hub.files("org/synth", "staging")) == {".gitattributes", *published_files(runs["v1"], "org/synth")}
     versions = ok(cli(hub, tmp_path, "versions", "org/synth"))
     assert versions.strip().endswith("lar 6 rows, naive 15 rows  [head of staging]")
 
@@ -290,27 +365,65 @@ def test_private_repos_stay_private(runs, hub, tmp_path):
     assert "v1.0" in ok(cli(hub, tmp_path, "versions", "org/secret"))
     error = one_error_line(cli(hub, tmp_path, "versions", "org/secret", token=None))
     assert error == f"org/secret: no such dataset repo on {hub.url} (or it is private and the token cannot see it)"
+    form = b"paths=README.md"
+    assert (
+        _post(f"{hub.url}/api/datasets/org/secret/paths-info/main", form, "application/x-www-form-urlencoded", None)
+        == 404
+    )
     ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/open"))
+    assert (
+        _post(f"{hub.url}/api/datasets/org/open/paths-info/main", form, "application/x-www-form-urlencoded", None)
+        == 200
+    )
     error = one_error_line(cli(hub, tmp_path, "push", str(runs["v2"]), "--repo", "org/open", "--private"))
     assert error == "org/open: the repo exists and is public; --private cannot hide it (change it on the Hub)"
 
 
-# -- interrupted pushes -------------------------------------------------------------------------------
-def test_push_whose_commit_failed_resumes_without_resending(runs, hub, tmp_path):
-    expected = lfs_files(runs["v1"])
-    hub.state.fail_next("commit")
-    error = one_error_line(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
-    assert error == "org/synth: HTTP 500: injected commit failure"
-    assert Counter(oid for oid, _ in hub.state.uploads) == Counter(list(expected))  # all content arrived once
-    assert list(hub.files("org/synth", "main")) == [".gitattributes"]  # main still shows the old version
-    assert "v1.0" not in hub.state.repos[("dataset", "org/synth")].tags
-    sent_before = hub.state.put_bytes
+# -- retries, interruptions, races -------------------------------------------------------------------------
+def test_conflicts_rate_limits_and_lost_answers_are_retried_without_duplicates(runs, hub, tmp_path):
+    hub.state.inject("commit", 409)  # "another commit is in progress"
+    hub.state.inject("commit", 429, retry_after=1)
+    hub.state.inject("commit", 500, after=True)  # the commit lands, its answer is lost
+    hub.state.inject("merge", 503, after=True)
+    hub.state.inject("tag", 502, after=True)
+    out = ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    assert "on pull request #1, merged as" in out
+    repo = hub.state.repos[("dataset", "org/synth")]
+    assert list(repo.pulls) == [1] and repo.pulls[1].status == "merged"  # one pull request, not two
+    assert [st for _, st in pull_commits(hub)] == [409, 429, 500]  # the lost answer was not sent again
+    assert hub.state.commits_applied == 2  # the commit and the merge, each once
+    assert repo.tags["v1.0"] == repo.branches["main"]
+    assert hub.files("org/synth", "v1.0")["README.md"] == published_files(runs["v1"], "org/synth")["README.md"]
+    times = {}
+    for when, method, path, status in hub.state.timeline:
+        if method == "POST" and "/commit/" in path:
+            times.setdefault(status, when)
+    assert times[500] - times[429] >= 1.0  # Retry-After honoured
 
+
+def test_push_killed_between_commits_resumes_and_sends_nothing_twice(runs, hub, tmp_path):
     ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
-    assert hub.state.put_bytes == sent_before  # not one byte of LFS content re-sent
-    assert Counter(oid for oid, _ in hub.state.uploads) == Counter(list(expected))
-    assert hub.files("org/synth", "v1.0") == hub.files("org/synth", "main")
-    assert set(hub.files("org/synth", "main")) == {".gitattributes", *dataset_files(runs["v1"])}
+    hub.state.hold_commits_after(hub.state.commits_applied)  # the v2 pull request's first commit parks
+    process = subprocess.Popen(
+        [sys.executable, "-m", "synthset", "push", str(runs["v2"]), "--repo", "org/synth", "--tag", "v2.0"],
+        cwd=REPO_ROOT,
+        env=hub_env(hub, tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert hub.state.commit_parked.wait(timeout=60), "the push never reached its commit"
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    hub.state.release_held()
+    repo = hub.state.repos[("dataset", "org/synth")]
+    assert repo.branches["main"] == repo.tags["v1.0"] and "v2.0" not in repo.tags  # main: still v1
+    sent = hub.state.put_bytes
+    ok(cli(hub, tmp_path, "push", str(runs["v2"]), "--repo", "org/synth", "--tag", "v2.0"))
+    assert hub.state.put_bytes == sent  # every LFS object had arrived before the kill: none sent again
+    assert hub.files("org/synth", "v2.0") == hub.files("org/synth", "main")
+    assert set(hub.files("org/synth", "main")) == {".gitattributes", *published_files(runs["v2"], "org/synth")}
 
 
 def test_push_killed_mid_upload_resends_only_unfinished_files(runs, hub, tmp_path):
@@ -341,23 +454,32 @@ def test_push_killed_mid_upload_resends_only_unfinished_files(runs, hub, tmp_pat
     resent = hub.state.put_bytes - sent_first
     unfinished = sum(size for oid, size in expected.items() if oid not in finished)
     assert resent == unfinished  # the resumed push sent exactly the files that had not arrived
-    assert set(hub.files("org/synth", "v1.0")) == {".gitattributes", *dataset_files(runs["v1"])}
-    print(f"resume: {resent} of {sum(expected.values())} LFS bytes re-sent ({len(expected) - 2} of 5 files)")
+    assert set(hub.files("org/synth", "v1.0")) == {".gitattributes", *published_files(runs["v1"], "org/synth")}
 
 
-def test_a_push_racing_another_writer_is_refused_not_merged(runs, hub, tmp_path):
+def test_a_push_racing_another_writer_is_one_clear_line(runs, hub, tmp_path):
     def someone_else_commits(repo):
-        hub.state.before_commit = None
+        hub.state.before_commit = hub.state.before_merge = None
         head = repo.commits[repo.branches["main"]]
         files = {**head.files, "notes.txt": Blob.regular(b"pushed meanwhile")}
         repo.branches["main"] = hub.state.new_commit(repo, head.oid, "someone else", "", files).oid
 
+    # main moves just before the pull request is opened: its base is checked by the server (412)
     hub.state.before_commit = someone_else_commits
     error = one_error_line(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
     assert error == "org/synth: the branch moved while pushing (another push?); run the push again"
-    assert set(hub.files("org/synth", "main")) == {".gitattributes", "notes.txt"}  # theirs, untouched
+    repo = hub.state.repos[("dataset", "org/synth")]
+    assert set(hub.files("org/synth", "main")) == {".gitattributes", "notes.txt"} and not repo.pulls  # theirs
     ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
-    assert set(hub.files("org/synth", "main")) == {".gitattributes", *dataset_files(runs["v1"])}
+    assert set(hub.files("org/synth", "main")) == {".gitattributes", *published_files(runs["v1"], "org/synth")}
+
+    # main moves while the merge is under way (the Hub's merge takes no parent commit): caught after it
+    hub.state.before_merge = someone_else_commits
+    error = one_error_line(cli(hub, tmp_path, "push", str(runs["v2"]), "--repo", "org/synth", "--tag", "v2.0"))
+    assert (
+        error.startswith("org/synth: main at ") and "does not hold exactly the published files after merging" in error
+    )
+    assert "v2.0" not in repo.tags  # nothing is tagged
 
 
 # -- tokens ---------------------------------------------------------------------------------------------
@@ -396,25 +518,64 @@ def test_token_never_appears_in_outputs_logs_or_published_files(runs, hub, tmp_p
 
 
 # -- verify -----------------------------------------------------------------------------------------------
-def test_verify_passes_then_catches_bytes_tampered_on_the_server(runs, hub, tmp_path):
+def test_verify_checks_metadata_footers_and_samples_without_downloading(runs, hub, tmp_path):
     ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
-    out = ok(cli(hub, tmp_path, "verify", "org/synth", "--revision", "v1.0", "--run", str(runs["v1"])))
     commit = hub.state.repos[("dataset", "org/synth")].tags["v1.0"]
-    size = sum(len(d) for p, d in dataset_files(runs["v1"]).items() if p != "manifest.json")
-    first, loaded = out.strip().split("; load_dataset: ")
-    assert first == f"verified org/synth@v1.0 (commit {commit[:12]}): 7 files, {size} bytes match manifest.json"
-    assert sorted(loaded.split("; ")) == ["lar: train 6 rows", "naive: train 15 rows"]
+    size = sum(len(d) for p, d in published_files(runs["v1"], "org/synth").items() if p != "manifest.jsonl")
+    reads_from = len(hub.state.requests)
+    out = ok(cli(hub, tmp_path, "verify", "org/synth", "--revision", "v1.0", "--run", str(runs["v1"])))
+    assert out.splitlines()[0] == (
+        f"verified org/synth@v1.0 (commit {commit[:12]}): 7 files, {size} bytes listed by the Hub, match "
+        "manifest.jsonl; 4 Parquet footers read; lar: train 6 rows; naive: train 15 rows"
+    )
+    parquet = parquet_paths(runs["v1"])
+    ranged = [r for r in hub.state.requests[reads_from:] if r[1].split("?")[0].endswith(".parquet")]
+    assert {p.split("/resolve/")[1].split("/", 1)[1] for _, p, st in ranged if st == 206} >= set(parquet)
+    assert not [r for r in ranged if r[2] == 200]  # no Parquet file was downloaded whole
     # a published manifest that disagrees with the run is caught (here: v1's repo against the v2 run)
     error = one_error_line(cli(hub, tmp_path, "verify", "org/synth", "--revision", "main", "--run", str(runs["v2"])))
-    unpublished = next(p for p in parquet_paths(runs["v2"]) if p not in dataset_files(runs["v1"]))
-    assert error.startswith(f"org/synth@main: verification failed: {unpublished}: in the run but not published")
+    assert error.startswith("org/synth@main: verification failed: ")
 
-    # same size, same metadata, other bytes; the good copy is still in the reader's cache
+    # an extra Parquet file in a globbed folder would be read by load_dataset: caught from the listing
+    repo = hub.state.repos[("dataset", "org/synth")]
+    head = repo.commits[repo.branches["main"]]
+    extra = {**head.files, "naive/b0/train-00009-of-00003.parquet": head.files[parquet_paths(runs["v1"], "naive")[0]]}
+    repo.branches["main"] = hub.state.new_commit(repo, head.oid, "extra", "", extra).oid
+    error = one_error_line(cli(hub, tmp_path, "verify", "org/synth"))
+    assert error.startswith(
+        "org/synth@main: verification failed: "
+        "naive/b0/train-00009-of-00003.parquet: in the repo but not in the manifest"
+    )
+
+    # same size, same metadata, other bytes: only downloading sees it (--sample N, --full)
     victim = parquet_paths(runs["v1"], "naive")[1]
-    hub.state.tamper("dataset", "org/synth", victim)
-    error = one_error_line(cli(hub, tmp_path, "verify", "org/synth", "--revision", "v1.0"))
+    hub.state.tamper("dataset", "org/synth", victim, revision="v1.0")
+    ok(cli(hub, tmp_path, "verify", "org/synth", "--revision", "v1.0"))  # the footer is intact
+    error = one_error_line(cli(hub, tmp_path, "verify", "org/synth", "--revision", "v1.0", "--sample", "4"))
+    assert (
+        error.startswith(f"org/synth@v1.0: verification failed: {victim}: downloaded ") and "the manifest says" in error
+    )
+    error = one_error_line(cli(hub, tmp_path, "verify", "org/synth", "--revision", "v1.0", "--full"))
     assert error.startswith(f"org/synth@v1.0: verification failed: {victim}: downloaded ")
-    assert "the manifest says" in error
+
+
+def test_verify_sample_downloads_and_decodes_random_files(runs, hub, tmp_path):
+    ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    out = ok(cli(hub, tmp_path, "verify", "org/synth", "--revision", "v1.0", "--sample", "2", "--seed", "3"))
+    assert out.strip().splitlines()[-1].startswith("sampled 2 files: downloaded, sha256 checked, ")
+    decoded = int(out.strip().splitlines()[-1].split(", ")[-1].split()[0])
+    assert decoded in (2 * 6, 6 + 3, 3 + 3, 6 + 6)  # naive shards hold 6, 6, 3 rows; lar's holds 6
+
+
+def test_versions_names_a_tag_it_cannot_read(runs, hub, tmp_path):
+    ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    repo = hub.state.repos[("dataset", "org/synth")]
+    head = repo.commits[repo.branches["main"]]
+    broken = {p: b for p, b in head.files.items() if p != "README.md"}
+    repo.tags["v0.9"] = hub.state.new_commit(repo, head.oid, "no card", "", broken).oid
+    lines = ok(cli(hub, tmp_path, "versions", "org/synth")).splitlines()
+    assert lines[0] == f"v0.9  {repo.tags['v0.9'][:12]}  cannot be read: no README.md"
+    assert lines[1] == f"v1.0  {repo.tags['v1.0'][:12]}  lar 6 rows, naive 15 rows  [head of main]"
 
 
 def test_push_needs_a_rendered_card(tmp_path, capsys, write_recipe):
