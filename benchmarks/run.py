@@ -28,7 +28,7 @@ from benchmarks.common import CLASSES, STORAGE, Context, Row
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # Modules of benchmarks/, run in this order (memory's 4b reuses plan's plans, read reuses multiprocess's run).
-MEASUREMENTS = ["plan", "overhead", "multiprocess", "memory", "crash", "read", "gpu"]
+MEASUREMENTS = ["plan", "overhead", "multiprocess", "memory", "crash", "read", "hub", "gpu"]
 QUICK = {
     "images": 64,
     "rounds": 1,
@@ -40,6 +40,7 @@ QUICK = {
     "plan_classes": 100,
     "plan_per_class": 10,
     "min_section_s": 0.0,
+    "hub_max_files": 1_000,
 }
 
 
@@ -58,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--read-seconds", type=float, default=40.0, help="row 6: seconds of epochs, both sides")
     parser.add_argument("--plan-classes", type=int, default=1000)
     parser.add_argument("--plan-per-class", type=int, default=100)
+    parser.add_argument(
+        "--hub-max-files", type=int, default=10_000, help="row 8: the largest of 100, 1000, 10000 files to publish"
+    )
     parser.add_argument("--min-section-s", type=float, default=20.0, help="warn when a timed section is shorter")
     parser.add_argument("--seed", type=int, default=0, help="seeds the kill points and the read shuffling")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (runs, logs) and say where")

@@ -844,6 +844,12 @@ class _Handler(BaseHTTPRequestHandler):
         if state.before_merge is not None:
             state.before_merge(repo)
         with state.lock:
+            park = state._hold_commits_after is not None and state.commits_applied >= state._hold_commits_after
+        if park:  # held like a commit: an interrupted merge is never applied
+            state.commit_parked.set()
+            state._release.wait(timeout=60)
+            raise HttpError(500, "merge interrupted")
+        with state.lock:
             if pull.status == "draft":
                 raise HttpError(400, "This branch is in draft mode, publish it to be able to merge.")
             if pull.status != "open":

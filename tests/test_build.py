@@ -82,9 +82,10 @@ def test_readme_yaml_names_configs_and_class_labels(built_run):
     label = next(f for f in infos["naive"]["features"] if f["name"] == "label")
     assert label["dtype"]["class_label"]["names"]["999"] == "toilet tissue"
     assert "features" not in infos["lar"]  # written once, in the default config: every config has the same
-    assert datasets.load_dataset(str(dataset_dir), "lar", split="train").features == datasets.load_dataset(
-        str(dataset_dir), "naive", split="train"
-    ).features
+    assert (
+        datasets.load_dataset(str(dataset_dir), "lar", split="train").features
+        == datasets.load_dataset(str(dataset_dir), "naive", split="train").features
+    )
 
 
 def test_build_is_idempotent(built_run):

@@ -251,7 +251,7 @@ class Publisher:
                 commit_message=message,
                 commit_description=f"{len(self.staged.entries)} files; manifest sha256 {self.staged.manifest_sha256}",
             )
-            return info.pr_num, info.oid
+            return (info.pr_num if ref is None else int(ref.rsplit("/", 1)[1])), info.oid
 
         def landed() -> tuple[int, str] | None:
             if ref is None:  # the pull request is the proof: its title names the manifest and the base

@@ -1,0 +1,108 @@
+"""Row 8: build, push and verify at 10^2, 10^3 and 10^4 files: time linear in the file count, memory flat.
+
+Each run is synthesized as the scale test does (tests/synthruns.py: planned, every shard written by the real
+ShardWriter with an 8x8 image, one image per shard), so the figures are about files, not pixels. Then, each a
+fresh child process whose wall time and peak RSS are its own (`os.wait4`):
+- build: `synthset build RUN` (checks every record, validates every image, links, writes the README);
+- push: `synthset push RUN --repo org/bench-N --tag v1.0` to the loopback Hub (tests/hubserver.py, with the
+  Hub's limits), which runs in this process;
+- verify: `synthset verify org/bench-N --revision v1.0` (manifest vs paths-info, every footer, a streamed
+  sample), the default that must stay flat in disk and memory.
+Goals: linear time, read as the cost of each extra file from 10^3 to 10^4 within 1.5x of the cost of each
+extra file from 10^2 to 10^3 (start-up, a fixed cost, cancels out of both slopes); and peak RSS at 10^4
+within 1.10x of that at 10^2 (flat).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from benchmarks.common import PYTHON, REPO, Context, Row, judged, ratio, run_child
+
+SIZES = (100, 1_000, 10_000)
+STAGES = ("build", "push", "verify")
+
+
+def _env(server_url: str, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(
+        HF_ENDPOINT=server_url,
+        HF_HUB_DISABLE_XET="1",
+        HF_HOME=str(home),
+        HF_TOKEN="hf_test_token",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+    )
+    return env
+
+
+def measure(ctx: Context) -> list[Row]:
+    sys.path.insert(0, str(REPO / "tests"))
+    from hubserver import HubServer
+    from synthruns import synth_recipe, write_shards
+
+    from benchmarks.common import quiet
+    from synthset.cards import write_card
+    from synthset.generation.plan import plan_run
+    from synthset.recipe import load_recipe
+
+    sizes = [n for n in SIZES if n <= ctx.args.hub_max_files]
+    figures: dict[str, dict[int, dict]] = {stage: {} for stage in STAGES}
+    with HubServer() as hub:
+        saved = dict(os.environ)
+        for n in sizes:
+            root = ctx.work / f"hub-{n}"
+            root.mkdir()
+            recipe = load_recipe(synth_recipe(root, f"bench{n}", n))
+            with quiet():
+                plan_run(recipe)
+                write_shards(recipe.run_dir)
+            run = str(recipe.run_dir)
+            result = run_child([*PYTHON, "-m", "synthset", "build", run], ctx.work / "logs", f"hub-build-{n}").check()
+            figures["build"][n] = {"wall_s": result.wall_s, "max_rss_mib": result.max_rss_mib}
+            with quiet():
+                write_card(recipe.run_dir, license="apache-2.0")
+            os.environ.update(_env(hub.url, root / "hf"))  # the children inherit it (common.child_env)
+            try:
+                for stage, args in (
+                    ("push", ["push", run, "--repo", f"org/bench-{n}", "--tag", "v1.0"]),
+                    ("verify", ["verify", f"org/bench-{n}", "--revision", "v1.0"]),
+                ):
+                    result = run_child([*PYTHON, "-m", "synthset", *args], ctx.work / "logs", f"hub-{stage}-{n}")
+                    result.check()
+                    figures[stage][n] = {"wall_s": result.wall_s, "max_rss_mib": result.max_rss_mib}
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            line = ", ".join(
+                f"{s} {figures[s][n]['wall_s']:.1f} s / {figures[s][n]['max_rss_mib']:.0f} MiB" for s in STAGES
+            )
+            print(f"  {n} files: {line}", flush=True)
+    rows = []
+    for stage in STAGES:
+        data = figures[stage]
+        small, middle, large = sizes[0], sizes[min(1, len(sizes) - 1)], sizes[-1]
+        per_file = {n: data[n]["wall_s"] / n * 1000 for n in sizes}  # ms per file, start-up included
+
+        def slope(a: int, b: int, data: dict = data) -> float:  # ms per extra file between two sizes
+            return ratio((data[b]["wall_s"] - data[a]["wall_s"]) * 1000, b - a)
+
+        growth = ratio(slope(middle, large), slope(small, middle)) if len(sizes) == 3 else float("nan")
+        flat = ratio(data[large]["max_rss_mib"], data[small]["max_rss_mib"])
+        walls = " / ".join(f"{data[n]['wall_s']:.1f}" for n in sizes)
+        rss = " / ".join(f"{data[n]['max_rss_mib']:.0f}" for n in sizes)
+        counts = " / ".join(f"{n:,}" for n in sizes)
+        rows.append(
+            Row(
+                f"8. hub {stage}: {counts} files",
+                f"{walls} s (+{slope(middle, large):.2f} ms per extra file, x{growth:.2f} of the slope below "
+                f"{middle:,}); peak RSS {rss} MiB (x{flat:.3f})",
+                "slope x <= 1.5; RSS x <= 1.10",
+                judged(growth <= 1.5 and flat <= 1.10),
+                {"figures": data, "ms_per_file": per_file, "slope_growth": growth, "rss_ratio": flat},
+            )
+        )
+    return rows
