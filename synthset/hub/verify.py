@@ -45,6 +45,7 @@ from synthset.run.records import read_record
 
 STREAM_ROWS = 4  # rows decoded per config by the streamed load
 FOOTER_THREADS = 8
+FOOTER_BATCH = 256
 MAX_PROBLEMS = 1000  # enough to report; a broken version is not listed in full
 
 
@@ -149,6 +150,10 @@ class Checker:
             return entry, None, None, first_line(error)
 
     def check_footers(self, pool: ThreadPoolExecutor, entries: list[Entry], features: Any) -> None:
+        for start in range(0, len(entries), FOOTER_BATCH):  # bounded: results are not left to pile up
+            self._check_footer_batch(pool, entries[start : start + FOOTER_BATCH], features)
+
+    def _check_footer_batch(self, pool: ThreadPoolExecutor, entries: list[Entry], features: Any) -> None:
         for entry, rows, found, error in pool.map(self.footer, entries):
             self.report.footers += 1
             if error is not None:
