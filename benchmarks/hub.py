@@ -2,7 +2,7 @@
 
 Each run is synthesized as the scale test does (tests/synthruns.py: planned, every shard written by the real
 ShardWriter with an 8x8 image, one image per shard), so the figures are about files, not pixels. Then, each a
-fresh child process whose wall time and peak RSS are its own (`os.wait4`):
+fresh child process whose wall time and peak RSS (VmHWM, see `run_measured`) are its own:
 - build: `synthset build RUN` (checks every record, validates every image, links, writes the README);
 - push: `synthset push RUN --repo org/bench-N --tag v1.0` to the loopback Hub (tests/hubserver.py, with the
   Hub's limits), which runs in this process;
@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks.common import PYTHON, REPO, Context, Row, judged, ratio, run_child
+from benchmarks.common import PYTHON, REPO, ChildResult, Context, Row, judged, ratio, start_child, wait_child
 
 SIZES = (100, 1_000, 10_000)
 STAGES = ("build", "push", "verify")
@@ -37,6 +37,31 @@ def _env(server_url: str, home: Path) -> dict[str, str]:
         HF_HUB_DISABLE_TELEMETRY="1",
     )
     return env
+
+
+def run_measured(argv: list[str], ctx: Context, tag: str) -> tuple[ChildResult, float]:
+    """Run a child; -> (result, its own peak RSS in MiB).
+
+    `os.wait4`'s ru_maxrss is not enough here: Linux keeps the larger of the forked child's RSS before
+    `exec` (a copy of this process, which holds the loopback Hub's stored files) and after it, so it would
+    report this process's size. The child's own high-water mark (VmHWM, reset by `exec`) is read from
+    /proc while it runs; it only ever grows, so its last reading is the peak.
+    """
+    proc, out, err = start_child(argv, ctx.work / "logs", tag)
+    peak = {"kib": 0}
+
+    def poll() -> None:
+        try:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak["kib"] = max(peak["kib"], int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+
+    import time
+
+    result = wait_child(proc, out, err, time.perf_counter(), poll).check()
+    return result, peak["kib"] / 1024
 
 
 def measure(ctx: Context) -> list[Row]:
@@ -61,8 +86,8 @@ def measure(ctx: Context) -> list[Row]:
                 plan_run(recipe)
                 write_shards(recipe.run_dir)
             run = str(recipe.run_dir)
-            result = run_child([*PYTHON, "-m", "synthset", "build", run], ctx.work / "logs", f"hub-build-{n}").check()
-            figures["build"][n] = {"wall_s": result.wall_s, "max_rss_mib": result.max_rss_mib}
+            result, peak = run_measured([*PYTHON, "-m", "synthset", "build", run], ctx, f"hub-build-{n}")
+            figures["build"][n] = {"wall_s": result.wall_s, "max_rss_mib": peak}
             with quiet():
                 write_card(recipe.run_dir, license="apache-2.0")
             os.environ.update(_env(hub.url, root / "hf"))  # the children inherit it (common.child_env)
@@ -71,9 +96,8 @@ def measure(ctx: Context) -> list[Row]:
                     ("push", ["push", run, "--repo", f"org/bench-{n}", "--tag", "v1.0"]),
                     ("verify", ["verify", f"org/bench-{n}", "--revision", "v1.0"]),
                 ):
-                    result = run_child([*PYTHON, "-m", "synthset", *args], ctx.work / "logs", f"hub-{stage}-{n}")
-                    result.check()
-                    figures[stage][n] = {"wall_s": result.wall_s, "max_rss_mib": result.max_rss_mib}
+                    result, peak = run_measured([*PYTHON, "-m", "synthset", *args], ctx, f"hub-{stage}-{n}")
+                    figures[stage][n] = {"wall_s": result.wall_s, "max_rss_mib": peak}
             finally:
                 os.environ.clear()
                 os.environ.update(saved)

@@ -30,7 +30,7 @@ MANIFEST_FILE = "manifest.jsonl"
 FORMAT = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     path: str  # relative to dataset/ (and to the repo root)
     bytes: int
