@@ -122,10 +122,11 @@ def measure(ctx: Context) -> list[Row]:
         rows.append(
             Row(
                 f"8. hub {stage}: {counts} files",
-                f"{walls} s (+{slope(middle, large):.2f} ms per extra file, x{growth:.2f} of the slope below "
-                f"{middle:,}); peak RSS {rss} MiB (x{flat:.3f})",
+                f"{walls} s (+{slope(middle if len(sizes) == 3 else small, large):.2f} ms per extra file"
+                + (f", x{growth:.2f} of the slope below {middle:,}" if len(sizes) == 3 else "")
+                + f"); peak RSS {rss} MiB (x{flat:.3f})",
                 "slope x <= 1.5; RSS x <= 1.10",
-                judged(growth <= 1.5 and flat <= 1.10),
+                judged(growth <= 1.5 and flat <= 1.10) if len(sizes) == 3 else "info",
                 {"figures": data, "ms_per_file": per_file, "slope_growth": growth, "rss_ratio": flat},
             )
         )

@@ -283,7 +283,11 @@ def verify_repo(
             raise SynthsetError(f"no {MANIFEST_FILE}; it was not published by `synthset push`") from None
         run = RunDir.at(run_dir) if run_dir is not None else None
         unpublished = (
-            {p.relative_to(run.shards_dir).with_suffix("").as_posix() for p in run.shards_dir.glob("*/*.json")}
+            {
+                p.relative_to(run.shards_dir).with_suffix("").as_posix()
+                for p in run.shards_dir.glob("*/*.json")
+                if not p.name.startswith(".")  # a record being written
+            }
             if run is not None
             else set()
         )
