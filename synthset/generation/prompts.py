@@ -148,10 +148,13 @@ def augcond_prompts(info: ClassInfo, indices: range, context: PromptContext) -> 
     if options.prompt_strategy:
         texts = PROMPT_STRATEGIES[options.prompt_strategy](info, indices, context)
     else:
-        texts = [PromptFields(strategy="augcond", prompt=options.prompt.format(class_name=info.class_name))] * len(
-            indices
-        )
-    augmentations = [parse_name(name, options.alpha, options.dropout) for name in options.augmentations]
+        from synthset.classes.imagenet import synonym_string
+
+        prompt = options.prompt.format(class_name=info.class_name, synonyms=synonym_string(info))
+        texts = [PromptFields(strategy="augcond", prompt=prompt)] * len(indices)
+    augmentations = [
+        parse_name(name, options.alpha, options.dropout, options.variant) for name in options.augmentations
+    ]
     weights = list(options.augmentations.values())
     fields = []
     for index, text in zip(indices, texts, strict=True):
