@@ -78,6 +78,13 @@ def test_fill_up_conditions_only_on_the_train_list_and_records_it(write_recipe, 
     by_class = {(p["config"], p["label"]): set(p["real_ids"]) for p in pools}
     assert all(set(r["cond_images"]) <= by_class[(r["config"], r["label"])] for r in plan)
 
+    # The pools are published beside the data, so the proof needs nothing but the dataset directory.
+    from synthset.builders.assemble import build_dataset
+
+    generate_run(recipe.run_dir)
+    dataset_dir, _ = build_dataset(recipe.run_dir)
+    assert pq.read_table(dataset_dir / POOL_FILE).to_pylist() == pools
+
 
 def test_generation_refuses_a_row_conditioned_outside_the_train_list(write_recipe, tmp_path: Path):
     recipe = load_recipe(lt_setup(write_recipe, tmp_path, LISTED, "tamper"))
