@@ -81,7 +81,10 @@ def load_split(source: DataSource, field: str) -> LoadedSplit:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         key = "split" if "split" in message.lower() else ("name" if "config" in message.lower() else "path")
         raise SynthsetError(f"{field}.{key}: cannot load {source.describe()}: {message}") from None
-    for key, column in (("image_column", source.image_column), ("label_column", source.label_column)):
+    needed = [("image_column", source.image_column)]
+    if source.label_from is None:
+        needed.append(("label_column", source.label_column))
+    for key, column in needed:
         if column not in dataset.column_names:
             columns = ", ".join(dataset.column_names)
             raise SynthsetError(f"{field}.{key}: no column {column!r} in {source.describe()} (columns: {columns})")
