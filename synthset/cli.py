@@ -76,6 +76,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(
             f"label ambiguity resolution: {sources}; real images skipped (undecodable): {summary.real_image_failures}"
         )
+        winners = ", ".join(f"{source}: {n}" for source, n in sorted(summary.lar_meaning_from.items()))
+        print(f"LAR meanings from: {winners}")
     stats = summary.prompt_stats
     if stats.llm_requests:
         rejected = ", ".join(f"{reason}: {n}" for reason, n in sorted(stats.rejected.items())) or "none"
@@ -83,6 +85,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             f"LLM: {stats.llm_requests} requests ({summary.llm_backend_calls} sent, {summary.llm_cache_hits} from "
             f"cache); rejected: {rejected}; replaced by the template: {stats.replaced}"
         )
+        if stats.aspect_lists_replaced:
+            print(f"CD aspect lists the LLM failed to give (vocabulary used instead): {stats.aspect_lists_replaced}")
     print(f"run directory: {summary.run}")
     print(f"next: accelerate launch -m synthset generate {summary.run}")
     return 0

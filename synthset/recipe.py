@@ -323,6 +323,15 @@ class PromptsSpec(_Strict):
         3, description="LLM tries per description before the template replaces it (counted)."
     )
     max_chars: Annotated[int, Field(gt=20)] = Field(300, description="Longest description kept.")
+    cd_aspects: Literal["vocabulary", "llm"] = Field(
+        "vocabulary",
+        description="Where CD's foreground, background, lighting and camera aspects come from: vocabulary (the "
+        "curated class-agnostic lists, or `aspects`), or llm (paper A: the LLM proposes each class's own plausible "
+        "aspects, cached, cleaned, retried, and replaced by the vocabulary when it fails).",
+    )
+    aspects_per_list: Annotated[int, Field(ge=3, le=50)] = Field(
+        10, description="cd_aspects llm: how many aspects of each kind the LLM is asked for per class."
+    )
 
 
 class LargestObjectSpec(_Strict):
@@ -386,6 +395,12 @@ class LARSpec(_Strict):
     clip_pretrained: str | None = Field("openai", description="open_clip pretrained tag (for a model name).")
     images_per_class: Annotated[int, Field(gt=0)] = Field(50, description="Real images scored per class (M).")
     batch_size: Annotated[int, Field(gt=0)] = 64
+    candidates: Literal["wordnet", "llm", "both"] | None = Field(
+        None,
+        description="Where candidate meanings come from: wordnet (the class's own gloss and every synset sharing "
+        "its name), llm (meanings the LLM lists, as paper A), or both. Default: both with an LLM, else wordnet. "
+        "classes.parquet records each candidate's source and the winner's (lar_meaning_from).",
+    )
 
 
 class StorageSpec(_Strict):
@@ -442,6 +457,23 @@ class Recipe(_Strict):
             if config.shots is not None and self.real_images is None:
                 raise ValueError(f"configs[{i}].shots needs real_images (where the k real images come from)")
         return self
+
+    @model_validator(mode="after")
+    def _llm_named_when_used(self) -> Recipe:
+        no_llm = self.prompts.llm.backend == "template"
+        if no_llm and self.prompts.cd_aspects == "llm":
+            raise ValueError("prompts.cd_aspects: llm needs prompts.llm (a transformers or openai backend)")
+        if no_llm and self.lar.candidates in ("llm", "both"):
+            raise ValueError(
+                f"lar.candidates: {self.lar.candidates} needs prompts.llm (a transformers or openai backend)"
+            )
+        return self
+
+    def lar_candidates(self) -> str:
+        """wordnet, llm or both: the recipe's choice, or both when an LLM is configured."""
+        if self.lar.candidates is not None:
+            return self.lar.candidates
+        return "wordnet" if self.prompts.llm.backend == "template" else "both"
 
     @model_validator(mode="after")
     def _config_names_unique(self) -> Recipe:

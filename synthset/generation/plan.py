@@ -41,6 +41,7 @@ class PlanSummary:
     shards: int
     rows_per_config: dict[str, int]
     lar_sources: dict[str, int] = field(default_factory=dict)
+    lar_meaning_from: dict[str, int] = field(default_factory=dict)  # wordnet | llm | both: whose meaning won
     real_image_failures: int = 0
     prompt_stats: PromptStats = field(default_factory=PromptStats)
     llm_backend_calls: int = 0
@@ -193,14 +194,18 @@ def plan_run(recipe: Recipe) -> PlanSummary:
             shards += 1
     write_lock(run, lock)
     sources: dict[str, int] = {}
+    winners: dict[str, int] = {}
     for result in meanings.values():
         sources[result.source] = sources.get(result.source, 0) + 1
+        if result.meaning_from is not None:
+            winners[result.meaning_from] = winners.get(result.meaning_from, 0) + 1
     return PlanSummary(
         run,
         sum(rows_per_config.values()),
         shards,
         rows_per_config,
         lar_sources=sources,
+        lar_meaning_from=winners,
         real_image_failures=failures,
         prompt_stats=stats,
         llm_backend_calls=llm.backend_calls if llm is not None else 0,

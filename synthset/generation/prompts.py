@@ -17,7 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from synthset.generation.diversify import Draft, PromptStats, aspect_vocabularies, describe, draw_aspects
+from synthset.generation.diversify import (
+    Draft,
+    PromptStats,
+    aspect_vocabularies,
+    describe,
+    draw_aspects,
+    propose_aspects,
+)
 
 if TYPE_CHECKING:
     from synthset.classes import ClassInfo
@@ -52,6 +59,8 @@ class PromptContext:
     stats: PromptStats = field(default_factory=PromptStats)
     # label -> the real image ids augcond may condition on (the k-shot subset for few-shot configs)
     conditioning_pools: dict[int, list[str]] = field(default_factory=dict)
+    # label -> its CD aspect lists (with cd_aspects llm: asked once per class, shared by every band)
+    aspect_lists: dict[int, dict] = field(default_factory=dict)
 
     def meaning(self, label: int) -> str | None:
         result = self.meanings.get(label)
@@ -92,10 +101,26 @@ def is_style_index(index: int, ratio: float) -> bool:
     return int((index + 1) * ratio + 1e-9) > int(index * ratio + 1e-9)
 
 
+def class_aspects(info: ClassInfo, context: PromptContext) -> dict:
+    """The CD aspect lists of a class: the vocabularies, or (cd_aspects llm) the LLM's proposals for it."""
+    spec = context.recipe.prompts
+    vocabularies = aspect_vocabularies(spec)
+    if spec.cd_aspects != "llm" or context.llm is None:
+        return vocabularies
+    if info.label not in context.aspect_lists:
+        from synthset.run.ids import sample_seed
+
+        seed = sample_seed(context.recipe.seed, f"aspects/{info.label}")
+        context.aspect_lists[info.label] = propose_aspects(
+            info.class_name, context.prompt_meaning(info.label), vocabularies, spec, context.llm, context.stats, seed
+        )
+    return context.aspect_lists[info.label]
+
+
 def _diversified(info: ClassInfo, indices: range, context: PromptContext, sd_ratio: float) -> list[PromptFields]:
     spec = context.recipe.prompts
     meaning = context.prompt_meaning(info.label)
-    vocabularies = aspect_vocabularies(spec)
+    vocabularies = class_aspects(info, context)
     drafts = []
     for index in indices:
         rng = context.rng(info.label, index)
