@@ -68,6 +68,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from synthset.generation.plan import plan_run
     from synthset.recipe import load_recipe
 
+    if args.check:
+        from synthset.generation.check import check_recipe
+
+        checked = check_recipe(load_recipe(args.recipe))
+        per_config = ", ".join(f"{name}: {n}" for name, n in checked.images_per_config.items())
+        pools = "".join(f"; {name} conditions on {n} real images" for name, n in checked.pools.items())
+        print(f"recipe OK: {checked.images} images over {checked.classes} classes ({per_config}){pools}")
+        print(f"model: {checked.model} @ {checked.model_revision}; nothing was written")
+        return 0
     summary = plan_run(load_recipe(args.recipe))
     per_config = ", ".join(f"{name}: {rows}" for name, rows in summary.rows_per_config.items())
     print(f"planned {summary.rows} images in {summary.shards} shards ({per_config})")
@@ -124,7 +133,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from synthset.train.results import format_table
     from synthset.train.run import run
 
-    config = load_train_config(args.config)
+    config = load_train_config(args.config, args.set)
     results = run(config, stop_after_epoch=args.stop_after_epoch)
     if results is None:  # not the main process: it prints nothing
         return 0
@@ -252,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )  # fmt: skip
     plan.add_argument("recipe", help="recipe YAML file, e.g. recipes/demo.yaml")
+    plan.add_argument(
+        "--check",
+        action="store_true",
+        help="validate only: resolve the model, read train lists, open real images, draw shots and build the "
+        "conditioning pools (the leak guards), then stop; writes nothing and calls no LLM",
+    )
     plan.set_defaults(func=_cmd_plan)
 
     generate = commands.add_parser(
@@ -284,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter, description=TRAIN_DESCRIPTION,
     )  # fmt: skip
     train.add_argument("config", help="training config YAML file (see the example above)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting of the config (value read as YAML), e.g. --set synthetic.name=lar_cd "
+        "--set output_dir=runs/train/lar_cd; repeatable",
+    )
     train.add_argument(
         "--to-card",
         metavar="RUN",

@@ -223,15 +223,19 @@ def train_transform(settings: ImageSettings, augment: str) -> v2.Compose:
     if augment == "none":
         return eval_transform(settings)
     interpolation = _interpolation(settings.interpolation)
-    if augment == "rrc_flip":
+    if augment in ("rrc_flip", "rrc_flip_jitter"):
         geometry = [v2.RandomResizedCrop(settings.size, interpolation=interpolation, antialias=True)]
     else:
         geometry = [v2.Resize(settings.size, interpolation=interpolation, antialias=True), v2.CenterCrop(settings.size)]
+    colour = (
+        [v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0)] if augment == "rrc_flip_jitter" else []
+    )
     return v2.Compose(
         [
             v2.ToImage(),
             *geometry,
             v2.RandomHorizontalFlip(),
+            *colour,
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(settings.mean, settings.std),
         ]
