@@ -57,10 +57,13 @@ Example (aux_bn; datasets are local directories or Hub ids, loaded with datasets
 
 long_tail: the same with mode: long_tail (loss defaults to balanced_softmax; set train.lr: 0.2,
 weight_decay: 5.0e-4 for paper B). few_shot: replace train: by
-  few_shot: {shots: [1, 2, 4, 8, 16], trials: 4, swap_probability: 0.5, synthetic_per_class: 16}
-and give model pretrained: true or weights: FILE. To train each k on the very real images a synthset
-few-shot dataset was made from, add real_shots: {path: runs/X/dataset, config: caltech101_{k}shot}.
-Every key is checked; see synthset/train/config.py.
+  few_shot: {shots: [1, 2, 4, 8, 16], trials: 4, swap_probability: 0.5, synthetic_pool: per_class}
+and give model pretrained: true or weights: FILE. The default protocol is DA-Fusion's (its split per
+trial, BatchNorm adapting, 50 x 200 Adam steps, best-epoch mean per-class accuracy); protocol: fast is a
+quick cached-feature probe. To train each (k, trial) on the very real images a synthset few-shot dataset
+was made from, add real_shots: {path: runs/X/dataset, config: coco_{k}shot_t{trial}}.
+The papers' own settings ship in configs/train/ (README: Reproduce the papers); --set KEY=VALUE changes
+one of them, e.g. --set synthetic.name=lar_cd. Every key is checked; see synthset/train/config.py.
 """
 
 
