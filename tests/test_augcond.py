@@ -214,3 +214,14 @@ def test_authors_code_variant_runs_and_its_embed_cutmix_is_one_image(write_recip
     )
     assert torch.equal(dropped, single) and mask.shape == (2 * single.shape[-1],)  # the mask waits for noising
     assert 0.2 < float((mask == 0).float().mean()) < 0.6
+
+
+def test_shard_names_of_a_one_augmentation_plan(write_recipe, tmp_path: Path):
+    """Every row of a shard has the same cond_aug: its statistics must not be taken for the shard's name."""
+    from synthset.run.plan import open_plan, plan_shard_names
+
+    recipe = load_recipe(augcond_recipe(write_recipe, tmp_path, "single", augcond={"augmentations": {"dropout": 1}}))
+    plan_run(recipe)
+    plan = open_plan(RunDir(recipe.run_dir))
+    expected = [plan.read_row_group(i, columns=["shard"]).column(0)[0].as_py() for i in range(plan.num_row_groups)]
+    assert plan_shard_names(plan) == expected and all(name.startswith("augcond/") for name in expected)

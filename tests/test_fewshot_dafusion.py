@@ -212,3 +212,70 @@ def test_protocol_fields_are_checked(squares, tmp_path):  # noqa: F811
     data["eval"] = {"path": str(squares / "real"), "split": "validation"}
     with pytest.raises(SynthsetError, match="eval: few_shot.halves scores the second half of `real`; leave eval out"):
         train_config_from_dict(data, "x")
+
+
+def test_a_synthset_fewshot_set_and_the_probe_fit_together(write_recipe, tmp_path):
+    """Plan -> generate -> build a tiny augcond few-shot set from DA-Fusion's trial-0 shots, then probe it:
+    the probe trains on exactly the recorded shots and swaps each for images made from that very shot."""
+    from test_fewshot_sources import caltech_folder
+
+    from synthset.builders.assemble import build_dataset
+    from synthset.generation.plan import plan_run
+    from synthset.generation.runner import generate_run
+    from synthset.recipe import load_recipe
+
+    folder = caltech_folder(tmp_path / "101_ObjectCategories", {"accordion": 6, "airplanes": 5, "anchor": 4})
+    name = "caltech101_dafusion_1shot_t0"
+    recipe = load_recipe(
+        write_recipe(
+            {
+                "name": "fs",
+                "builder": "synth_fewshot",
+                "classes": {"set": "caltech101_dafusion", "limit": 3},
+                "configs": [
+                    {
+                        "name": name,
+                        "strategy": "augcond",
+                        "images_per_class": 2,
+                        "shots": 1,
+                        "shot_draw": {"trial": 0, "halves": True},
+                        "augcond": {"augmentations": {"embed_mixup+dropout": 1}, "prompt": "a photo of a {class_name}"},
+                    }
+                ],
+                "generator": {"model": "synthset-testing:tiny-unclip", "guidance": 10.0, "width": 64, "height": 64},
+                "real_images": {"dataset": str(folder), "match": "name"},
+            },
+            "fs.yaml",
+        )
+    )
+    plan_run(recipe)
+    assert generate_run(recipe.run_dir).images_made == 6
+    dataset_dir, _ = build_dataset(recipe.run_dir)
+
+    torch.manual_seed(0)
+    weights = tmp_path / "backbone.pth"
+    torch.save(timm.create_model("test_resnet", num_classes=1000).state_dict(), weights)
+    data = {
+        "mode": "few_shot",
+        "output_dir": str(tmp_path / "probe"),
+        "model": {"name": "test_resnet", "weights": str(weights)},
+        "real": {"path": str(folder), "classes": "caltech101_dafusion"},
+        "synthetic": {"path": str(dataset_dir), "name": "caltech101_dafusion_{k}shot_t{trial}"},
+        "few_shot": {
+            "shots": [1], "trials": 1, "epochs": 1, "iterations_per_epoch": 2, "batch_size": 4, "image_size": 32,
+            "swap_probability": 1.0, "halves": True, "eval_draws": None, "num_workers": 0,
+            "real_shots": {"path": str(dataset_dir), "config": "caltech101_dafusion_{k}shot_t{trial}"},
+        },
+    }  # fmt: skip
+    results = run(train_config_from_dict(data, "x"))
+    assert results["synthetic_pool"] == "per_real" and results["few_shot"]["1"]["swapped_fraction"] == 1.0
+    record = json.loads((tmp_path / "probe" / "few_shot" / "k001-trial00.json").read_text())
+    recorded = pq_rows(dataset_dir / "real_shots.parquet")
+    assert sorted(record["real_rows"]) == sorted(int(i.rsplit(":", 1)[1]) for r in recorded for i in r["real_ids"])
+    assert record["eval_images"] == 3 + 2 + 2  # the second halves of 6, 5 and 4 images
+
+
+def pq_rows(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
