@@ -147,3 +147,15 @@ def test_plan_check_command_writes_nothing(tmp_path: Path, capsys, monkeypatch):
     bad.write_text((REPO / "recipes" / "demo-augcond.yaml").read_text().replace("tiny-unclip", "tiny-sd"))
     assert main(["plan", "--check", str(bad)]) == 2
     assert "generator.model: augcond needs an unCLIP image-variation pipeline" in capsys.readouterr().err
+
+
+def test_one_config_serves_every_row_of_a_table():
+    from synthset.errors import SynthsetError
+
+    path = REPO / "configs" / "train" / "paper-a-imagenet-resnet50-auxbn.yaml"
+    config = load_train_config(path, ["synthetic.name=lar_cd", "output_dir=runs/train/lar_cd", "train.epochs=2"])
+    assert (config.synthetic.name, str(config.output_dir), config.train.epochs) == ("lar_cd", "runs/train/lar_cd", 2)
+    with pytest.raises(SynthsetError, match=r"^--set 'synthetic': expected KEY=VALUE, e.g. synthetic.name=lar_cd$"):
+        load_train_config(path, ["synthetic"])
+    with pytest.raises(SynthsetError, match=r"train.epochs: Input should be greater than 0 \(got 0\)"):
+        load_train_config(path, ["train.epochs=0"])
