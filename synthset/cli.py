@@ -91,11 +91,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from synthset.generation.runner import generate_run
 
-    summary = generate_run(Path(args.run), verify=not args.no_verify)
+    summary = generate_run(Path(args.run), verify=not args.no_verify, lease_seconds=args.lease_seconds)
     print(
-        f"rank {summary.rank}/{summary.world_size}: made {summary.images_made} images in "
-        f"{summary.shards_made} shards ({summary.shards_assigned - summary.shards_made} already done, "
-        f"{summary.shards_redone} redone) in {summary.seconds:.1f} s"
+        f"rank {summary.rank}/{summary.world_size} (worker {summary.worker}): made {summary.images_made} images "
+        f"in {summary.shards_made} shards ({summary.shards_redone} of them redone; {summary.shards_already_done} "
+        f"were done before, {summary.shards_done_by_others} done by other workers meanwhile) "
+        f"in {summary.seconds:.1f} s"
     )
     if summary.all_shards_done:
         print(f"all shards done; next: synthset build {args.run}")
@@ -219,7 +220,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from synthset.builders.validate import format_reports, validate_run
 
-    reports = validate_run(Path(args.run))
+    reports = validate_run(Path(args.run), fast=args.fast)
     print(format_reports(reports))
     return 0 if all(report.ok for report in reports) else 1
 
@@ -254,8 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
         "generate", help="generate the planned images into shards (run under `accelerate launch`)", description=(
             "Generate every planned image exactly once. Run it plainly for one process, or as "
             "`accelerate launch [--multi_gpu --num_processes N] -m synthset generate RUN` for many. "
-            "Restartable: finished shards (checked by sha256) are skipped, so an interrupted run loses at "
-            "most the shards in progress, and may resume with another number of processes."
+            "Workers claim shards, so several launches (other nodes, a job array, a second command started "
+            "later) can work on one run directory at once; a worker whose claim goes unrenewed for the lease "
+            "time is taken to be dead and its shard is taken over. Restartable: finished shards (checked by "
+            "sha256) are skipped, so an interrupted run loses at most the shards in progress, and may resume "
+            "with another number of processes."
         ),
     )  # fmt: skip
     generate.add_argument("run", help="run directory written by `synthset plan`, e.g. runs/demo")
@@ -263,6 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-verify",
         action="store_true",
         help="trust finished shards' sizes without re-hashing them on start",
+    )
+    generate.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="a shard claim not renewed for S seconds is taken over by another worker (default 300; claims of "
+        "a dead process on this host are taken over at once)",
     )
     generate.set_defaults(func=_cmd_generate)
 
@@ -356,12 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser(
         "validate", help="check a generated run against its plan (counts, ids, labels, every image)", description=(
-            "Check every config and split of RUN against plan.parquet: each planned sample exactly once, exact "
-            "per-class counts, labels in range, and every image decodes at the stored size. Prints a report; "
-            "exits 1 on any problem. `synthset build` runs it too."
+            "Check every shard of RUN against its record (size and sha256) and every config and split against "
+            "plan.parquet: each planned sample exactly once, exact per-class counts, labels in range, and every "
+            "image decodes at the stored size. Prints a report naming each file or sample at fault; exits 1 on "
+            "any problem. `synthset build` runs it too."
         ),
     )  # fmt: skip
     validate.add_argument("run", help="run directory, e.g. runs/demo")
+    validate.add_argument(
+        "--fast", action="store_true", help="check each shard's size against its record instead of its sha256"
+    )
     validate.set_defaults(func=_cmd_validate)
 
     tiny = commands.add_parser(

@@ -14,13 +14,14 @@ line naming the recipe field.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from synthset.errors import SynthsetError, first_line
-from synthset.fsutil import sha256_tree
+from synthset.fsutil import sha256_tree, tree_files, write_text_atomic
 
 TESTING_SCHEME = "synthset-testing:"
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -144,3 +145,42 @@ def open_clip_revision(name: str, local: Path | None, pretrained: str | None) ->
     if name.startswith("hf-hub:"):
         return _hub_commit(name.removeprefix("hf-hub:"), None, "clip model")
     return f"open_clip:{pretrained}"
+
+
+def _stat_index(root: Path) -> dict[str, list[int]]:
+    """relative path -> [size, mtime_ns] of every file of a model directory: a cheap fingerprint."""
+    index = {}
+    for path in tree_files(root):
+        stat = path.stat()
+        index[path.relative_to(root).as_posix()] = [stat.st_size, stat.st_mtime_ns]
+    return index
+
+
+def check_local_model(path: Path, revision: str, cache_dir: Path, field_name: str) -> None:
+    """A local model directory must still hold the files the plan pinned (`sha256:<tree hash>`).
+
+    Hashing gigabytes of weights at every start is slow, so a size+mtime index of the files is kept in
+    the run's cache with the hash it was checked against: while the index matches, the files are taken
+    as unchanged; when it differs (a file edited, added or removed), the tree is hashed again.
+    """
+    if not path.is_dir():
+        raise SynthsetError(
+            f"{field_name}: the model directory {str(path)!r} that the plan pinned is gone; restore it, "
+            "or plan the run again"
+        )
+    index_file = cache_dir / "model-index.json"
+    current = _stat_index(path)
+    try:
+        cached = json.loads(index_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cached = {}
+    if cached.get("path") == str(path) and cached.get("revision") == revision and cached.get("files") == current:
+        return
+    actual = "sha256:" + sha256_tree(path)
+    if actual != revision:
+        raise SynthsetError(
+            f"{field_name}: the files of {str(path)!r} changed after planning (pinned {revision[:19]}..., "
+            f"now {actual[:19]}...); restore them, or plan the run again under a new name"
+        )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(index_file, json.dumps({"path": str(path), "revision": revision, "files": current}))
