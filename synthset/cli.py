@@ -7,12 +7,16 @@ answers at once. A `SynthsetError` becomes one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
 
 from synthset import __version__
 from synthset.errors import SynthsetError
+
+# A full disk, a quota, a file size limit, a read-only or forbidden path: the user's to fix, in one line.
+FILESYSTEM_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
 
 DESCRIPTION = """\
 Make a synthetic image-classification dataset with an off-the-shelf diffusion model.
@@ -225,6 +229,32 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0 if all(report.ok for report in reports) else 1
 
 
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from synthset.run.clean import find_unowned, remove
+    from synthset.run.paths import RunDir
+
+    run = RunDir.planned(args.run)
+    unowned = find_unowned(run)
+    groups = [
+        ("shard files no plan row owns", unowned.stale_shards),
+        ("temp files of killed processes", unowned.dead_temp_files),
+        ("directories of killed builds", unowned.dead_builds),
+    ]
+    for what, paths in groups:
+        if paths:
+            print(f"{what} ({len(paths)}):")
+            for path in paths:
+                print(f"  {path.relative_to(run.root).as_posix()}")
+    if not unowned.paths:
+        print(f"{run}: nothing to clean")
+    elif args.yes:
+        remove(unowned.paths)
+        print(f"removed {len(unowned.paths)} paths")
+    else:
+        print(f"run `synthset clean {run} --yes` to remove them")
+    return 0
+
+
 def _cmd_tiny_models(args: argparse.Namespace) -> int:
     from synthset import testing
 
@@ -380,6 +410,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(func=_cmd_validate)
 
+    clean = commands.add_parser(
+        "clean", help="list (and with --yes remove) files of a run that no plan row owns", description=(
+            "List the shard files and records that the current plan.parquet does not own (left by an earlier, "
+            "larger plan), temp files of killed processes of this host and half-assembled builds; with --yes, "
+            "remove them. Nothing the plan owns, and nothing of a live process, is touched."
+        ),
+    )  # fmt: skip
+    clean.add_argument("run", help="run directory, e.g. runs/demo")
+    clean.add_argument("--yes", action="store_true", help="remove what is listed")
+    clean.set_defaults(func=_cmd_clean)
+
     tiny = commands.add_parser(
         "tiny-models", help="build the tiny offline models used by tests and the demo", description=(
             "Build tiny models from configs (no download) and save them with save_pretrained under "
@@ -402,4 +443,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SynthsetError as error:
         print(f"synthset: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in FILESYSTEM_FAULTS:
+            raise  # anything else is a bug and keeps its traceback
+        from synthset.fsutil import describe_os_error
+
+        print(f"synthset: error: {describe_os_error(error, error.filename or 'writing the run')}", file=sys.stderr)
         return 2

@@ -39,11 +39,13 @@ def pid_alive(pid: int) -> bool:
 
 
 def owner_is_dead(name: str) -> bool:
-    """Whether the owner token at the start of `name` (`<host>.<pid>-...`) is a process of this host that
-    no longer runs. A process on another host cannot be proven dead from here: its files stay."""
-    token = name.split("-", 1)[0]
-    host, _, pid = token.rpartition(".")
-    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+    """Whether `name` (`<host>.<pid>-...`, see `owner_token`) was made by a process of this host that no
+    longer runs. A process on another host cannot be proven dead from here: its files stay."""
+    prefix = f"{socket.gethostname()}."
+    if not name.startswith(prefix):
+        return False
+    pid = name[len(prefix) :].split("-", 1)[0]
+    return pid.isdigit() and not pid_alive(int(pid))
 
 
 def temp_path_for(path: Path) -> Path:

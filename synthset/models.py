@@ -91,7 +91,30 @@ def resolve_pipeline(model: str, revision: str | None, field_name: str = "genera
     if not (local / "model_index.json").is_file():
         what = "no such model directory" if not local.exists() else "not a diffusers pipeline directory"
         raise SynthsetError(f"{field_name}: {what}: {str(local)!r} (model_index.json missing)")
+    check_pipeline_components(local, field_name)
     return ResolvedModel(str(local.resolve()), "sha256:" + sha256_tree(local), "local")
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")
+
+
+def check_pipeline_components(root: Path, field_name: str) -> None:
+    """Every component `model_index.json` names must be there: a folder with its config, and weights
+    for a model (a folder with a config.json), so a broken checkout stops at plan, not deep in generate."""
+    try:
+        index = json.loads((root / "model_index.json").read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise SynthsetError(f"{field_name}: {root / 'model_index.json'}: not valid JSON ({error})") from None
+    for name, spec in index.items():
+        if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+            continue  # metadata (_class_name, _diffusers_version) or an optional component left out
+        folder = root / name
+        if not folder.is_dir() or not any(folder.iterdir()):
+            raise SynthsetError(f"{field_name}: component {name!r} ({spec[1]}) is missing: no {str(folder)!r}")
+        if (folder / "config.json").is_file() and not any(
+            p.suffix in WEIGHT_SUFFIXES or p.name.endswith(".index.json") for p in folder.iterdir()
+        ):
+            raise SynthsetError(f"{field_name}: component {name!r} ({spec[1]}) has no weights in {str(folder)!r}")
 
 
 def pin_model(model: str, revision: str | None, field_name: str) -> dict[str, str]:

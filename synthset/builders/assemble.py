@@ -26,13 +26,11 @@ from synthset.fsutil import atomic_path, replace_dir, write_text_atomic
 from synthset.run.classes_table import read_class_rows, read_label_names
 from synthset.run.families import check_family
 from synthset.run.lock import Lock, read_lock
-from synthset.run.paths import EVALUATION_DIR, README_FILE, RunDir
+from synthset.run.paths import DATASET_BUILD_PREFIX, EVALUATION_DIR, README_FILE, RunDir
 from synthset.run.plan import open_plan, plan_shard_names, read_planned_shard
 from synthset.run.published import files_of, published_configs, shard_files
 from synthset.run.records import read_records, shard_problem
 from synthset.run.schema import dataset_features
-
-BUILD_PREFIX = ".dataset-build-"
 
 
 @dataclass(frozen=True)
@@ -183,8 +181,8 @@ def _remove_stale_builds(run: RunDir) -> None:
     """Delete build directories of killed builds (their pid no longer runs on this host)."""
     from synthset.fsutil import owner_is_dead
 
-    for stale in run.root.glob(f"{BUILD_PREFIX}*"):
-        if owner_is_dead(stale.name.removeprefix(BUILD_PREFIX)):
+    for stale in run.root.glob(f"{DATASET_BUILD_PREFIX}*"):
+        if owner_is_dead(stale.name.removeprefix(DATASET_BUILD_PREFIX)):
             shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -206,7 +204,7 @@ def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]
     _remove_stale_builds(run)
     from synthset.fsutil import owner_token
 
-    target = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{owner_token()}-", dir=run.root))
+    target = Path(tempfile.mkdtemp(prefix=f"{DATASET_BUILD_PREFIX}{owner_token()}-", dir=run.root))
     try:
         splits = link_shards(run, lock, names, target)
         for side_file in (run.lock_file, run.shots_file):  # the k-shot real image ids travel with few-shot data

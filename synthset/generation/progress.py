@@ -87,7 +87,7 @@ class GlobalProgress:
         recorded = self._recorded_rows()
         with self._lock:
             in_flight = sum(self._in_flight.values())
-        self.bar.update(max(0, min(self.bar.total, recorded + in_flight) - self.bar.n))
+        self.bar.update(max(0, recorded + in_flight - self.bar.n))
 
     def close(self) -> None:
         self.refresh(force=True)

@@ -268,7 +268,7 @@ class _Worker:
                     self.maker.close()
             finally:
                 self.claims.close()
-        self.progress.close()
+                self.progress.close()  # ends the bar's line, so an error prints on a line of its own
 
 
 def generate_run(

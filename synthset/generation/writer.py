@@ -148,11 +148,13 @@ class ShardWriter:
     # -- the writer thread -----------------------------------------------------------------------------
     def _run(self) -> None:
         current: _OpenShard | None = None
+        name: str | None = None  # the shard being written, for error messages (set before it is opened)
         try:
             while True:
                 item = self._queue.get()
                 kind = item[0]
                 if kind == "start":
+                    name = item[1]
                     current = self._open(item[1], item[2], item[3])
                 elif kind == "batch":
                     assert current is not None
@@ -166,9 +168,9 @@ class ShardWriter:
                         self._drop(current)
                     return
         except BaseException as error:  # noqa: BLE001 - handed to the generation loop
-            if isinstance(error, OSError):
-                where = current.tmp if current is not None else self.run.shards_dir
-                error = SynthsetError(describe_os_error(error, getattr(error, "filename", None) or where))
+            if isinstance(error, OSError):  # a full disk, `ulimit -f`: name the shard being written
+                where = self.run.shard_file(name) if name is not None else error.filename
+                error = SynthsetError(describe_os_error(error, where or self.run.shards_dir))
             self._error = error
             if current is not None:
                 self._drop(current)
@@ -189,7 +191,11 @@ class ShardWriter:
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_dead_temp_files(final)  # left by a killed process of this host that made this shard before
         tmp = temp_path_for(final)
-        writer = pq.ParquetWriter(tmp, self.schema)
+        try:
+            writer = pq.ParquetWriter(tmp, self.schema)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return _OpenShard(name, sample_ids, plan_digest, tmp, writer, time.monotonic())
 
     def _add(self, shard: _OpenShard, rows: list[dict[str, Any]], images: list[Image]) -> None:

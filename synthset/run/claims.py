@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthset.fsutil import pid_alive, temp_path_for
+from synthset.fsutil import TEMP_PREFIX, owner_token, pid_alive
 from synthset.run.paths import RunDir
 
 DEFAULT_LEASE_SECONDS = 300.0  # a holder that misses heartbeats this long is taken to be dead
@@ -126,7 +126,7 @@ def _create_exclusive(path: Path, data: bytes) -> bool:
     exists, atomically, on NFS too), so a claim file is never seen empty or half-written.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path)
+    tmp = path.with_name(f"{TEMP_PREFIX}{owner_token()}-{uuid.uuid4().hex[:8]}-{path.name}")  # unique per call
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
