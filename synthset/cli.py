@@ -229,6 +229,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0 if all(report.ok for report in reports) else 1
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from synthset.run.status import format_status, run_status
+
+    while True:
+        report = format_status(run_status(args.run, lease_seconds=args.lease_seconds))
+        if not args.watch:
+            print(report)
+            return 0
+        print("\033[2J\033[H" + time.strftime("%H:%M:%S ") + str(args.run) + "\n" + report, flush=True)
+        time.sleep(args.watch)
+
+
 def _cmd_clean(args: argparse.Namespace) -> int:
     from synthset.run.clean import find_unowned, remove
     from synthset.run.paths import RunDir
@@ -409,6 +423,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--fast", action="store_true", help="check each shard's size against its record instead of its sha256"
     )
     validate.set_defaults(func=_cmd_validate)
+
+    status = commands.add_parser(
+        "status", help="where a generate run stands: shards done / being made / pending, workers, ETA", description=(
+            "Read RUN's shard records and claims (nothing is asked of the workers) and print shards done, "
+            "being made, with an expired lease and pending; per worker its shards, images per second, last "
+            "heartbeat and the shards it holds; the ETA at the live workers' rate; and the GPU-hours spent."
+        ),
+    )  # fmt: skip
+    status.add_argument("run", help="run directory, e.g. runs/demo")
+    status.add_argument("--watch", type=float, metavar="S", default=None, help="refresh every S seconds")
+    status.add_argument(
+        "--lease-seconds", type=float, default=300.0, metavar="S", help="the workers' lease (default 300)"
+    )
+    status.set_defaults(func=_cmd_status)
 
     clean = commands.add_parser(
         "clean", help="list (and with --yes remove) files of a run that no plan row owns", description=(
