@@ -54,9 +54,22 @@ class ClassSetSpec(_Strict):
         "fgvc_aircraft, stanford_cars, sun397) or a path to a class list file (.yaml, .yml or .txt).",
     )
     subset: list[str] | None = Field(
-        None, description="Class names or wnids to generate; the label space stays the whole set."
+        None,
+        description="Class names or wnids to generate; the label space stays the whole set (leave it out for all).",
     )
     limit: Annotated[int, Field(gt=0)] | None = Field(None, description="Generate only the first N classes.")
+
+    @field_validator("subset")
+    @classmethod
+    def _entries_are_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("is empty: name at least one class, or leave subset out to generate every class")
+        for i, name in enumerate(value or []):
+            if not name.strip():
+                raise ValueError(f"entry {i} is blank")
+            if "\n" in name.strip():
+                raise ValueError(f"entry {i} ({name!r}) spans several lines")
+        return value
 
 
 class FillUpSpec(_Strict):

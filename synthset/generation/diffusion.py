@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from synthset.errors import SynthsetError
+from synthset.errors import SynthsetError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -88,11 +88,14 @@ def load_generator(lock: Lock, device: torch.device, run: RunDir, show_progress:
     kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
     if lock.model.hub_revision is not None:
         kwargs["revision"] = lock.model.hub_revision
-    components = diffusers.DiffusionPipeline.load_config(lock.model.load_path, revision=kwargs.get("revision"))
-    if "safety_checker" in components:
-        # Classification data is filtered by the dataset maker, not blacked out per image.
-        kwargs.update(safety_checker=None, requires_safety_checker=False)
-    pipe = diffusers.DiffusionPipeline.from_pretrained(lock.model.load_path, **kwargs)
+    try:
+        components = diffusers.DiffusionPipeline.load_config(lock.model.load_path, revision=kwargs.get("revision"))
+        if "safety_checker" in components:
+            # Classification data is filtered by the dataset maker, not blacked out per image.
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        pipe = diffusers.DiffusionPipeline.from_pretrained(lock.model.load_path, **kwargs)
+    except (OSError, ValueError) as error:  # missing or broken files, no network: one line, not a traceback
+        raise SynthsetError(f"generator.model: cannot load {lock.model.load_path!r}: {first_line(error)}") from None
     if spec.scheduler != "default":
         scheduler_class = getattr(diffusers, SCHEDULERS[spec.scheduler])
         pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)

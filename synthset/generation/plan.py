@@ -152,8 +152,11 @@ def plan_run(recipe: Recipe) -> PlanSummary:
     check_family(recipe)
     classes = load_class_set(recipe.classes.set)
     selected = select_classes(classes, recipe.classes.subset, recipe.classes.limit, recipe.classes.set)
-    lock = make_lock(recipe)
     run = RunDir(recipe.run_dir)
+    for path in (recipe.output_dir, run.root):
+        if path.exists() and not path.is_dir():
+            raise SynthsetError(f"output_dir: {str(path)!r} is a file, not a directory; choose another output_dir")
+    lock = make_lock(recipe)
     _check_run_compatible(run, lock)
     # Shots and conditioning pools first: a leak is refused before any minute is spent on LAR or an LLM.
     draws = draw_shots(recipe, classes, selected)

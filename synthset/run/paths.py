@@ -12,6 +12,7 @@
     shards/.claims/       which live worker is making which shard (leases)                      generate
     dataset/              the Hub layout: README.md, published Parquet files, side files        build, card
     dataset/evaluation/   training results the card shows (`synthset train --to-card`)         train
+    .dataset-build-*/     a build in progress (or a killed one, removed by the next build)     build
 
 Stages take a `RunDir` rather than a bare path, so a file name is spelled in exactly one place.
 """
@@ -33,6 +34,7 @@ SHARDS_DIR = "shards"
 CLAIMS_DIR = ".claims"
 MANIFEST_FILE = "manifest.jsonl"
 DATASET_DIR = "dataset"
+DATASET_BUILD_PREFIX = ".dataset-build-"  # a build in progress: assembled here, then swapped in whole
 EVALUATION_DIR = "evaluation"  # in dataset/: `synthset train --to-card` results, shown by the card
 README_FILE = "README.md"
 
