@@ -1,4 +1,4 @@
-"""Row 8: build, push and verify at 10^2, 10^3 and 10^4 files: time linear in the file count, memory flat.
+"""Row 9: build, push and verify at 10^2, 10^3 and 10^4 files: time linear in the file count, memory flat.
 
 Each run is synthesized as the scale test does (tests/synthruns.py: planned, every shard written by the real
 ShardWriter with an 8x8 image, one image per shard), so the figures are about files, not pixels. Then, each a
@@ -121,7 +121,7 @@ def measure(ctx: Context) -> list[Row]:
         counts = " / ".join(f"{n:,}" for n in sizes)
         rows.append(
             Row(
-                f"8. hub {stage}: {counts} files",
+                f"9. hub {stage}: {counts} files",
                 f"{walls} s (+{slope(middle if len(sizes) == 3 else small, large):.2f} ms per extra file"
                 + (f", x{growth:.2f} of the slope below {middle:,}" if len(sizes) == 3 else "")
                 + f"); peak RSS {rss} MiB (x{flat:.3f})",

@@ -7,12 +7,16 @@ answers at once. A `SynthsetError` becomes one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
 
 from synthset import __version__
 from synthset.errors import SynthsetError
+
+# A full disk, a quota, a file size limit, a read-only or forbidden path: the user's to fix, in one line.
+FILESYSTEM_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
 
 DESCRIPTION = """\
 Make a synthetic image-classification dataset with an off-the-shelf diffusion model.
@@ -57,10 +61,13 @@ Example (aux_bn; datasets are local directories or Hub ids, loaded with datasets
 
 long_tail: the same with mode: long_tail (loss defaults to balanced_softmax; set train.lr: 0.2,
 weight_decay: 5.0e-4 for paper B). few_shot: replace train: by
-  few_shot: {shots: [1, 2, 4, 8, 16], trials: 4, swap_probability: 0.5, synthetic_per_class: 16}
-and give model pretrained: true or weights: FILE. To train each k on the very real images a synthset
-few-shot dataset was made from, add real_shots: {path: runs/X/dataset, config: caltech101_{k}shot}.
-Every key is checked; see synthset/train/config.py.
+  few_shot: {shots: [1, 2, 4, 8, 16], trials: 4, swap_probability: 0.5, synthetic_pool: per_class}
+and give model pretrained: true or weights: FILE. The default protocol is DA-Fusion's (its split per
+trial, BatchNorm adapting, 50 x 200 Adam steps, best-epoch mean per-class accuracy); protocol: fast is a
+quick cached-feature probe. To train each (k, trial) on the very real images a synthset few-shot dataset
+was made from, add real_shots: {path: runs/X/dataset, config: coco_{k}shot_t{trial}}.
+The papers' own settings ship in configs/train/ (README: Reproduce the papers); --set KEY=VALUE changes
+one of them, e.g. --set synthetic.name=lar_cd. Every key is checked; see synthset/train/config.py.
 """
 
 
@@ -68,6 +75,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from synthset.generation.plan import plan_run
     from synthset.recipe import load_recipe
 
+    if args.check:
+        from synthset.generation.check import check_recipe
+
+        checked = check_recipe(load_recipe(args.recipe))
+        per_config = ", ".join(f"{name}: {n}" for name, n in checked.images_per_config.items())
+        pools = "".join(f"; {name} conditions on {n} real images" for name, n in checked.pools.items())
+        print(f"recipe OK: {checked.images} images over {checked.classes} classes ({per_config}){pools}")
+        print(f"model: {checked.model} @ {checked.model_revision}; nothing was written")
+        return 0
     summary = plan_run(load_recipe(args.recipe))
     per_config = ", ".join(f"{name}: {rows}" for name, rows in summary.rows_per_config.items())
     print(f"planned {summary.rows} images in {summary.shards} shards ({per_config})")
@@ -76,6 +92,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(
             f"label ambiguity resolution: {sources}; real images skipped (undecodable): {summary.real_image_failures}"
         )
+        winners = ", ".join(f"{source}: {n}" for source, n in sorted(summary.lar_meaning_from.items()))
+        print(f"LAR meanings from: {winners}")
     stats = summary.prompt_stats
     if stats.llm_requests:
         rejected = ", ".join(f"{reason}: {n}" for reason, n in sorted(stats.rejected.items())) or "none"
@@ -83,6 +101,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             f"LLM: {stats.llm_requests} requests ({summary.llm_backend_calls} sent, {summary.llm_cache_hits} from "
             f"cache); rejected: {rejected}; replaced by the template: {stats.replaced}"
         )
+        if stats.aspect_lists_replaced:
+            print(f"CD aspect lists the LLM failed to give (vocabulary used instead): {stats.aspect_lists_replaced}")
     if summary.hub_layout:
         print(summary.hub_layout)
     print(f"run directory: {summary.run}")
@@ -93,11 +113,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from synthset.generation.runner import generate_run
 
-    summary = generate_run(Path(args.run), verify=not args.no_verify)
+    summary = generate_run(Path(args.run), verify=not args.no_verify, lease_seconds=args.lease_seconds)
     print(
-        f"rank {summary.rank}/{summary.world_size}: made {summary.images_made} images in "
-        f"{summary.shards_made} shards ({summary.shards_assigned - summary.shards_made} already done, "
-        f"{summary.shards_redone} redone) in {summary.seconds:.1f} s"
+        f"rank {summary.rank}/{summary.world_size} (worker {summary.worker}): made {summary.images_made} images "
+        f"in {summary.shards_made} shards ({summary.shards_redone} of them redone; {summary.shards_already_done} "
+        f"were done before, {summary.shards_done_by_others} done by other workers meanwhile) "
+        f"in {summary.seconds:.1f} s"
     )
     if summary.all_shards_done:
         print(f"all shards done; next: synthset build {args.run}")
@@ -122,7 +143,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from synthset.train.results import format_table
     from synthset.train.run import run
 
-    config = load_train_config(args.config)
+    config = load_train_config(args.config, args.set)
     results = run(config, stop_after_epoch=args.stop_after_epoch)
     if results is None:  # not the main process: it prints nothing
         return 0
@@ -241,9 +262,49 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from synthset.builders.validate import format_reports, validate_run
 
-    reports = validate_run(Path(args.run))
+    reports = validate_run(Path(args.run), fast=args.fast)
     print(format_reports(reports))
     return 0 if all(report.ok for report in reports) else 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from synthset.run.status import format_status, run_status
+
+    while True:
+        report = format_status(run_status(args.run, lease_seconds=args.lease_seconds))
+        if not args.watch:
+            print(report)
+            return 0
+        print("\033[2J\033[H" + time.strftime("%H:%M:%S ") + str(args.run) + "\n" + report, flush=True)
+        time.sleep(args.watch)
+
+
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from synthset.run.clean import find_unowned, remove
+    from synthset.run.paths import RunDir
+
+    run = RunDir.planned(args.run)
+    unowned = find_unowned(run)
+    groups = [
+        ("shard files no plan row owns", unowned.stale_shards),
+        ("temp files of killed processes", unowned.dead_temp_files),
+        ("directories of killed builds", unowned.dead_builds),
+    ]
+    for what, paths in groups:
+        if paths:
+            print(f"{what} ({len(paths)}):")
+            for path in paths:
+                print(f"  {path.relative_to(run.root).as_posix()}")
+    if not unowned.paths:
+        print(f"{run}: nothing to clean")
+    elif args.yes:
+        remove(unowned.paths)
+        print(f"removed {len(unowned.paths)} paths")
+    else:
+        print(f"run `synthset clean {run} --yes` to remove them")
+    return 0
 
 
 def _cmd_tiny_models(args: argparse.Namespace) -> int:
@@ -270,14 +331,23 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )  # fmt: skip
     plan.add_argument("recipe", help="recipe YAML file, e.g. recipes/demo.yaml")
+    plan.add_argument(
+        "--check",
+        action="store_true",
+        help="validate only: resolve the model, read train lists, open real images, draw shots and build the "
+        "conditioning pools (the leak guards), then stop; writes nothing and calls no LLM",
+    )
     plan.set_defaults(func=_cmd_plan)
 
     generate = commands.add_parser(
         "generate", help="generate the planned images into shards (run under `accelerate launch`)", description=(
             "Generate every planned image exactly once. Run it plainly for one process, or as "
             "`accelerate launch [--multi_gpu --num_processes N] -m synthset generate RUN` for many. "
-            "Restartable: finished shards (checked by sha256) are skipped, so an interrupted run loses at "
-            "most the shards in progress, and may resume with another number of processes."
+            "Workers claim shards, so several launches (other nodes, a job array, a second command started "
+            "later) can work on one run directory at once; a worker whose claim goes unrenewed for the lease "
+            "time is taken to be dead and its shard is taken over. Restartable: finished shards (checked by "
+            "sha256) are skipped, so an interrupted run loses at most the shards in progress, and may resume "
+            "with another number of processes."
         ),
     )  # fmt: skip
     generate.add_argument("run", help="run directory written by `synthset plan`, e.g. runs/demo")
@@ -285,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-verify",
         action="store_true",
         help="trust finished shards' sizes without re-hashing them on start",
+    )
+    generate.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="a shard claim not renewed for S seconds is taken over by another worker (default 300; claims of "
+        "a dead process on this host are taken over at once)",
     )
     generate.set_defaults(func=_cmd_generate)
 
@@ -302,6 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter, description=TRAIN_DESCRIPTION,
     )  # fmt: skip
     train.add_argument("config", help="training config YAML file (see the example above)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting of the config (value read as YAML), e.g. --set synthetic.name=lar_cd "
+        "--set output_dir=runs/train/lar_cd; repeatable",
+    )
     train.add_argument(
         "--to-card",
         metavar="RUN",
@@ -396,13 +482,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser(
         "validate", help="check a generated run against its plan (counts, ids, labels, every image)", description=(
-            "Check every config and split of RUN against plan.parquet: each planned sample exactly once, exact "
-            "per-class counts, labels in range, and every image decodes at the stored size. Prints a report; "
-            "exits 1 on any problem. `synthset build` runs it too."
+            "Check every shard of RUN against its record (size and sha256) and every config and split against "
+            "plan.parquet: each planned sample exactly once, exact per-class counts, labels in range, and every "
+            "image decodes at the stored size. Prints a report naming each file or sample at fault; exits 1 on "
+            "any problem. `synthset build` runs it too."
         ),
     )  # fmt: skip
     validate.add_argument("run", help="run directory, e.g. runs/demo")
+    validate.add_argument(
+        "--fast", action="store_true", help="check each shard's size against its record instead of its sha256"
+    )
     validate.set_defaults(func=_cmd_validate)
+
+    status = commands.add_parser(
+        "status", help="where a generate run stands: shards done / being made / pending, workers, ETA", description=(
+            "Read RUN's shard records and claims (nothing is asked of the workers) and print shards done, "
+            "being made, with an expired lease and pending; per worker its shards, images per second, last "
+            "heartbeat and the shards it holds; the ETA at the live workers' rate; and the GPU-hours spent."
+        ),
+    )  # fmt: skip
+    status.add_argument("run", help="run directory, e.g. runs/demo")
+    status.add_argument("--watch", type=float, metavar="S", default=None, help="refresh every S seconds")
+    status.add_argument(
+        "--lease-seconds", type=float, default=300.0, metavar="S", help="the workers' lease (default 300)"
+    )
+    status.set_defaults(func=_cmd_status)
+
+    clean = commands.add_parser(
+        "clean", help="list (and with --yes remove) files of a run that no plan row owns", description=(
+            "List the shard files and records that the current plan.parquet does not own (left by an earlier, "
+            "larger plan), temp files of killed processes of this host and half-assembled builds; with --yes, "
+            "remove them. Nothing the plan owns, and nothing of a live process, is touched."
+        ),
+    )  # fmt: skip
+    clean.add_argument("run", help="run directory, e.g. runs/demo")
+    clean.add_argument("--yes", action="store_true", help="remove what is listed")
+    clean.set_defaults(func=_cmd_clean)
 
     tiny = commands.add_parser(
         "tiny-models", help="build the tiny offline models used by tests and the demo", description=(
@@ -426,4 +541,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SynthsetError as error:
         print(f"synthset: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in FILESYSTEM_FAULTS:
+            raise  # anything else is a bug and keeps its traceback
+        from synthset.fsutil import describe_os_error
+
+        print(f"synthset: error: {describe_os_error(error, error.filename or 'writing the run')}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import hashlib
 import os
 import shutil
@@ -38,11 +39,13 @@ def pid_alive(pid: int) -> bool:
 
 
 def owner_is_dead(name: str) -> bool:
-    """Whether the owner token at the start of `name` (`<host>.<pid>-...`) is a process of this host that
-    no longer runs. A process on another host cannot be proven dead from here: its files stay."""
-    token = name.split("-", 1)[0]
-    host, _, pid = token.rpartition(".")
-    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+    """Whether `name` (`<host>.<pid>-...`, see `owner_token`) was made by a process of this host that no
+    longer runs. A process on another host cannot be proven dead from here: its files stay."""
+    prefix = f"{socket.gethostname()}."
+    if not name.startswith(prefix):
+        return False
+    pid = name[len(prefix) :].split("-", 1)[0]
+    return pid.isdigit() and not pid_alive(int(pid))
 
 
 def temp_path_for(path: Path) -> Path:
@@ -91,6 +94,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tree_files(root: Path) -> list[Path]:
+    """The files of a directory tree in a stable order, without hidden ones (.cache/ and tool droppings)."""
+    files = (p for p in root.rglob("*") if p.is_file())
+    return sorted(p for p in files if not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
 def sha256_tree(root: Path) -> str:
     """One hash for a directory of files (relative paths and contents), e.g. a local model checkpoint.
 
@@ -98,10 +107,8 @@ def sha256_tree(root: Path) -> str:
     exactly which weights made the images.
     """
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in tree_files(root):
         rel = path.relative_to(root).as_posix()
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue  # .cache/ and other tool droppings are not part of the model
         digest.update(rel.encode() + b"\0" + sha256_file(path).encode() + b"\n")
     return digest.hexdigest()
 
@@ -138,3 +145,22 @@ def replace_dir(new: Path, target: Path) -> None:
     os.rename(target, old)
     os.rename(new, target)
     shutil.rmtree(old)
+
+
+_OS_ERROR_ADVICE = {
+    errno.ENOSPC: "no space left on the device: free some space, then run the same command again",
+    errno.EDQUOT: "the disk quota is exceeded: free some space, then run the same command again",
+    errno.EFBIG: "file too large for this process (see `ulimit -f`): raise the limit or use a smaller "
+    "storage.shard_size, then run the same command again",
+    errno.EROFS: "the filesystem is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a parent of this path is a file, not a directory",
+    errno.EISDIR: "is a directory",
+}
+
+
+def describe_os_error(error: OSError, path: Path | str) -> str:
+    """One line for a filesystem error: the path it happened at and what to do about it."""
+    reason = _OS_ERROR_ADVICE.get(error.errno) if error.errno is not None else None
+    return f"{path}: {reason or error.strerror or error}"

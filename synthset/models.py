@@ -14,13 +14,14 @@ line naming the recipe field.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from synthset.errors import SynthsetError, first_line
-from synthset.fsutil import sha256_tree
+from synthset.fsutil import sha256_tree, tree_files, write_text_atomic
 
 TESTING_SCHEME = "synthset-testing:"
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -90,7 +91,30 @@ def resolve_pipeline(model: str, revision: str | None, field_name: str = "genera
     if not (local / "model_index.json").is_file():
         what = "no such model directory" if not local.exists() else "not a diffusers pipeline directory"
         raise SynthsetError(f"{field_name}: {what}: {str(local)!r} (model_index.json missing)")
+    check_pipeline_components(local, field_name)
     return ResolvedModel(str(local.resolve()), "sha256:" + sha256_tree(local), "local")
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")
+
+
+def check_pipeline_components(root: Path, field_name: str) -> None:
+    """Every component `model_index.json` names must be there: a folder with its config, and weights
+    for a model (a folder with a config.json), so a broken checkout stops at plan, not deep in generate."""
+    try:
+        index = json.loads((root / "model_index.json").read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise SynthsetError(f"{field_name}: {root / 'model_index.json'}: not valid JSON ({error})") from None
+    for name, spec in index.items():
+        if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+            continue  # metadata (_class_name, _diffusers_version) or an optional component left out
+        folder = root / name
+        if not folder.is_dir() or not any(folder.iterdir()):
+            raise SynthsetError(f"{field_name}: component {name!r} ({spec[1]}) is missing: no {str(folder)!r}")
+        if (folder / "config.json").is_file() and not any(
+            p.suffix in WEIGHT_SUFFIXES or p.name.endswith(".index.json") for p in folder.iterdir()
+        ):
+            raise SynthsetError(f"{field_name}: component {name!r} ({spec[1]}) has no weights in {str(folder)!r}")
 
 
 def pin_model(model: str, revision: str | None, field_name: str) -> dict[str, str]:
@@ -144,3 +168,42 @@ def open_clip_revision(name: str, local: Path | None, pretrained: str | None) ->
     if name.startswith("hf-hub:"):
         return _hub_commit(name.removeprefix("hf-hub:"), None, "clip model")
     return f"open_clip:{pretrained}"
+
+
+def _stat_index(root: Path) -> dict[str, list[int]]:
+    """relative path -> [size, mtime_ns] of every file of a model directory: a cheap fingerprint."""
+    index = {}
+    for path in tree_files(root):
+        stat = path.stat()
+        index[path.relative_to(root).as_posix()] = [stat.st_size, stat.st_mtime_ns]
+    return index
+
+
+def check_local_model(path: Path, revision: str, cache_dir: Path, field_name: str) -> None:
+    """A local model directory must still hold the files the plan pinned (`sha256:<tree hash>`).
+
+    Hashing gigabytes of weights at every start is slow, so a size+mtime index of the files is kept in
+    the run's cache with the hash it was checked against: while the index matches, the files are taken
+    as unchanged; when it differs (a file edited, added or removed), the tree is hashed again.
+    """
+    if not path.is_dir():
+        raise SynthsetError(
+            f"{field_name}: the model directory {str(path)!r} that the plan pinned is gone; restore it, "
+            "or plan the run again"
+        )
+    index_file = cache_dir / "model-index.json"
+    current = _stat_index(path)
+    try:
+        cached = json.loads(index_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cached = {}
+    if cached.get("path") == str(path) and cached.get("revision") == revision and cached.get("files") == current:
+        return
+    actual = "sha256:" + sha256_tree(path)
+    if actual != revision:
+        raise SynthsetError(
+            f"{field_name}: the files of {str(path)!r} changed after planning (pinned {revision[:19]}..., "
+            f"now {actual[:19]}...); restore them, or plan the run again under a new name"
+        )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(index_file, json.dumps({"path": str(path), "revision": revision, "files": current}))

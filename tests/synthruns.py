@@ -39,7 +39,7 @@ def write_shards(run_dir: Path) -> int:
     """Write every planned shard of a run with the real ShardWriter; -> shards written."""
     from PIL import Image
 
-    from synthset.generation.writer import ShardWriter
+    from synthset.generation.writer import ShardWriter, WriterIdentity
     from synthset.run.classes_table import read_label_names
     from synthset.run.lock import read_lock
     from synthset.run.paths import RunDir
@@ -63,7 +63,8 @@ def write_shards(run_dir: Path) -> int:
         "clip_score": None,
     }
     features = dataset_features(read_label_names(run))
-    writer = ShardWriter(run, features, lock.recipe.storage, lock.generation_key, rank=0, world_size=1)
+    identity = WriterIdentity("synthruns", rank=0, world_size=1)
+    writer = ShardWriter(run, features, lock.recipe.storage, lock.generation_key, identity)
     plan = open_plan(run)
     names = plan_shard_names(plan)
     try:

@@ -186,12 +186,31 @@ def test_validate_finds_a_bad_image_even_when_the_checksum_was_updated(write_rec
     assert name in read_records(RunDir(recipe.run_dir))
 
     reports = validate_run(recipe.run_dir)
-    assert [r.problems for r in reports] == [["naive/0001/000003: image does not decode (UnidentifiedImageError)"]]
+    assert [r.problems for r in reports] == [
+        ["naive/0001/000003: image does not decode (UnidentifiedImageError) (shards/naive/train-b0-00001.parquet)"]
+    ]
     assert main(["validate", str(recipe.run_dir)]) == 1
     assert "1 problems" in capsys.readouterr().out
     with pytest.raises(
         SynthsetError, match="validation failed for naive/train: naive/0001/000003: image does not decode"
     ):
+        build_dataset(recipe.run_dir)
+
+
+def test_validate_catches_a_same_size_byte_flip_and_names_the_file(write_recipe, capsys):
+    recipe, _ = make_run(write_recipe, {})
+    path = RunDir(recipe.run_dir).shard_file("naive/train-b0-00001")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # same size: only the checksum can tell
+    path.write_bytes(bytes(data))
+    expected = (
+        f"shards/naive/train-b0-00001.parquet: sha256 mismatch; `synthset generate {recipe.run_dir}` makes it again"
+    )
+    assert [r.problems for r in validate_run(recipe.run_dir)] == [[expected]]
+    assert main(["validate", str(recipe.run_dir)]) == 1
+    assert expected in capsys.readouterr().out
+    assert all(r.ok for r in validate_run(recipe.run_dir, fast=True))  # --fast checks sizes only
+    with pytest.raises(SynthsetError, match="validation failed for naive/train: shards/naive/train-b0-00001.parquet"):
         build_dataset(recipe.run_dir)
 
 

@@ -25,7 +25,8 @@ from helpers import (
 
 from synthset.errors import SynthsetError
 from synthset.generation.plan import plan_run
-from synthset.generation.runner import assigned_shards, check_world_size, generate_run
+from synthset.generation.processes import check_world_size
+from synthset.generation.runner import generate_run, preferred_order
 from synthset.recipe import load_recipe
 from synthset.run.paths import MANIFEST_FILE, RunDir
 from synthset.run.records import read_records
@@ -125,10 +126,13 @@ def test_cpu_weights_live_in_aligned_memory(write_recipe):
     assert [t.data_ptr() % 64 for t in tensors if t.data_ptr() % 64] == []
 
 
-def test_shard_assignment_covers_each_shard_once():
+def test_each_rank_tries_its_own_share_first_then_every_other_shard():
     for world_size in (1, 2, 3, 7):
-        taken = [i for rank in range(world_size) for i in assigned_shards(10, rank, world_size)]
-        assert sorted(taken) == list(range(10))
+        orders = [preferred_order(10, rank, world_size) for rank in range(world_size)]
+        assert all(sorted(order) == list(range(10)) for order in orders)
+        own = [order[: len(range(rank, 10, world_size))] for rank, order in enumerate(orders)]
+        assert sorted(i for share in own for i in share) == list(range(10))  # the shares partition the shards
+        assert all(i % world_size == rank for rank, share in enumerate(own) for i in share)
 
 
 def test_two_processes_give_byte_identical_shards(reference_run: Path, write_recipe):

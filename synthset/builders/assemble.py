@@ -33,13 +33,11 @@ from synthset.fsutil import atomic_path, replace_dir, write_text_atomic
 from synthset.run.classes_table import read_class_rows, read_label_names
 from synthset.run.families import check_family
 from synthset.run.lock import Lock, read_lock
-from synthset.run.paths import EVALUATION_DIR, README_FILE, RunDir
+from synthset.run.paths import DATASET_BUILD_PREFIX, EVALUATION_DIR, README_FILE, RunDir
 from synthset.run.plan import open_plan, plan_shard_names, read_planned_shard
 from synthset.run.published import data_file_patterns, files_of, pattern_matches, published_configs, shard_files
 from synthset.run.records import read_records, shard_problem
 from synthset.run.schema import dataset_features
-
-BUILD_PREFIX = ".dataset-build-"
 
 
 @dataclass(frozen=True)
@@ -69,15 +67,18 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def check_finished(run: RunDir, lock: Lock) -> list[str]:
-    """The plan's shard names, after checking that every one has a valid record; else a one-line error."""
+def check_finished(run: RunDir, lock: Lock, verify: bool = True) -> list[str]:
+    """The plan's shard names, after checking that every one has a valid record; else a one-line error.
+
+    `verify=False` checks each file's size, not its sha256 (build then hashes once, in validation).
+    """
     plan = open_plan(run)
     names = plan_shard_names(plan)
     records = read_records(run)
     problems = [
         (name, problem)
         for i, name in enumerate(names)
-        if (problem := shard_problem(run, read_planned_shard(plan, i, name), records, lock.generation_key))
+        if (problem := shard_problem(run, read_planned_shard(plan, i, name), records, lock.generation_key, verify))
     ]
     if problems:
         name, problem = problems[0]
@@ -211,8 +212,8 @@ def _remove_stale_builds(run: RunDir) -> None:
     """Delete build directories of killed builds (their pid no longer runs on this host)."""
     from synthset.fsutil import owner_is_dead
 
-    for stale in run.root.glob(f"{BUILD_PREFIX}*"):
-        if owner_is_dead(stale.name.removeprefix(BUILD_PREFIX)):
+    for stale in run.root.glob(f"{DATASET_BUILD_PREFIX}*"):
+        if owner_is_dead(stale.name.removeprefix(DATASET_BUILD_PREFIX)):
             shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -221,7 +222,7 @@ def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]
     run = RunDir.planned(run_dir)
     lock = read_lock(run)
     check_family(lock.recipe)
-    names = check_finished(run, lock)
+    names = check_finished(run, lock, verify=False)
     from synthset.builders.validate import validate_run
 
     failed = [report for report in validate_run(run) if not report.ok]
@@ -234,10 +235,11 @@ def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]
     _remove_stale_builds(run)
     from synthset.fsutil import owner_token
 
-    target = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{owner_token()}-", dir=run.root))
+    target = Path(tempfile.mkdtemp(prefix=f"{DATASET_BUILD_PREFIX}{owner_token()}-", dir=run.root))
     try:
         splits = link_shards(run, lock, names, target)
-        for side_file in (run.lock_file, run.shots_file):  # the k-shot real image ids travel with few-shot data
+        # The k-shot real image ids and the conditioning pools travel with the data: a reader can check them.
+        for side_file in (run.lock_file, run.shots_file, run.pool_file):
             if side_file.is_file():
                 with atomic_path(target / side_file.name) as tmp:
                     shutil.copyfile(side_file, tmp)

@@ -1,8 +1,10 @@
 """`synthset validate`: check a generated run against its plan before anyone trains on it or downloads it.
 
-Per generation config and split: every planned sample present exactly once (no duplicate `sample_id`,
-no plan row missing, nothing unplanned), exact per-class counts, labels inside the class set, and every
-image decodes at the size the recipe stores. Streams shard by shard, so memory stays flat.
+Per planned shard: a record made with the lock's settings for exactly these plan rows, and a file whose
+size and sha256 are the recorded ones (`fast=True` checks sizes only). Per generation config and split:
+every planned sample present exactly once (no duplicate `sample_id`, no plan row missing, nothing
+unplanned), exact per-class counts, labels inside the class set, and every image decodes at the size the
+recipe stores. Every problem names the file or sample at fault. Streams shard by shard: memory stays flat.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from synthset.run.classes_table import read_label_names
+from synthset.run.ids import parse_shard_name
 from synthset.run.lock import read_lock
 from synthset.run.paths import RunDir
-from synthset.run.plan import open_plan
-from synthset.run.records import read_records
+from synthset.run.plan import open_plan, plan_shard_names, read_planned_shard
+from synthset.run.records import read_records, shard_problem
 
 MAX_PROBLEMS_LISTED = 5
 
@@ -58,7 +61,11 @@ def _image_problem(data: bytes, expected: tuple[int, int]) -> str | None:
     return None if size == expected else f"is {size[0]}x{size[1]}, expected {expected[0]}x{expected[1]}"
 
 
-def validate_run(run_dir: str | Path | RunDir) -> list[ConfigReport]:
+def _relative(run: RunDir, path: Path) -> str:
+    return path.relative_to(run.root).as_posix()
+
+
+def validate_run(run_dir: str | Path | RunDir, fast: bool = False) -> list[ConfigReport]:
     from tqdm.auto import tqdm
 
     run = RunDir.planned(run_dir)
@@ -75,13 +82,40 @@ def validate_run(run_dir: str | Path | RunDir) -> list[ConfigReport]:
             planned.setdefault(key, Counter())[row["label"]] += 1
             planned_ids.setdefault(key, set()).add(row["sample_id"])
     reports = {key: ConfigReport(key[0], key[1], planned=sum(c.values())) for key, c in planned.items()}
+
+    def report_for(shard: str) -> ConfigReport:
+        name = parse_shard_name(shard)
+        key = (name.config, name.split)
+        return reports.get(key) or reports.setdefault(key, ConfigReport(*key))
+
+    records = read_records(run)
+    names = plan_shard_names(plan)
+    readable = []
     found: dict[tuple[str, str], Counter] = {key: Counter() for key in planned}
     seen: set[str] = set()
-    records = read_records(run)
-    for name in tqdm(sorted(records), desc="validate", unit="shard"):
-        path = run.shard_file(name)
-        if not path.is_file():
+    for i, name in enumerate(tqdm(names, desc="validate shards", unit="shard", disable=fast)):
+        shard = read_planned_shard(plan, i, name)
+        problem = shard_problem(run, shard, records, lock.generation_key, not fast)
+        if problem is None:
+            readable.append(name)
             continue
+        # The shard's own problem is the finding; its samples are not reported missing one by one too.
+        for row in shard.rows.select(["sample_id", "config", "split", "label"]).to_pylist():
+            seen.add(row["sample_id"])
+            found[(row["config"], row["split"])][row["label"]] += 1
+        if problem in ("no record", "shard file missing"):
+            report_for(name).add(f"{_relative(run, run.shard_file(name))}: {problem} (run `synthset generate {run}`)")
+        else:
+            report_for(name).add(
+                f"{_relative(run, run.shard_file(name))}: {problem}; `synthset generate {run}` makes it again"
+            )
+    for name in sorted(set(records) - set(names)):
+        report_for(name).add(
+            f"{_relative(run, run.shard_file(name))}: not in the plan (`synthset clean {run}` removes it)"
+        )
+
+    for name in tqdm(readable, desc="validate rows", unit="shard"):
+        path = run.shard_file(name)
         for batch in pq.ParquetFile(path).iter_batches(columns=["sample_id", "config", "split", "label", "image"]):
             for row in batch.to_pylist():
                 key = (row["config"], row["split"])
@@ -98,7 +132,7 @@ def validate_run(run_dir: str | Path | RunDir) -> list[ConfigReport]:
                 found.setdefault(key, Counter())[row["label"]] += 1
                 problem = _image_problem(row["image"]["bytes"], expected_size)
                 if problem:
-                    report.add(f"{sample_id}: image {problem}")
+                    report.add(f"{sample_id}: image {problem} ({_relative(run, path)})")
     for key, report in reports.items():
         missing = planned_ids.get(key, set()) - seen
         if missing:

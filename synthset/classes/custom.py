@@ -16,6 +16,14 @@ from synthset.errors import SynthsetError
 _ENTRY_KEYS = {"name", "wnid", "gloss", "label_name"}
 
 
+def check_class_name(name: str, where: str) -> None:
+    """A class name goes into every prompt of the class: one non-blank line of text."""
+    if not name.strip():
+        raise SynthsetError(f"{where}: the class name is blank")
+    if "\n" in name.strip() or "\r" in name.strip():
+        raise SynthsetError(f"{where}: the class name {name!r} spans several lines; give it on one line")
+
+
 def _entries_from_yaml(path: Path) -> list[dict[str, str]]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -48,6 +56,8 @@ def load_class_list(path: Path) -> list[ClassInfo]:
         entries = _entries_from_yaml(path)
     if not entries:
         raise SynthsetError(f"{path}: the class list is empty")
+    for i, entry in enumerate(entries):
+        check_class_name(entry["name"], f"{path}: entry {i}")
     names = [e["name"].strip() for e in entries]
     seen_plain: set[str] = set()
     for name, entry in zip(names, entries, strict=True):

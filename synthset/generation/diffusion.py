@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from synthset.errors import SynthsetError
+from synthset.errors import SynthsetError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -88,11 +88,14 @@ def load_generator(lock: Lock, device: torch.device, run: RunDir, show_progress:
     kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
     if lock.model.hub_revision is not None:
         kwargs["revision"] = lock.model.hub_revision
-    components = diffusers.DiffusionPipeline.load_config(lock.model.load_path, revision=kwargs.get("revision"))
-    if "safety_checker" in components:
-        # Classification data is filtered by the dataset maker, not blacked out per image.
-        kwargs.update(safety_checker=None, requires_safety_checker=False)
-    pipe = diffusers.DiffusionPipeline.from_pretrained(lock.model.load_path, **kwargs)
+    try:
+        components = diffusers.DiffusionPipeline.load_config(lock.model.load_path, revision=kwargs.get("revision"))
+        if "safety_checker" in components:
+            # Classification data is filtered by the dataset maker, not blacked out per image.
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        pipe = diffusers.DiffusionPipeline.from_pretrained(lock.model.load_path, **kwargs)
+    except (OSError, ValueError) as error:  # missing or broken files, no network: one line, not a traceback
+        raise SynthsetError(f"generator.model: cannot load {lock.model.load_path!r}: {first_line(error)}") from None
     if spec.scheduler != "default":
         scheduler_class = getattr(diffusers, SCHEDULERS[spec.scheduler])
         pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
@@ -141,18 +144,23 @@ def generate_images(generator: LoadedGenerator, rows: list[dict[str, Any]]) -> t
 
     Returns the images and, per row, the columns generation decided (augcond's `cond_lambda`).
     """
+    import contextlib
+
     import torch
 
     spec = generator.spec
     seeds = [torch.Generator("cpu").manual_seed(row["seed"]) for row in rows]
     extra: dict[str, Any] = {}
     decided: list[dict] = [{} for _ in rows]
+    hook: contextlib.AbstractContextManager = contextlib.nullcontext()
     if generator.conditioner is not None:
-        embeds, lambdas = generator.conditioner.embeddings(rows)
+        batch = generator.conditioner.embeddings(rows)
         pipe_dtype = generator.pipe.image_encoder.dtype
-        extra = {"image_embeds": embeds.to(device=generator.device, dtype=pipe_dtype), "noise_level": spec.noise_level}
-        decided = [{"cond_lambda": lam} for lam in lambdas]
-    with torch.inference_mode():
+        embeds = batch.embeddings.to(device=generator.device, dtype=pipe_dtype)
+        extra = {"image_embeds": embeds, "noise_level": spec.noise_level}
+        decided = [{"cond_lambda": lam} for lam in batch.lambdas]
+        hook = batch.after_noising(generator.pipe)  # the authors' dropout acts inside the call
+    with torch.inference_mode(), hook:
         output = generator.pipe(
             prompt=[row["prompt"] for row in rows],
             negative_prompt=[row["negative_prompt"] or "" for row in rows],

@@ -1,17 +1,23 @@
-"""The generate stage: make every planned image exactly once, on one process or many.
+"""The generate stage: make every planned image exactly once, with any number of workers.
 
-Work is divided by shard, and shards are fixed by the plan: rank r of w takes the shards whose index
-i satisfies i % w == r. A sample's shard is a function of its sample_id (through the plan), so the
-assignment needs no communication, and a resumed run with another world size simply takes the shards
-that have no valid record yet. Ranks never wait on each other: there is no collective call at all,
-not even a final barrier (a rank that finishes an hour early would hit the process group's timeout).
-Whichever rank finds every shard recorded when it finishes compacts the manifest.
+Work is divided by shard, and shards are fixed by the plan. A worker makes a shard only while it holds
+the shard's claim (`synthset.run.claims`), so the ranks of one `accelerate launch`, a second launch on
+the same run directory, or a worker started by hand later all share a run safely: no shard is made by
+two live workers, and a shard whose worker died is taken over. Rank r of w first tries the shards whose
+index i satisfies i % w == r (a plain fixed-size launch thus claims without contention), then the others'
+(which helps with a straggler). A sample's bytes depend only on the plan, never on who makes it.
+
+Ranks never wait on each other inside the loop: there is no collective call at all. A worker that finds
+nothing left to claim waits only while other live workers hold unfinished shards (to take one over if its
+worker dies) and ends when every shard is recorded; whichever worker sees that compacts the manifest.
+
+Before any work, the lock is checked against its recipe (`read_lock`) and a local model's files against
+the hash the plan pinned, so a run never mixes images made under two settings or two sets of weights.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +25,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from synthset.errors import SynthsetError, first_line
+from synthset.generation.processes import exit_with_launcher, make_process_state
+from synthset.generation.progress import GlobalProgress
+from synthset.models import check_local_model
+from synthset.run.claims import DEFAULT_LEASE_SECONDS, ClaimBook, ClaimLost, current_claim
 from synthset.run.classes_table import read_label_names
 from synthset.run.lock import read_lock
 from synthset.run.paths import RunDir
 from synthset.run.plan import PlannedShard, open_plan, plan_shard_names, read_planned_shard
-from synthset.run.records import ShardRecord, compact_manifest, read_record, read_records, shard_problem
+from synthset.run.records import (
+    ShardRecord,
+    compact_manifest,
+    read_record,
+    read_records,
+    record_problem,
+    shard_problem,
+)
 from synthset.run.schema import dataset_features
 
 if TYPE_CHECKING:
@@ -34,113 +50,33 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PROGRESS_REFRESH_SECONDS = 5.0
+MAX_WAIT_POLL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
 class GenerateSummary:
     rank: int
     world_size: int
-    shards_assigned: int
+    worker: str
     shards_made: int
     images_made: int
-    shards_redone: int
+    shards_redone: int  # of shards_made: made again because their record failed its check
+    shards_already_done: int  # recorded before this worker started
+    shards_done_by_others: int  # recorded by other workers while this one ran
     all_shards_done: bool
     seconds: float
 
 
-def check_world_size(launched: int, seen: int) -> None:
-    """Refuse to run when the launcher started more processes than accelerate has joined into a group."""
-    if launched != seen:
-        raise SynthsetError(
-            f"the launcher started {launched} processes but accelerate sees {seen}: each would generate every "
-            "shard; on CPU launch with `accelerate launch --multi_gpu --num_processes N` "
-            "or `torchrun --nproc_per_node N`"
-        )
+def preferred_order(num_shards: int, rank: int, world_size: int) -> list[int]:
+    """Rank r's own share (i % w == r) first, then the other shards, each in plan order."""
+    own = [i for i in range(num_shards) if i % world_size == rank]
+    return own + [i for i in range(num_shards) if i % world_size != rank]
 
 
-def make_process_state() -> PartialState:
-    """The accelerate state, with the launcher's process count checked against what accelerate sees.
-
-    On a machine without CUDA, a multi-process launch gives every process a plain `PartialState()` that
-    says "rank 0 of 1", and each would generate everything; `cpu=True` makes them a real gloo group.
-    """
-    import torch
-    from accelerate import PartialState
-
-    try:
-        state = PartialState(cpu=not torch.cuda.is_available())
-    except ValueError as error:  # e.g. WORLD_SIZE set by hand without MASTER_ADDR
-        raise SynthsetError(f"accelerate could not set up the processes: {first_line(error)}") from None
-    check_world_size(int(os.environ.get("WORLD_SIZE", "1")), state.num_processes)
-    return state
-
-
-def assigned_shards(num_shards: int, rank: int, world_size: int) -> list[int]:
-    return [i for i in range(num_shards) if i % world_size == rank]
-
-
-class GlobalProgress:
-    """One bar on the main process with the count of the whole run, from the shard records of all ranks.
-
-    Records are immutable once written, so each is parsed once; the bar adds this process's images that
-    are generated but not yet recorded.
-    """
-
-    def __init__(self, run: RunDir, total: int, generation_key: str, enabled: bool) -> None:
-        from tqdm.auto import tqdm
-
-        self.run = run
-        self.generation_key = generation_key
-        self._rows_by_record: dict[Path, tuple[float, int]] = {}
-        self._own_generated = 0
-        self._own_recorded = 0
-        self._lock = threading.Lock()
-        self._last_refresh = 0.0
-        self.enabled = enabled
-        initial = self._recorded_rows() if enabled else 0
-        self.bar = tqdm(total=total, initial=initial, unit="img", desc="generate", disable=not enabled)
-
-    def _recorded_rows(self) -> int:
-        for path in self.run.shards_dir.glob("*/*.json"):
-            if path.name.startswith("."):
-                continue
-            mtime = path.stat().st_mtime
-            if self._rows_by_record.get(path, (None, 0))[0] != mtime:
-                record = read_record(path)
-                if record is None:
-                    continue
-                rows = record.rows if record.generation_key == self.generation_key else 0
-                self._rows_by_record[path] = (mtime, rows)
-        return sum(rows for _, rows in self._rows_by_record.values())
-
-    def generated(self, count: int) -> None:
-        self._own_generated += count
-        self.refresh()
-
-    def recorded(self, record: ShardRecord) -> None:
-        with self._lock:
-            self._own_recorded += record.rows
-
-    def refresh(self, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self._last_refresh < PROGRESS_REFRESH_SECONDS:
-            self.bar.update(0)
-            return
-        self._last_refresh = now
-        with self._lock:
-            in_flight = self._own_generated - self._own_recorded
-        self.bar.update(self._recorded_rows() + in_flight - self.bar.n)
-
-    def close(self) -> None:
-        self.refresh(force=True)
-        self.bar.close()
-
-
-def _batches(rows: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
-    return [rows[i : i + size] for i in range(0, len(rows), size)]
+def check_generator_unchanged(run: RunDir, lock: Lock) -> None:
+    """A local model's files must still be those the plan pinned (edited weights or configs change images)."""
+    if lock.model.source == "local":
+        check_local_model(Path(lock.model.load_path), lock.model.revision, run.cache_dir, "generator.model")
 
 
 def recorded_shard_problems(
@@ -169,95 +105,48 @@ def recorded_shard_problems(
     return problems
 
 
-def generate_run(run_dir: str | Path | RunDir, verify: bool = True) -> GenerateSummary:
-    """Generate this process's unfinished shards of a planned run; see the module docstring."""
-    started = time.monotonic()
-    run = RunDir.planned(run_dir)
-    lock = read_lock(run)
-    state = make_process_state()
-    rank, world_size = state.process_index, state.num_processes
-    plan = open_plan(run)
-    shard_names = plan_shard_names(plan)
-    mine = assigned_shards(len(shard_names), rank, world_size)
-    records = read_records(run)
-    # Only shard indices are kept: a shard's plan rows are read when its turn comes, so memory does not
-    # grow with the plan (at 6x ImageNet all rows of one rank would be gigabytes).
-    fresh = [i for i in mine if shard_names[i] not in records]
-    recorded = [i for i in mine if shard_names[i] in records]
-    stop_check = threading.Event()
-    check_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthset-record-check")
-    checking = check_pool.submit(
-        recorded_shard_problems, run, recorded, shard_names, records, lock.generation_key, verify, stop_check
-    )
-
-    progress = GlobalProgress(run, plan.metadata.num_rows, lock.generation_key, state.is_main_process)
-    maker: ShardMaker | None = None
-    redone = 0
-
-    def make(i: int) -> None:
-        nonlocal maker
-        if maker is None:  # loaded only when there is something to make
-            maker = ShardMaker(run, lock, state, progress)
-            logger.info(
-                "rank %d/%d: %d of %d assigned shards to make, %d recorded ones checked meanwhile, attention=%s, "
-                "dtype=%s", rank, world_size, len(fresh), len(mine), len(recorded), maker.generator.attention,
-                maker.generator.dtype,
-            )  # fmt: skip
-        maker.make(read_planned_shard(plan, i, shard_names[i]))
-
-    try:
-        for i in fresh:
-            make(i)
-        for i, problem in checking.result():
-            logger.warning("shard %s is redone: %s", shard_names[i], problem)
-            redone += 1
-            make(i)
-    finally:
-        stop_check.set()
-        check_pool.shutdown(wait=False)
-        if maker is not None:
-            maker.close()
-    progress.close()
-
-    final_records = read_records(run)
-    all_done = all(
-        name in final_records and final_records[name].generation_key == lock.generation_key for name in shard_names
-    )
-    if all_done:
-        compact_manifest(run)
-    return GenerateSummary(
-        rank=rank,
-        world_size=world_size,
-        shards_assigned=len(mine),
-        shards_made=len(fresh) + redone,
-        images_made=maker.images_made if maker is not None else 0,
-        shards_redone=redone,
-        all_shards_done=all_done,
-        seconds=round(time.monotonic() - started, 2),
-    )
-
-
 class ShardMaker:
     """The loaded pipeline and the shard writer of one process: makes whole shards, one call per batch."""
 
-    def __init__(self, run: RunDir, lock: Lock, state: PartialState, progress: GlobalProgress) -> None:
+    def __init__(
+        self, run: RunDir, lock: Lock, state: PartialState, progress: GlobalProgress, claims: ClaimBook
+    ) -> None:
         from synthset.generation.diffusion import generator_columns, load_generator
-        from synthset.generation.writer import ShardWriter
+        from synthset.generation.writer import ShardWriter, WriterIdentity
 
         self.generator = load_generator(lock, state.device, run, show_progress=state.is_main_process)
         self.constant_columns = generator_columns(self.generator, lock)
         self.batch_size = lock.recipe.generator.batch_size
         self.progress = progress
+        self.claims = claims
         self.images_made = 0
+        worker = claims.worker
         self.writer = ShardWriter(
             run,
             dataset_features(read_label_names(run)),
             lock.recipe.storage,
             lock.generation_key,
-            state.process_index,
-            state.num_processes,
-            on_shard_done=progress.recorded,
+            WriterIdentity(f"{worker.host}.{worker.pid}.{worker.id}", state.process_index, state.num_processes),
+            may_publish=self._still_ours,
+            on_shard_done=self._recorded,
+            on_shard_discarded=self._discarded,
         )
+
+    def _still_ours(self, shard: str) -> bool:
+        try:
+            self.claims.check_held(shard)
+        except ClaimLost as lost:
+            logger.warning("%s; this worker's copy is dropped", lost)
+            return False
+        return True
+
+    def _recorded(self, record: ShardRecord) -> None:
+        self.progress.recorded(record)
+        self.claims.release(record.shard)
+
+    def _discarded(self, shard: str) -> None:
+        self.progress.discarded(shard)
+        self.claims.release(shard)
 
     def make(self, shard: PlannedShard) -> None:
         from synthset.generation.diffusion import generate_images
@@ -271,8 +160,149 @@ class ShardMaker:
             out_rows = [{**row, **self.constant_columns, **d} for row, d in zip(batch, decided, strict=False)]
             self.writer.add_batch(out_rows, images[: len(batch)])
             self.images_made += len(batch)
-            self.progress.generated(len(batch))
+            self.progress.generated(shard.name, len(batch))
         self.writer.finish_shard()
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _batches(rows: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+class _Worker:
+    """One generate process: walks the shards in its preferred order, claiming and making what it can."""
+
+    def __init__(self, run: RunDir, lock: Lock, state: PartialState, verify: bool, lease_seconds: float) -> None:
+        self.run, self.lock, self.state, self.verify = run, lock, state, verify
+        self.plan = open_plan(run)
+        self.names = plan_shard_names(self.plan)
+        self.claims = ClaimBook(run, lease_seconds=lease_seconds)
+        self.progress = GlobalProgress(run, self.plan.metadata.num_rows, lock.generation_key, state.is_main_process)
+        self.maker: ShardMaker | None = None
+        self.made = self.redone = self.by_others = 0
+
+    def shard(self, i: int) -> PlannedShard:
+        return read_planned_shard(self.plan, i, self.names[i])
+
+    def _load_maker(self) -> ShardMaker:
+        if self.maker is None:  # loaded only when there is something to make
+            self.maker = ShardMaker(self.run, self.lock, self.state, self.progress, self.claims)
+            logger.info(
+                "worker %s (rank %d/%d): attention=%s, dtype=%s", self.claims.worker.id, self.state.process_index,
+                self.state.num_processes, self.maker.generator.attention, self.maker.generator.dtype,
+            )  # fmt: skip
+        return self.maker
+
+    def attempt(self, i: int, redo: bool = False) -> str:
+        """Claim shard i and make it: "made", "done" (someone recorded it meanwhile) or "held" (a live claim)."""
+        name = self.names[i]
+        if self.claims.try_claim(name) is None:
+            return "held"
+        shard = self.shard(i)
+        record = read_record(self.run.record_file(name))
+        key = self.lock.generation_key
+        if record is not None and record_problem(self.run, record, shard.sample_ids, key, shard.digest, redo) is None:
+            self.claims.release(name)  # finished by another worker between our look and our claim
+            return "done"
+        if redo:
+            self.progress.redoing(name)
+        self._load_maker().make(shard)
+        self.made += 1
+        self.redone += redo
+        return "made"
+
+    def is_recorded(self, i: int) -> bool:
+        record = read_record(self.run.record_file(self.names[i]))
+        return record is not None and record.generation_key == self.lock.generation_key
+
+    def wait_for(self, held: list[int], redo: set[int]) -> list[int]:
+        """Sleep while other workers hold `held`; return those to try again (not recorded, or to redo)."""
+        holders = set()
+        for i in held:
+            claim = current_claim(self.run, self.names[i])
+            if claim is not None:
+                holders.add(f"{claim.worker.host}:{claim.worker.pid}")
+        logger.info("waiting for %d shards held by other workers (%s)", len(held), ", ".join(sorted(holders)))
+        time.sleep(min(MAX_WAIT_POLL_SECONDS, self.claims.lease_seconds / 4))
+        return [i for i in held if i in redo or not self.is_recorded(i)]
+
+    def pass_over(self, indices: list[int], redo: set[int]) -> list[int]:
+        """Try every shard of `indices` once; the ones other live workers hold are returned."""
+        held = []
+        for i in indices:
+            outcome = self.attempt(i, redo=i in redo)
+            if outcome == "held":
+                held.append(i)
+                continue
+            redo.discard(i)
+            self.by_others += outcome == "done"
+        return held
+
+    def run_all(self, order: list[int], recorded: set[str]) -> None:
+        """Make every unrecorded shard (and every recorded one of our share that fails its check)."""
+        rank, world_size = self.state.process_index, self.state.num_processes
+        own_recorded = [i for i in order if i % world_size == rank and self.names[i] in recorded]
+        records = {name: r for name, r in read_records(self.run).items() if name in recorded}
+        stop_check = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthset-record-check")
+        checking = pool.submit(
+            recorded_shard_problems, self.run, own_recorded, self.names, records, self.lock.generation_key,
+            self.verify, stop_check,
+        )  # fmt: skip
+        try:
+            redo: set[int] = set()
+            held = self.pass_over([i for i in order if self.names[i] not in recorded], redo)
+            for i, problem in checking.result():
+                logger.warning("shard %s is made again: %s", self.names[i], problem)
+                redo.add(i)
+            held += self.pass_over(sorted(redo, key=order.index), redo)
+            while held:
+                held = self.pass_over(self.wait_for(held, redo), redo)
+        finally:
+            stop_check.set()
+            pool.shutdown(wait=False)
+            try:
+                if self.maker is not None:
+                    self.maker.close()
+            finally:
+                self.claims.close()
+                self.progress.close()  # ends the bar's line, so an error prints on a line of its own
+
+
+def generate_run(
+    run_dir: str | Path | RunDir, verify: bool = True, lease_seconds: float = DEFAULT_LEASE_SECONDS
+) -> GenerateSummary:
+    """Generate this worker's share of a planned run's unfinished shards; see the module docstring."""
+    started = time.monotonic()
+    run = RunDir.planned(run_dir)
+    lock = read_lock(run)
+    check_generator_unchanged(run, lock)
+    exit_with_launcher()
+    state = make_process_state()
+    worker = _Worker(run, lock, state, verify, lease_seconds)
+    recorded_at_start = {
+        name for name, record in read_records(run).items() if record.generation_key == lock.generation_key
+    }
+    order = preferred_order(len(worker.names), state.process_index, state.num_processes)
+    worker.run_all(order, recorded_at_start)
+
+    final_records = read_records(run)
+    all_done = all(
+        name in final_records and final_records[name].generation_key == lock.generation_key for name in worker.names
+    )
+    if all_done:
+        compact_manifest(run)
+    return GenerateSummary(
+        rank=state.process_index,
+        world_size=state.num_processes,
+        worker=worker.claims.worker.id,
+        shards_made=worker.made,
+        images_made=worker.maker.images_made if worker.maker is not None else 0,
+        shards_redone=worker.redone,
+        shards_already_done=len(recorded_at_start & set(worker.names)),
+        shards_done_by_others=worker.by_others,
+        all_shards_done=all_done,
+        seconds=round(time.monotonic() - started, 2),
+    )

@@ -3,11 +3,14 @@
 On a GPU an SD image takes ~0.1 s while a 512 px PNG takes ~30 ms to encode on one core, so encoding,
 hashing and writing run beside generation, fed through a bounded queue: the GPU never waits on the CPU,
 and the queue bound keeps memory flat. A shard is streamed row group by row group into a temp file,
-fsynced, renamed into place, hashed, and only then recorded (`manifest.ShardRecord`).
+fsynced, hashed, renamed into place, and only then recorded (`synthset.run.records.ShardRecord`). A
+filesystem error (a full disk, `ulimit -f`) ends the run with one line naming the file, and leaves no
+temp file and no record behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import queue
@@ -21,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthset.fsutil import remove_dead_temp_files, sha256_file, temp_path_for
+from synthset.errors import SynthsetError
+from synthset.fsutil import describe_os_error, remove_dead_temp_files, sha256_file, temp_path_for
 from synthset.run.paths import RunDir
 from synthset.run.records import ShardRecord, write_record
 
@@ -66,11 +70,22 @@ _FINISH = "finish"
 _STOP = "stop"
 
 
+@dataclass(frozen=True)
+class WriterIdentity:
+    """What a record says about the worker that made it."""
+
+    worker: str
+    rank: int
+    world_size: int
+
+
 class ShardWriter:
     """Owns every write of one process's shards; the generation loop only enqueues.
 
-    `on_shard_done(record)` is called on the writer thread after a record is on disk.
-    An error on the writer thread is re-raised in the generation loop at its next call.
+    Callbacks run on the writer thread: `may_publish(shard)` just before a finished shard is renamed into
+    place (False: the worker lost the shard's claim, so the file is dropped and `on_shard_discarded` is
+    called), `on_shard_done(record)` once the record is on disk. An error on the writer thread is re-raised
+    in the generation loop at its next call.
     """
 
     def __init__(
@@ -79,18 +94,20 @@ class ShardWriter:
         features: Features,
         storage: StorageSpec,
         generation_key: str,
-        rank: int,
-        world_size: int,
+        identity: WriterIdentity,
         max_queued_batches: int = 8,
+        may_publish: Callable[[str], bool] | None = None,
         on_shard_done: Callable[[ShardRecord], None] | None = None,
+        on_shard_discarded: Callable[[str], None] | None = None,
     ) -> None:
         self.run = run
         self.schema = features.arrow_schema
         self.storage = storage
         self.generation_key = generation_key
-        self.rank = rank
-        self.world_size = world_size
+        self.identity = identity
+        self.may_publish = may_publish
         self.on_shard_done = on_shard_done
+        self.on_shard_discarded = on_shard_discarded
         self._queue: queue.Queue = queue.Queue(maxsize=max_queued_batches)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="synthset-shard-writer", daemon=True)
@@ -122,17 +139,22 @@ class ShardWriter:
                 self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise RuntimeError("shard writer failed") from self._error
+        if self._error is None:
+            return
+        if isinstance(self._error, SynthsetError):
+            raise SynthsetError(str(self._error)) from None
+        raise RuntimeError("shard writer failed") from self._error
 
     # -- the writer thread -----------------------------------------------------------------------------
     def _run(self) -> None:
         current: _OpenShard | None = None
+        name: str | None = None  # the shard being written, for error messages (set before it is opened)
         try:
             while True:
                 item = self._queue.get()
                 kind = item[0]
                 if kind == "start":
+                    name = item[1]
                     current = self._open(item[1], item[2], item[3])
                 elif kind == "batch":
                     assert current is not None
@@ -143,26 +165,37 @@ class ShardWriter:
                     current = None
                 elif kind == _STOP:
                     if current is not None:  # the loop stopped mid-shard: nothing half-written stays
-                        current.writer.close()
-                        current.tmp.unlink(missing_ok=True)
+                        self._drop(current)
                     return
         except BaseException as error:  # noqa: BLE001 - handed to the generation loop
+            if isinstance(error, OSError):  # a full disk, `ulimit -f`: name the shard being written
+                where = self.run.shard_file(name) if name is not None else error.filename
+                error = SynthsetError(describe_os_error(error, where or self.run.shards_dir))
             self._error = error
             if current is not None:
-                current.writer.close()
-                current.tmp.unlink(missing_ok=True)
+                self._drop(current)
             while True:  # unblock a producer waiting on a full queue
                 try:
                     self._queue.get_nowait()
                 except queue.Empty:
                     break
 
+    @staticmethod
+    def _drop(shard: _OpenShard) -> None:
+        with contextlib.suppress(OSError):  # closing flushes; on a full disk that fails too
+            shard.writer.close()
+        shard.tmp.unlink(missing_ok=True)
+
     def _open(self, name: str, sample_ids: list[str], plan_digest: str) -> _OpenShard:
         final = self.run.shard_file(name)
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_dead_temp_files(final)  # left by a killed process of this host that made this shard before
         tmp = temp_path_for(final)
-        writer = pq.ParquetWriter(tmp, self.schema)
+        try:
+            writer = pq.ParquetWriter(tmp, self.schema)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return _OpenShard(name, sample_ids, plan_digest, tmp, writer, time.monotonic())
 
     def _add(self, shard: _OpenShard, rows: list[dict[str, Any]], images: list[Image]) -> None:
@@ -188,6 +221,12 @@ class ShardWriter:
             raise RuntimeError(f"shard {shard.name}: wrote {shard.written} rows, planned {len(shard.sample_ids)}")
         with open(shard.tmp, "rb+") as f:
             os.fsync(f.fileno())
+        digest, size = sha256_file(shard.tmp), shard.tmp.stat().st_size
+        if self.may_publish is not None and not self.may_publish(shard.name):
+            shard.tmp.unlink(missing_ok=True)
+            if self.on_shard_discarded is not None:
+                self.on_shard_discarded(shard.name)
+            return
         final = self.run.shard_file(shard.name)
         os.replace(shard.tmp, final)
         record = ShardRecord(
@@ -195,13 +234,14 @@ class ShardWriter:
             file=final.relative_to(self.run.shards_dir).as_posix(),
             rows=shard.written,
             sample_ids=shard.sample_ids,
-            sha256=sha256_file(final),
-            bytes=final.stat().st_size,
+            sha256=digest,
+            bytes=size,
             generation_key=self.generation_key,
             plan_digest=shard.plan_digest,
-            rank=self.rank,
-            world_size=self.world_size,
+            rank=self.identity.rank,
+            world_size=self.identity.world_size,
             seconds=round(time.monotonic() - shard.started, 3),
+            worker=self.identity.worker,
         )
         write_record(self.run, record)
         if self.on_shard_done is not None:

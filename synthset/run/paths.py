@@ -6,11 +6,13 @@
     classes.parquet       the label space, the classes generated, LAR's choices                 plan
     plan.parquet          one row per image to make, one row group per shard                    plan
     real_shots.parquet    few-shot runs: the k real images per class                            plan
+    conditioning_pool.parquet  augcond runs: the real images each class may be conditioned on       plan
     cache/                LLM answers, partial LAR scores: reusable, never published            plan
     shards/<config>/      generated Parquet shards and their records (<shard>.json)             generate
     shards/.claims/       which live worker is making which shard (leases)                      generate
     dataset/              the Hub layout: README.md, published Parquet files, side files        build, card
     dataset/evaluation/   training results the card shows (`synthset train --to-card`)         train
+    .dataset-build-*/     a build in progress (or a killed one, removed by the next build)     build
 
 Stages take a `RunDir` rather than a bare path, so a file name is spelled in exactly one place.
 """
@@ -26,11 +28,13 @@ LOCK_FILE = "recipe.lock.yaml"
 CLASSES_FILE = "classes.parquet"
 PLAN_FILE = "plan.parquet"
 SHOTS_FILE = "real_shots.parquet"
+POOL_FILE = "conditioning_pool.parquet"
 CACHE_DIR = "cache"
 SHARDS_DIR = "shards"
 CLAIMS_DIR = ".claims"
 MANIFEST_FILE = "manifest.jsonl"
 DATASET_DIR = "dataset"
+DATASET_BUILD_PREFIX = ".dataset-build-"  # a build in progress: assembled here, then swapped in whole
 EVALUATION_DIR = "evaluation"  # in dataset/: `synthset train --to-card` results, shown by the card
 README_FILE = "README.md"
 
@@ -78,6 +82,10 @@ class RunDir:
     @property
     def shots_file(self) -> Path:
         return self.root / SHOTS_FILE
+
+    @property
+    def pool_file(self) -> Path:
+        return self.root / POOL_FILE
 
     @property
     def cache_dir(self) -> Path:

@@ -31,6 +31,7 @@ class ShardRecord:
     rank: int
     world_size: int
     seconds: float
+    worker: str = ""  # host.pid.id of the worker that made it (records before claims have none)
 
 
 def write_record(run: RunDir, record: ShardRecord) -> None:

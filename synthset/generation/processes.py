@@ -1,0 +1,83 @@
+"""The processes of a generate run: the accelerate state, and workers that end with their launcher.
+
+On a machine without CUDA, a multi-process launch gives every process a plain `PartialState()` that says
+"rank 0 of 1", and each would generate everything; `cpu=True` makes them a real gloo group, and a launch
+that started more processes than accelerate joined is refused.
+
+`accelerate launch` and `torchrun` start each worker in a session of its own (torch elastic does), so
+killing the launcher's process group leaves the workers running: orphans that would finish the run in
+the background, beside a restart. A worker under a launcher therefore watches its parent and exits as
+soon as the launcher is gone. (Shard claims keep a restart and an orphan from writing the same shard
+meanwhile; this stops the orphan from spending the GPU at all.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+from synthset.errors import SynthsetError, first_line
+
+if TYPE_CHECKING:
+    from accelerate import PartialState
+
+logger = logging.getLogger(__name__)
+
+PARENT_POLL_SECONDS = 0.5
+LAUNCHER_ENV = ("TORCHELASTIC_RUN_ID", "LOCAL_RANK")  # set by torchrun / accelerate launch in each worker
+
+
+def check_world_size(launched: int, seen: int) -> None:
+    """Refuse to run when the launcher started more processes than accelerate has joined into a group."""
+    if launched != seen:
+        raise SynthsetError(
+            f"the launcher started {launched} processes but accelerate sees {seen}: each would generate every "
+            "shard; on CPU launch with `accelerate launch --multi_gpu --num_processes N` "
+            "or `torchrun --nproc_per_node N`"
+        )
+
+
+def make_process_state() -> PartialState:
+    """The accelerate state, with the launcher's process count checked against what accelerate sees."""
+    import torch
+    from accelerate import PartialState
+
+    try:
+        state = PartialState(cpu=not torch.cuda.is_available())
+    except ValueError as error:  # e.g. WORLD_SIZE set by hand without MASTER_ADDR
+        raise SynthsetError(f"accelerate could not set up the processes: {first_line(error)}") from None
+    check_world_size(int(os.environ.get("WORLD_SIZE", "1")), state.num_processes)
+    return state
+
+
+def under_launcher() -> bool:
+    return any(name in os.environ for name in LAUNCHER_ENV)
+
+
+def _stop_orphan(parent: int) -> None:
+    print(
+        f"synthset: error: the launcher (pid {parent}) is gone; worker {os.getpid()} stops "
+        "(its unfinished shard is left to a restart)",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(3)  # no cleanup: temp files and claims of a dead pid are cleared by whoever comes next
+
+
+def _watch_parent(parent: int) -> None:
+    while not threading.Event().wait(PARENT_POLL_SECONDS):
+        if os.getppid() != parent:
+            _stop_orphan(parent)
+
+
+def exit_with_launcher() -> None:
+    """Under a launcher, end this process when its parent (the launcher) dies; else do nothing."""
+    if not under_launcher():
+        return
+    parent = os.getppid()
+    if parent == 1:  # orphaned before we started watching
+        _stop_orphan(parent)
+    threading.Thread(target=_watch_parent, args=(parent,), name="synthset-launcher-watch", daemon=True).start()
