@@ -16,9 +16,11 @@ from PIL import Image
 
 from synthset.builders.assemble import build_dataset
 from synthset.cards import write_card
+from synthset.cards.escape import markdown_text
 from synthset.cards.grid import LABEL_WIDTH
 from synthset.cards.license import resolve_license
 from synthset.cards.quality import vendi_score
+from synthset.classes import load_class_set
 from synthset.cli import main
 from synthset.errors import SynthsetError
 from synthset.generation.plan import plan_run
@@ -295,6 +297,9 @@ def test_untrusted_class_names_and_llm_answers_are_escaped(tmp_path: Path):
 
     names = tmp_path / "classes.yaml"
     names.write_text(yaml.safe_dump([f"cat {s}" for s in INJECTIONS]))
+    with pytest.raises(SynthsetError, match=r"entry 3: the class name .* spans several lines; give it on one line"):
+        load_class_set(str(names))  # refused by the class list itself; it can still come from an LLM answer
+    names.write_text(yaml.safe_dump([f"cat {s}" for s in INJECTIONS[:3]]))
 
     def answer(prompt: str, seed: int) -> str:  # an LLM that answers with every injection at once
         query = prompt.rsplit("\n\n", 1)[-1].removesuffix(" =>")
@@ -320,7 +325,7 @@ def test_untrusted_class_names_and_llm_answers_are_escaped(tmp_path: Path):
     card = DatasetCard.load(run / "dataset" / "README.md")
     assert card.data.license == "apache-2.0"  # the `---` class name did not reach the metadata
     label = next(f for f in card.data.to_dict()["dataset_info"]["features"] if f["name"] == "label")
-    assert list(label["dtype"]["class_label"]["names"].values()) == [f"cat {s}" for s in INJECTIONS]  # YAML-quoted
+    assert list(label["dtype"]["class_label"]["names"].values()) == [f"cat {s}" for s in INJECTIONS[:3]]
     html = _html_of(card.text)
     assert "<script" not in html
     assert "<img" not in html.replace('<img src="samples.jpg"', "")
@@ -328,3 +333,4 @@ def test_untrusted_class_names_and_llm_answers_are_escaped(tmp_path: Path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html or "alert(1)" not in html  # shown as text, or removed
     assert "[x](javascript:alert(3))" in html  # the link syntax is shown literally, not made a link
     assert "<hr" not in html.split("Prompt examples")[1].split("Who are the source")[0]  # no `---` line
+    assert markdown_text(INJECTIONS[3]) == "\\--- license: mit ---"  # one line, not a thematic break
