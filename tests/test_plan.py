@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datasets
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
@@ -11,7 +12,7 @@ from synthset.recipe import load_recipe
 from synthset.run.ids import sample_seed
 from synthset.run.lock import read_lock
 from synthset.run.paths import PLAN_FILE, RunDir
-from synthset.run.plan import plan_shard_names
+from synthset.run.plan import open_plan, plan_shard_names, read_planned_shard
 
 
 def test_plan_rows_ids_seeds_and_shards(write_recipe):
@@ -65,3 +66,41 @@ def test_lock_pins_model_and_versions(write_recipe):
     data = yaml.safe_load((recipe.run_dir / "recipe.lock.yaml").read_text())
     assert {"torch", "diffusers", "datasets", "python"} <= set(data["resolved"]["versions"])
     assert data["recipe"]["generator"]["cpu_threads"] == 1  # defaults are written out
+
+
+def test_the_plan_footer_does_not_grow_with_the_number_of_shards(write_recipe, monkeypatch):
+    """Row groups are sized for reading, not one per shard; the shard index lives in the file's metadata."""
+    from synthset.run import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "PLAN_ROW_GROUP_ROWS", 4)  # small groups, so shards straddle them
+    recipe = load_recipe(write_recipe({"storage": {"shard_size": 3}, "classes": {"limit": 4}}))
+    plan_run(recipe)  # 20 rows in 7 shards of 3, 3, 3, 3, 3, 3, 2
+    plan = open_plan(RunDir(recipe.run_dir))
+    assert plan.shard_names == [f"naive/train-b0-{i:05d}" for i in range(7)]
+    assert plan.shard_rows == [3, 3, 3, 3, 3, 3, 2]
+    assert plan.file.metadata.num_row_groups == 5  # 20 rows in groups of 4, not 7 groups
+    whole = pq.read_table(recipe.run_dir / PLAN_FILE)
+    shards = [read_planned_shard(plan, i, name) for i, name in enumerate(plan.shard_names)]
+    assert [row for shard in shards for row in shard.rows.to_pylist()] == whole.drop_columns(
+        ["band", "shard"]
+    ).to_pylist()
+    assert all({r["shard"] for r in whole.to_pylist()[i * 3 : i * 3 + 3]} == {name} for i, name in
+               enumerate(plan.shard_names))  # fmt: skip
+
+
+def test_a_plan_from_before_the_shard_index_is_still_read(write_recipe):
+    recipe = load_recipe(write_recipe())
+    plan_run(recipe)
+    path = recipe.run_dir / PLAN_FILE
+    rows = pq.read_table(path)
+    schema = rows.schema.with_metadata({k: v for k, v in rows.schema.metadata.items() if k != b"synthset_shards"})
+    by_shard: dict[str, list[dict]] = {}
+    for row in rows.to_pylist():
+        by_shard.setdefault(row["shard"], []).append(row)
+    with pq.ParquetWriter(path, schema) as writer:  # the old layout: one row group per shard, no index
+        for name in sorted(by_shard):
+            writer.write_table(pa.Table.from_pylist(by_shard[name], schema=schema))
+    plan = open_plan(RunDir(recipe.run_dir))
+    assert plan.shard_names == sorted(by_shard) and plan.shard_rows == [6, 6, 3]
+    shard = read_planned_shard(plan, 2, "naive/train-b0-00002")
+    assert shard.sample_ids == [row["sample_id"] for row in by_shard["naive/train-b0-00002"]]

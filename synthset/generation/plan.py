@@ -12,9 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from synthset.classes import ClassInfo, load_class_set, select_classes
 from synthset.errors import SynthsetError
 from synthset.fsutil import atomic_path
@@ -28,6 +25,7 @@ from synthset.run.families import check_family
 from synthset.run.ids import make_sample_id, sample_seed, shard_name
 from synthset.run.lock import Lock, read_lock, write_lock
 from synthset.run.paths import RunDir
+from synthset.run.plan import PlanWriter
 from synthset.run.pools import PoolRow, write_pools
 from synthset.run.records import read_records
 from synthset.run.schema import plan_features
@@ -214,9 +212,9 @@ def plan_run(recipe: Recipe) -> PlanSummary:
     schema = plan_features(label_names).arrow_schema
     rows_per_config: dict[str, int] = {}
     shards = 0
-    with atomic_path(run.plan_file) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        for _, rows in iter_plan_shards(lock, selected, contexts, len(classes)):
-            writer.write_table(pa.Table.from_pylist(rows, schema=schema))  # one row group per shard
+    with atomic_path(run.plan_file) as tmp, PlanWriter(tmp, schema) as writer:
+        for name, rows in iter_plan_shards(lock, selected, contexts, len(classes)):
+            writer.add_shard(name, rows)
             rows_per_config[rows[0]["config"]] = rows_per_config.get(rows[0]["config"], 0) + len(rows)
             shards += 1
     write_lock(run, lock)

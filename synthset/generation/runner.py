@@ -179,7 +179,7 @@ class _Worker:
         self.plan = open_plan(run)
         self.names = plan_shard_names(self.plan)
         self.claims = ClaimBook(run, lease_seconds=lease_seconds)
-        self.progress = GlobalProgress(run, self.plan.metadata.num_rows, lock.generation_key, state.is_main_process)
+        self.progress = GlobalProgress(run, self.plan.num_rows, lock.generation_key, state.is_main_process)
         self.maker: ShardMaker | None = None
         self.made = self.redone = self.by_others = 0
 

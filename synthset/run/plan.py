@@ -1,15 +1,24 @@
-"""Reading plan.parquet: the shards of a run and the plan rows of each.
+"""plan.parquet: the shards of a run and the plan rows of each.
 
-The plan has exactly one row group per shard, in plan order (config, band, class, image index), so a
-shard's rows are one `read_row_group` and a worker holds one shard's rows at a time however large the
-plan. The plan is written by `synthset.generation.plan`; every other stage reads it through here.
+The plan's rows are in plan order (config, band, class, image index), each shard a contiguous run of
+rows, and the file's key-value metadata holds the shard index: every shard's name and row count, in
+order. Row groups are sized for reading (`PLAN_ROW_GROUP_ROWS`), not one per shard: a Parquet footer
+grows with row groups x columns, and at one row group per shard a 10k-shard plan's footer was 19 MB on
+disk and ~190 MB parsed, paid by every process that opened the plan. A shard is read as the row groups
+that cover it, sliced, so a worker still holds one shard's rows at a time however large the plan.
+
+Plans written before the index (one row group per shard, shard names in the row-group statistics) are
+still read. The plan is written by `synthset.generation.plan` (`PlanWriter`); every stage reads it here.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from dataclasses import dataclass
+from itertools import accumulate
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,20 +27,92 @@ from synthset.errors import SynthsetError
 from synthset.run.paths import RunDir
 
 PLAN_ONLY_COLUMNS = ("band", "shard")  # plan bookkeeping, not columns of a generated row
+PLAN_ROW_GROUP_ROWS = 8192
+SHARD_INDEX_KEY = "synthset_shards"  # key-value metadata: JSON [[name, rows], ...] in plan order
 
 
-def open_plan(run: RunDir) -> pq.ParquetFile:
-    """The plan as a ParquetFile; a missing or unreadable plan is one line."""
-    try:
-        return pq.ParquetFile(run.plan_file)
-    except FileNotFoundError:
-        raise SynthsetError(f"{run}: no {run.plan_file.name}; run `synthset plan` first") from None
-    except (OSError, pa.ArrowInvalid) as error:
-        raise SynthsetError(f"{run.plan_file}: not a readable plan ({error}); run `synthset plan` again") from None
+class PlanWriter:
+    """Streams plan rows into plan.parquet shard by shard and writes the shard index at the end."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.schema = schema
+        self._writer = pq.ParquetWriter(path, schema)
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self.shards: list[tuple[str, int]] = []
+
+    def add_shard(self, name: str, rows: list[dict]) -> None:
+        self.shards.append((name, len(rows)))
+        self._pending.append(pa.Table.from_pylist(rows, schema=self.schema))
+        self._pending_rows += len(rows)
+        if self._pending_rows >= PLAN_ROW_GROUP_ROWS:
+            self._flush(whole_groups_only=True)
+
+    def _flush(self, whole_groups_only: bool = False) -> None:
+        """Write the pending rows as full row groups (and, at the end, the last partial one)."""
+        size = PLAN_ROW_GROUP_ROWS
+        table = pa.concat_tables(self._pending) if self._pending else None
+        if table is None:
+            return
+        keep = table.num_rows % size if whole_groups_only else 0
+        if table.num_rows - keep:
+            self._writer.write_table(table.slice(0, table.num_rows - keep), row_group_size=size)
+        self._pending = [table.slice(table.num_rows - keep)] if keep else []
+        self._pending_rows = keep
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.add_key_value_metadata({SHARD_INDEX_KEY: json.dumps(self.shards, separators=(",", ":"))})
+        self._writer.close()
+
+    def __enter__(self) -> PlanWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self._writer.close()
 
 
-def plan_shard_names(plan: pq.ParquetFile) -> list[str]:
-    """Shard names in plan order: the plan has exactly one row group per shard.
+class Plan:
+    """An opened plan: its shards' names and sizes, and each shard's rows on demand."""
+
+    def __init__(self, file: pq.ParquetFile) -> None:
+        self.file = file
+        index = (file.metadata.metadata or {}).get(SHARD_INDEX_KEY.encode())
+        if index is not None:
+            entries = json.loads(index)
+            self.shard_names = [name for name, _ in entries]
+            self.shard_rows = [rows for _, rows in entries]
+        else:  # a plan from before the index: one row group per shard
+            self.shard_names = _names_from_row_group_statistics(file)
+            self.shard_rows = [file.metadata.row_group(i).num_rows for i in range(file.metadata.num_row_groups)]
+        self._starts = [0, *accumulate(self.shard_rows)]
+        groups = [file.metadata.row_group(i).num_rows for i in range(file.metadata.num_row_groups)]
+        self._group_starts = [0, *accumulate(groups)]
+        self._cached: tuple[tuple[int, int], pa.Table] | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return self.file.metadata.num_rows
+
+    def shard_table(self, index: int) -> pa.Table:
+        """Shard `index`'s plan rows, all columns: the row groups that cover them, sliced."""
+        start, stop = self._starts[index], self._starts[index + 1]
+        first = bisect.bisect_right(self._group_starts, start) - 1
+        last = bisect.bisect_right(self._group_starts, stop - 1) - 1
+        if self._cached is None or self._cached[0] != (first, last):
+            # Shards are read in plan order almost always: keep the last groups for the next shard.
+            self._cached = ((first, last), self.file.read_row_groups(list(range(first, last + 1))))
+        return self._cached[1].slice(start - self._group_starts[first], stop - start)
+
+    def iter_batches(self, columns: list[str]):
+        return self.file.iter_batches(columns=columns)
+
+
+def _names_from_row_group_statistics(plan: pq.ParquetFile) -> list[str]:
+    """Shard names of a plan with one row group per shard (the layout before the shard index).
 
     Row-group statistics are indexed by Parquet *leaf* column, not by Arrow field: nested columns (the
     cd_aspects struct, the cond_images list) come before `shard` and shift the leaf index, so it is looked up
@@ -48,9 +129,24 @@ def plan_shard_names(plan: pq.ParquetFile) -> list[str]:
     return names
 
 
+def open_plan(run: RunDir) -> Plan:
+    """The run's plan; a missing or unreadable plan is one line."""
+    try:
+        return Plan(pq.ParquetFile(run.plan_file))
+    except FileNotFoundError:
+        raise SynthsetError(f"{run}: no {run.plan_file.name}; run `synthset plan` first") from None
+    except (OSError, pa.ArrowInvalid, ValueError) as error:
+        raise SynthsetError(f"{run.plan_file}: not a readable plan ({error}); run `synthset plan` again") from None
+
+
+def plan_shard_names(plan: Plan | pq.ParquetFile) -> list[str]:
+    """Shard names in plan order."""
+    return (plan if isinstance(plan, Plan) else Plan(plan)).shard_names
+
+
 @dataclass(frozen=True)
 class PlannedShard:
-    """One shard of the plan: its index (= row group), name, and plan rows (without the `shard` column)."""
+    """One shard of the plan: its index (in plan order), name, and plan rows (without the `shard` column)."""
 
     index: int
     name: str
@@ -65,8 +161,10 @@ class PlannedShard:
         return plan_digest(self.rows)
 
 
-def read_planned_shard(plan: pq.ParquetFile, index: int, name: str) -> PlannedShard:
-    return PlannedShard(index, name, plan.read_row_group(index).drop_columns(list(PLAN_ONLY_COLUMNS)))
+def read_planned_shard(plan: Plan, index: int, name: str) -> PlannedShard:
+    if plan.shard_names[index] != name:
+        raise ValueError(f"shard {index} of the plan is {plan.shard_names[index]!r}, not {name!r}")
+    return PlannedShard(index, name, plan.shard_table(index).drop_columns(list(PLAN_ONLY_COLUMNS)))
 
 
 def plan_digest(plan_rows: pa.Table) -> str:

@@ -64,7 +64,7 @@ def run_status(run_dir, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> RunStat
     lock = read_lock(run)
     plan = open_plan(run)
     names = plan_shard_names(plan)
-    sizes = {name: plan.metadata.row_group(i).num_rows for i, name in enumerate(names)}
+    sizes = dict(zip(names, plan.shard_rows, strict=True))
     records = {n: r for n, r in read_records(run).items() if n in sizes and r.generation_key == lock.generation_key}
     now = time.time()
     workers: dict[str, WorkerStatus] = {}
