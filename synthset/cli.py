@@ -87,6 +87,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             f"LLM: {stats.llm_requests} requests ({summary.llm_backend_calls} sent, {summary.llm_cache_hits} from "
             f"cache); rejected: {rejected}; replaced by the template: {stats.replaced}"
         )
+    if summary.llm_report:
+        print(f"LLM servers: {summary.llm_report}")
     print(f"run directory: {summary.run}")
     print(f"next: accelerate launch -m synthset generate {summary.run}")
     return 0
