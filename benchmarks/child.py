@@ -9,6 +9,8 @@ Modes (each prints one `BENCH {json}` line on stdout):
 - `counted RUN LOGDIR`: `synthset generate` with `generate_images` wrapped to append the sample ids of
   every finished pipeline call to `LOGDIR/rank<R>.log` (unbuffered `os.write`, so a SIGKILL loses
   nothing already counted); the crash measurement runs it under `accelerate launch` and kills it.
+- `plan RECIPE`: `plan_run` of a recipe file, exactly what `synthset plan RECIPE` calls (its peak RSS is
+  the plan stage's memory).
 
 `work_s` starts after the imports every mode needs (torch, diffusers, transformers, pyarrow, PIL), so it
 counts loading the pipeline, the loop, and anything a mode imports on top (synthset itself, accelerate).
@@ -183,9 +185,18 @@ def counted(run_dir: Path, log_dir: Path) -> dict[str, Any]:
     return {"images": summary.images_made, "work_s": time.perf_counter() - started, "summary": asdict(summary)}
 
 
+def plan(recipe_path: Path) -> dict[str, Any]:
+    from synthset.generation.plan import plan_run
+    from synthset.recipe import load_recipe
+
+    started = time.perf_counter()
+    summary = plan_run(load_recipe(recipe_path))
+    return {"rows": summary.rows, "work_s": time.perf_counter() - started, "llm_sent": summary.llm_backend_calls}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["bare", "peer", "synthset", "counted"])
+    parser.add_argument("mode", choices=["bare", "peer", "synthset", "counted", "plan"])
     parser.add_argument("run", type=Path)
     parser.add_argument("out", type=Path, nargs="?")
     args = parser.parse_args()
@@ -205,6 +216,8 @@ def main() -> None:
         result = peer(args.run, args.out)
     elif args.mode == "synthset":
         result = synthset(args.run)
+    elif args.mode == "plan":
+        result = plan(args.run)
     else:
         result = counted(args.run, args.out)
     _report({"mode": args.mode, "rank": int(os.environ.get("RANK", "0")), **result})

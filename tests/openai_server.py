@@ -139,7 +139,6 @@ class OpenAIServer:
         return self
 
     def _handle_chat(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
-        stopping, dead = self._stopping, self._dead  # this life's: a restart makes new ones
         with self._lock:
             number = self.chat_requests
             self.chat_requests += 1
@@ -147,49 +146,53 @@ class OpenAIServer:
             self.authorization.append(handler.headers.get("Authorization"))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        reply = None
         try:
-            if number < self.fail_first or (self.fail_from is not None and number >= self.fail_from):
-                headers = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
-                echoed = handler.headers.get("Authorization")
-                message = f"internal error (request had Authorization: {echoed})"
-                handler._send_json(self.fail_status, {"error": {"message": message}}, headers)  # type: ignore[attr-defined]
-                return
-            if not self._take_seq(dead):
-                self._drop(handler)
-                return
-            try:
-                if number < self.fail_first + self.sleep_first:
-                    stopping.wait(self.sleep_seconds)
-                if self.delay:
-                    stopping.wait(self.delay)
-            finally:
-                if self._seqs is not None:
-                    self._seqs.release()
-            if dead.is_set():
-                self._drop(handler)
-                return
-            if body.get("model") != self.model:
-                error = {"error": {"message": f"model {body.get('model')!r} not found"}}
-                handler._send_json(404, error)  # type: ignore[attr-defined]
-                return
-            prompt = body["messages"][-1]["content"]
-            answer = self.answer(prompt, body.get("seed", 0))
-            handler._send_json(  # type: ignore[attr-defined]
-                200,
-                {
-                    "id": f"chatcmpl-{number}",
-                    "object": "chat.completion",
-                    "model": self.model,
-                    "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
-                    ],
-                },
-            )
-            with self._lock:
-                self.answered += 1
+            reply = self._reply(handler, body, number)
         finally:
             with self._lock:
+                # Before the answer goes out: the client may send its next request the moment it has it.
                 self.in_flight -= 1
+                if reply is None:
+                    self.dropped += 1
+                elif reply[0] == 200:
+                    self.answered += 1
+        if reply is None:  # died: close the connection without an answer, as a dead process would
+            handler.close_connection = True
+        else:
+            handler._send_json(*reply)  # type: ignore[attr-defined]
+
+    def _reply(
+        self, handler: BaseHTTPRequestHandler, body: dict[str, Any], number: int
+    ) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        """(status, JSON, headers) for chat request `number`, after its delays; None if the server died."""
+        stopping, dead = self._stopping, self._dead  # this life's: a restart makes new ones
+        if number < self.fail_first or (self.fail_from is not None and number >= self.fail_from):
+            headers = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
+            echoed = handler.headers.get("Authorization")
+            message = f"internal error (request had Authorization: {echoed})"
+            return self.fail_status, {"error": {"message": message}}, headers
+        if not self._take_seq(dead):
+            return None
+        try:
+            if number < self.fail_first + self.sleep_first:
+                stopping.wait(self.sleep_seconds)
+            if self.delay:
+                stopping.wait(self.delay)
+        finally:
+            if self._seqs is not None:
+                self._seqs.release()
+        if dead.is_set():
+            return None
+        if body.get("model") != self.model:
+            return 404, {"error": {"message": f"model {body.get('model')!r} not found"}}, {}
+        answer = self.answer(body["messages"][-1]["content"], body.get("seed", 0))
+        choice = {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+        return (
+            200,
+            {"id": f"chatcmpl-{number}", "object": "chat.completion", "model": self.model, "choices": [choice]},
+            {},
+        )
 
     def _take_seq(self, dead: threading.Event) -> bool:
         """Wait for one of the `max_num_seqs` places (at once without a limit); False if killed meanwhile."""
@@ -201,12 +204,6 @@ class OpenAIServer:
                 self._seqs.release()  # taken just as the server died: give it back, answer nothing
             return False
         return True
-
-    def _drop(self, handler: BaseHTTPRequestHandler) -> None:
-        """Close the connection without an answer, as a process that died would."""
-        with self._lock:
-            self.dropped += 1
-        handler.close_connection = True
 
     def stop(self) -> None:
         self._stopping.set()

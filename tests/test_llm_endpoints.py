@@ -16,6 +16,8 @@ import pytest
 
 from synthset.errors import SynthsetError
 from synthset.generation.llm import LLMCache, LLMRequest
+from synthset.generation.llm.endpoints import Endpoint, EndpointPool
+from synthset.generation.llm.http_client import Attempt, EndpointClient
 from synthset.generation.llm.openai_backend import OpenAIBackend
 from synthset.recipe import LLMSpec, recipe_from_dict
 from tests.openai_server import OpenAIServer, expected_answer
@@ -157,7 +159,7 @@ def test_calls_at_once_share_the_servers_slots(servers, tmp_path: Path):
 
 
 def test_requests_are_submitted_in_a_window_not_all_at_once(servers):
-    """A call with many requests keeps at most `slots` of them submitted: memory stays flat in the call size."""
+    """A call with many requests keeps at most `window` (2 x slots) of them submitted: memory stays flat."""
     backend = _backend(*servers[:2], concurrency=2)
     executor = backend._pool_executor()
     submitted = {"now": 0, "most": 0}
@@ -179,7 +181,7 @@ def test_requests_are_submitted_in_a_window_not_all_at_once(servers):
     executor.submit = counting_submit
     requests = [LLMRequest(f"p{i}", i) for i in range(300)]
     assert backend.complete(requests) == [expected_answer(r.prompt, r.seed) for r in requests]
-    assert submitted["most"] == backend.slots == 4
+    assert submitted["most"] == backend.window == 2 * backend.slots == 8
 
 
 # --- failover and probes ---
@@ -212,6 +214,17 @@ def test_requests_in_flight_on_a_server_that_dies_fail_over(servers, tmp_path: P
         f"{doomed.base_url} answered 0, out of rotation 1 time (last: {dead.last_problem}), down at the end; "
         f"{survivor.base_url} answered {len(REQUESTS)}; 2 requests failed over to another server"
     )
+
+
+def test_requests_on_a_server_that_hangs_time_out_and_fail_over(servers):
+    """A server that takes connections but never answers (a stuck GPU): its requests time out, go elsewhere."""
+    stuck, fine = servers[0], servers[1]
+    stuck.sleep_first, stuck.sleep_seconds = 1000, 30.0
+    backend = _backend(stuck, fine, timeout=0.3, backoff_base=30.0, backoff_max=30.0)
+    assert backend.complete(REQUESTS) == ANSWERS
+    assert stuck.chat_requests == 2 and stuck.answered == 0  # its two slots, then out of rotation
+    assert (backend.retries, backend.failovers) == (2, 2)
+    assert backend.endpoints[0].last_problem == "timed out after 0.3s"
 
 
 def test_a_dead_server_is_probed_again_and_rejoins(servers):
@@ -298,3 +311,53 @@ def test_a_version_1_cache_is_upgraded_and_its_answers_still_hit(servers, tmp_pa
         ("old answer", ""),
         (ANSWERS[1], servers[0].base_url),
     ]
+
+
+# --- the pool's bookkeeping, without HTTP ---
+
+
+def _pool(*concurrency: int, max_failures: int = 3) -> EndpointPool:
+    endpoints = [Endpoint(EndpointClient(f"http://s{i}/v1", "KEY", 1.0), n) for i, n in enumerate(concurrency)]
+    return EndpointPool(endpoints, max_failures, backoff_base=10.0, backoff_max=60.0)
+
+
+REFUSED = Attempt(problem="connection refused", retryable=True)
+
+
+def test_one_outage_counts_once_and_only_a_probe_brings_a_server_back():
+    pool = _pool(3, 1)
+    a, b = pool.endpoints
+    slots = [pool.acquire() for _ in range(3)]
+    assert [s.endpoint for s in slots] == [a, b, a]  # least busy first
+    pool.failed(slots[0], REFUSED)
+    pool.failed(slots[2], REFUSED)  # in flight before the outage: the same news
+    assert (a.up, a.failures, a.outages, a.failed_attempts) == (False, 1, 1, 2)
+    pool.succeeded(slots[1])
+    more = pool.acquire()  # a is out of rotation: b takes it
+    assert more.endpoint is b and not more.probe
+
+    a.down_until = 0.0  # its backoff is over
+    probe = pool.acquire()
+    assert (probe.endpoint, probe.probe) == (a, True)  # a due probe goes first, though b has room
+    pool.succeeded(probe)
+    assert (a.up, a.failures) == (True, 0)
+
+
+def test_an_answer_sent_before_the_outage_does_not_bring_the_server_back():
+    pool = _pool(2)
+    (a,) = pool.endpoints
+    early, late = pool.acquire(), pool.acquire()
+    pool.failed(late, REFUSED)
+    pool.succeeded(early)  # started before the failure, answered after it
+    assert (a.up, a.failures, a.answered) == (False, 1, 1)
+
+
+def test_a_server_dead_for_days_backs_off_at_the_cap():
+    pool = _pool(1, 1, max_failures=10**9)
+    a = pool.endpoints[0]
+    a.failures = 50_000  # ~17 days of probes every 30 s
+    a.down_until = 0.0
+    probe = pool.acquire()
+    before = time.monotonic()
+    pool.failed(probe, REFUSED)
+    assert a.failures == 50_001 and before + 30.0 <= a.down_until <= time.monotonic() + 60.0

@@ -12,7 +12,8 @@ Health is a circuit breaker per server:
   other servers at once. When a server dies, every request it had in flight fails within moments; they
   are one outage, so only a failure of an attempt started since the server's last change of state
   counts (`epoch`), and the backoff does not explode with the concurrency.
-- When its backoff is over, one request probes it. A success puts it back in rotation; a failure doubles
+- When its backoff is over, one request probes it. The probe's success puts it back in rotation (an
+  answer to a request sent before the outage does not: the failure is the newer news); a failure doubles
   the backoff. A dead server is probed again for as long as the run lasts, so a restarted server rejoins.
 - A server that has failed `max_failures` times in a row (`max_retries + 1`) is given up for the count,
   though still probed; when every server is given up at once, the pool stops with one line naming each
@@ -92,11 +93,7 @@ class EndpointPool:
             while True:
                 if self._error is not None:
                     raise SynthsetError(self._error)
-                free = [e for e in self.endpoints if e.up and e.in_flight < e.concurrency]
-                if free:
-                    endpoint = min(free, key=lambda e: e.in_flight / e.concurrency)
-                    endpoint.in_flight += 1
-                    return Slot(endpoint, endpoint.epoch, probe=False)
+                # A due probe goes first, so a server that came back rejoins however light the load.
                 now = time.monotonic()
                 waiting = [e for e in self.endpoints if not e.up and not e.probing and e.in_flight < e.concurrency]
                 due = [e for e in waiting if e.down_until <= now]
@@ -105,6 +102,11 @@ class EndpointPool:
                     endpoint.probing = True
                     endpoint.in_flight += 1
                     return Slot(endpoint, endpoint.epoch, probe=True)
+                free = [e for e in self.endpoints if e.up and e.in_flight < e.concurrency]
+                if free:
+                    endpoint = min(free, key=lambda e: e.in_flight / e.concurrency)
+                    endpoint.in_flight += 1
+                    return Slot(endpoint, endpoint.epoch, probe=False)
                 # Nothing free: wait for a slot to come back, or for the next backoff to end.
                 self._cond.wait(min((e.down_until for e in waiting), default=now + 60.0) - now)
 
@@ -134,7 +136,8 @@ class EndpointPool:
                 endpoint.failures += 1
                 endpoint.epoch += 1
                 endpoint.outages += endpoint.failures == 1
-                delay = min(self.backoff_max, self.backoff_base * 2 ** (endpoint.failures - 1))
+                # (The exponent is capped: a server dead for days has failed thousands of times.)
+                delay = min(self.backoff_max, self.backoff_base * 2 ** min(endpoint.failures - 1, 32))
                 delay *= 0.5 + 0.5 * self._random.random()
                 if attempt.retry_after is not None:
                     delay = max(delay, min(attempt.retry_after, self.backoff_max))
