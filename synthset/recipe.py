@@ -272,7 +272,7 @@ class LLMSpec(_Strict):
     max_new_tokens: Annotated[int, Field(gt=0)] = 100
     batch_size: Annotated[int, Field(gt=0)] = Field(16, description="transformers: prompts per generate call.")
     concurrency: Annotated[int, Field(gt=0)] = Field(
-        8, description="openai: requests in flight per server (vLLM: its --max-num-seqs, 256 by default)."
+        8, description="openai: requests in flight per server (for vLLM: its --max-num-seqs, e.g. 256)."
     )
     timeout: Annotated[float, Field(gt=0)] = Field(60.0, description="openai: seconds per request.")
     max_retries: Annotated[int, Field(ge=0)] = Field(

@@ -16,9 +16,9 @@ failures come back first); the server records how many were in flight at most. S
 that `stop()` sets, so stopping never hangs on a sleeping handler.
 
 Like vLLM, it works on at most `max_num_seqs` requests at once and queues the rest (vLLM's
-`--max-num-seqs`, default 256: requests beyond it wait in the scheduler's queue rather than being
-refused; https://docs.vllm.ai/en/stable/models/engine_args.html), so a server's throughput is bounded
-and adding servers is what adds throughput. `kill()` is a server dying: the port refuses connections and
+`--max-num-seqs`, 256 in its engine-args docs: requests beyond it wait in the scheduler's queue rather
+than being refused; https://docs.vllm.ai/en/stable/models/engine_args.html), so a server's throughput
+is bounded and adding servers is what adds throughput. `kill()` is a server dying: the port refuses connections and
 every request in progress or queued is dropped without an answer (the client sees the connection
 closed); `start()` again brings it back on the same port, as a restarted vLLM would come back.
 """
