@@ -140,14 +140,20 @@ class OpenAIBackend:
             failed_on = endpoint
 
     def _complete_one(self, request: LLMRequest) -> tuple[str, str]:
-        payload, endpoint = self._request("/chat/completions", self.body(request))
+        """(text, server) for one request; a failure for good stops the pool here, on the failing thread,
+        so that this worker's next queued request (another call's, or a later one of this call) is not sent."""
         try:
-            content = payload["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            raise SynthsetError(
-                f"openai backend: {endpoint.client.display}/chat/completions: answer has no "
-                f"choices[0].message.content: {one_line(endpoint.client.redact(json.dumps(payload)), 120)}"
-            ) from None
+            payload, endpoint = self._request("/chat/completions", self.body(request))
+            try:
+                content = payload["choices"][0]["message"]["content"]
+            except (KeyError, IndexError, TypeError):
+                raise SynthsetError(
+                    f"openai backend: {endpoint.client.display}/chat/completions: answer has no "
+                    f"choices[0].message.content: {one_line(endpoint.client.redact(json.dumps(payload)), 120)}"
+                ) from None
+        except SynthsetError as error:
+            self.pool.stop(str(error))
+            raise
         return (content if isinstance(content, str) else ""), endpoint.client.display
 
     def _pool_executor(self) -> ThreadPoolExecutor:
