@@ -33,7 +33,8 @@ def servers():
 
 def _recipe_file(write_recipe, servers: list[OpenAIServer], name: str, **llm_changes) -> Path:
     llm = {"backend": "openai", "model": "test-model", "base_url": [s.base_url for s in servers], "concurrency": 2}
-    prompts = {"llm": {**llm, **llm_changes}, "max_attempts": 2}
+    # cd_aspects llm: each class also asks for its own aspect lists, from the threads writing classes at once.
+    prompts = {"llm": {**llm, **llm_changes}, "max_attempts": 2, "cd_aspects": "llm"}
     return write_recipe({"name": name, "classes": CLASSES, "configs": CONFIGS, "prompts": prompts}, f"{name}.yaml")
 
 
@@ -52,6 +53,7 @@ def test_the_plan_is_the_same_file_with_one_server_or_three(write_recipe, server
     assert (one.run_dir / "plan.parquet").read_bytes() == (three.run_dir / "plan.parquet").read_bytes()
     assert first.prompt_stats == second.prompt_stats
     assert first.prompt_stats.rejected and first.prompt_stats.replaced  # refusals were retried, some replaced
+    assert first.prompt_stats.aspect_lists_replaced == 6 * 4  # each class asked for its 4 lists (none came)
     assert second.llm_backend_calls == first.llm_backend_calls
     assert all(server.answered > 0 for server in servers)
     assert sum(s.chat_requests for s in servers) == first.llm_backend_calls + second.llm_backend_calls  # once each
