@@ -12,6 +12,8 @@ Modes (each prints one `BENCH {json}` line on stdout):
   `--slow-rank R --slow-factor F` makes rank R sleep (F - 1) x each pipeline call's time after it (a GPU
   F times slower); `--static` restricts every rank to its own share (i % w == r), as before shard
   claims; `--lease S` is the claim lease; `--tag T` names the log `T.log` instead of `rank<R>.log`.
+- `plan RECIPE`: `plan_run` of a recipe file, exactly what `synthset plan RECIPE` calls (its peak RSS is
+  the plan stage's memory).
 
 `work_s` starts after the imports every mode needs (torch, diffusers, transformers, pyarrow, PIL), so it
 counts loading the pipeline, the loop, and anything a mode imports on top (synthset itself, accelerate).
@@ -192,9 +194,18 @@ def counted(run_dir: Path, log_dir: Path, args: argparse.Namespace) -> dict[str,
     return {"images": summary.images_made, "work_s": time.perf_counter() - started, "summary": asdict(summary)}
 
 
+def plan(recipe_path: Path) -> dict[str, Any]:
+    from synthset.generation.plan import plan_run
+    from synthset.recipe import load_recipe
+
+    started = time.perf_counter()
+    summary = plan_run(load_recipe(recipe_path))
+    return {"rows": summary.rows, "work_s": time.perf_counter() - started, "llm_sent": summary.llm_backend_calls}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["bare", "peer", "synthset", "counted"])
+    parser.add_argument("mode", choices=["bare", "peer", "synthset", "counted", "plan"])
     parser.add_argument("run", type=Path)
     parser.add_argument("out", type=Path, nargs="?")
     parser.add_argument("--slow-rank", type=int, default=-1)
@@ -219,6 +230,8 @@ def main() -> None:
         result = peer(args.run, args.out)
     elif args.mode == "synthset":
         result = synthset(args.run)
+    elif args.mode == "plan":
+        result = plan(args.run)
     else:
         result = counted(args.run, args.out, args)
     _report({"mode": args.mode, "rank": int(os.environ.get("RANK", "0")), **result})

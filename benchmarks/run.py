@@ -28,7 +28,7 @@ from benchmarks.common import CLASSES, STORAGE, Context, Row
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # Modules of benchmarks/, run in this order (memory's 4b reuses plan's plans, read reuses multiprocess's run).
-MEASUREMENTS = ["plan", "overhead", "multiprocess", "memory", "crash", "read", "scaleout", "hub", "gpu"]
+MEASUREMENTS = ["plan", "llm_plan", "overhead", "multiprocess", "memory", "crash", "read", "scaleout", "hub", "gpu"]
 QUICK = {
     "images": 64,
     "rounds": 1,
@@ -40,6 +40,10 @@ QUICK = {
     "read_seconds": 2.0,
     "plan_classes": 100,
     "plan_per_class": 10,
+    "llm_classes": 4,
+    "llm_per_class": 16,
+    "plan_mem_rows": 2000,
+    "plan_mem_llm_rows": 400,
     "min_section_s": 0.0,
     "hub_max_files": 1_000,
 }
@@ -64,6 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--hub-max-files", type=int, default=10_000, help="row 8: the largest of 100, 1000, 10000 files to publish"
     )
+    parser.add_argument("--llm-classes", type=int, default=20, help="row P1: classes of the lar_cd plan, per server")
+    parser.add_argument("--llm-per-class", type=int, default=40, help="row P1: images (descriptions) per class")
+    parser.add_argument("--llm-delay", type=float, default=0.2, help="row P1: seconds a fake server takes per answer")
+    parser.add_argument("--llm-seqs", type=int, default=8, help="row P1: requests a fake server works on at once")
+    parser.add_argument("--plan-mem-rows", type=int, default=25_000, help="row P2: N (the plans have N and 8N rows)")
+    parser.add_argument("--plan-mem-llm-rows", type=int, default=2000, help="row P3: N (N and 8N rows, with the LLM)")
     parser.add_argument("--min-section-s", type=float, default=20.0, help="warn when a timed section is shorter")
     parser.add_argument("--seed", type=int, default=0, help="seeds the kill points and the read shuffling")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (runs, logs) and say where")

@@ -103,6 +103,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         )
         if stats.aspect_lists_replaced:
             print(f"CD aspect lists the LLM failed to give (vocabulary used instead): {stats.aspect_lists_replaced}")
+    if summary.llm_report:
+        print(f"LLM servers: {summary.llm_report}")
     if summary.hub_layout:
         print(summary.hub_layout)
     print(f"run directory: {summary.run}")

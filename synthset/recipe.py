@@ -265,6 +265,48 @@ class GeneratorSpec(_Strict):
     )
 
 
+def check_http_url(url: str) -> str | None:
+    """Why `url` is not an http(s) URL with a host (and a numeric port, if any); None when it is one."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
+    except ValueError:  # a port that is not a number, a bad IPv6 literal
+        valid = False
+    return None if valid else f"not an http(s) URL: {url!r}"
+
+
+def _distinct_urls(urls: list[str], what: str) -> None:
+    """Each URL valid, and none listed twice (a trailing slash does not make another server)."""
+    seen: set[str] = set()
+    for i, url in enumerate(urls):
+        problem = check_http_url(url)
+        if problem:
+            raise ValueError(f"{what}{i}: {problem}" if len(urls) > 1 else problem)
+        if url.rstrip("/") in seen:
+            raise ValueError(f"{what}{i}: {url!r} is listed twice")
+        seen.add(url.rstrip("/"))
+
+
+class LLMEndpoint(_Strict):
+    """One OpenAI-compatible server of `prompts.llm.endpoints`; a field left out takes prompts.llm's value."""
+
+    base_url: str = Field(description="e.g. http://gpu-node-3:8000/v1")
+    concurrency: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="Requests in flight on this server (default: prompts.llm.concurrency)."
+    )
+    api_key_env: str | None = Field(None, description="Default: prompts.llm.api_key_env.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        problem = check_http_url(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
 class LLMSpec(_Strict):
     """Which language model writes CD/SD descriptions (and extra LAR meanings), and how it samples."""
 
@@ -278,24 +320,85 @@ class LLMSpec(_Strict):
         "name the server knows (openai).",
     )  # fmt: skip
     revision: str | None = None
-    base_url: str | None = Field(None, description="openai: e.g. http://localhost:8000/v1 (vLLM, TGI, Ollama).")
+    base_url: str | list[str] | None = Field(
+        None,
+        description="openai: e.g. http://localhost:8000/v1 (vLLM, TGI, Ollama), or a list of URLs of servers "
+        "of the same model that share the work (each gets `concurrency` requests, a dead one is left out).",
+    )
+    endpoints: list[LLMEndpoint] | None = Field(
+        None, description="openai: instead of base_url, servers with their own concurrency or api_key_env."
+    )
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: the environment variable holding the key.")
     temperature: Annotated[float, Field(ge=0)] = 0.8
     top_p: Annotated[float, Field(gt=0, le=1)] = 0.9
     max_new_tokens: Annotated[int, Field(gt=0)] = 100
     batch_size: Annotated[int, Field(gt=0)] = Field(16, description="transformers: prompts per generate call.")
-    concurrency: Annotated[int, Field(gt=0)] = Field(8, description="openai: requests in flight.")
+    concurrency: Annotated[int, Field(gt=0)] = Field(
+        8, description="openai: requests in flight per server (for vLLM: its --max-num-seqs, e.g. 256)."
+    )
     timeout: Annotated[float, Field(gt=0)] = Field(60.0, description="openai: seconds per request.")
-    max_retries: Annotated[int, Field(ge=0)] = Field(4, description="openai: retries on 5xx, 429 and timeouts.")
+    max_retries: Annotated[int, Field(ge=0)] = Field(
+        4,
+        description="openai: retries on 5xx, 429, timeouts and lost connections; a server that fails this many "
+        "times more in a row, after backoff, is given up, and the plan stops when every server is.",
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _url_or_urls(cls, value: Any) -> Any:
+        # Checked before the union, whose own error would name a union member ("base_url.str").
+        if value is not None and not isinstance(value, str | list):
+            raise ValueError(f"must be a URL or a list of URLs (got {value!r})")
+        if isinstance(value, list) and not all(isinstance(url, str) for url in value):
+            raise ValueError(f"must be a list of URLs (got {value!r})")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_urls(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("is an empty list: give at least one URL")
+            _distinct_urls(value, "entry ")
+        elif value is not None:
+            _distinct_urls([value], "")
+        return value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _distinct_endpoints(cls, value: list[LLMEndpoint] | None) -> list[LLMEndpoint] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("is an empty list: give at least one endpoint")
+            _distinct_urls([endpoint.base_url for endpoint in value], "entry ")
+        return value
 
     @model_validator(mode="after")
     def _model_named_when_needed(self) -> LLMSpec:
         if self.backend != "template" and not self.model:
             raise ValueError(f"backend {self.backend!r} needs a model")
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("backend 'openai' needs a base_url")
+        if self.backend == "openai" and not self.base_url and not self.endpoints:
+            raise ValueError("backend 'openai' needs a base_url (or endpoints)")
+        if self.base_url and self.endpoints:
+            raise ValueError("give base_url or endpoints, not both")
         return self
+
+    def endpoint_list(self) -> list[LLMEndpoint]:
+        """The openai servers with every field filled in, in recipe order (empty for other backends)."""
+        if self.endpoints:
+            listed = self.endpoints
+        else:
+            urls = [self.base_url] if isinstance(self.base_url, str) else self.base_url or []
+            listed = [LLMEndpoint(base_url=url) for url in urls]
+        return [
+            LLMEndpoint(
+                base_url=endpoint.base_url,
+                concurrency=endpoint.concurrency or self.concurrency,
+                api_key_env=endpoint.api_key_env or self.api_key_env,
+            )
+            for endpoint in listed
+        ]
 
 
 DEFAULT_STYLES = (

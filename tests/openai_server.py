@@ -1,7 +1,9 @@
-"""A loopback OpenAI-compatible server for the openai backend's tests: stdlib only, programmable faults.
+"""A loopback OpenAI-compatible server for the openai backend's tests and bench: stdlib only, programmable faults.
 
     with OpenAIServer(fail_first=2) as server:      # the first two chat requests get HTTP 500
         spec = LLMSpec(backend="openai", model=server.model, base_url=server.base_url, ...)
+
+    python -m tests.openai_server --delay 0.2 --max-num-seqs 8 --answer describe   # prints its base URL
 
 It serves `POST /v1/chat/completions` and `GET /v1/models` on 127.0.0.1 at a free port, one thread per
 connection. Answers are a pure function of (prompt, seed) (`expected_answer`), so tests can check
@@ -12,12 +14,21 @@ next `sleep_first` wait `sleep_seconds` (longer than the client's timeout) befor
 that is not a failure may also be delayed by `delay` seconds, so that concurrent requests overlap (and
 failures come back first); the server records how many were in flight at most. Sleeps wait on an event
 that `stop()` sets, so stopping never hangs on a sleeping handler.
+
+Like vLLM, it works on at most `max_num_seqs` requests at once and queues the rest (vLLM's
+`--max-num-seqs`, 256 in its engine-args docs: requests beyond it wait in the scheduler's queue rather
+than being refused; https://docs.vllm.ai/en/stable/models/engine_args.html), so a server's throughput
+is bounded and adding servers is what adds throughput. `kill()` is a server dying: the port refuses connections and
+every request in progress or queued is dropped without an answer (the client sees the connection
+closed); `start()` again brings it back on the same port, as a restarted vLLM would come back.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,9 +42,21 @@ def expected_answer(prompt: str, seed: int) -> str:
     return f"answer {digest} to: {prompt}"
 
 
+def describe_query(prompt: str, seed: int) -> str:
+    """A well-behaved describing LLM for any prompt format: the prompt's last paragraph (the query line,
+    which names the class and its aspects or style) as a description, made unique by the seed."""
+    query = prompt.rsplit("\n\n", 1)[-1].removesuffix("=>").strip()
+    return f"{query}, take {seed}"
+
+
+ANSWERS: dict[str, Callable[[str, int], str]] = {"echo": expected_answer, "describe": describe_query}
+
+
 @dataclass
 class OpenAIServer:
     model: str = "test-model"
+    port: int = 0  # 0: a free port, chosen at the first start and kept across kill() and start()
+    max_num_seqs: int | None = None  # requests worked on at once; the rest wait (vLLM's --max-num-seqs)
     fail_first: int = 0
     fail_from: int | None = None  # every chat request from this number on fails too
     fail_status: int = 500
@@ -44,6 +67,8 @@ class OpenAIServer:
     answer: Callable[[str, int], str] = expected_answer  # (prompt, seed) -> the assistant's text
     # Recorded, for assertions (guarded by _lock while the server runs).
     chat_requests: int = 0
+    answered: int = 0  # chat requests answered 200
+    dropped: int = 0  # chat requests cut off by kill()
     bodies: list[dict[str, Any]] = field(default_factory=list)
     authorization: list[str | None] = field(default_factory=list)
     in_flight: int = 0
@@ -52,17 +77,21 @@ class OpenAIServer:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._dead = threading.Event()
+        self._seqs = threading.Semaphore(self.max_num_seqs) if self.max_num_seqs else None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        assert self.port, "server not started"
+        return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> OpenAIServer:
+        """Serve (again, after `kill()` or `stop()`, on the same port)."""
         server = self
+        self._stopping = threading.Event()
+        self._dead = threading.Event()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -99,8 +128,12 @@ class OpenAIServer:
                     return
                 server._handle_chat(self, json.loads(raw))
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # socketserver's 5 would drop connections a real server accepts
+            daemon_threads = True
+
+        self._httpd = Server(("127.0.0.1", self.port), Handler)
+        self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
@@ -113,48 +146,103 @@ class OpenAIServer:
             self.authorization.append(handler.headers.get("Authorization"))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        reply = None
         try:
-            if number < self.fail_first or (self.fail_from is not None and number >= self.fail_from):
-                headers = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
-                echoed = handler.headers.get("Authorization")
-                message = f"internal error (request had Authorization: {echoed})"
-                handler._send_json(self.fail_status, {"error": {"message": message}}, headers)  # type: ignore[attr-defined]
-                return
-            if number < self.fail_first + self.sleep_first:
-                self._stopping.wait(self.sleep_seconds)
-            if self.delay:
-                self._stopping.wait(self.delay)
-            if body.get("model") != self.model:
-                error = {"error": {"message": f"model {body.get('model')!r} not found"}}
-                handler._send_json(404, error)  # type: ignore[attr-defined]
-                return
-            prompt = body["messages"][-1]["content"]
-            answer = self.answer(prompt, body.get("seed", 0))
-            handler._send_json(  # type: ignore[attr-defined]
-                200,
-                {
-                    "id": f"chatcmpl-{number}",
-                    "object": "chat.completion",
-                    "model": self.model,
-                    "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
-                    ],
-                },
-            )
+            reply = self._reply(handler, body, number)
         finally:
             with self._lock:
+                # Before the answer goes out: the client may send its next request the moment it has it.
                 self.in_flight -= 1
+                if reply is None:
+                    self.dropped += 1
+                elif reply[0] == 200:
+                    self.answered += 1
+        if reply is None:  # died: close the connection without an answer, as a dead process would
+            handler.close_connection = True
+        else:
+            handler._send_json(*reply)  # type: ignore[attr-defined]
+
+    def _reply(
+        self, handler: BaseHTTPRequestHandler, body: dict[str, Any], number: int
+    ) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        """(status, JSON, headers) for chat request `number`, after its delays; None if the server died."""
+        stopping, dead = self._stopping, self._dead  # this life's: a restart makes new ones
+        if number < self.fail_first or (self.fail_from is not None and number >= self.fail_from):
+            headers = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
+            echoed = handler.headers.get("Authorization")
+            message = f"internal error (request had Authorization: {echoed})"
+            return self.fail_status, {"error": {"message": message}}, headers
+        if not self._take_seq(dead):
+            return None
+        try:
+            if number < self.fail_first + self.sleep_first:
+                stopping.wait(self.sleep_seconds)
+            if self.delay:
+                stopping.wait(self.delay)
+        finally:
+            if self._seqs is not None:
+                self._seqs.release()
+        if dead.is_set():
+            return None
+        if body.get("model") != self.model:
+            return 404, {"error": {"message": f"model {body.get('model')!r} not found"}}, {}
+        answer = self.answer(body["messages"][-1]["content"], body.get("seed", 0))
+        choice = {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+        return (
+            200,
+            {"id": f"chatcmpl-{number}", "object": "chat.completion", "model": self.model, "choices": [choice]},
+            {},
+        )
+
+    def _take_seq(self, dead: threading.Event) -> bool:
+        """Wait for one of the `max_num_seqs` places (at once without a limit); False if killed meanwhile."""
+        while self._seqs is not None and not self._seqs.acquire(timeout=0.05):
+            if dead.is_set():
+                return False
+        if dead.is_set():
+            if self._seqs is not None:
+                self._seqs.release()  # taken just as the server died: give it back, answer nothing
+            return False
+        return True
 
     def stop(self) -> None:
         self._stopping.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+            self._httpd = None
         if self._thread is not None:
             self._thread.join(timeout=5)
+            self._thread = None
+
+    def kill(self) -> None:
+        """Die: refuse new connections, and drop every request in progress or waiting, unanswered."""
+        self._dead.set()
+        self.stop()
 
     def __enter__(self) -> OpenAIServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve on loopback until stdin closes; the first line printed is the base URL (for the bench)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--model", default="test-model")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds each answer takes")
+    parser.add_argument("--max-num-seqs", type=int, default=None, help="requests worked on at once (vLLM's flag)")
+    parser.add_argument("--answer", choices=sorted(ANSWERS), default="echo")
+    args = parser.parse_args(argv)
+    server = OpenAIServer(
+        model=args.model, port=args.port, delay=args.delay, max_num_seqs=args.max_num_seqs, answer=ANSWERS[args.answer]
+    )
+    with server:
+        print(server.base_url, flush=True)
+        sys.stdin.read()  # until the parent closes our stdin (or kills us)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,7 +10,7 @@ import pytest
 from synthset.errors import SynthsetError
 from synthset.generation.llm import LLMCache, LLMRequest, make_backend
 from synthset.generation.llm.openai_backend import OpenAIBackend
-from synthset.recipe import LLMSpec
+from synthset.recipe import LLMSpec, recipe_from_dict
 from tests.openai_server import OpenAIServer, expected_answer
 
 KEY_ENV = "SYNTHSET_TEST_LLM_KEY"
@@ -178,5 +178,9 @@ def test_models_lists_the_servers_models(server: OpenAIServer):
 
 @pytest.mark.parametrize("base_url", ["ftp://example.org/v1", "localhost:8000/v1", "http://host:port/v1"])
 def test_bad_base_url_is_one_line(base_url: str):
-    with pytest.raises(SynthsetError, match=r"^prompts.llm.base_url: not an http\(s\) URL"):
-        make_backend(LLMSpec(backend="openai", model="m", base_url=base_url))
+    """Checked when the recipe is read, before any work: one line naming the file and the field."""
+    recipe = {"name": "r", "configs": [{"name": "a", "images_per_class": 1}], "generator": {"model": "m"}}
+    recipe["prompts"] = {"llm": {"backend": "openai", "model": "m", "base_url": base_url}}
+    with pytest.raises(SynthsetError) as raised:
+        recipe_from_dict(recipe, "r.yaml")
+    assert str(raised.value) == f"r.yaml: prompts.llm.base_url: not an http(s) URL: {base_url!r}"

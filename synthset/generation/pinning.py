@@ -42,7 +42,8 @@ def resolve_aux_models(recipe: Recipe) -> dict[str, dict[str, str]]:
     if llm.backend == "transformers":
         pinned["llm"] = pin_model(llm.model or "", llm.revision, "prompts.llm.model")
     elif llm.backend == "openai":
-        pinned["llm"] = {"model": llm.model or "", "base_url": llm.base_url or "", "revision": "served"}
+        urls = ", ".join(endpoint.base_url for endpoint in llm.endpoint_list())
+        pinned["llm"] = {"model": llm.model or "", "base_url": urls, "revision": "served"}
     return pinned
 
 

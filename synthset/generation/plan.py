@@ -9,16 +9,20 @@ or a hundred, and a resumed run with another world size picks up exactly the sha
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from synthset.classes import ClassInfo, load_class_set, select_classes
 from synthset.errors import SynthsetError
 from synthset.fsutil import atomic_path
 from synthset.generation.diversify import PromptStats
 from synthset.generation.draw_shots import draw_shots
+from synthset.generation.lookahead import ordered_map
 from synthset.generation.pinning import make_lock
-from synthset.generation.prompts import PROMPT_STRATEGIES, PromptContext
+from synthset.generation.prompts import PROMPT_STRATEGIES, PromptContext, PromptFields
 from synthset.recipe import ConfigSpec, Recipe
 from synthset.run.classes_table import write_classes
 from synthset.run.families import check_family
@@ -30,6 +34,9 @@ from synthset.run.pools import PoolRow, write_pools
 from synthset.run.records import read_records
 from synthset.run.schema import plan_features
 from synthset.run.shots import write_shots
+
+if TYPE_CHECKING:
+    from synthset.generation.llm import LLMCache
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class PlanSummary:
     llm_backend_calls: int = 0
     llm_cache_hits: int = 0
     hub_layout: str = ""  # what the Hub will hold (files, folders, size), within its limits
+    llm_report: str = ""  # the openai backend: what each server answered, outages, failovers
 
 
 def images_per_class(config: ConfigSpec, selected: list[ClassInfo], num_classes: int) -> dict[int, int]:
@@ -63,51 +71,110 @@ def iter_plan_shards(
     """Yield (shard name, rows) in plan order: config, band, class, image index.
 
     Shards never straddle a band, so the k-x config is a set of whole shards and a run grown from 2x to
-    6x keeps the first bands' shards as they are. Only one shard's rows are in memory at a time, so
-    planning millions of images stays flat in memory.
+    6x keeps the first bands' shards as they are. Only one shard's rows (and the prompts of the few
+    classes being written at once, see `classes_at_once`) are in memory at a time, so planning millions
+    of images stays flat in memory. One progress bar counts rows over the whole plan, with rate and ETA.
     """
     from tqdm.auto import tqdm
 
     recipe = lock.recipe
-    size = recipe.storage.shard_size
-    for config in recipe.configs:
-        strategy = PROMPT_STRATEGIES[config.strategy]
-        context = contexts[config.name]
-        counts = images_per_class(config, selected, num_classes)
-        for band in range(config.bands):
-            pending: list[dict] = []
-            shard_index = 0
-            for info in tqdm(selected, desc=f"prompts {config.name} band {band}", unit="class", leave=False):
-                count = counts[info.label]
-                indices = range(band * count, (band + 1) * count)
-                for index, fields in zip(indices, strategy(info, indices, context), strict=True):
-                    sample_id = make_sample_id(config.name, info.label, index)
-                    pending.append(
-                        {
-                            "sample_id": sample_id,
-                            "config": config.name,
-                            "split": config.split,
-                            "label": info.label,
-                            "class_name": info.class_name,
-                            "strategy": fields.strategy,
-                            "prompt": fields.prompt,
-                            "negative_prompt": recipe.generator.negative_prompt,
-                            "lar_meaning": fields.lar_meaning,
-                            "cd_aspects": fields.cd_aspects,
-                            "sd_style": fields.sd_style,
-                            "seed": sample_seed(recipe.seed, sample_id),
-                            "cond_images": fields.cond_images,
-                            "cond_aug": fields.cond_aug,
-                            "cond_lambda": None,
-                            "band": band,
-                            "shard": shard_name(config.name, config.split, band, shard_index),
-                        }
-                    )
-                    if len(pending) == size:
-                        yield pending[0]["shard"], pending
-                        pending, shard_index = [], shard_index + 1
-            if pending:
+    counts_by_config = {c.name: images_per_class(c, selected, num_classes) for c in recipe.configs}
+    total = sum(sum(counts_by_config[c.name].values()) * c.bands for c in recipe.configs)
+    llm = next((context.llm for context in contexts.values() if context.llm is not None), None)
+    with tqdm(total=total, unit="row", desc="plan", smoothing=0.05) as bar:
+        try:
+            for config in recipe.configs:
+                for band in range(config.bands):
+                    context, counts = contexts[config.name], counts_by_config[config.name]
+                    yield from _band_shards(recipe, config, band, selected, context, counts, bar)
+        except BaseException:
+            if llm is not None:  # classes ahead may still be waiting on the servers: stop their requests
+                llm.close()
+            raise
+
+
+def _band_shards(
+    recipe: Recipe,
+    config: ConfigSpec,
+    band: int,
+    selected: list[ClassInfo],
+    context: PromptContext,
+    counts: dict[int, int],
+    bar: Any,
+) -> Iterator[tuple[str, list[dict]]]:
+    """The shards of one band of one config, their prompts written `classes_at_once` classes at a time."""
+    strategy = PROMPT_STRATEGIES[config.strategy]
+
+    def write_prompts(info: ClassInfo) -> tuple[range, list[PromptFields], PromptStats]:
+        count = counts[info.label]
+        indices = range(band * count, (band + 1) * count)
+        own = dataclasses.replace(context, stats=PromptStats())  # added to the run's below, in plan order
+        return indices, strategy(info, indices, own), own.stats
+
+    pending: list[dict] = []
+    shard_index = 0
+    for info, (indices, prompts, stats) in ordered_map(write_prompts, selected, classes_at_once(context.llm, counts)):
+        add_stats(context.stats, stats)
+        for index, fields in zip(indices, prompts, strict=True):
+            sample_id = make_sample_id(config.name, info.label, index)
+            pending.append(
+                {
+                    "sample_id": sample_id,
+                    "config": config.name,
+                    "split": config.split,
+                    "label": info.label,
+                    "class_name": info.class_name,
+                    "strategy": fields.strategy,
+                    "prompt": fields.prompt,
+                    "negative_prompt": recipe.generator.negative_prompt,
+                    "lar_meaning": fields.lar_meaning,
+                    "cd_aspects": fields.cd_aspects,
+                    "sd_style": fields.sd_style,
+                    "seed": sample_seed(recipe.seed, sample_id),
+                    "cond_images": fields.cond_images,
+                    "cond_aug": fields.cond_aug,
+                    "cond_lambda": None,
+                    "band": band,
+                    "shard": shard_name(config.name, config.split, band, shard_index),
+                }
+            )
+            if len(pending) == recipe.storage.shard_size:
                 yield pending[0]["shard"], pending
+                pending, shard_index = [], shard_index + 1
+        bar.update(len(indices))
+        where = f"{config.name} band {band}"
+        bar.set_postfix_str(f"{where}; {context.llm.status()}" if context.llm is not None else where, refresh=False)
+    if pending:
+        yield pending[0]["shard"], pending
+
+
+# --- Writing several classes' prompts at once (issue 17: a plan stage that scales over LLM servers) ---
+MAX_CLASSES_AT_ONCE = 64
+
+
+def classes_at_once(llm: LLMCache | None, counts: dict[int, int]) -> int:
+    """How many classes' prompts to write at once: 1 unless the LLM takes calls from several threads (the
+    openai backend); then enough classes that their requests fill every server slot twice over, so one
+    class's retry round overlaps the next classes' requests (2 to MAX_CLASSES_AT_ONCE)."""
+    slots = llm.slots if llm is not None else 0
+    if slots <= 0:
+        return 1
+    per_class = max(1, sum(counts.values()) // max(1, len(counts)))
+    return max(2, min(MAX_CLASSES_AT_ONCE, math.ceil(2 * slots / per_class) + 1))
+
+
+def add_stats(total: PromptStats, part: PromptStats) -> None:
+    """Add one class's prompt counters to the run's (each class counts into its own while classes run at
+    once, so no counter is ever written by two threads)."""
+    for item in dataclasses.fields(total):
+        mine, theirs = getattr(total, item.name), getattr(part, item.name)
+        if isinstance(mine, dict):
+            for key, value in theirs.items():
+                mine[key] = mine.get(key, 0) + value
+        elif isinstance(mine, list):
+            mine.extend(theirs)
+        else:
+            setattr(total, item.name, mine + theirs)
 
 
 def check_hub_layout(recipe: Recipe, selected: list[ClassInfo], num_classes: int) -> str:
@@ -158,7 +225,7 @@ def plan_pools(recipe: Recipe, classes: list[ClassInfo], selected: list[ClassInf
     return [row for c in recipe.configs for row in conditioning_pools(c, source, classes, selected, draws)]
 
 
-def _open_llm(recipe: Recipe, run: RunDir):
+def _open_llm(recipe: Recipe, run: RunDir) -> LLMCache | None:
     """The cached LLM when the recipe names one and some config uses it; None for the template backend."""
     if recipe.prompts.llm.backend == "template" or not recipe.uses_lar():
         return None
@@ -236,4 +303,5 @@ def plan_run(recipe: Recipe) -> PlanSummary:
         llm_backend_calls=llm.backend_calls if llm is not None else 0,
         llm_cache_hits=llm.hits if llm is not None else 0,
         hub_layout=hub_layout,
+        llm_report=llm.report() if llm is not None else "",
     )

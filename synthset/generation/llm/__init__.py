@@ -1,6 +1,6 @@
 """LLM backends for prompt diversification (LAR meanings, CD and SD descriptions) and their on-disk cache.
 
-    backend = make_backend(recipe.prompts.llm)          # transformers (local causal LM) or openai (a server)
+    backend = make_backend(recipe.prompts.llm)          # transformers (local causal LM) or openai (servers)
     with LLMCache(run.cache_dir / "llm.sqlite", backend, recipe.prompts.llm) as llm:
         texts = llm.complete([LLMRequest(prompt, seed), ...])
 

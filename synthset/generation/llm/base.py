@@ -51,8 +51,9 @@ class StreamingBackend(LLMBackend, Protocol):
     sends it one `batch_size` chunk at a time and stores each chunk when it returns.
     """
 
-    def stream(self, requests: list[LLMRequest]) -> Iterator[tuple[int, str]]:
-        """Yield `(index into requests, output)` for every request, in the order they finish."""
+    def stream(self, requests: list[LLMRequest]) -> Iterator[tuple[int, str] | tuple[int, str, str]]:
+        """Yield `(index into requests, output)` for every request, in the order they finish; a backend
+        with several servers yields `(index, output, the server that answered)`, which the cache records."""
         ...
 
 
