@@ -225,6 +225,17 @@ def _check_publishable(run: RunDir, dataset_dir: Path) -> None:
         )
 
 
+def check_screened(run: RunDir, allow_unscreened: bool) -> None:
+    """Images no NSFW checker saw are published only when the user says so (the card warns in its first lines)."""
+    quality = (read_lock_data(run).get("recipe") or {}).get("quality") or {}
+    if quality.get("checker") or allow_unscreened:
+        return
+    raise SynthsetError(
+        f"{run}: its images were never screened for NSFW content (the recipe has no quality.checker); "
+        "add a quality section and generate again, or push with --allow-unscreened"
+    )
+
+
 def _fill_in_repo(dataset_dir: Path, repo_id: str) -> None:
     """A card rendered without --repo names ORG/NAME in its examples; the push names the real repo."""
     readme = dataset_dir / README
@@ -277,12 +288,14 @@ def push_dataset(
     tag: str | None = None,
     branch: str = "main",
     num_threads: int = 5,
+    allow_unscreened: bool = False,
 ) -> PushResult:
     """Publish `RUN/dataset/` to `repo_id` as one commit on `branch`, then tag it."""
     run = RunDir.at(run_dir)
     dataset_dir = run.dataset_dir
     _check_repo_id(repo_id)
     _check_publishable(run, dataset_dir)
+    check_screened(run, allow_unscreened)
     api, token = _client(require_token=True)
     with _hub_errors(repo_id, token, api.endpoint):
         api.whoami()  # a rejected token fails here, before anything is hashed or uploaded

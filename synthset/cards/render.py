@@ -21,6 +21,7 @@ from typing import Any
 from synthset.cards.grid import SAMPLES_FILE, write_sample_grid
 from synthset.cards.license import License, resolve_license
 from synthset.cards.quality import ClipModelInfo, QualityFigures, quality_figures
+from synthset.cards.screening import UNSCREENED_WARNING, Screening, screening_section
 from synthset.cards.stats import ConfigStats, collect_stats, config_data_files, size_category, unique_rows
 from synthset.errors import SynthsetError
 from synthset.fsutil import write_text_atomic
@@ -62,7 +63,8 @@ def _human_bytes(size: float) -> str:
 
 
 def _label_space(card_data: dict[str, Any]) -> int:
-    for info in card_data.get("dataset_info") or []:
+    infos = card_data.get("dataset_info") or []
+    for info in [infos] if isinstance(infos, dict) else infos:  # one config: a mapping, not a list
         for feature in info.get("features") or []:
             dtype = feature.get("dtype")
             if feature.get("name") == "label" and isinstance(dtype, dict) and "class_label" in dtype:
@@ -150,6 +152,7 @@ def render_card(
     stats: list[ConfigStats],
     quality: tuple[ClipModelInfo, list[QualityFigures]] | None = None,
     repo_id: str | None = None,
+    screening: Screening | None = None,
 ) -> str:
     """The README text; `configs`/`dataset_info` come from the README that `synthset build` wrote."""
     from huggingface_hub import DatasetCard
@@ -232,6 +235,8 @@ def render_card(
         evaluations=evaluation_tables(run),
         build_start=BUILD_START,
         build_end=BUILD_END,
+        screening=screening,
+        unscreened_warning=UNSCREENED_WARNING if screening is not None and not screening.screened else None,
     )
     _check_round_trip(card.content, base)
     return card.content
@@ -283,7 +288,8 @@ def write_card(
     if clip_model:
         quality = quality_figures(dataset_dir, data_files, clip_model, clip_pretrained, quality_per_class)
     samples = write_sample_grid(dataset_dir, data_files)
-    content = render_card(run, chosen, stats, quality, repo_id)
+    screening = screening_section(run)
+    content = render_card(run, chosen, stats, quality, repo_id, screening)
     write_text_atomic(dataset_dir / README, content)
     return CardResult(dataset_dir / README, samples, chosen, stats, quality[1] if quality else None)
 
