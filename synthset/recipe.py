@@ -380,9 +380,10 @@ class QualitySpec(_Strict):
             raise ValueError("min_clip_score needs a clip_model")
         if self.clip_model is None and self.near_duplicates is not None:
             raise ValueError("near_duplicates needs a clip_model (they are judged on CLIP image embeddings)")
-        if self.checker is None and {"nsfw", "nsfw_adjustment"} & self.model_fields_set:
+        # By value, not by which keys were given: the lock writes every default out and is read back.
+        if self.checker is None and (self.nsfw != "redraw" or self.nsfw_adjustment != 0):
             raise ValueError("nsfw and nsfw_adjustment need a checker")
-        if "low_clip" in self.model_fields_set and self.min_clip_score is None:
+        if self.low_clip != "keep" and self.min_clip_score is None:
             raise ValueError("low_clip needs min_clip_score")
         return self
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import BASE_RECIPE, deep_update
+from conftest import BASE_RECIPE, TINY_QUALITY, deep_update
 from hubserver import Blob, HubServer
 
 from synthset.builders.assemble import build_dataset
@@ -43,7 +43,8 @@ CONFIGS = [
 
 
 def _make_run(root: Path, name: str, changes: dict) -> Path:
-    data = deep_update({**BASE_RECIPE, "name": name, "output_dir": str(root / "runs"), "configs": CONFIGS}, changes)
+    base = {**BASE_RECIPE, "name": name, "output_dir": str(root / "runs"), "configs": CONFIGS, "quality": TINY_QUALITY}
+    data = deep_update(base, changes)
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     recipe = load_recipe(path)

@@ -12,6 +12,7 @@ A run whose images were never screened for NSFW gets a warning in the card's fir
 
 from __future__ import annotations
 
+import html
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -106,7 +107,9 @@ def _count_dropped(stats: ConfigScreening, dropped: list[dict[str, Any]], names:
         stats.dropped[entry["reason"]] += 1
         stats.near_duplicates += entry["reason"] == "near_duplicate"
         stats.redrawn += len(entry["attempts"]) > 1
-        _class_entry(stats, entry["label"], names[entry["label"]])[3] += 1
+        entry_of_class = _class_entry(stats, entry["label"], names[entry["label"]])
+        entry_of_class[2] += len(entry["attempts"]) > 1
+        entry_of_class[3] += 1
         for attempt in entry["attempts"]:
             _count_attempt(stats, attempt, min_clip)
 
@@ -142,16 +145,22 @@ def collect_screening(run: RunDir) -> Screening:
     )
 
 
+def markdown_cell(text: str) -> str:
+    """Text from a class list or an LLM, safe inside a Markdown table cell: HTML escaped, pipes escaped."""
+    return html.escape(" ".join(str(text).split())).replace("|", "\\|")
+
+
 def lowest_classes(configs: list[ConfigScreening], count: int = LOWEST_CLASSES) -> list[dict[str, Any]]:
-    """The classes with the lowest mean CLIP score of their published images, over every config."""
+    """The classes with the lowest mean CLIP score of their published images over every config; a class the
+    gate left without any image comes first (its mean is None)."""
     rows = []
     for stats in configs:
         for label, (name, scores, redrawn, dropped) in stats.per_class.items():
-            if scores:
-                mean = sum(scores) / len(scores)
-                rows.append({"config": stats.config, "label": label, "class_name": name, "mean": mean,
+            if scores or dropped:
+                mean = sum(scores) / len(scores) if scores else None
+                rows.append({"config": stats.config, "label": label, "class_name": markdown_cell(name), "mean": mean,
                              "images": len(scores), "redrawn": redrawn, "dropped": dropped})  # fmt: skip
-    return sorted(rows, key=lambda r: (r["mean"], r["config"], r["label"]))[:count]
+    return sorted(rows, key=lambda r: (r["mean"] is not None, r["mean"] or 0.0, r["config"], r["label"]))[:count]
 
 
 def write_clip_plot(dataset_dir: Path, configs: list[ConfigScreening], min_clip: float | None) -> str | None:
