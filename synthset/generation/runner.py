@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,6 +123,7 @@ class ShardMaker:
         self.recipe_seed = lock.recipe.seed
         self.quality = lock.recipe.quality
         self.screener = None
+        self._preparing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthset-gate-prepare")
         if self.quality is not None:
             from synthset.generation.screening import Screener
 
@@ -161,7 +162,12 @@ class ShardMaker:
         self.claims.release(shard)
 
     def make(self, shard: PlannedShard) -> None:
-        """Make every planned sample of the shard: round 0 in plan order, then each round of redraws."""
+        """Make every planned sample of the shard: round 0 in plan order, then each round of redraws.
+
+        With a quality gate, batch i is judged after batch i + 1 was generated: the gate's CPU half (resizing
+        and normalizing for CLIP and the checker) runs on a worker thread while the pipeline makes the next
+        batch. The judging order (and so the shard's bytes) is the batch order all the same.
+        """
         from synthset.generation.gate import Attempt, NearDuplicates
 
         self.writer.start_shard(shard.name, shard.sample_ids, shard.digest)
@@ -171,34 +177,57 @@ class ShardMaker:
             twins = NearDuplicates(self.quality.near_duplicates.threshold)
         while pending:
             redraw: list[Attempt] = []
+            waiting: _MadeBatch | None = None
             for batch in _batches(pending, self.batch_size):
-                redraw += self._make_batch(shard.name, batch, twins)
+                made = self._generate(batch)
+                if made.prepared is None:  # no gate: straight to the writer
+                    self._write_unscreened(shard.name, made)
+                    continue
+                if waiting is not None:
+                    redraw += self._judge(shard.name, waiting, twins)
+                waiting = made
+            if waiting is not None:
+                redraw += self._judge(shard.name, waiting, twins)
             self.redraws += len(redraw)
             pending = redraw
         self.writer.finish_shard()
 
-    def _make_batch(self, shard: str, batch: list, twins) -> list:
-        """One pipeline call (padded to the recipe's batch size), screened; returns the attempts to redraw."""
+    def _generate(self, batch: list) -> _MadeBatch:
+        """One pipeline call, padded to the recipe's batch size; the gate's preprocessing starts beside it."""
         from synthset.generation.diffusion import generate_images
-        from synthset.generation.gate import UNSCREENED_COLUMNS, judge_batch
 
         # Every call has the recipe's batch size: reduction order depends on the batch shape.
         padded = batch + [batch[-1]] * (self.batch_size - len(batch))
         rows = [attempt.pipeline_row(self.recipe_seed) for attempt in padded]
         images, decided = generate_images(self.generator, rows)
-        if self.screener is None or self.quality is None:
-            out_rows = [
-                {**row, **self.constant_columns, **d, **UNSCREENED_COLUMNS}
-                for row, d in zip(rows[: len(batch)], decided, strict=False)
-            ]
-            self.writer.add_batch(out_rows, images[: len(batch)])
-            self.images_made += len(batch)
-            self.progress.generated(shard, len(batch))
-            return []
-        scores = self.screener.score(images, rows)  # the padding too: the models see the full batch shape
+        prepared = None
+        if self.screener is not None:  # the padding too: the gate's models see the full batch shape
+            prepared = self._preparing.submit(self.screener.prepare, images)
+        return _MadeBatch(batch, rows, images, decided, prepared)
+
+    def _write_unscreened(self, shard: str, made: _MadeBatch) -> None:
+        from synthset.generation.gate import UNSCREENED_COLUMNS
+
+        count = len(made.attempts)
+        out_rows = [
+            {**row, **self.constant_columns, **d, **UNSCREENED_COLUMNS}
+            for row, d in zip(made.rows[:count], made.decided, strict=False)
+        ]
+        self.writer.add_batch(out_rows, made.images[:count])
+        self.images_made += count
+        self.progress.generated(shard, count)
+
+    def _judge(self, shard: str, made: _MadeBatch, twins) -> list:
+        """Score a generated batch, apply the policy, feed the writer; returns the attempts to redraw."""
+        from synthset.generation.gate import judge_batch
+
+        assert self.screener is not None and self.quality is not None and made.prepared is not None
+        scores = self.screener.score_prepared(made.prepared.result(), made.rows)
+        count = len(made.attempts)
         outcome = judge_batch(
-            self.quality, batch, rows[: len(batch)], images, scores, decided, self.constant_columns, twins
-        )
+            self.quality, made.attempts, made.rows[:count], made.images, scores, made.decided,
+            self.constant_columns, twins,
+        )  # fmt: skip
         self.writer.add_batch(outcome.kept_rows, outcome.kept_images)
         self.writer.add_rejected(outcome.rejected_rows, outcome.rejected_images)
         self.writer.add_dropped(outcome.dropped)
@@ -209,10 +238,23 @@ class ShardMaker:
         return outcome.redraw
 
     def close(self) -> None:
+        self._preparing.shutdown(wait=True)
         self.writer.close()
 
 
-def _batches(rows: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+@dataclass
+class _MadeBatch:
+    """A generated batch waiting to be judged: its attempts, pipeline rows (padded), images, and the
+    future of the gate's preprocessing (None without a gate)."""
+
+    attempts: list[Any]
+    rows: list[dict[str, Any]]
+    images: list[Any]
+    decided: list[dict[str, Any]]
+    prepared: Future | None
+
+
+def _batches(rows: list[Any], size: int) -> list[list[Any]]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
