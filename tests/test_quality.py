@@ -555,3 +555,20 @@ def test_review_page_in_headless_chromium(redraw_run: Path, tmp_path: Path):
     public = (redraw_run / "dataset" / "review.html").read_text(encoding="utf-8")
     rejected_figures = re.findall(r'<figure class="rejected[^"]*".*?</figure>', public, re.S)
     assert rejected_figures and not any("data:image" in f for f in rejected_figures)  # rejected images stay home
+
+
+def test_clean_knows_a_shards_rejects_file(redraw_run: Path):
+    from synthset.run.clean import find_unowned
+    from synthset.run.paths import shard_of_file
+
+    assert shard_of_file(CONFIG, "train-b0-00001.rejects.parquet") == f"{CONFIG}/train-b0-00001"
+    assert shard_of_file(CONFIG, "train-b0-00001.parquet") == f"{CONFIG}/train-b0-00001"
+    assert shard_of_file(CONFIG, "notes.txt") is None
+    run = RunDir(redraw_run)
+    assert find_unowned(run).stale_shards == []  # the rejects files of planned shards are owned
+    stale = run.shards_dir / CONFIG / "train-b0-00099.rejects.parquet"
+    stale.write_bytes(b"left by a larger plan")
+    try:
+        assert find_unowned(run).stale_shards == [stale]
+    finally:
+        stale.unlink()

@@ -175,13 +175,17 @@ def write_clip_plot(dataset_dir: Path, configs: list[ConfigScreening], min_clip:
     if min_clip is not None:
         low, high = min(low, math.floor(min_clip)), max(high, math.ceil(min_clip))
     high = max(high, low + 1)
-    bins, width, row_height, left, bottom = 30, 640, 110, 110, 16
+    bins, width, row_height, left, bottom, header = 30, 640, 110, 110, 16, 22
     plot_width = width - left - 10
-    image = Image.new("RGB", (width, row_height * len(shown) + bottom), (255, 255, 255))
+    image = Image.new("RGB", (width, header + row_height * len(shown) + bottom), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
+    title = "CLIP score of the published images"
+    if min_clip is not None:
+        title += f" (red: min_clip_score {min_clip:g})"
+    draw.text((left, 4), title, fill=(0, 0, 0), font=font)
     for r, stats in enumerate(shown):
-        top = r * row_height
+        top = header + r * row_height
         counts = [0] * bins
         for score in stats.clip_scores:
             counts[min(bins - 1, int((score - low) / (high - low) * bins))] += 1
@@ -197,7 +201,7 @@ def write_clip_plot(dataset_dir: Path, configs: list[ConfigScreening], min_clip:
         if min_clip is not None:
             x = left + (min_clip - low) / (high - low) * plot_width
             draw.line([x, top + 6, x, base], fill=(200, 30, 30), width=2)
-    axis = row_height * len(shown)
+    axis = header + row_height * len(shown)
     for value in (low, (low + high) / 2, high):
         x = left + (value - low) / (high - low) * plot_width
         draw.text((x - 10, axis + 2), f"{value:g}", fill=(0, 0, 0), font=font)
