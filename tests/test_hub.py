@@ -152,11 +152,11 @@ def parquet_paths(run_dir: Path, config: str = "") -> list[str]:
 
 
 def lfs_files(run_dir: Path) -> dict[str, int]:
-    """sha256 -> size of the files the Hub stores in LFS (Parquet and JPEG)."""
+    """sha256 -> size of the files the Hub stores in LFS (Parquet, JPEG and PNG)."""
     return {
         hashlib.sha256(data).hexdigest(): len(data)
         for path, data in dataset_files(run_dir).items()
-        if path.endswith((".parquet", ".jpg"))
+        if path.endswith((".parquet", ".jpg", ".png"))
     }
 
 
@@ -218,7 +218,7 @@ WANTED = ("v1.0/naive", "v1.0/lar", "v2.0/naive", "v2.0/lar", "v2.0/naive_2x", "
 
 def test_push_two_versions_and_load_each_by_tag(runs, hub, tmp_path):
     out = ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
-    assert "8 added, 0 changed, 0 deleted, 0 unchanged" in out and "tagged v1.0" in out
+    assert "9 added, 0 changed, 0 deleted, 0 unchanged" in out and "tagged v1.0" in out
     out = ok(cli(hub, tmp_path, "push", str(runs["v2"]), "--repo", "org/synth", "--tag", "v2.0"))
     # v2 drops every v1 naive shard path and changes the rest, in the same commit
     assert "tagged v2.0" in out and " 3 deleted," in out and " 0 unchanged" in out
@@ -316,7 +316,7 @@ def test_push_whose_commit_failed_resumes_without_resending(runs, hub, tmp_path)
 
 def test_push_killed_mid_upload_resends_only_unfinished_files(runs, hub, tmp_path):
     expected = lfs_files(runs["v1"])
-    assert len(expected) == 5  # 4 shards and samples.jpg
+    assert len(expected) == 6  # 4 shards, samples.jpg and the card's clip_scores.png
     hub.state.hold_uploads_after(2)  # two uploads finish; the next ones hang as if the link died
     process = subprocess.Popen(
         [sys.executable, "-m", "synthset", "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"],
@@ -343,7 +343,7 @@ def test_push_killed_mid_upload_resends_only_unfinished_files(runs, hub, tmp_pat
     unfinished = sum(size for oid, size in expected.items() if oid not in finished)
     assert resent == unfinished  # the resumed push sent exactly the files that had not arrived
     assert set(hub.files("org/synth", "v1.0")) == {".gitattributes", *dataset_files(runs["v1"])}
-    print(f"resume: {resent} of {sum(expected.values())} LFS bytes re-sent ({len(expected) - 2} of 5 files)")
+    print(f"resume: {resent} of {sum(expected.values())} LFS bytes re-sent ({len(expected) - 2} of 6 files)")
 
 
 def test_a_push_racing_another_writer_is_refused_not_merged(runs, hub, tmp_path):
@@ -403,7 +403,7 @@ def test_verify_passes_then_catches_bytes_tampered_on_the_server(runs, hub, tmp_
     commit = hub.state.repos[("dataset", "org/synth")].tags["v1.0"]
     size = sum(len(d) for p, d in dataset_files(runs["v1"]).items() if p != "manifest.json")
     first, loaded = out.strip().split("; load_dataset: ")
-    assert first == f"verified org/synth@v1.0 (commit {commit[:12]}): 7 files, {size} bytes match manifest.json"
+    assert first == f"verified org/synth@v1.0 (commit {commit[:12]}): 8 files, {size} bytes match manifest.json"
     assert sorted(loaded.split("; ")) == ["lar: train 6 rows", "naive: train 15 rows"]
     # a published manifest that disagrees with the run is caught (here: v1's repo against the v2 run)
     error = one_error_line(cli(hub, tmp_path, "verify", "org/synth", "--revision", "main", "--run", str(runs["v2"])))
