@@ -105,6 +105,7 @@ class Item:
     nsfw: bool | None
     status: str  # kept | nsfw | low_clip | near_duplicate (a rejected attempt's reason, or a kept image's flag)
     near_duplicate_of: str | None = None
+    shard: str = ""  # where its image is: the shard (a published row) or its rejects file (an attempt)
     image: str = ""  # the data URI, filled in by the second pass
 
 
@@ -147,9 +148,9 @@ class ConfigReview:
     classes: dict[int, ClassReview] = field(default_factory=dict)
 
 
-def _item(row: dict[str, Any], status: str) -> Item:
+def _item(row: dict[str, Any], status: str, shard: str) -> Item:
     return Item(row["sample_id"], row["attempt"], row["seed"], row.get("prompt") or "", row["clip_score"],
-                row["nsfw_score"], row["nsfw"], status, row.get("near_duplicate_of"))  # fmt: skip
+                row["nsfw_score"], row["nsfw"], status, row.get("near_duplicate_of"), shard)  # fmt: skip
 
 
 def _flag(row: dict[str, Any], min_clip: float | None) -> str:
@@ -184,7 +185,8 @@ class _Reversed:
         return self.key > other.key
 
 
-def _read_rows(run: RunDir, shard: str, cfg: ConfigReview, min_clip, per_class: int, where: dict[str, str]) -> None:
+def _read_rows(run: RunDir, shard: str, cfg: ConfigReview, min_clip: float | None, per_class: int) -> None:
+    """The first pass over one shard: counts, and per class only the images it will show (a bounded heap)."""
     parquet = pq.ParquetFile(run.shard_file(shard))
     for group in range(parquet.num_row_groups):
         for row in parquet.read_row_group(group, columns=ROW_COLUMNS).to_pylist():
@@ -198,7 +200,7 @@ def _read_rows(run: RunDir, shard: str, cfg: ConfigReview, min_clip, per_class: 
             if row["clip_score"] is not None:
                 cls.clip_total += row["clip_score"]
                 cls.clip_count += 1
-            entry = _Reversed(_item(row, status))
+            entry = _Reversed(_item(row, status, shard))
             if len(cls.shown) < per_class:
                 heapq.heappush(cls.shown, entry)
             elif cls.shown[0] < entry:
@@ -207,12 +209,14 @@ def _read_rows(run: RunDir, shard: str, cfg: ConfigReview, min_clip, per_class: 
                 cls.redrawn += 1
                 cfg.redrawn += 1
                 if len(cls.redraws) < per_class:
-                    rejected = [_item({**row, **a, "near_duplicate_of": None}, a["reason"]) for a in row["rejected"]]
-                    cls.redraws.append((_item(row, "kept-final"), rejected))
-            where[row["sample_id"]] = shard
+                    tries = [
+                        _item({**row, **a, "near_duplicate_of": None}, a["reason"], shard) for a in row["rejected"]
+                    ]
+                    cls.redraws.append((_item(row, "kept-final", shard), tries))
 
 
 def _read_dropped(record: ShardRecord, cfg: ConfigReview, names: list[str], per_class: int) -> None:
+    """The samples a shard's record lists as dropped (their attempts' images are in its rejects file)."""
     for entry in record.dropped:
         label = entry["label"]
         cls = cfg.classes.setdefault(label, ClassReview(cfg.name, label, names[label]))
@@ -224,7 +228,8 @@ def _read_dropped(record: ShardRecord, cfg: ConfigReview, names: list[str], per_
         cls.redrawn += len(entry["attempts"]) > 1
         if len(cls.drops) < per_class:
             base = {"sample_id": entry["sample_id"], "prompt": "", "near_duplicate_of": None}
-            cls.drops.append((entry["reason"], [_item({**base, **a}, a["reason"]) for a in entry["attempts"]]))
+            tries = [_item({**base, **a}, a["reason"], record.shard) for a in entry["attempts"]]
+            cls.drops.append((entry["reason"], tries))
 
 
 def _fill_images(
@@ -272,30 +277,23 @@ def collect_review(run: RunDir, per_class: int, with_rejected_images: bool = Tru
         cfg.shards_done += 1
         cfg.settled += record.settled
         done.append(shard)
-    where: dict[str, str] = {}  # sample id -> shard, for the second pass
     for shard in done:
         cfg = configs[parse_shard_name(shard).config]
-        _read_rows(run, shard, cfg, min_clip, per_class, where)
+        _read_rows(run, shard, cfg, min_clip, per_class)
         _read_dropped(records[shard], cfg, names, per_class)
+    wanted: dict[str, dict[str, list[Item]]] = {}  # shard -> sample id -> the published rows to show
+    rejected: dict[str, dict[tuple, Item]] = {}  # shard -> (sample id, attempt) -> the rejected attempts to show
     for cfg in configs.values():
         for cls in cfg.classes.values():
             cls.shown = [entry.item for entry in sorted(cls.shown, reverse=True)]  # worst first
-    for shard in done:
-        for entry in records[shard].dropped:
-            where[entry["sample_id"]] = shard
-    for shard in done:
-        cfg = configs[parse_shard_name(shard).config]
-        wanted: dict[str, list[Item]] = {}
-        rejected: dict[tuple, Item] = {}
-        for cls in cfg.classes.values():
             for item in cls.shown + [final for final, _ in cls.redraws]:
-                if where.get(item.sample_id) == shard:
-                    wanted.setdefault(item.sample_id, []).append(item)
+                wanted.setdefault(item.shard, {}).setdefault(item.sample_id, []).append(item)
             for _, tries in cls.redraws + cls.drops:
                 for attempt in tries:
-                    if where.get(attempt.sample_id) == shard:
-                        rejected[(attempt.sample_id, attempt.attempt)] = attempt
-        _fill_images(run, shard, wanted, rejected, with_rejected_images)
+                    rejected.setdefault(attempt.shard, {})[(attempt.sample_id, attempt.attempt)] = attempt
+    for shard in done:  # the second pass: only the shards (and rejects files) that hold something shown
+        if shard in wanted or shard in rejected:
+            _fill_images(run, shard, wanted.get(shard, {}), rejected.get(shard, {}), with_rejected_images)
     return list(configs.values())
 
 
