@@ -29,6 +29,7 @@ in the run directory <output_dir>/<name>/ that the recipe names:
                                            plan -> shards/ (any number of processes; resumable)
   synthset build runs/demo                 shards -> dataset/ (validated; load it with datasets.load_dataset)
   synthset card runs/demo                  dataset/README.md: the full dataset card, samples.jpg
+  synthset review runs/demo                review.html: every class's images, the gate's rejects, to look at
   synthset push runs/demo --repo org/name --tag v1.0
                                            one commit to the Hub, tagged; `synthset verify` loads it back
 """

@@ -572,3 +572,24 @@ def test_clean_knows_a_shards_rejects_file(redraw_run: Path):
         assert find_unowned(run).stale_shards == [stale]
     finally:
         stale.unlink()
+
+
+def test_a_shown_image_stays_within_the_stated_page_size():
+    """The size bound the README states (1,000 classes x 16 shown images under 59 MB) holds for the worst
+    thumbnail (pure noise does not compress) and the worst caption (a prompt of quotes, escaped 6x)."""
+    from PIL import Image
+
+    from synthset.cards.review import MAX_BYTES_PER_IMAGE, THUMB_MAX_BYTES, Item, figure, thumbnail_data
+
+    noise = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    uri = thumbnail_data(buffer.getvalue())
+    assert len(uri) <= len("data:image/webp;base64,") + 4 * ((THUMB_MAX_BYTES + 2) // 3)
+    item = Item(
+        "lar_cd_sd_6x/0999/007799", 100, 2**63 - 1, '"' * 1000, 100.0, -0.123, True, "nsfw",
+        "lar_cd_sd_6x/0999/007798", "lar_cd_sd_6x/train-b5-00199", uri,
+    )  # fmt: skip
+    html = figure(item, "rejected")
+    assert len(html.encode()) <= MAX_BYTES_PER_IMAGE
+    assert 1000 * 16 * MAX_BYTES_PER_IMAGE < 58e6
