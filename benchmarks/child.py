@@ -12,6 +12,9 @@ Modes (each prints one `BENCH {json}` line on stdout):
 - `counted RUN LOGDIR`: `synthset generate` with `generate_images` wrapped to append the sample ids of
   every finished pipeline call to `LOGDIR/rank<R>.log` (unbuffered `os.write`, so a SIGKILL loses
   nothing already counted); the crash measurement runs it under `accelerate launch` and kills it.
+  `--slow-rank R --slow-factor F` makes rank R sleep (F - 1) x each pipeline call's time after it (a GPU
+  F times slower); `--static` restricts every rank to its own share (i % w == r), as before shard
+  claims; `--lease S` is the claim lease; `--tag T` names the log `T.log` instead of `rank<R>.log`.
 
 `work_s` starts after the imports every mode needs (torch, diffusers, transformers, pyarrow, PIL), so it
 counts loading the pipeline, the loop, and anything a mode imports on top (synthset itself, accelerate).
@@ -238,25 +241,31 @@ def score(gated_run: Path, run_dir: Path) -> dict[str, Any]:
             "work_cpu_s": time.process_time() - cpu_started}  # fmt: skip
 
 
-def counted(run_dir: Path, log_dir: Path) -> dict[str, Any]:
+def counted(run_dir: Path, log_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     import synthset.generation.diffusion as diffusion
+    import synthset.generation.runner as runner
 
     rank = int(os.environ.get("RANK", "0"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log_dir / f"rank{rank}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(log_dir / f"{args.tag or f'rank{rank}'}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     real = diffusion.generate_images
+    slow = args.slow_factor if args.slow_rank == rank else 1.0
 
     def generate_images(generator, rows):
+        started = time.perf_counter()
         result = real(generator, rows)
+        if slow > 1:
+            time.sleep((slow - 1) * (time.perf_counter() - started))
         ids = list(dict.fromkeys(row["sample_id"] for row in rows))  # the padding repeats the last row
         os.write(fd, "".join(f"{sample_id}\n" for sample_id in ids).encode())
         return result
 
     diffusion.generate_images = generate_images  # before the runner imports it
-    from synthset.generation.runner import generate_run
+    if args.static:
+        runner.preferred_order = lambda n, r, w: [i for i in range(n) if i % w == r]
 
     started = time.perf_counter()
-    summary = generate_run(run_dir)
+    summary = runner.generate_run(run_dir, lease_seconds=args.lease)
     return {"images": summary.images_made, "work_s": time.perf_counter() - started, "summary": asdict(summary)}
 
 
@@ -265,6 +274,11 @@ def main() -> None:
     parser.add_argument("mode", choices=["bare", "peer", "synthset", "counted", "score"])
     parser.add_argument("run", type=Path)
     parser.add_argument("out", type=Path, nargs="?")
+    parser.add_argument("--slow-rank", type=int, default=-1)
+    parser.add_argument("--slow-factor", type=float, default=1.0)
+    parser.add_argument("--static", action="store_true")
+    parser.add_argument("--lease", type=float, default=300.0)
+    parser.add_argument("--tag", default=None)
     args = parser.parse_args()
 
     # The stack every mode needs, imported before any mode's clock starts.
@@ -285,7 +299,7 @@ def main() -> None:
     elif args.mode == "score":
         result = score(args.run, args.out)
     else:
-        result = counted(args.run, args.out)
+        result = counted(args.run, args.out, args)
     _report({"mode": args.mode, "rank": int(os.environ.get("RANK", "0")), **result})
 
 

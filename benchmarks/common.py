@@ -266,7 +266,7 @@ def synthset_generate(run_dir: Path, processes: int = 1) -> list[str]:
     return launched(["-m", "synthset", "generate", str(run_dir)], processes)
 
 
-_RANK_LINE = re.compile(r"rank (\d+)/(\d+): made (\d+) images .* in ([0-9.]+) s")
+_RANK_LINE = re.compile(r"rank (\d+)/(\d+) \(worker \w+\): made (\d+) images .* in ([0-9.]+) s")
 
 
 def rank_summaries(stdout: str) -> dict[int, dict[str, float]]:

@@ -1,17 +1,17 @@
-"""Row 8: the quality gate's cost, where it runs, and its memory; and what it costs on a GPU, by FLOPs.
+"""Row 9: the quality gate's cost, where it runs, and its memory; and what it costs on a GPU, by FLOPs.
 
-8.  `synthset generate` with the gate (tiny CLIP + tiny safety checker, `nsfw: keep` and no minimum, so the
+9.  `synthset generate` with the gate (tiny CLIP + tiny safety checker, `nsfw: keep` and no minimum, so the
     same images are made: what is timed is scoring, not redraws) / without it, side by side in rounds of
     fresh plans, in another order each round (as rows 1-2). Goal <= 1.10, judged on the processes' CPU time
     (user + system, `os.wait4`): on this shared 2-core machine the wall time of identical processes swings by
     tens of percent, CPU time far less. The gate's own share (thread CPU time of its preprocessing, scoring
     and judging), its one-off model load per process and the wall-time ratio are given beside it.
-8b. Where to score: the in-process gate's CPU seconds against a separate `synthset score`-style stage's
+9b. Where to score: the in-process gate's CPU seconds against a separate `synthset score`-style stage's
     *lower bound*: a fresh process that loads the same models, reads and decodes every image of the
     ungated run and scores it, writing nothing (a real stage would also rewrite every shard, and could not
     redraw without loading the generator too). The cheaper one is what synthset does.
-8c. Peak RSS of the gated generate / the ungated one (the two models loaded).
-8d. GPU estimate, by FLOPs (`torch.utils.flop_counter` on the meta device, no weights): the real gate
+9c. Peak RSS of the gated generate / the ungated one (the two models loaded).
+9d. GPU estimate, by FLOPs (`torch.utils.flop_counter` on the meta device, no weights): the real gate
     (open_clip ViT-B/32 image tower + the CompVis checker's ViT-L/14) per image, against one SD 2.1-base
     image at 512 px (25 steps with classifier-free guidance + the VAE decode).
 """
@@ -130,7 +130,7 @@ def measure(ctx: Context) -> list[Row]:
     return [
         # Judged on CPU time: on this shared machine the wall time of one process swings by tens of percent.
         Row(
-            "8. quality gate: generate with gate / without, CPU time (tiny CLIP + checker)",
+            "9. quality gate: generate with gate / without, CPU time (tiny CLIP + checker)",
             f"{cpu:.3f} ({gated['cpu_s']:.1f} / {plain['cpu_s']:.1f} CPU-s, {images} img; the gate's own threads "
             f"{gate_share:.1%} of it, + {load_cpu:.1f} CPU-s per process to load its models; wall {wall:.2f}{spread})",
             "<= 1.10",
@@ -146,7 +146,7 @@ def measure(ctx: Context) -> list[Row]:
             },
         ),  # fmt: skip
         Row(
-            "8b. where to score: in-process gate / separate stage (lower bound), CPU time",
+            "9b. where to score: in-process gate / separate stage (lower bound), CPU time",
             f"{ratio(in_process, separate):.3f} ({in_process:.1f} CPU-s: load + preprocess + score + judge, vs >= "
             f"{separate:.1f} for a score stage: load + read + decode + score, no rewrite): {choice} is cheaper",
             "-",
@@ -154,14 +154,14 @@ def measure(ctx: Context) -> list[Row]:
             {"in_process_cpu_s": in_process, "separate_stage_lower_bound_cpu_s": separate, "choice": choice},
         ),
         Row(
-            "8c. memory: peak RSS with the gate loaded / without",
+            "9c. memory: peak RSS with the gate loaded / without",
             f"{ratio(rss_gated, rss_plain):.3f} ({rss_gated:.0f} / {rss_plain:.0f} MiB)",
             "-",
             "info",
             {"ratio": ratio(rss_gated, rss_plain), "gated_mib": rss_gated, "plain_mib": rss_plain},
         ),
         Row(
-            "8d. GPU estimate by FLOPs: gate / one SD 2.1-base 512 px image",
+            "9d. GPU estimate by FLOPs: gate / one SD 2.1-base 512 px image",
             f"{figures['gate_share']:.2%} (ViT-B/32 {figures['clip_vit_b32'] / 1e9:.1f} + checker ViT-L/14 "
             f"{figures['checker_vit_l14'] / 1e9:.0f} GFLOP vs {figures['sd_image'] / 1e12:.1f} TFLOP: {STEPS} "
             f"CFG steps + VAE decode; CLIP alone {figures['clip_share']:.3%})",

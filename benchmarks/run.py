@@ -28,7 +28,7 @@ from benchmarks.common import CLASSES, STORAGE, Context, Row
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # Modules of benchmarks/, run in this order (memory's 4b reuses plan's plans, read reuses multiprocess's run).
-MEASUREMENTS = ["plan", "overhead", "multiprocess", "memory", "crash", "read", "gpu", "gate"]
+MEASUREMENTS = ["plan", "overhead", "multiprocess", "memory", "crash", "read", "scaleout", "gpu", "gate"]
 QUICK = {
     "images": 64,
     "rounds": 1,
@@ -36,6 +36,7 @@ QUICK = {
     "mem_images": 16,
     "crash_images": 128,
     "crash_trials": 1,
+    "straggler_images": 128,
     "read_seconds": 2.0,
     "gate_images": 48,
     "plan_classes": 100,
@@ -56,8 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mem-images", type=int, default=32, help="row 4: N (the runs make N and 8N)")
     parser.add_argument("--crash-images", type=int, default=192, help="row 5: images per trial")
     parser.add_argument("--crash-trials", type=int, default=2, help="row 5: kills at independent random points")
+    parser.add_argument("--straggler-images", type=int, default=256, help="rows 8a-8c: images per run (shards of 32)")
     parser.add_argument("--read-seconds", type=float, default=40.0, help="row 6: seconds of epochs, both sides")
-    parser.add_argument("--gate-images", type=int, default=384, help="row 8: images per case, over all rounds")
+    parser.add_argument("--gate-images", type=int, default=384, help="row 9: images per case, over all rounds")
     parser.add_argument("--plan-classes", type=int, default=1000)
     parser.add_argument("--plan-per-class", type=int, default=100)
     parser.add_argument("--min-section-s", type=float, default=20.0, help="warn when a timed section is shorter")
@@ -78,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(
                 f"--{flag.replace('_', '-')} must be a multiple of {CLASSES} x --rounds ({CLASSES} classes per round)"
             )
-    for flag in ("mp_images", "mem_images", "crash_images"):
+    for flag in ("mp_images", "mem_images", "crash_images", "straggler_images"):
         if getattr(args, flag) <= 0 or getattr(args, flag) % CLASSES:
             parser.error(f"--{flag.replace('_', '-')} must be a positive multiple of {CLASSES} (the classes)")
     if args.crash_images < 2 * STORAGE["shard_size"]:

@@ -62,10 +62,13 @@ Example (aux_bn; datasets are local directories or Hub ids, loaded with datasets
 
 long_tail: the same with mode: long_tail (loss defaults to balanced_softmax; set train.lr: 0.2,
 weight_decay: 5.0e-4 for paper B). few_shot: replace train: by
-  few_shot: {shots: [1, 2, 4, 8, 16], trials: 4, swap_probability: 0.5, synthetic_per_class: 16}
-and give model pretrained: true or weights: FILE. To train each k on the very real images a synthset
-few-shot dataset was made from, add real_shots: {path: runs/X/dataset, config: caltech101_{k}shot}.
-Every key is checked; see synthset/train/config.py.
+  few_shot: {shots: [1, 2, 4, 8, 16], trials: 4, swap_probability: 0.5, synthetic_pool: per_class}
+and give model pretrained: true or weights: FILE. The default protocol is DA-Fusion's (its split per
+trial, BatchNorm adapting, 50 x 200 Adam steps, best-epoch mean per-class accuracy); protocol: fast is a
+quick cached-feature probe. To train each (k, trial) on the very real images a synthset few-shot dataset
+was made from, add real_shots: {path: runs/X/dataset, config: coco_{k}shot_t{trial}}.
+The papers' own settings ship in configs/train/ (README: Reproduce the papers); --set KEY=VALUE changes
+one of them, e.g. --set synthetic.name=lar_cd. Every key is checked; see synthset/train/config.py.
 """
 
 
@@ -73,6 +76,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from synthset.generation.plan import plan_run
     from synthset.recipe import load_recipe
 
+    if args.check:
+        from synthset.generation.check import check_recipe
+
+        checked = check_recipe(load_recipe(args.recipe))
+        per_config = ", ".join(f"{name}: {n}" for name, n in checked.images_per_config.items())
+        pools = "".join(f"; {name} conditions on {n} real images" for name, n in checked.pools.items())
+        print(f"recipe OK: {checked.images} images over {checked.classes} classes ({per_config}){pools}")
+        print(f"model: {checked.model} @ {checked.model_revision}; nothing was written")
+        return 0
     summary = plan_run(load_recipe(args.recipe))
     per_config = ", ".join(f"{name}: {rows}" for name, rows in summary.rows_per_config.items())
     print(f"planned {summary.rows} images in {summary.shards} shards ({per_config})")
@@ -81,6 +93,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(
             f"label ambiguity resolution: {sources}; real images skipped (undecodable): {summary.real_image_failures}"
         )
+        winners = ", ".join(f"{source}: {n}" for source, n in sorted(summary.lar_meaning_from.items()))
+        print(f"LAR meanings from: {winners}")
     stats = summary.prompt_stats
     if stats.llm_requests:
         rejected = ", ".join(f"{reason}: {n}" for reason, n in sorted(stats.rejected.items())) or "none"
@@ -88,6 +102,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             f"LLM: {stats.llm_requests} requests ({summary.llm_backend_calls} sent, {summary.llm_cache_hits} from "
             f"cache); rejected: {rejected}; replaced by the template: {stats.replaced}"
         )
+        if stats.aspect_lists_replaced:
+            print(f"CD aspect lists the LLM failed to give (vocabulary used instead): {stats.aspect_lists_replaced}")
     print(f"run directory: {summary.run}")
     print(f"next: accelerate launch -m synthset generate {summary.run}")
     return 0
@@ -131,7 +147,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from synthset.train.results import format_table
     from synthset.train.run import run
 
-    config = load_train_config(args.config)
+    config = load_train_config(args.config, args.set)
     results = run(config, stop_after_epoch=args.stop_after_epoch)
     if results is None:  # not the main process: it prints nothing
         return 0
@@ -257,6 +273,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0 if all(report.ok for report in reports) else 1
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from synthset.run.status import format_status, run_status
+
+    while True:
+        report = format_status(run_status(args.run, lease_seconds=args.lease_seconds))
+        if not args.watch:
+            print(report)
+            return 0
+        print("\033[2J\033[H" + time.strftime("%H:%M:%S ") + str(args.run) + "\n" + report, flush=True)
+        time.sleep(args.watch)
+
+
 def _cmd_clean(args: argparse.Namespace) -> int:
     from synthset.run.clean import find_unowned, remove
     from synthset.run.paths import RunDir
@@ -307,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )  # fmt: skip
     plan.add_argument("recipe", help="recipe YAML file, e.g. recipes/demo.yaml")
+    plan.add_argument(
+        "--check",
+        action="store_true",
+        help="validate only: resolve the model, read train lists, open real images, draw shots and build the "
+        "conditioning pools (the leak guards), then stop; writes nothing and calls no LLM",
+    )
     plan.set_defaults(func=_cmd_plan)
 
     generate = commands.add_parser(
@@ -350,6 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter, description=TRAIN_DESCRIPTION,
     )  # fmt: skip
     train.add_argument("config", help="training config YAML file (see the example above)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting of the config (value read as YAML), e.g. --set synthetic.name=lar_cd "
+        "--set output_dir=runs/train/lar_cd; repeatable",
+    )
     train.add_argument(
         "--to-card",
         metavar="RUN",
@@ -463,6 +507,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--fast", action="store_true", help="check each shard's size against its record instead of its sha256"
     )
     validate.set_defaults(func=_cmd_validate)
+
+    status = commands.add_parser(
+        "status", help="where a generate run stands: shards done / being made / pending, workers, ETA", description=(
+            "Read RUN's shard records and claims (nothing is asked of the workers) and print shards done, "
+            "being made, with an expired lease and pending; per worker its shards, images per second, last "
+            "heartbeat and the shards it holds; the ETA at the live workers' rate; and the GPU-hours spent."
+        ),
+    )  # fmt: skip
+    status.add_argument("run", help="run directory, e.g. runs/demo")
+    status.add_argument("--watch", type=float, metavar="S", default=None, help="refresh every S seconds")
+    status.add_argument(
+        "--lease-seconds", type=float, default=300.0, metavar="S", help="the workers' lease (default 300)"
+    )
+    status.set_defaults(func=_cmd_status)
 
     clean = commands.add_parser(
         "clean", help="list (and with --yes remove) files of a run that no plan row owns", description=(

@@ -27,6 +27,9 @@ TEXT_STRATEGIES = ("naive", "lar", "lar_cd", "lar_cd_sd")  # paper A's ladder: p
 STRATEGIES = (*TEXT_STRATEGIES, "augcond")  # + paper B: an augmented real image conditions unCLIP
 LAR_STRATEGIES = ("lar", "lar_cd", "lar_cd_sd")  # those that need a resolved meaning per class
 AUGMENTATION_BASES = ("none", "pixel_mixup", "pixel_cutmix", "embed_mixup", "embed_cutmix", "dropout")
+# paper: as paper B's text defines them; authors_code: as the authors' public code computes them (see augment.py)
+AUGMENTATION_VARIANTS = ("paper", "authors_code")
+PROMPT_FIELDS = ("class_name", "synonyms")  # what an augcond prompt template may name
 
 
 def check_augmentation_name(name: str) -> tuple[str, bool]:
@@ -77,7 +80,7 @@ class FillUpSpec(_Strict):
 
 
 class AugCondSpec(_Strict):
-    """Augmentation-conditioning (paper B): which augmentations condition unCLIP, and the prompt."""
+    """Augmentation-conditioning (paper B): which augmentations condition unCLIP, the prompt, and the pool."""
 
     augmentations: dict[str, Annotated[float, Field(gt=0)]] = Field(
         {"embed_cutmix+dropout": 1.0},
@@ -86,10 +89,25 @@ class AugCondSpec(_Strict):
     )
     alpha: Annotated[float, Field(gt=0)] = Field(1.0, description="lam ~ Beta(alpha, alpha) for the mixes.")
     dropout: Annotated[float, Field(ge=0, lt=1)] = Field(0.4, description="Share of embedding dimensions zeroed.")
+    variant: Literal["paper", "authors_code"] = Field(
+        "paper",
+        description="paper: the augmentations as paper B's text defines them; authors_code: as its authors' code "
+        "computes them (dropout unscaled on the noised 2048-d embedding; embedding CutMix along the guidance batch "
+        "axis, in effect one image). See the README's augmentation table.",
+    )
     prompt: str = Field(
-        "{class_name}", description="'{class_name}' (ImageNet-LT style) or 'a photo of a {class_name}' (few-shot)."
+        "{class_name}",
+        description="A template with {class_name} (the class's name) or {synonyms} (its full WordNet synonym "
+        "string, e.g. 'tench, Tinca tinca': paper B's ImageNet-LT prompt); 'a photo of a {class_name}' for few-shot.",
     )
     prompt_strategy: str | None = Field(None, description="Use a text strategy's prompts instead (e.g. lar_cd_sd).")
+    condition_on: Literal["shots", "train_split"] | None = Field(
+        None,
+        description="Few-shot configs only. shots (default): only the config's k shots condition generation, so "
+        "the probe never trains on a synthetic image made from a real image it did not get; train_split: every "
+        "real image of the class in the training split (the train half of a DA-Fusion draw with halves), as paper "
+        "B's authors did. Fill-up configs always condition on fill_up.train_list.",
+    )
 
     @field_validator("augmentations")
     @classmethod
@@ -111,9 +129,35 @@ class AugCondSpec(_Strict):
     @field_validator("prompt")
     @classmethod
     def _prompt_names_the_class(cls, value: str) -> str:
-        if "{class_name}" not in value:
-            raise ValueError("the prompt template must contain {class_name}")
+        import string
+
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as error:
+            raise ValueError(f"the prompt template {value!r} is not a format string ({error})") from None
+        unknown = fields - set(PROMPT_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"the prompt template names {{{sorted(unknown)[0]}}}; it may use {{class_name}} or {{synonyms}}"
+            )
+        if not fields:
+            raise ValueError("the prompt template must contain {class_name} or {synonyms}")
         return value
+
+
+class ShotDrawSpec(_Strict):
+    """DA-Fusion's k-shot draw (brandontrabucco/da-fusion, semantic_aug/datasets/*.py), for one trial.
+
+    One numpy generator, `default_rng(trial)`, permutes each class's images in label order; with `halves`
+    (Caltech101, Flowers102) the first half of the permutation is the training split and the second the
+    validation split; the k shots are the first k of the training ids. The few-shot probe draws the same way,
+    so it can check that a dataset was made from its trial's shots.
+    """
+
+    trial: Annotated[int, Field(ge=0)] = Field(description="The DA-Fusion trial, i.e. the numpy seed of the draw.")
+    halves: bool = Field(
+        False, description="Split every class in two halves per trial (DA-Fusion's Caltech101 and Flowers102)."
+    )
 
 
 class ConfigSpec(_Strict):
@@ -134,6 +178,10 @@ class ConfigSpec(_Strict):
         None,
         description="Few-shot: draw this many real images per class (recorded in real_shots.parquet); "
         "augmentation-conditioning then uses only these.",
+    )
+    shot_draw: ShotDrawSpec | None = Field(
+        None,
+        description="Draw the k shots as DA-Fusion does for one trial (default: synthset's seeded draw per class).",
     )
     augcond: AugCondSpec | None = Field(None, description="Options of the augcond strategy.")
     split: str = "train"
@@ -156,6 +204,20 @@ class ConfigSpec(_Strict):
     def _augcond_options_only_for_augcond(self) -> ConfigSpec:
         if self.strategy != "augcond" and self.augcond is not None:
             raise ValueError("augcond options need strategy: augcond")
+        return self
+
+    @model_validator(mode="after")
+    def _conditioning_pool_fits(self) -> ConfigSpec:
+        condition_on = self.augcond_options.condition_on
+        if self.shot_draw is not None and self.shots is None:
+            raise ValueError("shot_draw needs shots (the k of the k-shot draw)")
+        if condition_on is not None and self.shots is None:
+            raise ValueError(
+                "augcond.condition_on is for few-shot configs (with shots); others condition on every image of "
+                "the class, fill-up configs on fill_up.train_list"
+            )
+        if self.fill_up is not None and self.shots is not None:
+            raise ValueError("a fill_up config conditions on its train list; it cannot also draw shots")
         return self
 
     @model_validator(mode="after")
@@ -274,6 +336,42 @@ class PromptsSpec(_Strict):
         3, description="LLM tries per description before the template replaces it (counted)."
     )
     max_chars: Annotated[int, Field(gt=20)] = Field(300, description="Longest description kept.")
+    cd_aspects: Literal["vocabulary", "llm"] = Field(
+        "vocabulary",
+        description="Where CD's foreground, background, lighting and camera aspects come from: vocabulary (the "
+        "curated class-agnostic lists, or `aspects`), or llm (paper A: the LLM proposes each class's own plausible "
+        "aspects, cached, cleaned, retried, and replaced by the vocabulary when it fails).",
+    )
+    aspects_per_list: Annotated[int, Field(ge=3, le=50)] = Field(
+        10, description="cd_aspects llm: how many aspects of each kind the LLM is asked for per class."
+    )
+
+
+class LargestObjectSpec(_Strict):
+    """Label each image by its largest object, as DA-Fusion labels COCO and PASCAL VOC for classification.
+
+    COCO style (`objects`): the column holds the image's annotations, a struct of lists or a list of structs;
+    the label is the `category` of the annotation with the largest `area` (the first one on a tie); images
+    without annotations are left out. VOC style (`instance_mask` + `class_mask`): the largest instance by
+    pixel count in the SegmentationObject mask, ignoring the lowest and the highest id present (background 0
+    and the void border 255), and its class is the SegmentationClass value at the instance's first pixel,
+    minus 1 (VOC's 1..20 -> labels 0..19).
+    """
+
+    objects: str | None = Field(None, description="COCO style: the column holding each image's annotations.")
+    category: str = Field("category", description="COCO style: the annotation field naming its class.")
+    area: str = Field("area", description="COCO style: the annotation field holding its area.")
+    instance_mask: str | None = Field(None, description="VOC style: the SegmentationObject mask column.")
+    class_mask: str | None = Field(None, description="VOC style: the SegmentationClass mask column.")
+
+    @model_validator(mode="after")
+    def _one_style(self) -> LargestObjectSpec:
+        masks = (self.instance_mask is None, self.class_mask is None)
+        if masks[0] != masks[1]:
+            raise ValueError("give both instance_mask and class_mask (VOC style)")
+        if (self.objects is None) == (self.instance_mask is None):
+            raise ValueError("give objects (COCO style) or instance_mask and class_mask (VOC style), not both")
+        return self
 
 
 class RealImagesSpec(_Strict):
@@ -286,13 +384,20 @@ class RealImagesSpec(_Strict):
     image_column: str = "image"
     label_column: str = "label"
     match: Literal["index", "name"] = Field(
-        "index", description="index: the dataset's labels are this class set's labels; name: match label names."
+        "index",
+        description="index: the dataset's labels are this class set's labels; name: match label names, compared "
+        "lowercased with '_' as a space (DA-Fusion's rule for Caltech101 folder names).",
+    )
+    label_from: LargestObjectSpec | None = Field(
+        None, description="Label each image by its largest object (COCO, PASCAL VOC) instead of label_column."
     )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> RealImagesSpec:
         if (self.dataset is None) == (self.folder is None):
             raise ValueError("give exactly one of dataset or folder")
+        if self.label_from is not None and self.folder is not None:
+            raise ValueError("label_from needs a dataset (an image folder has one class per directory)")
         return self
 
 
@@ -303,6 +408,12 @@ class LARSpec(_Strict):
     clip_pretrained: str | None = Field("openai", description="open_clip pretrained tag (for a model name).")
     images_per_class: Annotated[int, Field(gt=0)] = Field(50, description="Real images scored per class (M).")
     batch_size: Annotated[int, Field(gt=0)] = 64
+    candidates: Literal["wordnet", "llm", "both"] | None = Field(
+        None,
+        description="Where candidate meanings come from: wordnet (the class's own gloss and every synset sharing "
+        "its name), llm (meanings the LLM lists, as paper A), or both. Default: both with an LLM, else wordnet. "
+        "classes.parquet records each candidate's source and the winner's (lar_meaning_from).",
+    )
 
 
 class StorageSpec(_Strict):
@@ -433,6 +544,23 @@ class Recipe(_Strict):
             if config.shots is not None and self.real_images is None:
                 raise ValueError(f"configs[{i}].shots needs real_images (where the k real images come from)")
         return self
+
+    @model_validator(mode="after")
+    def _llm_named_when_used(self) -> Recipe:
+        no_llm = self.prompts.llm.backend == "template"
+        if no_llm and self.prompts.cd_aspects == "llm":
+            raise ValueError("prompts.cd_aspects: llm needs prompts.llm (a transformers or openai backend)")
+        if no_llm and self.lar.candidates in ("llm", "both"):
+            raise ValueError(
+                f"lar.candidates: {self.lar.candidates} needs prompts.llm (a transformers or openai backend)"
+            )
+        return self
+
+    def lar_candidates(self) -> str:
+        """wordnet, llm or both: the recipe's choice, or both when an LLM is configured."""
+        if self.lar.candidates is not None:
+            return self.lar.candidates
+        return "wordnet" if self.prompts.llm.backend == "template" else "both"
 
     @model_validator(mode="after")
     def _config_names_unique(self) -> Recipe:

@@ -166,3 +166,62 @@ def test_augcond_needs_an_unclip_pipeline_and_real_images(write_recipe, tmp_path
         load_recipe(
             write_recipe({"configs": [{"name": "augcond", "strategy": "augcond", "images_per_class": 1}]}, "x.yaml")
         )
+
+
+def test_authors_code_variant_runs_and_its_embed_cutmix_is_one_image(write_recipe, tmp_path: Path):
+    from synthset.classes import load_class_set
+    from synthset.generation.conditioning import Conditioner
+    from synthset.generation.real_images import open_real_images
+    from synthset.recipe import RealImagesSpec
+
+    recipe = load_recipe(
+        augcond_recipe(
+            write_recipe,
+            tmp_path,
+            "authors",
+            augcond={"augmentations": {"embed_cutmix+dropout": 1, "dropout": 1, "none": 1}, "variant": "authors_code"},
+        )
+    )
+    plan_run(recipe)
+    assert generate_run(recipe.run_dir).images_made == 12
+    rows = [r for f in sorted((recipe.run_dir / "shards").rglob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert {r["cond_aug"] for r in rows} <= {
+        "embed_cutmix(alpha=1)+dropout(p=0.4)@authors_code",
+        "dropout(p=0.4)@authors_code",
+        "none",
+    }
+
+    from diffusers import StableUnCLIPImg2ImgPipeline
+
+    from synthset.testing import tiny_unclip_path
+
+    pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(tiny_unclip_path())
+    source = open_real_images(RealImagesSpec(folder=tmp_path / "real"), load_class_set("imagenet-1k"))
+    images = ["n01440764/000.png", "n01440764/001.png"]
+    conditioner = Conditioner(pipe, source, {"c": {0: set(images)}})
+    base = {"config": "c", "label": 0, "cond_images": images}
+    cut, lam, mask = conditioner.row_embedding(
+        {**base, "sample_id": "a", "seed": 4, "cond_aug": "embed_cutmix(alpha=1)@authors_code"}
+    )
+    single, _, _ = conditioner.row_embedding({**base, "sample_id": "b", "seed": 4, "cond_aug": "none"})
+    assert 0 < lam < 1 and mask is None
+    # the batch-axis cut leaves the first image's embedding as it is (encoded in a batch of two: float noise only)
+    torch.testing.assert_close(cut, single, rtol=1e-5, atol=1e-6)
+    paper, _, _ = conditioner.row_embedding({**base, "sample_id": "c", "seed": 4, "cond_aug": "embed_cutmix(alpha=1)"})
+    assert (paper - single).abs().max() > 1e-2
+    dropped, _, mask = conditioner.row_embedding(
+        {**base, "sample_id": "d", "seed": 4, "cond_aug": "dropout(p=0.4)@authors_code"}
+    )
+    assert torch.equal(dropped, single) and mask.shape == (2 * single.shape[-1],)  # the mask waits for noising
+    assert 0.2 < float((mask == 0).float().mean()) < 0.6
+
+
+def test_shard_names_of_a_one_augmentation_plan(write_recipe, tmp_path: Path):
+    """Every row of a shard has the same cond_aug: its statistics must not be taken for the shard's name."""
+    from synthset.run.plan import open_plan, plan_shard_names
+
+    recipe = load_recipe(augcond_recipe(write_recipe, tmp_path, "single", augcond={"augmentations": {"dropout": 1}}))
+    plan_run(recipe)
+    plan = open_plan(RunDir(recipe.run_dir))
+    expected = [plan.read_row_group(i, columns=["shard"]).column(0)[0].as_py() for i in range(plan.num_row_groups)]
+    assert plan_shard_names(plan) == expected and all(name.startswith("augcond/") for name in expected)

@@ -364,3 +364,43 @@ def test_progress_counts_a_redone_shard_once(write_recipe):
     progress.refresh(force=True)
     assert progress.bar.n == 15
     progress.close()
+
+
+# -- synthset status -----------------------------------------------------------------------------------
+def test_status_counts_match_the_records_and_claims(write_recipe):
+    from synthset.run.claims import ClaimBook, Worker
+    from synthset.run.status import format_status, run_status
+
+    run_dir = planned(write_recipe, "status", {"storage": {"shard_size": 2}})
+    generate_run(run_dir)  # 8 shards of 2, 2, ..., 1 images
+    run = RunDir(run_dir)
+    records = read_records(run)
+    maker = next(iter(records.values())).worker
+    host, pid, worker_id = maker.rsplit(".", 2)
+    for name in ("naive/train-b0-00005", "naive/train-b0-00006", "naive/train-b0-00007"):
+        run.record_file(name).unlink()  # 3 shards (2 + 2 + 1 images) no longer done
+    live = ClaimBook(run, Worker(worker_id, host, int(pid)), lease_seconds=3600)  # the same worker, still alive
+    assert live.try_claim("naive/train-b0-00005") is not None
+    gone = ClaimBook(run, Worker("gone", "another-host", 1), lease_seconds=3600)
+    assert gone.try_claim("naive/train-b0-00006") is not None
+    old = time.time() - 7200
+    os.utime(run.claims_dir / "naive" / "train-b0-00006.claim.0", (old, old))  # no heartbeat for 2 h
+
+    status = run_status(run_dir, lease_seconds=3600)
+    assert (status.shards, status.shards_done, len(status.claimed), len(status.expired), status.shards_pending) == (
+        8, 5, 1, 1, 1,
+    )  # fmt: skip
+    assert (status.images, status.images_done) == (15, 10)
+    workers = {w.worker: w for w in status.workers}
+    assert (workers[maker].shards_done, workers[maker].images_done, workers[maker].holding) == (
+        5, 10, ["naive/train-b0-00005"],
+    )  # fmt: skip
+    assert workers["another-host.1.gone"].expired and workers["another-host.1.gone"].holding == ["naive/train-b0-00006"]
+    rate = 10 / sum(records[n].seconds for n in records if n not in ("naive/train-b0-00005", "naive/train-b0-00006",
+                                                                       "naive/train-b0-00007"))  # fmt: skip
+    assert status.eta_seconds == pytest.approx(5 / rate)
+    report = format_status(status)
+    assert report.splitlines()[0] == "shards: 5 done, 1 being made, 1 with an expired lease, 1 pending (of 8)"
+    assert "naive/train-b0-00006 (EXPIRED)" in report
+    live.close()
+    gone.close()

@@ -229,7 +229,8 @@ def test_few_shot_probe_swaps_at_p_and_resumes_per_trial(squares, tmp_path, monk
     data = _config(squares, output, mode="few_shot", model={"name": "test_resnet", "weights": str(weights)})
     data.pop("train")
     data["few_shot"] = {
-        "shots": [1, 4], "trials": 2, "steps": 40, "batch_size": 16, "lr": 1e-2, "swap_probability": 0.5,
+        "protocol": "fast", "shots": [1, 4], "trials": 2, "steps": 40, "batch_size": 16, "lr": 1e-2,
+        "swap_probability": 0.5,
         "synthetic_per_class": 4, "image_size": 32, "num_workers": 0,
     }  # fmt: skip
     config = train_config_from_dict(data, "x")
@@ -243,14 +244,14 @@ def test_few_shot_probe_swaps_at_p_and_resumes_per_trial(squares, tmp_path, monk
         assert summary["real_images"] == 4 * min(int(k), 6)
     assert len(list((output / "few_shot").glob("*.json"))) == 4
     table = format_table(results).splitlines()
-    assert table[0] == "few_shot · test_resnet" and [line.split()[0] for line in table[3:]] == ["1", "4"]
+    assert table[0] == "few_shot · test_resnet · fast" and [line.split()[0] for line in table[3:]] == ["1", "4"]
     # A rerun finds every trial done and trains no head.
-    import synthset.train.fewshot as fewshot
+    import synthset.train.fewshot_fast as fewshot_fast
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished trial was trained again")
 
-    monkeypatch.setattr(fewshot, "train_linear_head", no_training)
+    monkeypatch.setattr(fewshot_fast, "train_linear_head", no_training)
     assert run(config)["few_shot"] == results["few_shot"]
 
 
@@ -275,7 +276,8 @@ def test_few_shot_probe_trains_on_the_recorded_real_shots(squares, tmp_path):
     data = _config(squares, output, mode="few_shot", model={"name": "test_resnet", "weights": str(weights)})
     data.pop("train")
     data["few_shot"] = {
-        "shots": [1, 4], "trials": 2, "steps": 5, "synthetic_per_class": 4, "image_size": 32, "num_workers": 0,
+        "protocol": "fast", "shots": [1, 4], "trials": 2, "steps": 5, "synthetic_per_class": 4, "image_size": 32,
+        "num_workers": 0,
         "real_shots": {"path": str(tmp_path / "dataset"), "config": "c{k}"},
     }  # fmt: skip
     results = run(train_config_from_dict(data, "x"))

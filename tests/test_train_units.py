@@ -25,7 +25,8 @@ from synthset.train.dual_bn import (
     prepare_aux_bn,
     to_single_bn,
 )
-from synthset.train.fewshot import kshot_indices, summarize, swap_with_synthetic, synthetic_pool
+from synthset.train.fewshot import swap_with_synthetic, synthetic_pool
+from synthset.train.fewshot_fast import kshot_indices, summarize
 from synthset.train.losses import BalancedSoftmaxLoss, balanced_softmax_loss, log_prior
 from synthset.train.metrics import ClassTally, accuracy_report, shot_buckets
 from synthset.train.ood import subset_indices
@@ -333,7 +334,7 @@ _DELETE = object()
         ({"model.name": "resnet5000"}, "{cfg}: model.name: unknown timm model 'resnet5000'"),
         ({"train.optimizer": "sgdd"}, "{cfg}: train.optimizer: unknown timm optimizer 'sgdd'"),
         ({"train.synthetic_fraction": 1.5}, "{cfg}: train.synthetic_fraction: Input should be less than or equal"),
-        ({"eval": _DELETE}, "{cfg}: eval: Field required"),
+        ({"eval": _DELETE}, "{cfg}: eval: missing: give the real evaluation split"),
         ({"synthetic": _DELETE}, "{cfg}: synthetic: missing while train.synthetic_fraction is 0.5"),
         (
             {"train.synthetic_fraction": 0.05},

@@ -224,7 +224,8 @@ def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]
     target = Path(tempfile.mkdtemp(prefix=f"{DATASET_BUILD_PREFIX}{owner_token()}-", dir=run.root))
     try:
         splits = link_shards(run, lock, names, target)
-        for side_file in (run.lock_file, run.shots_file):  # the k-shot real image ids travel with few-shot data
+        # The k-shot real image ids and the conditioning pools travel with the data: a reader can check them.
+        for side_file in (run.lock_file, run.shots_file, run.pool_file):
             if side_file.is_file():
                 with atomic_path(target / side_file.name) as tmp:
                     shutil.copyfile(side_file, tmp)

@@ -2,6 +2,8 @@
 
 Config `<dataset>_<k>shot` (k in 1, 2, 4, 8, 16) goes with the k real images per class drawn for it;
 with augmentation-conditioning only those k condition the generation (paper B, DA-Fusion protocol).
+`<dataset>_<k>shot_t<trial>` is the set made from DA-Fusion trial t's shots (one per trial, as the probe
+trains each trial on other real images).
 """
 
 from __future__ import annotations

@@ -30,10 +30,15 @@ class ClassInfo:
     gloss: str | None = None
 
 
-# Few-shot benchmark class lists shipped in `classes/data/<name>.txt` (sources in its README.md).
+# Few-shot benchmark class lists shipped in `classes/data/<name>.txt` (sources in its README.md). The
+# `*_dafusion`, `coco` and `pascal_voc` sets are the DA-Fusion benchmark's names and label order (paper B).
 PACKAGED_SETS = (
     "caltech101",
+    "caltech101_dafusion",
     "flowers102",
+    "flowers102_dafusion",
+    "coco",
+    "pascal_voc",
     "oxford_pets",
     "food101",
     "dtd",
@@ -43,6 +48,11 @@ PACKAGED_SETS = (
     "sun397",
 )
 NAMED_SETS = ("imagenet-1k", *PACKAGED_SETS)
+
+
+def normalized_name(name: str) -> str:
+    """A class name as DA-Fusion compares folder names: lowercased, '_' as a space, trimmed."""
+    return " ".join(name.lower().replace("_", " ").split())
 
 
 def unique_label_names(class_names: list[str], wnids: list[str | None]) -> list[str]:

@@ -71,3 +71,13 @@ def synsets_sharing_a_lemma(name: str) -> list[str]:
     "crane" gives n02012849 (the bird) and n03126707 (the machine), each with its WordNet gloss.
     """
     return list(_synsets_by_lemma().get(name.lower(), ()))
+
+
+def synonym_string(info: ClassInfo) -> str:
+    """The class's full WordNet synonym string ("tench, Tinca tinca"); the class name for a class without a wnid.
+
+    This is the ImageNet-1k class string paper B's authors prompt with for ImageNet-LT (their count file
+    reads e.g. `0 "tench, Tinca tinca" 1230`); timm's lemma table gives the same strings.
+    """
+    lemmas = wordnet_lemmas().get(info.wnid or "")
+    return ", ".join(lemmas) if lemmas else info.class_name

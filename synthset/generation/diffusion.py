@@ -149,18 +149,23 @@ def generate_images(generator: LoadedGenerator, rows: list[dict[str, Any]]) -> t
 
     Returns the images and, per row, the columns generation decided (augcond's `cond_lambda`).
     """
+    import contextlib
+
     import torch
 
     spec = generator.spec
     seeds = [torch.Generator("cpu").manual_seed(row["seed"]) for row in rows]
     extra: dict[str, Any] = {}
     decided: list[dict] = [{} for _ in rows]
+    hook: contextlib.AbstractContextManager = contextlib.nullcontext()
     if generator.conditioner is not None:
-        embeds, lambdas = generator.conditioner.embeddings(rows)
+        batch = generator.conditioner.embeddings(rows)
         pipe_dtype = generator.pipe.image_encoder.dtype
-        extra = {"image_embeds": embeds.to(device=generator.device, dtype=pipe_dtype), "noise_level": spec.noise_level}
-        decided = [{"cond_lambda": lam} for lam in lambdas]
-    with torch.inference_mode():
+        embeds = batch.embeddings.to(device=generator.device, dtype=pipe_dtype)
+        extra = {"image_embeds": embeds, "noise_level": spec.noise_level}
+        decided = [{"cond_lambda": lam} for lam in batch.lambdas]
+        hook = batch.after_noising(generator.pipe)  # the authors' dropout acts inside the call
+    with torch.inference_mode(), hook:
         output = generator.pipe(
             prompt=[row["prompt"] for row in rows],
             negative_prompt=[row["negative_prompt"] or "" for row in rows],

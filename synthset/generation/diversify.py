@@ -2,6 +2,10 @@
 
 For each image a CD prompt samples one foreground, background, lighting and camera aspect; an SD prompt
 samples one style. The draws come from the sample's own seed, so the plan is the same on every re-run.
+The aspects come from curated class-agnostic vocabularies, or (`prompts.cd_aspects: llm`, as paper A does
+it) from lists the LLM proposes for each class: its plausible companions, backgrounds, lighting and
+viewpoints (`propose_aspects`), cleaned like descriptions, retried, and replaced by the vocabulary when the
+LLM gives no usable list.
 The `template` backend writes the description itself from the words (the no-LLM baseline); an LLM is
 instead asked, with SynCLR-style in-context examples, for one line that combines them.
 
@@ -42,6 +46,7 @@ class PromptStats:
     llm_requests: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     replaced: int = 0
+    aspect_lists_replaced: int = 0  # cd_aspects llm: per-class lists that fell back to the vocabulary
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -175,3 +180,87 @@ def describe(
         stats.replaced += 1
         results[i] = template_description(drafts[i])
     return [text for text in results if text is not None]  # every slot is filled by now
+
+
+# -- per-class aspects proposed by the LLM (paper A's CD) -------------------------------------------------
+ASPECT_QUESTIONS = {
+    "foreground": "other objects or beings that could plausibly appear next to",
+    "background": "plausible backgrounds or places for",
+    "lighting": "plausible lighting conditions for",
+    "camera": "plausible camera angles or viewpoints for",
+}
+MIN_ASPECTS = 3  # a shorter list is no diversity: retried, then replaced by the vocabulary
+MAX_ASPECT_CHARS = 60
+
+
+def aspect_instruction(aspect: str, class_name: str, meaning: str | None, count: int) -> str:
+    """The question for one kind of aspect of one class."""
+    subject = _subject(class_name, meaning)
+    return (
+        f"List {count} {ASPECT_QUESTIONS[aspect]} a photo of {subject}. "
+        "Answer with one short phrase per line, without numbering or explanations."
+    )
+
+
+def clean_aspect_list(text: str, limit: int) -> list[str]:
+    """The usable phrases of an LLM's list, in order, deduplicated: short, printable, not an assistant talking."""
+    phrases: list[str] = []
+    for line in text.splitlines():
+        phrase = _LIST_MARKER.sub("", line).strip().strip("\"'`").rstrip(".;,").strip()
+        phrase = re.sub(r"\s+", " ", phrase)
+        if not phrase or len(phrase) > MAX_ASPECT_CHARS or not phrase.isprintable() or _REJECT.search(phrase):
+            continue
+        if ":" in phrase:  # "Here are 10 backgrounds:" and similar preambles
+            continue
+        if phrase.lower() not in (p.lower() for p in phrases):
+            phrases.append(phrase)
+        if len(phrases) == limit:
+            break
+    return phrases
+
+
+_LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
+
+
+def propose_aspects(
+    class_name: str,
+    meaning: str | None,
+    vocabularies: dict[str, Sequence[str]],
+    spec: PromptsSpec,
+    llm: LLMCache,
+    stats: PromptStats,
+    seed: int,
+) -> dict[str, Sequence[str]]:
+    """Each kind of CD aspect for one class as the LLM proposes it; the vocabulary where it fails (counted).
+
+    All pending kinds are asked together per attempt (one batch), every answer goes through the cache, and an
+    attempt that yields fewer than MIN_ASPECTS usable phrases is retried with a new seed.
+    """
+    from synthset.generation.llm import LLMRequest
+
+    proposed: dict[str, Sequence[str]] = {}
+    pending = list(CD_ASPECTS)
+    for attempt in range(spec.max_attempts):
+        if not pending:
+            break
+        requests = [
+            LLMRequest(
+                aspect_instruction(aspect, class_name, meaning, spec.aspects_per_list),
+                seed + 7919 * i + attempt * 1_000_003,
+            )
+            for i, aspect in enumerate(pending)
+        ]
+        stats.llm_requests += len(requests)
+        still = []
+        for aspect, text in zip(pending, llm.complete(requests), strict=True):
+            phrases = clean_aspect_list(text, spec.aspects_per_list)
+            if len(phrases) >= MIN_ASPECTS:
+                proposed[aspect] = tuple(phrases)
+            else:
+                stats.reject("aspect list too short")
+                still.append(aspect)
+        pending = still
+    for aspect in pending:
+        stats.aspect_lists_replaced += 1
+        proposed[aspect] = vocabularies[aspect]
+    return {aspect: proposed[aspect] for aspect in CD_ASPECTS}

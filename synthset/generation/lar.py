@@ -1,9 +1,12 @@
 """Label Ambiguity Resolution (paper A): pick the meaning of a class name that its real images show.
 
-"crane" is a bird and a machine. The candidates are every WordNet synset sharing a lemma with the
-class name (from the tables timm ships), plus meanings an LLM lists when one is configured. CLIP embeds
-each candidate as text and M real images of the class; the candidate with the highest mean image-text
-cosine similarity wins and becomes context in every later prompt of the class.
+"crane" is a bird and a machine. The candidates come from `lar.candidates`: `wordnet` (the class's own
+gloss and every WordNet synset sharing a lemma with the class name, from the tables timm ships), `llm` (the
+meanings an LLM lists for the bare name, as paper A proposes them), or `both`. CLIP embeds each candidate
+as text and M real images of the class; the candidate with the highest mean image-text cosine similarity
+wins and becomes context in every later prompt of the class. Each candidate's origin is recorded
+(`candidate_sources`) and so is the winner's (`meaning_from`), so a reader sees which source decided.
+An `llm` class for which the LLM lists nothing usable keeps its own gloss (origin wordnet).
 
 `lar_source` says how a meaning was chosen: `scored` (CLIP picked among several), `single` (only one
 candidate: nothing to score), `no-real-images` (several candidates but no decodable real image: the
@@ -127,25 +130,44 @@ def score_meanings(scorer: ClipScorer, images: list[Image], class_name: str, mea
     return (image_embeddings @ text_embeddings.T).mean(dim=0).tolist()
 
 
+def merge_candidates(wordnet: list[str], llm: list[str]) -> tuple[list[str], list[str]]:
+    """(candidates, the source of each): WordNet's first, then the LLM's; one listed by both is `both`."""
+    candidates = list(wordnet)
+    sources = ["wordnet"] * len(wordnet)
+    for meaning in llm:
+        if meaning in candidates:
+            sources[candidates.index(meaning)] = "both"
+        else:
+            candidates.append(meaning)
+            sources.append("llm")
+    return candidates, sources
+
+
 def resolve_class_meaning(
     info: ClassInfo,
     real_images: RealImageSource | None,
     scorer_factory,
     images_per_class: int,
     extra_meanings: list[str] | None = None,
+    candidate_source: str = "both",
 ) -> LARResult:
-    """LAR for one class; `scorer_factory()` loads CLIP only if some class needs scoring."""
-    candidates = wordnet_meanings(info)
-    for meaning in extra_meanings or []:
-        if meaning not in candidates:
-            candidates.append(meaning)
+    """LAR for one class; `scorer_factory()` loads CLIP only if some class needs scoring.
+
+    `candidate_source` is wordnet, llm or both; `extra_meanings` are the LLM's (None without an LLM).
+    """
+    wordnet = wordnet_meanings(info) if candidate_source in ("wordnet", "both") else []
+    llm = list(extra_meanings or []) if candidate_source in ("llm", "both") else []
+    if candidate_source == "llm" and not llm and info.gloss:
+        wordnet = [info.gloss]  # the LLM listed nothing usable: the class keeps its own gloss
+    candidates, sources = merge_candidates(wordnet, llm)
     if not candidates:
-        return LARResult([], None, None, "no-candidates")
+        return LARResult([], None, None, "no-candidates", [], None)
     if len(candidates) == 1:
-        return LARResult(candidates, None, candidates[0], "single")
+        return LARResult(candidates, None, candidates[0], "single", sources, sources[0])
     images = [im.image for im in real_images.images_for(info.label, images_per_class)] if real_images else []
     if not images:
-        return LARResult(candidates, None, info.gloss or candidates[0], "no-real-images")
+        kept = info.gloss if info.gloss in candidates else candidates[0]
+        return LARResult(candidates, None, kept, "no-real-images", sources, sources[candidates.index(kept)])
     scores = score_meanings(scorer_factory(), images, info.class_name, candidates)
     best = max(range(len(candidates)), key=lambda i: scores[i])
-    return LARResult(candidates, scores, candidates[best], "scored")
+    return LARResult(candidates, scores, candidates[best], "scored", sources, sources[best])

@@ -33,6 +33,7 @@ def lar_key(recipe: Recipe, selected: list[ClassInfo], with_llm: bool) -> str:
         "lar": recipe.lar.model_dump(mode="json"),
         "real_images": recipe.real_images.model_dump(mode="json") if recipe.real_images else None,
         "llm": recipe.prompts.llm.model_dump(mode="json") if with_llm else None,
+        "candidates": recipe.lar_candidates(),
         "labels": [info.label for info in selected],
         "seed": recipe.seed,
     }
@@ -79,10 +80,14 @@ def resolve_meanings(
         return scorer
 
     todo = [info for info in selected if info.label not in results]
+    source = recipe.lar_candidates()
+    ask_llm = llm is not None and source in ("llm", "both")
     with open(partial_path, "a", encoding="utf-8") as partial:
         for info in tqdm(todo, desc="label ambiguity resolution", unit="class", disable=not todo):
-            extra = llm_meanings(info, llm, sample_seed(recipe.seed, f"lar/{info.label}")) if llm is not None else None
-            result = resolve_class_meaning(info, real_images, scorer_factory, recipe.lar.images_per_class, extra)
+            extra = llm_meanings(info, llm, sample_seed(recipe.seed, f"lar/{info.label}")) if ask_llm else None
+            result = resolve_class_meaning(
+                info, real_images, scorer_factory, recipe.lar.images_per_class, extra, source
+            )
             results[info.label] = result
             partial.write(json.dumps({"label": info.label, **asdict(result)}) + "\n")
             partial.flush()

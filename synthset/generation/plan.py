@@ -28,6 +28,7 @@ from synthset.run.families import check_family
 from synthset.run.ids import make_sample_id, sample_seed, shard_name
 from synthset.run.lock import Lock, read_lock, write_lock
 from synthset.run.paths import RunDir
+from synthset.run.pools import PoolRow, write_pools
 from synthset.run.records import read_records
 from synthset.run.schema import plan_features
 from synthset.run.shots import write_shots
@@ -40,6 +41,7 @@ class PlanSummary:
     shards: int
     rows_per_config: dict[str, int]
     lar_sources: dict[str, int] = field(default_factory=dict)
+    lar_meaning_from: dict[str, int] = field(default_factory=dict)  # wordnet | llm | both: whose meaning won
     real_image_failures: int = 0
     prompt_stats: PromptStats = field(default_factory=PromptStats)
     llm_backend_calls: int = 0
@@ -124,18 +126,15 @@ def _check_run_compatible(run: RunDir, lock: Lock) -> None:
         )
 
 
-def conditioning_pools(
-    recipe: Recipe, config: ConfigSpec, classes: list[ClassInfo], selected: list[ClassInfo], shots: list[dict]
-) -> dict[int, list[str]]:
-    """label -> real image ids an augcond config may condition on: its k-shot draw, or all of the class."""
-    if config.strategy != "augcond":
-        return {}
-    if config.shots is not None:
-        return {row["label"]: row["real_ids"] for row in shots if row["config"] == config.name}
+def plan_pools(recipe: Recipe, classes: list[ClassInfo], selected: list[ClassInfo], draws: list) -> list[PoolRow]:
+    """Every augcond config's conditioning pools (`synthset.generation.pools`): the leak guards run here."""
+    if not any(c.strategy == "augcond" for c in recipe.configs):
+        return []
+    from synthset.generation.pools import conditioning_pools
     from synthset.generation.real_images import open_real_images
 
-    source = open_real_images(recipe.real_images, classes)
-    return {info.label: source.ids_for(info.label) for info in selected}
+    source = open_real_images(recipe.real_images, classes) if recipe.real_images is not None else None
+    return [row for c in recipe.configs for row in conditioning_pools(c, source, classes, selected, draws)]
 
 
 def _open_llm(recipe: Recipe, run: RunDir):
@@ -159,6 +158,9 @@ def plan_run(recipe: Recipe) -> PlanSummary:
             raise SynthsetError(f"output_dir: {str(path)!r} is a file, not a directory; choose another output_dir")
     lock = make_lock(recipe)
     _check_run_compatible(run, lock)
+    # Shots and conditioning pools first: a leak is refused before any minute is spent on LAR or an LLM.
+    draws = draw_shots(recipe, classes, selected)
+    pools = plan_pools(recipe, classes, selected, draws)
     run.root.mkdir(parents=True, exist_ok=True)
     llm = _open_llm(recipe, run)
 
@@ -168,8 +170,8 @@ def plan_run(recipe: Recipe) -> PlanSummary:
 
         meanings, lar_key, failures = resolve_meanings(recipe, run, classes, selected, llm)
     write_classes(run, classes, selected, meanings, lar_key)
-    shots = draw_shots(recipe, classes, selected)
-    write_shots(run, shots)
+    write_shots(run, [d.shots_row() for d in draws])
+    write_pools(run, pools)
 
     stats = PromptStats()
     contexts = {
@@ -180,7 +182,7 @@ def plan_run(recipe: Recipe) -> PlanSummary:
             meanings=meanings,
             llm=llm,
             stats=stats,
-            conditioning_pools=conditioning_pools(recipe, c, classes, selected, shots),
+            conditioning_pools={row.label: row.real_ids for row in pools if row.config == c.name},
         )
         for c in recipe.configs
     }
@@ -195,14 +197,18 @@ def plan_run(recipe: Recipe) -> PlanSummary:
             shards += 1
     write_lock(run, lock)
     sources: dict[str, int] = {}
+    winners: dict[str, int] = {}
     for result in meanings.values():
         sources[result.source] = sources.get(result.source, 0) + 1
+        if result.meaning_from is not None:
+            winners[result.meaning_from] = winners.get(result.meaning_from, 0) + 1
     return PlanSummary(
         run,
         sum(rows_per_config.values()),
         shards,
         rows_per_config,
         lar_sources=sources,
+        lar_meaning_from=winners,
         real_image_failures=failures,
         prompt_stats=stats,
         llm_backend_calls=llm.backend_calls if llm is not None else 0,

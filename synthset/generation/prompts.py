@@ -17,7 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from synthset.generation.diversify import Draft, PromptStats, aspect_vocabularies, describe, draw_aspects
+from synthset.generation.diversify import (
+    Draft,
+    PromptStats,
+    aspect_vocabularies,
+    describe,
+    draw_aspects,
+    propose_aspects,
+)
 
 if TYPE_CHECKING:
     from synthset.classes import ClassInfo
@@ -52,6 +59,8 @@ class PromptContext:
     stats: PromptStats = field(default_factory=PromptStats)
     # label -> the real image ids augcond may condition on (the k-shot subset for few-shot configs)
     conditioning_pools: dict[int, list[str]] = field(default_factory=dict)
+    # label -> its CD aspect lists (with cd_aspects llm: asked once per class, shared by every band)
+    aspect_lists: dict[int, dict] = field(default_factory=dict)
 
     def meaning(self, label: int) -> str | None:
         result = self.meanings.get(label)
@@ -92,10 +101,26 @@ def is_style_index(index: int, ratio: float) -> bool:
     return int((index + 1) * ratio + 1e-9) > int(index * ratio + 1e-9)
 
 
+def class_aspects(info: ClassInfo, context: PromptContext) -> dict:
+    """The CD aspect lists of a class: the vocabularies, or (cd_aspects llm) the LLM's proposals for it."""
+    spec = context.recipe.prompts
+    vocabularies = aspect_vocabularies(spec)
+    if spec.cd_aspects != "llm" or context.llm is None:
+        return vocabularies
+    if info.label not in context.aspect_lists:
+        from synthset.run.ids import sample_seed
+
+        seed = sample_seed(context.recipe.seed, f"aspects/{info.label}")
+        context.aspect_lists[info.label] = propose_aspects(
+            info.class_name, context.prompt_meaning(info.label), vocabularies, spec, context.llm, context.stats, seed
+        )
+    return context.aspect_lists[info.label]
+
+
 def _diversified(info: ClassInfo, indices: range, context: PromptContext, sd_ratio: float) -> list[PromptFields]:
     spec = context.recipe.prompts
     meaning = context.prompt_meaning(info.label)
-    vocabularies = aspect_vocabularies(spec)
+    vocabularies = class_aspects(info, context)
     drafts = []
     for index in indices:
         rng = context.rng(info.label, index)
@@ -148,10 +173,13 @@ def augcond_prompts(info: ClassInfo, indices: range, context: PromptContext) -> 
     if options.prompt_strategy:
         texts = PROMPT_STRATEGIES[options.prompt_strategy](info, indices, context)
     else:
-        texts = [PromptFields(strategy="augcond", prompt=options.prompt.format(class_name=info.class_name))] * len(
-            indices
-        )
-    augmentations = [parse_name(name, options.alpha, options.dropout) for name in options.augmentations]
+        from synthset.classes.imagenet import synonym_string
+
+        prompt = options.prompt.format(class_name=info.class_name, synonyms=synonym_string(info))
+        texts = [PromptFields(strategy="augcond", prompt=prompt)] * len(indices)
+    augmentations = [
+        parse_name(name, options.alpha, options.dropout, options.variant) for name in options.augmentations
+    ]
     weights = list(options.augmentations.values())
     fields = []
     for index, text in zip(indices, texts, strict=True):

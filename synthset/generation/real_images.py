@@ -3,6 +3,10 @@
 LAR scores candidate meanings against them, and augmentation-conditioning starts from them. Each image
 has a stable id (`<source>:<split>:<row>` or the folder-relative path) so a generated row can say which
 real images conditioned it. An image that fails to decode is skipped and counted, never fatal.
+
+A dataset's labels are its `label_column` (this class set's labels, or matched by name), or, for detection
+data such as COCO and PASCAL VOC, the class of each image's largest object (`real_images.label_from`,
+`synthset.classes.labeling`): the probe labels the same rows the same way.
 """
 
 from __future__ import annotations
@@ -42,8 +46,25 @@ class RealImageSource:
     decode_failures: int = 0
     _failed_ids: set[str] = field(default_factory=set)
 
+    _file_names: list[str | None] | None = None
+
     def ids_for(self, label: int) -> list[str]:
         return self.ids_by_label.get(label, [])
+
+    def describe(self) -> str:
+        if self.spec.folder is not None:
+            return f"folder {str(self.spec.folder)!r}"
+        return f"dataset {self.spec.dataset!r} split {self.spec.split!r}"
+
+    def file_name(self, image_id: str) -> str | None:
+        """The image's file name: from the folder path, or the path a `datasets` image column stored (or None)."""
+        if self.spec.folder is not None:
+            return Path(image_id).name
+        if self._file_names is None:
+            column = self._dataset.with_format("arrow")[self.spec.image_column]  # type: ignore[union-attr]
+            paths = column.combine_chunks().field("path") if hasattr(column, "combine_chunks") else column.field("path")
+            self._file_names = [Path(p).name if p else None for p in paths.to_pylist()]
+        return self._file_names[int(image_id.rsplit(":", 1)[1])]
 
     def _read_bytes(self, image_id: str) -> bytes:
         if self.spec.folder is not None:
@@ -86,13 +107,19 @@ def _class_keys(info: ClassInfo) -> list[str]:
 
 
 def _from_folder(spec: RealImagesSpec, classes: list[ClassInfo]) -> RealImageSource:
+    from synthset.classes import normalized_name
+
     root = Path(spec.folder)  # type: ignore[arg-type]
     if not root.is_dir():
         raise SynthsetError(f"real_images.folder: no such directory {str(root)!r}")
-    folders = {p.name: p for p in root.iterdir() if p.is_dir()}
+    folders = {p.name: p for p in sorted(root.iterdir()) if p.is_dir()}
+    if spec.match == "name":  # DA-Fusion's Caltech101 rule: folder names lowercased, '_' as a space
+        for p in list(folders.values()):
+            folders.setdefault(normalized_name(p.name), p)
     ids: dict[int, list[str]] = {}
     for info in classes:
-        folder = next((folders[key] for key in _class_keys(info) if key in folders), None)
+        keys = _class_keys(info) + ([normalized_name(k) for k in _class_keys(info)] if spec.match == "name" else [])
+        folder = next((folders[key] for key in keys if key in folders), None)
         if folder is not None:
             files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             ids[info.label] = [p.relative_to(root).as_posix() for p in files]
@@ -113,20 +140,27 @@ def _from_dataset(spec: RealImagesSpec, classes: list[ClassInfo]) -> RealImageSo
         raise SynthsetError(
             f"real_images.dataset: cannot load {spec.dataset!r} split {spec.split!r}: {first_line(error)}"
         ) from None
-    for column in (spec.image_column, spec.label_column):
+    columns = [spec.image_column] + ([spec.label_column] if spec.label_from is None else [])
+    for column in columns:
         if column not in dataset.column_names:
             raise SynthsetError(
                 f"real_images: column {column!r} not in {spec.dataset!r} (columns: {', '.join(dataset.column_names)})"
             )
+    if spec.label_from is not None:
+        from synthset.classes.labeling import largest_object_labels
+
+        labels = largest_object_labels(dataset, spec.label_from, classes, spec.match, "real_images.label_from").tolist()
+    else:
+        labels = dataset.with_format("arrow")[spec.label_column].to_pylist()
     dataset = dataset.cast_column(spec.image_column, datasets.Image(decode=False))
-    labels = dataset[spec.label_column]
-    if spec.match == "name":
+    if spec.match == "name" and spec.label_from is None:
+        from synthset.classes.labeling import labels_by_name
+
         feature = dataset.features[spec.label_column]
         if not isinstance(feature, datasets.ClassLabel):
             raise SynthsetError(f"real_images.match: name needs {spec.label_column!r} to be a ClassLabel")
-        ours = {key: info.label for info in classes for key in _class_keys(info)}
-        mapping = {i: ours[name] for i, name in enumerate(feature.names) if name in ours}
-        labels = [mapping.get(label, -1) for label in labels]
+        mapping = labels_by_name(feature.names, classes)
+        labels = [mapping[label] if label is not None and label >= 0 else -1 for label in labels]
     ids: dict[int, list[str]] = {}
     for row, label in enumerate(labels):
         ids.setdefault(label, []).append(f"{spec.dataset}:{spec.split}:{row}")

@@ -35,6 +35,8 @@ CLASSES_SCHEMA = pa.schema(
         ("lar_scores", pa.list_(pa.float32())),
         ("lar_meaning", pa.string()),
         ("lar_source", pa.string()),
+        ("lar_candidate_sources", pa.list_(pa.string())),
+        ("lar_meaning_from", pa.string()),
     ]
 )
 
@@ -47,6 +49,8 @@ class LARResult:
     scores: list[float] | None
     meaning: str | None
     source: str  # scored | single | no-real-images | no-candidates
+    candidate_sources: list[str] | None = None  # per candidate: wordnet | llm | both (listed by each)
+    meaning_from: str | None = None  # the winner's: wordnet | llm | both
 
 
 def write_classes(
@@ -73,6 +77,8 @@ def write_classes(
                 "lar_scores": result.scores if result else None,
                 "lar_meaning": result.meaning if result else None,
                 "lar_source": result.source if result else None,
+                "lar_candidate_sources": result.candidate_sources if result else None,
+                "lar_meaning_from": result.meaning_from if result else None,
             }
         )
     schema = CLASSES_SCHEMA.with_metadata({LAR_KEY_METADATA: (lar_key or "").encode()})
@@ -102,7 +108,14 @@ def read_lar_results(run: RunDir, lar_key: str) -> dict[int, LARResult] | None:
     if (table.schema.metadata or {}).get(LAR_KEY_METADATA, b"").decode() != lar_key:
         return None
     return {
-        row["label"]: LARResult(row["lar_candidates"], row["lar_scores"], row["lar_meaning"], row["lar_source"])
+        row["label"]: LARResult(
+            row["lar_candidates"],
+            row["lar_scores"],
+            row["lar_meaning"],
+            row["lar_source"],
+            row.get("lar_candidate_sources"),
+            row.get("lar_meaning_from"),
+        )
         for row in table.to_pylist()
         if row["lar_source"] is not None
     }

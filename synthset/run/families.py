@@ -17,7 +17,8 @@ from synthset.run.published import published_configs
 MAX_SCALE = 6  # synth_imagenet publishes <strategy>_1x .. <strategy>_6x (paper A's largest scale)
 FEWSHOT_SETS = (*PACKAGED_SETS, "custom")  # the shipped benchmark class lists, or any custom list
 SHOTS = (1, 2, 4, 8, 16)
-FEWSHOT_CONFIG = re.compile(r"^(?P<dataset>[a-z0-9_]+)_(?P<k>\d+)shot$")
+TRIALS = 8  # DA-Fusion's default number of trials; `_t<trial>` names a set made from one trial's shots
+FEWSHOT_CONFIG = re.compile(r"^(?P<dataset>[a-z0-9_]+)_(?P<k>\d+)shot(?:_t(?P<trial>\d))?$")
 
 
 def config_names(family: str) -> list[str]:
@@ -27,7 +28,8 @@ def config_names(family: str) -> list[str]:
     if family == "synth_imagenet_lt":
         return list(STRATEGIES)
     if family == "synth_fewshot":
-        return [f"{d}_{k}shot" for d in FEWSHOT_SETS for k in SHOTS]
+        trials = ["", *(f"_t{t}" for t in range(TRIALS))]
+        return [f"{d}_{k}shot{t}" for d in FEWSHOT_SETS for k in SHOTS for t in trials]
     raise KeyError(family)
 
 
@@ -58,7 +60,9 @@ def _check_fewshot(recipe: Recipe) -> None:
     for i, config in enumerate(recipe.configs):
         match = FEWSHOT_CONFIG.match(config.name)
         if match is None:
-            raise SynthsetError(f"configs[{i}].name: synth_fewshot configs are named <dataset>_<k>shot")
+            raise SynthsetError(
+                f"configs[{i}].name: synth_fewshot configs are named <dataset>_<k>shot (or <dataset>_<k>shot_t<trial>)"
+            )
         dataset = match["dataset"]
         if dataset != "custom" and recipe.classes.set != dataset:
             raise SynthsetError(f"configs[{i}].name: {config.name!r} needs classes.set: {dataset}")

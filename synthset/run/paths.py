@@ -6,6 +6,7 @@
     classes.parquet       the label space, the classes generated, LAR's choices                 plan
     plan.parquet          one row per image to make, one row group per shard                    plan
     real_shots.parquet    few-shot runs: the k real images per class                            plan
+    conditioning_pool.parquet  augcond runs: the real images each class may be conditioned on       plan
     cache/                LLM answers, partial LAR scores: reusable, never published            plan
     shards/<config>/      generated Parquet shards and their records (<shard>.json)             generate
     shards/<config>/      ... and <shard>.rejects.parquet: what the quality gate turned down    generate
@@ -28,6 +29,7 @@ LOCK_FILE = "recipe.lock.yaml"
 CLASSES_FILE = "classes.parquet"
 PLAN_FILE = "plan.parquet"
 SHOTS_FILE = "real_shots.parquet"
+POOL_FILE = "conditioning_pool.parquet"
 CACHE_DIR = "cache"
 SHARDS_DIR = "shards"
 CLAIMS_DIR = ".claims"
@@ -91,6 +93,10 @@ class RunDir:
     @property
     def shots_file(self) -> Path:
         return self.root / SHOTS_FILE
+
+    @property
+    def pool_file(self) -> Path:
+        return self.root / POOL_FILE
 
     @property
     def cache_dir(self) -> Path:

@@ -31,8 +31,13 @@ def open_plan(run: RunDir) -> pq.ParquetFile:
 
 
 def plan_shard_names(plan: pq.ParquetFile) -> list[str]:
-    """Shard names in plan order: the plan has exactly one row group per shard."""
-    column = plan.schema_arrow.get_field_index("shard")
+    """Shard names in plan order: the plan has exactly one row group per shard.
+
+    Row-group statistics are indexed by Parquet *leaf* column, not by Arrow field: nested columns (the
+    cd_aspects struct, the cond_images list) come before `shard` and shift the leaf index, so it is looked up
+    by path (by field index, a plan whose shards each have one `cond_aug` got that string as shard names).
+    """
+    column = next(j for j in range(plan.metadata.num_columns) if plan.schema.column(j).path == "shard")
     names = []
     for i in range(plan.metadata.num_row_groups):
         stats = plan.metadata.row_group(i).column(column).statistics

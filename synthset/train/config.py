@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from synthset.errors import SynthsetError
-from synthset.recipe import describe_validation_error
+from synthset.recipe import LargestObjectSpec, describe_validation_error
 
 Mode = Literal["aux_bn", "long_tail", "few_shot"]
 LossName = Literal["cross_entropy", "balanced_softmax"]
@@ -47,6 +47,22 @@ class DataSource(_Strict):
     image_column: str = "image"
     label_column: str = Field("label", description="A ClassLabel (or integer) column.")
     limit: PositiveInt | None = Field(None, description="Use only the first N rows (a quick check).")
+    classes: str | None = Field(
+        None,
+        description="A synthset class set (e.g. caltech101_dafusion, coco) whose label order this split is put "
+        "in: label names are matched lowercased with '_' as a space; rows of other classes are left out.",
+    )
+    label_from: LargestObjectSpec | None = Field(
+        None,
+        description="Label rows by their largest object (COCO, PASCAL VOC), as real_images.label_from does; "
+        "needs classes. Rows without an object are left out (their row numbers are kept for recorded shot ids).",
+    )
+
+    @model_validator(mode="after")
+    def _label_from_needs_classes(self) -> DataSource:
+        if self.label_from is not None and self.classes is None:
+            raise ValueError("label_from needs classes (the class set the objects' categories are matched to)")
+        return self
 
     def describe(self) -> str:
         where = self.path + (f"@{self.revision}" if self.revision else "")
@@ -115,8 +131,10 @@ class TrainSpec(_Strict):
     dual_bn: bool | None = Field(None, description="Auxiliary BatchNorm for synthetic rows. Default: on in aux_bn.")
     clip_grad_norm: Annotated[float, Field(gt=0)] | None = None
     image_size: PositiveInt | None = Field(None, description="Default: the model's input size.")
-    augment: Literal["rrc_flip", "flip", "none"] = Field(
-        "rrc_flip", description="rrc_flip: RandomResizedCrop + flip; flip: center crop + flip; none."
+    augment: Literal["rrc_flip", "rrc_flip_jitter", "flip", "none"] = Field(
+        "rrc_flip",
+        description="rrc_flip: RandomResizedCrop + flip; rrc_flip_jitter: the same + ColorJitter(brightness, "
+        "contrast, saturation 0.4; hue 0), paper B's ImageNet-LT training (BALMS); flip: center crop + flip; none.",
     )
     num_workers: Annotated[int, Field(ge=0)] = 4
     eval_every: PositiveInt = Field(1, description="Evaluate every N epochs (and always after the last).")
@@ -147,25 +165,60 @@ class RealShotsSpec(_Strict):
 
 
 class FewShotSpec(_Strict):
-    """The DA-Fusion probe: frozen pretrained backbone, linear head on k real images per class."""
+    """The few-shot probe: a linear head on a frozen pretrained backbone, k real images per class, per trial.
 
+    protocol dafusion (default) is DA-Fusion's train_classifier.py as paper B ran it: DA-Fusion's split per
+    trial, images resized to 256x256 with flips and 15-degree rotations, BatchNorm in training mode (batch
+    statistics, running stats updated) while the head trains, Adam 1e-4, 50 epochs x 200 steps of 32, each
+    drawn real image swapped with p for a synthetic one (of that very real image, or of its class), and the
+    mean per-class accuracy on the validation split after every epoch, reported at the best epoch over the
+    trials' mean. protocol fast caches eval-mode features once and reports last-step top-1: minutes instead
+    of hours, not comparable with DA-Fusion's tables.
+    """
+
+    protocol: Literal["dafusion", "fast"] = "dafusion"
     shots: Annotated[list[PositiveInt], Field(min_length=1)] = [1, 2, 4, 8, 16]
-    trials: PositiveInt = 4
-    swap_probability: Fraction = Field(
-        0.5, description="Chance that a drawn real image is replaced by a synthetic image of its class."
+    trials: PositiveInt = Field(
+        4, description="Trial t draws DA-Fusion's split with numpy seed `seed + t` (DA-Fusion: 8, paper B: 4)."
     )
-    synthetic_per_class: PositiveInt | None = Field(16, description="Synthetic pool per class; null: all of them.")
-    steps: PositiveInt = Field(10000, description="Head updates per trial (DA-Fusion: 50 epochs x 200).")
+    swap_probability: Fraction = Field(
+        0.5, description="Chance that a drawn real image is replaced by a synthetic image (DA-Fusion: 0.5)."
+    )
+    synthetic_pool: Literal["per_real", "per_class"] | None = Field(
+        None,
+        description="per_real (dafusion's default): a real image is swapped for a synthetic image made from it "
+        "(its cond_images); per_class (paper B's probe, fast's only option): for any synthetic image of its class.",
+    )
+    synthetic_per_real: PositiveInt | None = Field(
+        10, description="per_real: synthetic images per real image (DA-Fusion's M = 10); null: all of them."
+    )
+    synthetic_per_class: PositiveInt | None = Field(
+        16, description="per_class: synthetic pool per class (paper B: 16); null: all of them."
+    )
+    halves: bool = Field(
+        False,
+        description="dafusion: split `real` into DA-Fusion's per-trial halves (Caltech101, Flowers102): train on "
+        "shots of the first half, score the second half; give no eval split then.",
+    )
+    epochs: PositiveInt = Field(50, description="dafusion: epochs per trial (DA-Fusion: 50).")
+    iterations_per_epoch: PositiveInt = Field(200, description="dafusion: head updates per epoch (DA-Fusion: 200).")
+    eval_draws: PositiveInt | None = Field(
+        6400,
+        description="dafusion: validation images drawn with replacement per epoch (DA-Fusion: 32 x 200); null: "
+        "every validation image once (the same expectation without the sampling noise).",
+    )
+    steps: PositiveInt | None = Field(None, description="fast: head updates per trial (default 10,000).")
     batch_size: PositiveInt = 32
     lr: Annotated[float, Field(gt=0)] = 1e-4
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    image_size: PositiveInt | None = Field(None, description="Default: the model's input size.")
-    feature_batch_size: PositiveInt = 64
+    image_size: PositiveInt | None = Field(None, description="Default: 256 (dafusion), the model's input size (fast).")
+    feature_batch_size: PositiveInt = Field(64, description="fast: images per feature batch.")
     num_workers: Annotated[int, Field(ge=0)] = 4
     real_shots: RealShotsSpec | None = Field(
         None,
-        description="Train on the real images the synthetic set was conditioned on (its real_shots.parquet) "
-        "instead of a fresh draw per trial. Its ids must be rows of `real` (`<dataset>:<split>:<row>`).",
+        description="Train on the real images the synthetic set was conditioned on (its real_shots.parquet). "
+        "Its ids must be rows of `real` (`<dataset>:<split>:<row>`); dafusion also checks they are its trial's "
+        "DA-Fusion shots (the recipe's shot_draw), so validation never sees them.",
     )
 
     @field_validator("shots")
@@ -174,6 +227,32 @@ class FewShotSpec(_Strict):
         if len(set(value)) != len(value):
             raise ValueError("shot counts must be unique")
         return sorted(value)
+
+    @property
+    def pool_kind(self) -> str:
+        return self.synthetic_pool or ("per_real" if self.protocol == "dafusion" else "per_class")
+
+    @property
+    def fast_steps(self) -> int:
+        return self.steps or 10000
+
+    @property
+    def input_size(self) -> int | None:
+        return self.image_size or (256 if self.protocol == "dafusion" else None)
+
+    @model_validator(mode="after")
+    def _protocol_fields(self) -> FewShotSpec:
+        given = self.model_fields_set
+        if self.protocol == "dafusion":
+            if "steps" in given:
+                raise ValueError("steps is the fast probe's; dafusion trains epochs x iterations_per_epoch")
+        else:
+            for key in ("epochs", "iterations_per_epoch", "eval_draws", "halves", "synthetic_per_real"):
+                if key in given:
+                    raise ValueError(f"{key} is for protocol dafusion (protocol is fast)")
+            if self.synthetic_pool == "per_real":
+                raise ValueError("the fast probe pools synthetic images per class; use protocol dafusion for per_real")
+        return self
 
 
 class Buckets(_Strict):
@@ -193,7 +272,9 @@ class TrainConfig(_Strict):
     model: ModelSpec
     real: DataSource = Field(description="Real training split (its class frequencies drive long_tail and buckets).")
     synthetic: DataSource | None = Field(None, description="Synthetic training split; omit for a real-only baseline.")
-    eval: DataSource = Field(description="Real evaluation split, e.g. ImageNet validation.")
+    eval: DataSource | None = Field(
+        None, description="Real evaluation split, e.g. ImageNet validation (none for few_shot.halves)."
+    )
     ood: list[OODSource] = Field(default_factory=list, description="Extra evaluation splits, after training.")
     train: TrainSpec = TrainSpec()
     few_shot: FewShotSpec = FewShotSpec()
@@ -249,6 +330,11 @@ def _check_consistency(config: TrainConfig, source: str) -> None:
             fail(key, f"{name!r}: the only placeholders are {{k}} and {{trial}}")
 
     given = config.model_fields_set
+    halves = config.mode == "few_shot" and config.few_shot.halves
+    if config.eval is None and not halves:
+        fail("eval", "missing: give the real evaluation split")
+    if config.eval is not None and halves:
+        fail("eval", "few_shot.halves scores the second half of `real`; leave eval out")
     if config.mode == "few_shot":
         if "train" in given:
             fail("train", "not used in few_shot mode (its settings go under few_shot)")
@@ -300,10 +386,36 @@ def train_config_from_dict(data: Any, source: str) -> TrainConfig:
     return config
 
 
-def load_train_config(path: str | Path) -> TrainConfig:
+def apply_overrides(data: Any, overrides: list[str], source: str) -> Any:
+    """`key.sub=value` settings (value read as YAML) applied to a config's data, e.g. synthetic.name=lar_cd.
+
+    One config file then serves every row of a paper's table (`synthset train CONFIG --set ...`).
+    """
+    import yaml
+
+    if not isinstance(data, dict):
+        return data
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key.strip():
+            raise SynthsetError(f"--set {override!r}: expected KEY=VALUE, e.g. synthetic.name=lar_cd")
+        target = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(target.get(part, {}), dict):
+                raise SynthsetError(f"--set {override!r}: {part!r} in {source} is not a section")
+            target = target.setdefault(part, {})
+        try:
+            target[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise SynthsetError(f"--set {override!r}: the value is not valid YAML") from None
+    return data
+
+
+def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read and validate a training config; every problem is one `SynthsetError` line naming file and key."""
     from synthset.recipe import read_yaml_file
 
     path = Path(path)
-    data = read_yaml_file(path, "training config")
+    data = apply_overrides(read_yaml_file(path, "training config"), overrides or [], str(path))
     return train_config_from_dict(data, str(path))

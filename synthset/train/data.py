@@ -27,13 +27,20 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class LoadedSplit:
-    """A split with just its image and label columns, its labels as an array, and its class names if known."""
+    """A split with just its image and label columns, its labels as an array, and its class names if known.
+
+    `source_rows[i]` is row i's number in the source split (rows left out by `classes` or `label_from` shift
+    positions; recorded real ids `<dataset>:<split>:<row>` name source rows). `first_cond_images` holds each
+    row's first conditioning image id when the split is a synthset augcond set (for per-real swaps).
+    """
 
     field: str  # the config key it came from, for error messages
     source: DataSource
     dataset: Any  # datasets.Dataset
     labels: np.ndarray
     class_names: list[str] | None
+    source_rows: np.ndarray | None = None
+    first_cond_images: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -41,6 +48,14 @@ class LoadedSplit:
     @property
     def num_classes(self) -> int | None:
         return len(self.class_names) if self.class_names is not None else None
+
+    def rows(self) -> np.ndarray:
+        """The source row number of every position."""
+        return self.source_rows if self.source_rows is not None else np.arange(len(self.labels))
+
+    def position_of(self) -> dict[int, int]:
+        """Source row number -> position in this split."""
+        return {int(row): i for i, row in enumerate(self.rows())}
 
 
 def is_local_path(path: str) -> bool:
@@ -66,12 +81,20 @@ def load_split(source: DataSource, field: str) -> LoadedSplit:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         key = "split" if "split" in message.lower() else ("name" if "config" in message.lower() else "path")
         raise SynthsetError(f"{field}.{key}: cannot load {source.describe()}: {message}") from None
-    for key, column in (("image_column", source.image_column), ("label_column", source.label_column)):
+    needed = [("image_column", source.image_column)]
+    if source.label_from is None:
+        needed.append(("label_column", source.label_column))
+    for key, column in needed:
         if column not in dataset.column_names:
             columns = ", ".join(dataset.column_names)
             raise SynthsetError(f"{field}.{key}: no column {column!r} in {source.describe()} (columns: {columns})")
     if source.limit is not None and source.limit < len(dataset):
         dataset = dataset.select(range(source.limit))
+    first_cond = None
+    if "cond_images" in dataset.column_names:
+        first_cond = [ids[0] if ids else None for ids in dataset.with_format("arrow")["cond_images"].to_pylist()]
+    if source.label_from is not None or source.classes is not None:
+        return _relabelled(source, field, dataset, first_cond)
     dataset = dataset.select_columns([source.image_column, source.label_column])
     feature = dataset.features[source.label_column]
     class_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
@@ -82,7 +105,38 @@ def load_split(source: DataSource, field: str) -> LoadedSplit:
         raise SynthsetError(f"{field}: {source.describe()} has no rows")
     if labels.min() < 0:
         raise SynthsetError(f"{field}.label_column: negative label {labels.min()} in {source.describe()}")
-    return LoadedSplit(field, source, dataset, labels, class_names)
+    return LoadedSplit(field, source, dataset, labels, class_names, first_cond_images=first_cond)
+
+
+def _relabelled(source: DataSource, field: str, dataset: Any, first_cond: list[str | None] | None) -> LoadedSplit:
+    """A split put in a synthset class set's label order, by name or by largest object; unlabelled rows dropped."""
+    import datasets
+
+    from synthset.classes import load_class_set
+    from synthset.classes.labeling import labels_by_name, largest_object_labels
+
+    try:
+        classes = load_class_set(source.classes)
+    except SynthsetError as error:
+        raise SynthsetError(f"{field}.classes: {error}") from None
+    if source.label_from is not None:
+        match = "name" if source.label_from.objects is not None else "index"  # COCO names, VOC class indices
+        labels = largest_object_labels(dataset, source.label_from, classes, match, f"{field}.label_from")
+    else:
+        if source.label_column not in dataset.column_names:
+            raise SynthsetError(f"{field}.label_column: no column {source.label_column!r} in {source.describe()}")
+        feature = dataset.features[source.label_column]
+        if not isinstance(feature, datasets.ClassLabel):
+            raise SynthsetError(f"{field}.classes: needs {source.label_column!r} to be a ClassLabel (names to match)")
+        mapping = np.asarray(labels_by_name(feature.names, classes), dtype=np.int64)
+        labels = mapping[np.asarray(dataset.with_format("arrow")[source.label_column].to_numpy(), dtype=np.int64)]
+    keep = np.flatnonzero(labels >= 0)
+    if len(keep) == 0:
+        raise SynthsetError(f"{field}: no row of {source.describe()} has a class of {source.classes!r}")
+    dataset = dataset.select(keep).select_columns([source.image_column])
+    cond = [first_cond[i] for i in keep] if first_cond is not None else None
+    names = [info.label_name for info in classes]
+    return LoadedSplit(field, source, dataset, labels[keep], names, source_rows=keep, first_cond_images=cond)
 
 
 def _short_name(name: str) -> str:
@@ -169,15 +223,19 @@ def train_transform(settings: ImageSettings, augment: str) -> v2.Compose:
     if augment == "none":
         return eval_transform(settings)
     interpolation = _interpolation(settings.interpolation)
-    if augment == "rrc_flip":
+    if augment in ("rrc_flip", "rrc_flip_jitter"):
         geometry = [v2.RandomResizedCrop(settings.size, interpolation=interpolation, antialias=True)]
     else:
         geometry = [v2.Resize(settings.size, interpolation=interpolation, antialias=True), v2.CenterCrop(settings.size)]
+    colour = (
+        [v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0)] if augment == "rrc_flip_jitter" else []
+    )
     return v2.Compose(
         [
             v2.ToImage(),
             *geometry,
             v2.RandomHorizontalFlip(),
+            *colour,
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(settings.mean, settings.std),
         ]

@@ -35,11 +35,15 @@ def format_table(results: dict[str, Any]) -> str:
     """Top-1 (%) per evaluation split with the shot buckets, or per shot count for the few-shot probe."""
     title = f"{results['mode']} · {results['model']}"
     if results["mode"] == "few_shot":
+        dafusion = results.get("protocol") == "dafusion"
         rows = [
             [k, f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}", str(len(r["trials"])), f"{r['swapped_fraction']:.3f}"]
+            + ([str(r["best_epoch"])] if dafusion else [])
             for k, r in results["few_shot"].items()
         ]
-        return f"{title}\n" + _rows_to_text(["shots", "top-1 % (mean ± std)", "trials", "swapped"], rows)
+        metric = "per-class acc % (mean ± std)" if dafusion else "top-1 % (mean ± std)"
+        header = ["shots", metric, "trials", "swapped"] + (["best epoch"] if dafusion else [])
+        return f"{title} · {results.get('protocol', 'fast')}\n" + _rows_to_text(header, rows)
     rows = []
     for name, report in [("eval", results["eval"]), *results.get("ood", {}).items()]:
         buckets = [_pct(report.get(bucket)) for bucket in ("many", "medium", "few")]
