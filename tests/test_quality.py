@@ -593,3 +593,11 @@ def test_a_shown_image_stays_within_the_stated_page_size():
     html = figure(item, "rejected")
     assert len(html.encode()) <= MAX_BYTES_PER_IMAGE
     assert 1000 * 16 * MAX_BYTES_PER_IMAGE < 58e6
+
+
+def test_status_counts_dropped_samples_as_done(drop_run: Path):
+    from synthset.run.status import run_status
+
+    status = run_status(drop_run)
+    assert len(rows_by_sample(drop_run)) < 15  # some were dropped...
+    assert (status.images_done, status.images, status.shards_done) == (15, 15, 3)  # ...and the run is complete
