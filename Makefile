@@ -9,7 +9,10 @@ DEMO_PROCESSES ?= 2
 LAUNCH ?= $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(DEMO_PROCESSES) --num_machines 1 \
 	--mixed_precision no --dynamo_backend no
 
-.PHONY: install demo test lint format bench clean
+# The review page is tested in a real headless Chromium (Debian's `chromium`; .ci/run installs it).
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: install demo test lint format bench clean browser
 
 install: $(VENV)/.installed
 
@@ -24,15 +27,23 @@ demo: install
 	$(PY) -m synthset plan recipes/demo.yaml
 	$(LAUNCH) -m synthset generate runs/demo
 	$(PY) -m synthset build runs/demo
+	$(PY) -m synthset card runs/demo --license apache-2.0
+	$(PY) -m synthset review runs/demo
 	@echo "--- augmentation-conditioning (unCLIP), conditioned on the demo's naive images ---"
 	$(PY) -m synthset plan recipes/demo-augcond.yaml
 	$(LAUNCH) -m synthset generate runs/demo-augcond
 	$(PY) -m synthset build runs/demo-augcond
-	@echo "--- the demo dataset (paper A's ladder): ---"
+	$(PY) -m synthset card runs/demo-augcond --license apache-2.0
+	$(PY) -m synthset review runs/demo-augcond
+	@echo "--- the demo dataset (paper A's ladder): card runs/demo/dataset/README.md, review runs/demo/review.html ---"
 	@$(PY) -m synthset build runs/demo | tail -n 6
 
-test: install
-	$(PY) -m pytest
+browser:
+	@test -x $(CHROMIUM) || { echo "make test needs Debian's chromium at $(CHROMIUM) for the review page test:" \
+		"apt-get install -y chromium (.ci/run does), or set CHROMIUM=/path/to/chromium" >&2; exit 1; }
+
+test: install browser
+	SYNTHSET_TEST_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
 
 lint: install
 	$(VENV)/bin/ruff format --check .

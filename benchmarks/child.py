@@ -6,6 +6,9 @@ Modes (each prints one `BENCH {json}` line on stdout):
 - `peer RUN OUT`: the usual peer script: the bare loop plus one PNG and one JSON sidecar per image,
   written synchronously in the loop (`OUT/<label>/<sample>.png` + `.json`).
 - `synthset RUN`: `generate_run(RUN)`, exactly what `synthset generate RUN` calls.
+- `score GATED_RUN RUN`: the lower bound of a separate scoring stage: read every shard of RUN, decode its
+  images and score them with GATED_RUN's quality gate (its lock names the models) in batches of the
+  recipe's batch size; nothing is written (a real stage would also rewrite every shard).
 - `counted RUN LOGDIR`: `synthset generate` with `generate_images` wrapped to append the sample ids of
   every finished pipeline call to `LOGDIR/rank<R>.log` (unbuffered `os.write`, so a SIGKILL loses
   nothing already counted); the crash measurement runs it under `accelerate launch` and kills it.
@@ -149,9 +152,48 @@ def _timed_generate_images() -> dict[str, float]:
     return times
 
 
+def _timed_gate() -> dict[str, float]:
+    """Wrap the quality gate's CPU half, scoring and judging, to sum the CPU time of the thread each ran on.
+
+    Thread CPU time is what the gate itself costs, whatever else loads the machine (wall time on a shared
+    machine swings by tens of percent); the gate's preprocessing runs on a thread of its own, beside the
+    pipeline.
+    """
+    import synthset.generation.gate as gate
+    import synthset.generation.screening as screening
+
+    spent = {"gate_cpu_s": 0.0, "gate_load_cpu_s": 0.0}
+
+    def timed(function):
+        def wrapper(*args, **kwargs):
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent["gate_cpu_s"] += time.thread_time() - started
+
+        return wrapper
+
+    init = screening.Screener.__init__
+
+    def timed_init(self, *args, **kwargs):
+        started = time.thread_time()
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            spent["gate_load_cpu_s"] += time.thread_time() - started
+
+    screening.Screener.__init__ = timed_init
+    screening.Screener.prepare = timed(screening.Screener.prepare)
+    screening.Screener.score_prepared = timed(screening.Screener.score_prepared)
+    gate.judge_batch = timed(gate.judge_batch)  # before the runner imports it
+    return spent
+
+
 def synthset(run_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     times = _timed_generate_images()
+    gate_time = _timed_gate()
     from synthset.generation.runner import generate_run
 
     summary = generate_run(run_dir)
@@ -162,8 +204,43 @@ def synthset(run_dir: Path) -> dict[str, Any]:
         "load_s": times["first_call"] - started,  # imports, lock, plan, records, pipeline, writer start
         "loop_s": times["last_return"] - times["first_call"],
         "tail_s": ended - times["last_return"],  # the last shard's encode/write/fsync/hash/record, manifest
+        "gate_cpu_s": gate_time["gate_cpu_s"],  # preprocessing, scoring, judging (every thread)
+        "gate_load_cpu_s": gate_time["gate_load_cpu_s"],  # importing open_clip, loading both models
+        "process_cpu_s": time.process_time(),
         "summary": asdict(summary),
     }
+
+
+def score(gated_run: Path, run_dir: Path) -> dict[str, Any]:
+    import io
+
+    import pyarrow.parquet as pq
+    import torch
+    from PIL import Image
+
+    from synthset.generation.screening import Screener
+    from synthset.run.lock import read_lock
+    from synthset.run.paths import RunDir
+    from synthset.run.records import read_records
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    run, gated = RunDir(run_dir), RunDir(gated_run)
+    lock = read_lock(gated)
+    torch.set_num_threads(lock.recipe.generator.cpu_threads)
+    screener = Screener(lock, gated, torch.device("cpu"), "float32")
+    loaded = time.perf_counter()
+    size, scored = lock.recipe.generator.batch_size, 0
+    for name in sorted(read_records(run)):
+        rows = pq.read_table(run.shard_file(name), columns=["class_name", "image"]).to_pylist()
+        for i in range(0, len(rows), size):
+            batch = rows[i : i + size]
+            batch += [batch[-1]] * (size - len(batch))
+            images = [Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB") for row in batch]
+            screener.score(images, batch)
+            scored += min(size, len(rows) - i)
+    ended = time.perf_counter()
+    return {"images": scored, "work_s": ended - started, "load_s": loaded - started, "loop_s": ended - loaded,
+            "work_cpu_s": time.process_time() - cpu_started}  # fmt: skip
 
 
 def counted(run_dir: Path, log_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -205,7 +282,7 @@ def plan(recipe_path: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["bare", "peer", "synthset", "counted", "plan"])
+    parser.add_argument("mode", choices=["bare", "peer", "synthset", "counted", "plan", "score"])
     parser.add_argument("run", type=Path)
     parser.add_argument("out", type=Path, nargs="?")
     parser.add_argument("--slow-rank", type=int, default=-1)
@@ -222,7 +299,7 @@ def main() -> None:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    if args.mode in ("peer", "counted") and args.out is None:
+    if args.mode in ("peer", "counted", "score") and args.out is None:
         parser.error(f"{args.mode} needs an output directory")
     if args.mode == "bare":
         result = bare(args.run)
@@ -232,6 +309,8 @@ def main() -> None:
         result = synthset(args.run)
     elif args.mode == "plan":
         result = plan(args.run)
+    elif args.mode == "score":
+        result = score(args.run, args.out)
     else:
         result = counted(args.run, args.out, args)
     _report({"mode": args.mode, "rank": int(os.environ.get("RANK", "0")), **result})

@@ -87,7 +87,13 @@ def images_per_class(images: int) -> int:
 
 
 def write_recipe(
-    out: Path, name: str, images: int, seed: int = 0, cpu_threads: int = 1, generator: dict | None = None
+    out: Path,
+    name: str,
+    images: int,
+    seed: int = 0,
+    cpu_threads: int = 1,
+    generator: dict | None = None,
+    quality: dict | None = None,
 ) -> Path:
     """A naive-prompt recipe of `images` images over `CLASSES` classes, run dir `out/name`."""
     data = {
@@ -98,6 +104,7 @@ def write_recipe(
         "configs": [{"name": "naive", "strategy": "naive", "images_per_class": images_per_class(images)}],
         "generator": {**GEN, "cpu_threads": cpu_threads, **(generator or {})},
         "storage": STORAGE,
+        **({"quality": quality} if quality is not None else {}),
     }
     path = out / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -28,7 +28,19 @@ from benchmarks.common import CLASSES, STORAGE, Context, Row
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # Modules of benchmarks/, run in this order (memory's 4b reuses plan's plans, read reuses multiprocess's run).
-MEASUREMENTS = ["plan", "llm_plan", "overhead", "multiprocess", "memory", "crash", "read", "scaleout", "hub", "gpu"]
+MEASUREMENTS = [
+    "plan",
+    "llm_plan",
+    "overhead",
+    "multiprocess",
+    "memory",
+    "crash",
+    "read",
+    "scaleout",
+    "hub",
+    "gate",
+    "gpu",
+]
 QUICK = {
     "images": 64,
     "rounds": 1,
@@ -38,6 +50,7 @@ QUICK = {
     "crash_trials": 1,
     "straggler_images": 128,
     "read_seconds": 2.0,
+    "gate_images": 48,
     "plan_classes": 100,
     "plan_per_class": 10,
     "llm_classes": 4,
@@ -63,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--crash-trials", type=int, default=2, help="row 5: kills at independent random points")
     parser.add_argument("--straggler-images", type=int, default=256, help="rows 8a-8c: images per run (shards of 32)")
     parser.add_argument("--read-seconds", type=float, default=40.0, help="row 6: seconds of epochs, both sides")
+    parser.add_argument("--gate-images", type=int, default=384, help="row 9: images per case, over all rounds")
     parser.add_argument("--plan-classes", type=int, default=1000)
     parser.add_argument("--plan-per-class", type=int, default=100)
     parser.add_argument(
@@ -87,8 +101,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.only) - set(MEASUREMENTS))
     if unknown:
         parser.error(f"--only: unknown measurement(s) {', '.join(unknown)} (known: {', '.join(MEASUREMENTS)})")
-    if args.images % (CLASSES * args.rounds):
-        parser.error(f"--images must be a multiple of {CLASSES} x --rounds ({CLASSES} classes per round)")
+    for flag in ("images", "gate_images"):
+        if getattr(args, flag) % (CLASSES * args.rounds):
+            parser.error(
+                f"--{flag.replace('_', '-')} must be a multiple of {CLASSES} x --rounds ({CLASSES} classes per round)"
+            )
     for flag in ("mp_images", "mem_images", "crash_images", "straggler_images"):
         if getattr(args, flag) <= 0 or getattr(args, flag) % CLASSES:
             parser.error(f"--{flag.replace('_', '-')} must be a positive multiple of {CLASSES} (the classes)")

@@ -29,6 +29,7 @@ in the run directory <output_dir>/<name>/ that the recipe names:
                                            plan -> shards/ (any number of processes; resumable)
   synthset build runs/demo                 shards -> dataset/ (validated; load it with datasets.load_dataset)
   synthset card runs/demo                  dataset/README.md: the full dataset card, samples.jpg
+  synthset review runs/demo                review.html: every class's images, the gate's rejects, to look at
   synthset push runs/demo --repo org/name --tag v1.0
                                            a new version on the Hub, tagged; `synthset verify` checks it
 """
@@ -122,6 +123,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         f"were done before, {summary.shards_done_by_others} done by other workers meanwhile) "
         f"in {summary.seconds:.1f} s"
     )
+    if summary.redraws or summary.dropped or summary.near_duplicates:
+        print(
+            f"quality gate (rank {summary.rank}): {summary.redraws} images drawn again, {summary.dropped} samples "
+            f"dropped, {summary.near_duplicates} near-duplicates; `synthset review {args.run}` shows them"
+        )
     if summary.all_shards_done:
         print(f"all shards done; next: synthset build {args.run}")
     return 0
@@ -190,10 +196,32 @@ def _cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_review(args: argparse.Namespace) -> int:
+    from synthset.cards.review import write_review
+
+    result = write_review(Path(args.run), out=args.out, per_class=args.per_class, publish=args.publish)
+    for config in result.configs:
+        dropped = sum(config.dropped.values())
+        print(
+            f"{config.name}: {config.published} published images of {len(config.classes)} classes "
+            f"({config.shards_done} of {config.shards} shards made), {config.redrawn} redrawn, {dropped} dropped, "
+            f"{config.flagged_nsfw} flagged NSFW, {config.near_duplicates} near-duplicates"
+        )
+    print(f"review: {result.path} ({result.bytes / 1e6:.1f} MB); open it in a browser")
+    return 0
+
+
 def _cmd_push(args: argparse.Namespace) -> int:
     from synthset.hub import push_dataset
 
-    result = push_dataset(Path(args.run), args.repo, private=args.private, tag=args.tag, branch=args.revision)
+    result = push_dataset(
+        Path(args.run),
+        args.repo,
+        private=args.private,
+        tag=args.tag,
+        branch=args.revision,
+        allow_unscreened=args.allow_unscreened,
+    )
     if result.already_published:
         print(f"{args.repo}: {result.tag} already is commit {result.commit[:12]} with these files; nothing to do")
         return 0
@@ -437,6 +465,26 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--quality-per-class", type=int, default=50, help="images scored per class (default 50)")
     card.set_defaults(func=_cmd_card)
 
+    review = commands.add_parser(
+        "review", help="write an HTML contact sheet of every class to look at before publishing", description=(
+            "Write RUN/review.html: a self-contained static page (no server; open it from disk) with one contact "
+            "sheet per class, worst classes first, flagged images (NSFW, below the minimum CLIP score, "
+            "near-duplicates) first; each thumbnail shows its CLIP score and NSFW result, and its prompt, seed and "
+            "attempt on hover. The samples the quality gate redrew and dropped are shown apart. Works on the "
+            "shards made so far, before `synthset build`. With --publish it goes into RUN/dataset/ (and so to "
+            "the Hub with `synthset push`), without the images of rejected attempts."
+        ),
+    )  # fmt: skip
+    review.add_argument("run", help="run directory, e.g. runs/demo")
+    review.add_argument("--out", type=Path, default=None, help="where to write the page (default RUN/review.html)")
+    review.add_argument(
+        "--per-class", type=int, default=16, metavar="N", help="published images shown per class (default 16)"
+    )
+    review.add_argument(
+        "--publish", action="store_true", help="write it into RUN/dataset/ to be published beside the card"
+    )
+    review.set_defaults(func=_cmd_review)
+
     push = commands.add_parser(
         "push", help="publish RUN/dataset/ to a Hub dataset repo as a new version, and tag it", description=(
             "Create the repo if needed and publish RUN/dataset/ (Parquet shards, README.md with this repo's "
@@ -451,6 +499,12 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="create the repo private")
     push.add_argument("--tag", default=None, help="version tag for this push, e.g. v1.0 (never moved once made)")
     push.add_argument("--revision", default="main", help="branch to commit to (default main; created if missing)")
+    push.add_argument(
+        "--allow-unscreened",
+        action="store_true",
+        help="publish even though no NSFW checker screened the images (the recipe has no quality.checker); "
+        "the card says so in its first lines",
+    )
     push.set_defaults(func=_cmd_push)
 
     versions = commands.add_parser(

@@ -531,6 +531,77 @@ class StorageSpec(_Strict):
     row_group_size: Annotated[int, Field(gt=0)] = Field(100, description="Rows per Parquet row group.")
 
 
+NSFW_POLICIES = ("drop", "redraw", "keep")
+DEFAULT_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
+
+
+class NearDuplicateSpec(_Strict):
+    """Near-duplicates: an image whose CLIP image embedding is this close to an earlier one of its class."""
+
+    threshold: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.95, description="Cosine similarity of CLIP image embeddings at or above which an image is a near-duplicate."
+    )
+    drop: bool = Field(False, description="Drop near-duplicates (the rows are recorded as dropped); else count them.")
+
+
+class QualitySpec(_Strict):
+    """The quality and safety gate: every generated image is scored before it is written, and the policy
+    decides whether it is kept, drawn again with the sample's next seed, or dropped."""
+
+    checker: str | None = Field(
+        DEFAULT_SAFETY_CHECKER,
+        description="NSFW checker: a diffusers StableDiffusionSafetyChecker (Hub id or local directory holding "
+        "config.json, weights and preprocessor_config.json), synthset-testing:tiny-safety-checker, or null for "
+        "no NSFW screening (push then needs --allow-unscreened).",
+    )
+    checker_revision: str | None = Field(None, description="Hub branch, tag or commit of the checker.")
+    nsfw: Literal["drop", "redraw", "keep"] = Field(
+        "redraw",
+        description="An image the checker flags: redraw (next seed, up to max_redraws, then dropped), drop, or "
+        "keep (published, with nsfw: true in its row).",
+    )
+    nsfw_adjustment: Annotated[float, Field(ge=-1, le=1)] = Field(
+        0.0,
+        description="Added to every concept score of the checker (its own `adjustment`): > 0 flags more images, "
+        "< 0 fewer.",
+    )
+    clip_model: str | None = Field(
+        "ViT-B-32",
+        description="open_clip model for the per-image CLIP score (image vs 'a photo of a <class>') and "
+        "near-duplicates: a name (with clip_pretrained), hf-hub:<id>, local-dir:<path>, a directory, "
+        "synthset-testing:tiny-clip, or null.",
+    )
+    clip_pretrained: str | None = Field("openai", description="open_clip pretrained tag (for a model name).")
+    min_clip_score: Annotated[float, Field(ge=0, le=100)] | None = Field(
+        None, description="An image scoring below is drawn again (up to max_redraws); then see low_clip."
+    )
+    low_clip: Literal["keep", "drop"] = Field(
+        "keep",
+        description="An image still below min_clip_score after max_redraws: keep it (the last attempt) or drop it.",
+    )
+    max_redraws: Annotated[int, Field(ge=0, le=100)] = Field(
+        3, description="Further seeds a sample may try; attempt k uses the seed derived from (seed, sample_id, k)."
+    )
+    near_duplicates: NearDuplicateSpec | None = Field(
+        None, description="Count (or drop) near-duplicates among a class's images within a shard."
+    )
+
+    @model_validator(mode="after")
+    def _each_check_has_its_model(self) -> QualitySpec:
+        if self.checker is None and self.clip_model is None:
+            raise ValueError("names neither a checker nor a clip_model: leave quality out to screen nothing")
+        if self.clip_model is None and self.min_clip_score is not None:
+            raise ValueError("min_clip_score needs a clip_model")
+        if self.clip_model is None and self.near_duplicates is not None:
+            raise ValueError("near_duplicates needs a clip_model (they are judged on CLIP image embeddings)")
+        # By value, not by which keys were given: the lock writes every default out and is read back.
+        if self.checker is None and (self.nsfw != "redraw" or self.nsfw_adjustment != 0):
+            raise ValueError("nsfw and nsfw_adjustment need a checker")
+        if self.low_clip != "keep" and self.min_clip_score is None:
+            raise ValueError("low_clip needs min_clip_score")
+        return self
+
+
 class Recipe(_Strict):
     name: str
     builder: Literal["synth_imagenet", "synth_imagenet_lt", "synth_fewshot"] = Field(
@@ -550,6 +621,9 @@ class Recipe(_Strict):
     prompts: PromptsSpec = PromptsSpec()
     lar: LARSpec = LARSpec()
     real_images: RealImagesSpec | None = None
+    quality: QualitySpec | None = Field(
+        None, description="Score every image before it is written (CLIP score, NSFW checker, near-duplicates)."
+    )
 
     @field_validator("name")
     @classmethod
@@ -609,6 +683,11 @@ class Recipe(_Strict):
             (c.augcond_options.prompt_strategy or "naive") if c.strategy == "augcond" else c.strategy
             for c in self.configs
         }
+
+    @property
+    def screened(self) -> bool:
+        """Whether every image of the run passes an NSFW checker before it is written."""
+        return self.quality is not None and self.quality.checker is not None
 
     def uses_lar(self) -> bool:
         """Whether some config needs LAR's per-class meanings (and so CLIP, and maybe the LLM)."""

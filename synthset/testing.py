@@ -404,3 +404,51 @@ def tiny_model_path(name: str, home: Path | None = None) -> Path:
 def build_all(home: Path | None = None) -> dict[str, Path]:
     """Build (or reuse) every tiny model, e.g. to warm the cache before an offline run."""
     return {name: path_of(home) for name, path_of in TINY_MODELS.items()}
+
+
+# -- issue 15: the quality gate's tiny safety checker ---------------------------------------------------
+TINY_SAFETY_CHECKER = "tiny-safety-checker"
+TINY_SAFETY_CHECKER_IMAGE_SIZE = 32
+# The real CompVis checker compares a CLIP ViT-L/14 image embedding with 17 concept and 3 special-care
+# embeddings; each has its own threshold (the `*_weights` parameters, cosines of about 0.18-0.2). The tiny
+# one keeps that layout and those counts; its thresholds are one constant, at which it flags about one
+# tiny-sd image in ten (so the demo shows redraws). Tests move the decision with `quality.nsfw_adjustment`,
+# the checker's own knob, calibrated on the images at hand.
+TINY_SAFETY_CHECKER_THRESHOLD = 0.46
+
+
+def _build_tiny_safety_checker(out: Path) -> None:
+    """A tiny diffusers `StableDiffusionSafetyChecker` in the CompVis repo's layout (config.json, weights
+    and preprocessor_config.json side by side): a 2-layer CLIP vision tower with projection, random concept
+    embeddings (the real ones are learned) and constant thresholds. Built from a `CLIPConfig` like the
+    real `CompVis/stable-diffusion-safety-checker` (see /work/notes/model-configs/compvis-safety-checker)."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    size = TINY_SAFETY_CHECKER_IMAGE_SIZE
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 4,
+                     "hidden_act": "quick_gelu"},
+        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
+                       "image_size": size, "patch_size": 8, "hidden_act": "quick_gelu"},
+        projection_dim=32,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    checker = StableDiffusionSafetyChecker(config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        checker.concept_embeds.copy_(torch.randn(checker.concept_embeds.shape, generator=generator))
+        checker.special_care_embeds.copy_(torch.randn(checker.special_care_embeds.shape, generator=generator))
+        checker.concept_embeds_weights.fill_(TINY_SAFETY_CHECKER_THRESHOLD)
+        checker.special_care_embeds_weights.fill_(TINY_SAFETY_CHECKER_THRESHOLD)
+    checker.save_pretrained(out, safe_serialization=True)
+    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(out)
+
+
+def tiny_safety_checker_path(home: Path | None = None) -> Path:
+    """Directory of the tiny safety checker; recipes name it `synthset-testing:tiny-safety-checker`."""
+    return _build_atomically(_models_dir(home) / TINY_SAFETY_CHECKER, _build_tiny_safety_checker)
+
+
+TINY_MODELS[TINY_SAFETY_CHECKER] = tiny_safety_checker_path

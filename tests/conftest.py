@@ -26,6 +26,11 @@ BASE_RECIPE: dict[str, Any] = {
     },
     "storage": {"format": "png", "shard_size": 6, "row_group_size": 4},
 }
+# The quality gate on the tiny offline models (recipe `quality:`): what a published run needs at least.
+TINY_QUALITY: dict[str, Any] = {
+    "checker": "synthset-testing:tiny-safety-checker",
+    "clip_model": "synthset-testing:tiny-clip",
+}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,7 +1,8 @@
 """Stand-ins for what a shipped recipe names but a test machine lacks: the model, the real images, the LT list.
 
 `stand_in(recipe, tmp)` keeps everything a recipe says (strategies, augmentations, prompts, shot draws, label
-rules, splits) and swaps only: the generator for the tiny model of the same kind, `classes.limit` for three
+rules, splits, the quality policy) and swaps only: the generator for the tiny model of the same kind, the
+quality gate's checker and CLIP for the tiny ones, `classes.limit` for three
 classes, the real-image source for a tiny fixture with the same layout (an image folder, a Parquet dataset with
 a label column, COCO-style annotations or VOC-style masks, under the recipe's split), and the fill-up train
 list for one naming the fixture's images. The tiny model never appears in a user's run: only here.
@@ -25,6 +26,10 @@ MODEL_STAND_INS = {
     "synthset-testing:tiny-sd": "synthset-testing:tiny-sd",
 }
 PER_CLASS = 34  # 16 shots from the first half of a class needs 32 images
+QUALITY_STAND_INS = {  # the quality gate's models (recipe `quality:`)
+    "CompVis/stable-diffusion-safety-checker": "synthset-testing:tiny-safety-checker",
+    "ViT-B-32": "synthset-testing:tiny-clip",
+}
 
 
 def _png(array: np.ndarray) -> dict:
@@ -105,6 +110,15 @@ def stand_in(recipe: Recipe, tmp: Path) -> Recipe:
     selected = select_classes(classes, limited.subset, limited.limit, limited.set)
     generator = recipe.generator.model_copy(update={"model": MODEL_STAND_INS[recipe.generator.model]})
     update: dict = {"classes": limited, "generator": generator, "output_dir": tmp / "runs"}
+    if recipe.quality is not None:
+        quality = recipe.quality
+        update["quality"] = quality.model_copy(
+            update={
+                "checker": QUALITY_STAND_INS.get(quality.checker or "", quality.checker),
+                "clip_model": QUALITY_STAND_INS.get(quality.clip_model or "", quality.clip_model),
+                "clip_pretrained": None,
+            }
+        )
     real = recipe.real_images
     if real is not None:
         if real.folder is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import BASE_RECIPE, deep_update
+from conftest import BASE_RECIPE, TINY_QUALITY, deep_update
 from hubserver import Blob, HubLimits, HubServer
 
 from synthset.builders.assemble import build_dataset
@@ -45,7 +45,8 @@ CONFIGS = [
 
 
 def _make_run(root: Path, name: str, changes: dict) -> Path:
-    data = deep_update({**BASE_RECIPE, "name": name, "output_dir": str(root / "runs"), "configs": CONFIGS}, changes)
+    base = {**BASE_RECIPE, "name": name, "output_dir": str(root / "runs"), "configs": CONFIGS, "quality": TINY_QUALITY}
+    data = deep_update(base, changes)
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     recipe = load_recipe(path)
@@ -167,11 +168,11 @@ def parquet_paths(run_dir: Path, config: str = "") -> list[str]:
 
 
 def lfs_files(run_dir: Path) -> dict[str, int]:
-    """sha256 -> size of the files the Hub stores in LFS (Parquet and JPEG)."""
+    """sha256 -> size of the files the Hub stores in LFS (Parquet, JPEG and PNG)."""
     return {
         hashlib.sha256(data).hexdigest(): len(data)
         for path, data in dataset_files(run_dir).items()
-        if path.endswith((".parquet", ".jpg"))
+        if path.endswith((".parquet", ".jpg", ".png"))
     }
 
 
@@ -235,7 +236,7 @@ def _post(url: str, data: bytes, content_type: str, token: str | None = TOKEN) -
 
 
 def test_loopback_server_enforces_the_hubs_per_call_and_repo_limits(runs, tmp_path):
-    with HubServer(limits=HubLimits(files_per_folder=8)) as hub:  # the root holds 7 entries
+    with HubServer(limits=HubLimits(files_per_folder=9)) as hub:  # the root holds 8 entries
         ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth"))
         api = f"{hub.url}/api/datasets/org/synth"
         sample = "AAAA"
@@ -254,8 +255,8 @@ def test_loopback_server_enforces_the_hubs_per_call_and_repo_limits(runs, tmp_pa
             return _post(f"{api}/commit/main", "\n".join(json.dumps(x) for x in lines).encode(), "application/x-ndjson")
 
         assert commit([f"many/{i}.txt" for i in range(101)]) == 413  # more operations than one commit takes
-        assert commit([f"folder/{i}.txt" for i in range(9)]) == 400  # a ninth entry in an 8-entry folder
-        assert commit([f"folder/{i}.txt" for i in range(8)]) == 200
+        assert commit([f"folder/{i}.txt" for i in range(10)]) == 400  # a tenth entry in a 9-entry folder
+        assert commit([f"folder/{i}.txt" for i in range(9)]) == 200
         assert commit(["folder/sub/x.txt"]) == 400  # a sub-folder is an entry too
         readme = json.dumps({"content": "---\nx: " + "a" * 1_000_001 + "\n---\n"}).encode()
         assert _post(f"{hub.url}/api/validate-yaml", readme, "application/json") == 413
@@ -267,7 +268,7 @@ WANTED = ("v1.0/naive", "v1.0/lar", "v2.0/naive", "v2.0/lar", "v2.0/naive_2x", "
 
 def test_push_two_versions_and_load_each_by_tag(runs, hub, tmp_path):
     out = ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
-    assert "8 added, 0 changed, 0 deleted, 0 unchanged; 1 commits on pull request #1, merged as" in out
+    assert "9 added, 0 changed, 0 deleted, 0 unchanged; 1 commits on pull request #1, merged as" in out
     assert "tagged v1.0" in out
     out = ok(cli(hub, tmp_path, "push", str(runs["v2"]), "--repo", "org/synth", "--tag", "v2.0"))
     # v2 drops every v1 naive shard (their folder goes in one operation) and changes the rest
@@ -350,7 +351,7 @@ def test_repo_ids_are_checked_by_huggingface_hub_before_anything_happens(runs, h
 def test_push_to_a_branch_leaves_main_alone(runs, hub, tmp_path):
     args = ("push", str(runs["v1"]), "--repo", "org/synth", "--revision", "staging", "--tag", "v1.0-rc1")
     out = ok(cli(hub, tmp_path, *args))
-    assert "to org/synth@staging: 8 added" in out
+    assert "to org/synth@staging: 9 added" in out
     repo = hub.state.repos[("dataset", "org/synth")]
     assert list(hub.files("org/synth", "main")) == [".gitattributes"]
     assert repo.branches["staging"] == repo.tags["v1.0-rc1"]
@@ -428,7 +429,7 @@ def test_push_killed_between_commits_resumes_and_sends_nothing_twice(runs, hub, 
 
 def test_push_killed_mid_upload_resends_only_unfinished_files(runs, hub, tmp_path):
     expected = lfs_files(runs["v1"])
-    assert len(expected) == 5  # 4 shards and samples.jpg
+    assert len(expected) == 6  # 4 shards, samples.jpg and the card's clip_scores.png
     hub.state.hold_uploads_after(2)  # two uploads finish; the next ones hang as if the link died
     process = subprocess.Popen(
         [sys.executable, "-m", "synthset", "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"],
@@ -525,7 +526,7 @@ def test_verify_checks_metadata_footers_and_samples_without_downloading(runs, hu
     reads_from = len(hub.state.requests)
     out = ok(cli(hub, tmp_path, "verify", "org/synth", "--revision", "v1.0", "--run", str(runs["v1"])))
     assert out.splitlines()[0] == (
-        f"verified org/synth@v1.0 (commit {commit[:12]}): 7 files, {size} bytes listed by the Hub, match "
+        f"verified org/synth@v1.0 (commit {commit[:12]}): 8 files, {size} bytes listed by the Hub, match "
         "manifest.jsonl; 4 Parquet footers read; lar: train 6 rows; naive: train 15 rows"
     )
     parquet = parquet_paths(runs["v1"])

@@ -11,6 +11,7 @@ from helpers import REPO
 from recipe_stand_ins import MODEL_STAND_INS, stand_in
 
 from synthset.builders.assemble import build_dataset
+from synthset.cards import write_card
 from synthset.generation.check import check_recipe
 from synthset.generation.plan import plan_run
 from synthset.generation.runner import generate_run
@@ -124,10 +125,13 @@ def test_demo_recipes_run(name: str, images: int, tmp_path: Path, monkeypatch):
     recipe = load_recipe(REPO / "recipes" / name)
     recipe = recipe.model_copy(update={"output_dir": tmp_path})
     plan_run(recipe)
-    assert generate_run(recipe.run_dir).images_made == images
+    summary = generate_run(recipe.run_dir)
+    assert summary.images_made + summary.dropped == images  # the demos screen their images (quality gate)
     _, splits = build_dataset(recipe.run_dir)
-    assert [s.num_examples for s in splits] == [images]  # one config, one band
-    assert (recipe.run_dir / "dataset" / "README.md").is_file()
+    assert [s.num_examples for s in splits] == [summary.images_made]  # one config, one band
+    write_card(recipe.run_dir, license="apache-2.0")
+    card = (recipe.run_dir / "dataset" / "README.md").read_text()
+    assert f"| {images} | {summary.images_made} | {images + summary.redraws} |" in card  # planned, published, screened
 
 
 def test_plan_check_command_writes_nothing(tmp_path: Path, capsys, monkeypatch):

@@ -128,7 +128,8 @@ def test_rebuild_is_byte_identical(sd_home: Path, tmp_path: Path) -> None:
 
 def test_unknown_tiny_model_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(
-        SynthsetError, match=r"synthset-testing:nope' \(known: tiny-clip, tiny-lm, tiny-sd, tiny-unclip\)$"
+        SynthsetError,
+        match=r"synthset-testing:nope' \(known: tiny-clip, tiny-lm, tiny-safety-checker, tiny-sd, tiny-unclip\)$",
     ):
         tiny_model_path("nope", tmp_path)
 

@@ -20,6 +20,7 @@ so a killed build leaves the previous dataset (or none) in place, never a half-l
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -38,6 +39,8 @@ from synthset.run.plan import open_plan, plan_shard_names, read_planned_shard
 from synthset.run.published import data_file_patterns, files_of, pattern_matches, published_configs, shard_files
 from synthset.run.records import read_records, shard_problem
 from synthset.run.schema import dataset_features
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,18 @@ def _remove_stale_builds(run: RunDir) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+def report_dropped_samples(reports) -> None:
+    """Classes that lost samples to the quality gate are said out loud (never emptied silently)."""
+    from synthset.builders.validate import format_notes
+
+    for report in reports:
+        if report.dropped:
+            logger.warning("%s/%s: %d planned samples were dropped by the quality gate", report.config,
+                           report.split, report.dropped)  # fmt: skip
+            for line in format_notes(report):
+                logger.warning("%s/%s: %s", report.config, report.split, line.strip().removeprefix("note: "))
+
+
 def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]:
     """Assemble `dataset/` from a fully generated run; refuses while any shard is missing or corrupt."""
     run = RunDir.planned(run_dir)
@@ -225,12 +240,14 @@ def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]
     names = check_finished(run, lock, verify=False)
     from synthset.builders.validate import validate_run
 
-    failed = [report for report in validate_run(run) if not report.ok]
+    reports = validate_run(run)
+    failed = [report for report in reports if not report.ok]
     if failed:
         raise SynthsetError(
             f"{run}: validation failed for {failed[0].config}/{failed[0].split}: {failed[0].problems[0]} "
             f"(`synthset validate {run}` lists every problem)"
         )
+    report_dropped_samples(reports)
     label_names = read_label_names(run)
     _remove_stale_builds(run)
     from synthset.fsutil import owner_token

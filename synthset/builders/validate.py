@@ -5,6 +5,11 @@ size and sha256 are the recorded ones (`fast=True` checks sizes only). Per gener
 every planned sample present exactly once (no duplicate `sample_id`, no plan row missing, nothing
 unplanned), exact per-class counts, labels inside the class set, and every image decodes at the size the
 recipe stores. Every problem names the file or sample at fault. Streams shard by shard: memory stays flat.
+
+With a quality gate, a planned sample may be *dropped* (its shard's record lists it, with the reason and
+every attempt's scores) instead of written: it counts as settled, not missing, and a class's expected
+count is its planned count less its dropped samples. A class that lost samples is not a problem but a
+note, printed with the report; a class left with no image at all is named as such.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ class ConfigReport:
     split: str
     planned: int = 0
     found: int = 0
+    dropped: int = 0  # planned samples the quality gate dropped (recorded in their shards' records)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # not problems: e.g. classes that lost samples to the gate
 
     @property
     def ok(self) -> bool:
@@ -71,7 +78,8 @@ def validate_run(run_dir: str | Path | RunDir, fast: bool = False) -> list[Confi
     run = RunDir.planned(run_dir)
     lock = read_lock(run)
     recipe = lock.recipe
-    num_classes = len(read_label_names(run))
+    label_names = read_label_names(run)
+    num_classes = len(label_names)
     expected_size = expected_image_size(recipe.generator.width, recipe.generator.height, recipe.storage.resize)
     plan = open_plan(run)
     planned: dict[tuple[str, str], Counter] = {}
@@ -92,12 +100,25 @@ def validate_run(run_dir: str | Path | RunDir, fast: bool = False) -> list[Confi
     names = plan_shard_names(plan)
     readable = []
     found: dict[tuple[str, str], Counter] = {key: Counter() for key in planned}
+    dropped: dict[tuple[str, str], Counter] = {key: Counter() for key in planned}
+    dropped_reasons: dict[tuple[tuple[str, str], int], Counter] = {}
     seen: set[str] = set()
     for i, name in enumerate(tqdm(names, desc="validate shards", unit="shard", disable=fast)):
         shard = read_planned_shard(plan, i, name)
         problem = shard_problem(run, shard, records, lock.generation_key, not fast)
         if problem is None:
             readable.append(name)
+            planned_here = set(shard.sample_ids)
+            shard_name = parse_shard_name(name)
+            key = (shard_name.config, shard_name.split)
+            for entry in records[name].dropped:
+                if entry["sample_id"] not in planned_here or entry["sample_id"] in seen:
+                    report_for(name).add(f"{entry['sample_id']}: recorded as dropped but not planned in {name}")
+                    continue
+                seen.add(entry["sample_id"])
+                dropped.setdefault(key, Counter())[entry["label"]] += 1
+                dropped_reasons.setdefault((key, entry["label"]), Counter())[entry["reason"]] += 1
+                report_for(name).dropped += 1
             continue
         # The shard's own problem is the finding; its samples are not reported missing one by one too.
         for row in shard.rows.select(["sample_id", "config", "split", "label"]).to_pylist():
@@ -123,7 +144,7 @@ def validate_run(run_dir: str | Path | RunDir, fast: bool = False) -> list[Confi
                 report.found += 1
                 sample_id = row["sample_id"]
                 if sample_id in seen:
-                    report.add(f"{sample_id}: appears more than once")
+                    report.add(f"{sample_id}: appears more than once (or is also recorded as dropped)")
                 seen.add(sample_id)
                 if sample_id not in planned_ids.get(key, ()):
                     report.add(f"{sample_id}: not in the plan")
@@ -138,18 +159,37 @@ def validate_run(run_dir: str | Path | RunDir, fast: bool = False) -> list[Confi
         if missing:
             report.add(f"{len(missing)} planned samples missing (first: {min(missing)})")
         for label, count in sorted(planned.get(key, Counter()).items()):
-            if found[key][label] != count:
-                report.add(f"label {label}: {found[key][label]} images, planned {count}")
+            lost = dropped.get(key, Counter())[label]
+            if found[key][label] != count - lost:
+                less = f" less {lost} dropped" if lost else ""
+                report.add(f"label {label}: {found[key][label]} images, planned {count}{less}")
+            elif lost:
+                reasons = ", ".join(f"{n} {why}" for why, n in sorted(dropped_reasons[(key, label)].items()))
+                emptied = "; NO image left" if lost == count else ""
+                name = f"label {label} ({label_names[label]})"
+                report.notes.append(f"{name}: {lost} of {count} planned images dropped ({reasons}){emptied}")
     return sorted(reports.values(), key=lambda r: (r.config, r.split))
 
 
 def format_reports(reports: list[ConfigReport]) -> str:
-    lines = [f"{'config':<20} {'split':<8} {'planned':>9} {'found':>9}  status"]
+    lines = [f"{'config':<20} {'split':<8} {'planned':>9} {'found':>9} {'dropped':>9}  status"]
     for report in reports:
         status = "ok" if report.ok else f"{len(report.problems)} problems"
-        lines.append(f"{report.config:<20} {report.split:<8} {report.planned:>9} {report.found:>9}  {status}")
+        lines.append(
+            f"{report.config:<20} {report.split:<8} {report.planned:>9} {report.found:>9} {report.dropped:>9}  {status}"
+        )
         for problem in report.problems[:MAX_PROBLEMS_LISTED]:
             lines.append(f"    {problem}")
         if len(report.problems) > MAX_PROBLEMS_LISTED:
             lines.append(f"    ... and {len(report.problems) - MAX_PROBLEMS_LISTED} more")
+        lines += format_notes(report)
     return "\n".join(lines)
+
+
+def format_notes(report: ConfigReport) -> list[str]:
+    """The report's notes (classes that lost samples to the quality gate), emptied classes first."""
+    notes = sorted(report.notes, key=lambda note: "NO image left" not in note)
+    lines = [f"    note: {note}" for note in notes[:MAX_PROBLEMS_LISTED]]
+    if len(notes) > MAX_PROBLEMS_LISTED:
+        lines.append(f"    note: ... and {len(notes) - MAX_PROBLEMS_LISTED} more classes lost samples")
+    return lines

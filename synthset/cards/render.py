@@ -30,6 +30,7 @@ from synthset.cards.escape import code_text, fence, markdown_text
 from synthset.cards.grid import SAMPLES_FILE, write_sample_grid
 from synthset.cards.license import License, resolve_license
 from synthset.cards.quality import ClipModelInfo, QualityFigures, quality_figures
+from synthset.cards.screening import UNSCREENED_WARNING, Screening, screening_section
 from synthset.cards.stats import ConfigStats, collect_stats, config_data_files, size_category, unique_rows
 from synthset.errors import SynthsetError, first_line
 from synthset.fsutil import write_text_atomic
@@ -194,6 +195,7 @@ def render_card(
     stats: list[ConfigStats],
     quality: tuple[ClipModelInfo, list[QualityFigures]] | None = None,
     repo_id: str | None = None,
+    screening: Screening | None = None,
 ) -> str:
     """The README text; `configs`/`dataset_info` come from the README that `synthset build` wrote."""
     from huggingface_hub import DatasetCard
@@ -282,6 +284,8 @@ def render_card(
         repo_marker=f"<!-- synthset-card-repo {repo_id or REPO_PLACEHOLDER} -->",
         md=markdown_text,
         code=code_text,
+        screening=screening,
+        unscreened_warning=UNSCREENED_WARNING if screening is not None and not screening.screened else None,
     )
     _check_round_trip(card.content, base)
     return card.content
@@ -345,7 +349,8 @@ def write_card(
     if clip_model:
         quality = quality_figures(dataset_dir, data_files, clip_model, clip_pretrained, quality_per_class)
     samples = write_sample_grid(dataset_dir, data_files)
-    content = render_card(run, chosen, stats, quality, repo_id)
+    screening = screening_section(run)
+    content = render_card(run, chosen, stats, quality, repo_id, screening)
     write_text_atomic(dataset_dir / README, content)
     return CardResult(dataset_dir / README, samples, chosen, stats, quality[1] if quality else None)
 

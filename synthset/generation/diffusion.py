@@ -132,11 +132,16 @@ def copy_weights_to_aligned_memory(pipe: Any) -> None:
 
     for component in pipe.components.values():
         if isinstance(component, torch.nn.Module):
-            for module in component.modules():
-                for parameter in module.parameters(recurse=False):
-                    parameter.data = parameter.data.clone()  # the same Parameter: tied weights stay tied
-                for name, tensor in list(module.named_buffers(recurse=False)):
-                    setattr(module, name, tensor.clone())
+            copy_module_to_aligned_memory(component)
+
+
+def copy_module_to_aligned_memory(model: Any) -> None:
+    """`copy_weights_to_aligned_memory` for one torch module (the quality gate's CLIP and checker too)."""
+    for module in model.modules():
+        for parameter in module.parameters(recurse=False):
+            parameter.data = parameter.data.clone()  # the same Parameter: tied weights stay tied
+        for name, tensor in list(module.named_buffers(recurse=False)):
+            setattr(module, name, tensor.clone())
 
 
 def generate_images(generator: LoadedGenerator, rows: list[dict[str, Any]]) -> tuple[list[Image], list[dict]]:
@@ -189,5 +194,4 @@ def generator_columns(generator: LoadedGenerator, lock: Lock) -> dict[str, Any]:
         "attention": generator.attention,
         "dtype": generator.dtype,
         "batch_size": spec.batch_size,
-        "clip_score": None,
     }

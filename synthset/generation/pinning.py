@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 
+from synthset.errors import SynthsetError
 from synthset.models import ResolvedModel, open_clip_reference, open_clip_revision, pin_model, resolve_pipeline
 from synthset.recipe import Recipe, recipe_to_dict
 from synthset.run.lock import Lock, generation_key, provenance_hash
@@ -47,16 +48,36 @@ def resolve_aux_models(recipe: Recipe) -> dict[str, dict[str, str]]:
     return pinned
 
 
+def resolve_quality_models(recipe: Recipe) -> dict[str, dict[str, str]]:
+    """Pin the quality gate's CLIP and safety checker: they decide which images a run keeps."""
+    quality = recipe.quality
+    pinned: dict[str, dict[str, str]] = {}
+    if quality is None:
+        return pinned
+    if quality.clip_model is not None:
+        name, pretrained, local = open_clip_reference(quality.clip_model, quality.clip_pretrained, "quality.clip_model")
+        if local is not None and not local.is_dir():
+            raise SynthsetError(f"quality.clip_model: no such model directory: {str(local)!r}")
+        pinned["quality_clip"] = {
+            "model": quality.clip_model if local is not None else name,
+            **({"path": str(local.resolve())} if local is not None else {}),
+            "revision": open_clip_revision(name, local, pretrained),
+        }
+    if quality.checker is not None:
+        pinned["safety_checker"] = pin_model(quality.checker, quality.checker_revision, "quality.checker")
+    return pinned
+
+
 def make_lock(recipe: Recipe) -> Lock:
     model: ResolvedModel = resolve_pipeline(recipe.generator.model, recipe.generator.revision)
-    aux_models = resolve_aux_models(recipe)
+    aux_models = {**resolve_aux_models(recipe), **resolve_quality_models(recipe)}
     recipe_data = recipe_to_dict(recipe)
     versions = package_versions()
     return Lock(
         recipe=recipe,
         model=model,
         versions=versions,
-        generation_key=generation_key(recipe_data, model.revision),
+        generation_key=generation_key(recipe_data, model.revision, aux_models),
         provenance=provenance_hash(recipe_data, model.revision, aux_models, versions),
         aux_models=aux_models,
     )

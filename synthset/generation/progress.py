@@ -46,7 +46,7 @@ class GlobalProgress:
                 record = read_record(path)
                 if record is None:
                     continue
-                rows = record.rows if record.generation_key == self.generation_key else 0
+                rows = record.settled if record.generation_key == self.generation_key else 0
                 self._rows_by_record[path] = (mtime, rows)
         with self._lock:
             stale = dict(self._stale)
@@ -63,6 +63,7 @@ class GlobalProgress:
             self._stale[path] = mtime
 
     def generated(self, shard: str, count: int) -> None:
+        """`count` more planned samples of `shard` are settled here (written, or dropped by the quality gate)."""
         with self._lock:
             self._in_flight[shard] = self._in_flight.get(shard, 0) + count
         self.refresh()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +41,7 @@ from synthset.run.records import (
     record_problem,
     shard_problem,
 )
-from synthset.run.schema import dataset_features
+from synthset.run.schema import dataset_features, rejects_features
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -59,12 +59,15 @@ class GenerateSummary:
     world_size: int
     worker: str
     shards_made: int
-    images_made: int
+    images_made: int  # rows written
     shards_redone: int  # of shards_made: made again because their record failed its check
     shards_already_done: int  # recorded before this worker started
     shards_done_by_others: int  # recorded by other workers while this one ran
     all_shards_done: bool
     seconds: float
+    redraws: int = 0  # images made again because the quality gate rejected an attempt
+    dropped: int = 0  # planned samples the quality gate dropped
+    near_duplicates: int = 0
 
 
 def preferred_order(num_shards: int, rank: int, world_size: int) -> list[int]:
@@ -117,19 +120,29 @@ class ShardMaker:
         self.generator = load_generator(lock, state.device, run, show_progress=state.is_main_process)
         self.constant_columns = generator_columns(self.generator, lock)
         self.batch_size = lock.recipe.generator.batch_size
+        self.recipe_seed = lock.recipe.seed
+        self.quality = lock.recipe.quality
+        self.screener = None
+        self._preparing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthset-gate-prepare")
+        if self.quality is not None:
+            from synthset.generation.screening import Screener
+
+            self.screener = Screener(lock, run, state.device, self.generator.dtype)
         self.progress = progress
         self.claims = claims
-        self.images_made = 0
+        self.images_made = self.redraws = self.dropped = self.near_duplicates = 0
         worker = claims.worker
+        label_names = read_label_names(run)
         self.writer = ShardWriter(
             run,
-            dataset_features(read_label_names(run)),
+            dataset_features(label_names),
             lock.recipe.storage,
             lock.generation_key,
             WriterIdentity(f"{worker.host}.{worker.pid}.{worker.id}", state.process_index, state.num_processes),
             may_publish=self._still_ours,
             on_shard_done=self._recorded,
             on_shard_discarded=self._discarded,
+            rejects_features=rejects_features(label_names),
         )
 
     def _still_ours(self, shard: str) -> bool:
@@ -149,25 +162,99 @@ class ShardMaker:
         self.claims.release(shard)
 
     def make(self, shard: PlannedShard) -> None:
-        from synthset.generation.diffusion import generate_images
+        """Make every planned sample of the shard: round 0 in plan order, then each round of redraws.
 
-        rows = shard.rows.to_pylist()
+        With a quality gate, batch i is judged after batch i + 1 was generated: the gate's CPU half (resizing
+        and normalizing for CLIP and the checker) runs on a worker thread while the pipeline makes the next
+        batch. The judging order (and so the shard's bytes) is the batch order all the same.
+        """
+        from synthset.generation.gate import Attempt, NearDuplicates
+
         self.writer.start_shard(shard.name, shard.sample_ids, shard.digest)
-        for batch in _batches(rows, self.batch_size):
-            # Every call has the recipe's batch size: reduction order depends on the batch shape.
-            padded = batch + [batch[-1]] * (self.batch_size - len(batch))
-            images, decided = generate_images(self.generator, padded)
-            out_rows = [{**row, **self.constant_columns, **d} for row, d in zip(batch, decided, strict=False)]
-            self.writer.add_batch(out_rows, images[: len(batch)])
-            self.images_made += len(batch)
-            self.progress.generated(shard.name, len(batch))
+        pending = [Attempt(row) for row in shard.rows.to_pylist()]
+        twins = None
+        if self.quality is not None and self.quality.near_duplicates is not None:
+            twins = NearDuplicates(self.quality.near_duplicates.threshold)
+        while pending:
+            redraw: list[Attempt] = []
+            waiting: _MadeBatch | None = None
+            for batch in _batches(pending, self.batch_size):
+                made = self._generate(batch)
+                if made.prepared is None:  # no gate: straight to the writer
+                    self._write_unscreened(shard.name, made)
+                    continue
+                if waiting is not None:
+                    redraw += self._judge(shard.name, waiting, twins)
+                waiting = made
+            if waiting is not None:
+                redraw += self._judge(shard.name, waiting, twins)
+            self.redraws += len(redraw)
+            pending = redraw
         self.writer.finish_shard()
 
+    def _generate(self, batch: list) -> _MadeBatch:
+        """One pipeline call, padded to the recipe's batch size; the gate's preprocessing starts beside it."""
+        from synthset.generation.diffusion import generate_images
+
+        # Every call has the recipe's batch size: reduction order depends on the batch shape.
+        padded = batch + [batch[-1]] * (self.batch_size - len(batch))
+        rows = [attempt.pipeline_row(self.recipe_seed) for attempt in padded]
+        images, decided = generate_images(self.generator, rows)
+        prepared = None
+        if self.screener is not None:  # the padding too: the gate's models see the full batch shape
+            prepared = self._preparing.submit(self.screener.prepare, images)
+        return _MadeBatch(batch, rows, images, decided, prepared)
+
+    def _write_unscreened(self, shard: str, made: _MadeBatch) -> None:
+        from synthset.generation.gate import UNSCREENED_COLUMNS
+
+        count = len(made.attempts)
+        out_rows = [
+            {**row, **self.constant_columns, **d, **UNSCREENED_COLUMNS}
+            for row, d in zip(made.rows[:count], made.decided, strict=False)
+        ]
+        self.writer.add_batch(out_rows, made.images[:count])
+        self.images_made += count
+        self.progress.generated(shard, count)
+
+    def _judge(self, shard: str, made: _MadeBatch, twins) -> list:
+        """Score a generated batch, apply the policy, feed the writer; returns the attempts to redraw."""
+        from synthset.generation.gate import judge_batch
+
+        assert self.screener is not None and self.quality is not None and made.prepared is not None
+        scores = self.screener.score_prepared(made.prepared.result(), made.rows)
+        count = len(made.attempts)
+        outcome = judge_batch(
+            self.quality, made.attempts, made.rows[:count], made.images, scores, made.decided,
+            self.constant_columns, twins,
+        )  # fmt: skip
+        self.writer.add_batch(outcome.kept_rows, outcome.kept_images)
+        self.writer.add_rejected(outcome.rejected_rows, outcome.rejected_images)
+        self.writer.add_dropped(outcome.dropped)
+        self.images_made += len(outcome.kept_rows)
+        self.dropped += len(outcome.dropped)
+        self.near_duplicates += outcome.near_duplicates
+        self.progress.generated(shard, outcome.settled)
+        return outcome.redraw
+
     def close(self) -> None:
+        self._preparing.shutdown(wait=True)
         self.writer.close()
 
 
-def _batches(rows: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+@dataclass
+class _MadeBatch:
+    """A generated batch waiting to be judged: its attempts, pipeline rows (padded), images, and the
+    future of the gate's preprocessing (None without a gate)."""
+
+    attempts: list[Any]
+    rows: list[dict[str, Any]]
+    images: list[Any]
+    decided: list[dict[str, Any]]
+    prepared: Future | None
+
+
+def _batches(rows: list[Any], size: int) -> list[list[Any]]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
@@ -300,6 +387,9 @@ def generate_run(
         worker=worker.claims.worker.id,
         shards_made=worker.made,
         images_made=worker.maker.images_made if worker.maker is not None else 0,
+        redraws=worker.maker.redraws if worker.maker is not None else 0,
+        dropped=worker.maker.dropped if worker.maker is not None else 0,
+        near_duplicates=worker.maker.near_duplicates if worker.maker is not None else 0,
         shards_redone=worker.redone,
         shards_already_done=len(recorded_at_start & set(worker.names)),
         shards_done_by_others=worker.by_others,

@@ -36,6 +36,16 @@ if TYPE_CHECKING:
     from synthset.recipe import StorageSpec
 
 PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+REJECT_THUMBNAIL_PX = 96  # rejected attempts are kept only as thumbnails, for `synthset review`
+
+
+def thumbnail_bytes(image: Image, size: int = REJECT_THUMBNAIL_PX, quality: int = 80) -> bytes:
+    """A small JPEG of `image` (longer side `size`), as the rejects file stores it."""
+    small = image.convert("RGB")
+    small.thumbnail((size, size))
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def encode_image(image: Image, storage: StorageSpec) -> bytes:
@@ -64,6 +74,8 @@ class _OpenShard:
     started: float
     pending: list[dict[str, Any]] = field(default_factory=list)
     written: int = 0
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # planned samples the quality gate dropped
+    rejects: list[dict[str, Any]] = field(default_factory=list)  # rejected attempts, with their thumbnails
 
 
 _FINISH = "finish"
@@ -99,9 +111,11 @@ class ShardWriter:
         may_publish: Callable[[str], bool] | None = None,
         on_shard_done: Callable[[ShardRecord], None] | None = None,
         on_shard_discarded: Callable[[str], None] | None = None,
+        rejects_features: Features | None = None,
     ) -> None:
         self.run = run
         self.schema = features.arrow_schema
+        self.rejects_schema = rejects_features.arrow_schema if rejects_features is not None else None
         self.storage = storage
         self.generation_key = generation_key
         self.identity = identity
@@ -119,6 +133,16 @@ class ShardWriter:
 
     def add_batch(self, rows: list[dict[str, Any]], images: list[Image]) -> None:
         self._put(("batch", rows, images))
+
+    def add_rejected(self, rows: list[dict[str, Any]], images: list[Image]) -> None:
+        """Attempts the quality gate turned down: stored as thumbnails in the shard's rejects file."""
+        if rows:
+            self._put(("rejected", rows, images))
+
+    def add_dropped(self, entries: list[dict[str, Any]]) -> None:
+        """Planned samples the quality gate dropped: listed in the shard's record instead of written."""
+        if entries:
+            self._put(("dropped", entries))
 
     def finish_shard(self) -> None:
         self._put((_FINISH,))
@@ -159,6 +183,13 @@ class ShardWriter:
                 elif kind == "batch":
                     assert current is not None
                     self._add(current, item[1], item[2])
+                elif kind == "rejected":
+                    assert current is not None
+                    for row, image in zip(item[1], item[2], strict=True):
+                        current.rejects.append({**row, "thumbnail": {"bytes": thumbnail_bytes(image), "path": None}})
+                elif kind == "dropped":
+                    assert current is not None
+                    current.dropped.extend(item[1])
                 elif kind == _FINISH:
                     assert current is not None
                     self._finish(current)
@@ -190,6 +221,7 @@ class ShardWriter:
         final = self.run.shard_file(name)
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_dead_temp_files(final)  # left by a killed process of this host that made this shard before
+        remove_dead_temp_files(self.run.rejects_file(name))
         tmp = temp_path_for(final)
         try:
             writer = pq.ParquetWriter(tmp, self.schema)
@@ -204,29 +236,58 @@ class ShardWriter:
         if len(shard.pending) >= self.storage.row_group_size:
             self._flush(shard)
 
-    def _flush(self, shard: _OpenShard) -> None:
+    def _flush(self, shard: _OpenShard, final: bool = False) -> None:
         size = self.storage.row_group_size
         while shard.pending:
             chunk, shard.pending = shard.pending[:size], shard.pending[size:]
-            if len(chunk) < size and shard.written + len(chunk) < len(shard.sample_ids):
+            if len(chunk) < size and not final:
                 shard.pending = chunk  # keep a partial row group until the shard ends
                 return
             shard.writer.write_table(pa.Table.from_pylist(chunk, schema=self.schema), row_group_size=size)
             shard.written += len(chunk)
 
+    def _write_rejects(self, shard: _OpenShard) -> Path | None:
+        """The shard's rejected attempts to a temp file beside their final name (None when there are none)."""
+        if not shard.rejects:
+            return None
+        if self.rejects_schema is None:
+            raise RuntimeError(f"shard {shard.name}: rejected attempts but no rejects schema")
+        tmp = temp_path_for(self.run.rejects_file(shard.name))
+        try:
+            pq.write_table(pa.Table.from_pylist(shard.rejects, schema=self.rejects_schema), tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
     def _finish(self, shard: _OpenShard) -> None:
-        self._flush(shard)
+        self._flush(shard, final=True)
         shard.writer.close()
-        if shard.written != len(shard.sample_ids):
-            raise RuntimeError(f"shard {shard.name}: wrote {shard.written} rows, planned {len(shard.sample_ids)}")
+        if shard.written + len(shard.dropped) != len(shard.sample_ids):
+            raise RuntimeError(
+                f"shard {shard.name}: wrote {shard.written} rows and dropped {len(shard.dropped)}, "
+                f"planned {len(shard.sample_ids)}"
+            )
         with open(shard.tmp, "rb+") as f:
             os.fsync(f.fileno())
         digest, size = sha256_file(shard.tmp), shard.tmp.stat().st_size
+        rejects_tmp = self._write_rejects(shard)
         if self.may_publish is not None and not self.may_publish(shard.name):
             shard.tmp.unlink(missing_ok=True)
+            if rejects_tmp is not None:
+                rejects_tmp.unlink(missing_ok=True)
             if self.on_shard_discarded is not None:
                 self.on_shard_discarded(shard.name)
             return
+        rejects_digest, rejects_size = "", 0
+        rejects_final = self.run.rejects_file(shard.name)
+        if rejects_tmp is not None:
+            rejects_digest, rejects_size = sha256_file(rejects_tmp), rejects_tmp.stat().st_size
+            os.replace(rejects_tmp, rejects_final)  # before the shard: a record never names a missing file
+        else:
+            rejects_final.unlink(missing_ok=True)  # left by an earlier making of this shard
         final = self.run.shard_file(shard.name)
         os.replace(shard.tmp, final)
         record = ShardRecord(
@@ -242,6 +303,9 @@ class ShardWriter:
             world_size=self.identity.world_size,
             seconds=round(time.monotonic() - shard.started, 3),
             worker=self.identity.worker,
+            dropped=shard.dropped,
+            rejects_sha256=rejects_digest,
+            rejects_bytes=rejects_size,
         )
         write_record(self.run, record)
         if self.on_shard_done is not None:

@@ -125,6 +125,17 @@ def check_publishable(run: RunDir) -> None:
         raise SynthsetError(f"{readme}: not this run's dataset card; run `synthset card {run}` first")
 
 
+def check_screened(run: RunDir, allow_unscreened: bool) -> None:
+    """Images no NSFW checker saw are published only when the user says so (the card warns in its first lines)."""
+    quality = (read_lock_data(run).get("recipe") or {}).get("quality") or {}
+    if quality.get("checker") or allow_unscreened:
+        return
+    raise SynthsetError(
+        f"{run}: its images were never screened for NSFW content (the recipe has no quality.checker); "
+        "add a quality section and generate again, or push with --allow-unscreened"
+    )
+
+
 def stage(run: RunDir, repo_id: str) -> Staged:
     """Write the README as published to `repo_id` and the manifest under RUN/.publish/, and read them back."""
     target = run.root / STAGE_DIR / repo_id.replace("/", "--")
@@ -342,11 +353,13 @@ def push_dataset(
     private: bool = False,
     tag: str | None = None,
     branch: str = "main",
+    allow_unscreened: bool = False,
 ) -> PushResult:
     """Publish `RUN/dataset/` to `branch` of `repo_id` through a pull request, then tag it (module docstring)."""
     run = RunDir.at(run_dir)
     check_repo_id(repo_id)
     check_publishable(run)
+    check_screened(run, allow_unscreened)
     api, token = client(require_token=True)
     with hub_errors(repo_id, token, api.endpoint):
         api.whoami()  # a rejected token fails here, before anything is hashed or uploaded

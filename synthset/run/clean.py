@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthset.fsutil import TEMP_PREFIX, owner_is_dead
-from synthset.run.paths import CLAIMS_DIR, DATASET_BUILD_PREFIX, RunDir
+from synthset.run.paths import CLAIMS_DIR, DATASET_BUILD_PREFIX, RunDir, shard_of_file
 from synthset.run.plan import open_plan, plan_shard_names
 
 
@@ -38,7 +38,7 @@ def find_unowned(run: RunDir) -> Unowned:
                 if path.name.startswith(TEMP_PREFIX):
                     if owner_is_dead(path.name.removeprefix(TEMP_PREFIX)):
                         found.dead_temp_files.append(path)
-                elif path.suffix in (".parquet", ".json") and f"{config_dir.name}/{path.stem}" not in planned:
+                elif (shard := shard_of_file(config_dir.name, path.name)) is not None and shard not in planned:
                     found.stale_shards.append(path)
     for build in sorted(run.root.glob(f"{DATASET_BUILD_PREFIX}*")):
         if owner_is_dead(build.name.removeprefix(DATASET_BUILD_PREFIX)):

@@ -19,6 +19,16 @@ def sample_seed(recipe_seed: int, sample_id: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
+def attempt_seed(recipe_seed: int, sample_id: str, attempt: int) -> int:
+    """The seed of a sample's `attempt`-th draw: attempt 0 is the plan's seed; a redraw (the quality gate
+    rejected the image) takes the next attempt. Like `sample_seed`, it depends on nothing but the recipe
+    seed, the sample id and the attempt number, so a redrawn row regenerates from its own columns."""
+    if attempt == 0:
+        return sample_seed(recipe_seed, sample_id)
+    digest = hashlib.sha256(f"{recipe_seed}/{sample_id}/attempt-{attempt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
 def shard_name(config: str, split: str, band: int, index: int) -> str:
     """Shards are numbered within a scale band, so growing a run never renames a finished shard."""
     return f"{config}/{split}-b{band}-{index:05d}"

@@ -30,16 +30,27 @@ def _hash(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def generation_key(recipe_data: dict[str, Any], model_revision: str) -> str:
-    """Hash of what decides an image's bytes given its plan row."""
-    return _hash(
-        {
-            "seed": recipe_data["seed"],
-            "generator": {k: v for k, v in recipe_data["generator"].items() if k != "model"},
-            "storage": {k: v for k, v in recipe_data["storage"].items() if k not in ("shard_size",)},
-            "model_revision": model_revision,
-        }
-    )[:16]
+# The columns of a generated row; raised whenever they change (2: the quality gate's columns), so a shard
+# written with other columns is never taken for finished work.
+ROW_FORMAT = 2
+QUALITY_MODELS = ("quality_clip", "safety_checker")  # aux_models entries that decide which images are kept
+
+
+def generation_key(recipe_data: dict[str, Any], model_revision: str, aux_models: dict | None = None) -> str:
+    """Hash of what decides a shard's bytes given its plan rows: the image settings and, with a quality
+    gate, its policy and the exact checker and CLIP that decide which images are kept."""
+    key = {
+        "row_format": ROW_FORMAT,
+        "seed": recipe_data["seed"],
+        "generator": {k: v for k, v in recipe_data["generator"].items() if k != "model"},
+        "storage": {k: v for k, v in recipe_data["storage"].items() if k not in ("shard_size",)},
+        "model_revision": model_revision,
+    }
+    if recipe_data.get("quality") is not None:
+        models = aux_models or {}
+        key["quality"] = recipe_data["quality"]
+        key["quality_models"] = {name: (models.get(name) or {}).get("revision") for name in QUALITY_MODELS}
+    return _hash(key)[:16]
 
 
 def provenance_hash(recipe_data: dict[str, Any], model_revision: str, aux: dict, versions: dict[str, str]) -> str:
@@ -108,7 +119,7 @@ def read_lock(run: RunDir) -> Lock:
         raise SynthsetError(
             f"{path}: {key} missing or malformed; the lock is written by `synthset plan`, run it again"
         ) from None
-    expected = generation_key(recipe_to_dict(lock.recipe), lock.model.revision)
+    expected = generation_key(recipe_to_dict(lock.recipe), lock.model.revision, lock.aux_models)
     if expected != lock.generation_key:
         raise SynthsetError(
             f"{path}: edited after planning (its recipe's generation settings no longer match generation_key "

@@ -9,6 +9,7 @@
     conditioning_pool.parquet  augcond runs: the real images each class may be conditioned on       plan
     cache/                LLM answers, partial LAR scores: reusable, never published            plan
     shards/<config>/      generated Parquet shards and their records (<shard>.json)             generate
+    shards/<config>/      ... and <shard>.rejects.parquet: what the quality gate turned down    generate
     shards/.claims/       which live worker is making which shard (leases)                      generate
     dataset/              the Hub layout: README.md, published Parquet files, side files        build, card
     dataset/evaluation/   training results the card shows (`synthset train --to-card`)         train
@@ -37,6 +38,16 @@ DATASET_DIR = "dataset"
 DATASET_BUILD_PREFIX = ".dataset-build-"  # a build in progress: assembled here, then swapped in whole
 EVALUATION_DIR = "evaluation"  # in dataset/: `synthset train --to-card` results, shown by the card
 README_FILE = "README.md"
+REVIEW_FILE = "review.html"  # `synthset review`: the contact sheets to look at before publishing
+SHARD_SUFFIXES = (".rejects.parquet", ".parquet", ".json")  # a shard's files: rejects, data, record
+
+
+def shard_of_file(config_dir: str, filename: str) -> str | None:
+    """The shard a file of `shards/<config>/` belongs to (`naive/train-b0-00001`), or None for another file."""
+    for suffix in SHARD_SUFFIXES:
+        if filename.endswith(suffix):
+            return f"{config_dir}/{filename.removesuffix(suffix)}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,14 @@ class RunDir:
 
     def record_file(self, shard: str) -> Path:
         return self.shards_dir / f"{shard}.json"
+
+    def rejects_file(self, shard: str) -> Path:
+        """The quality gate's rejected attempts of a shard (thumbnails and scores), beside the shard."""
+        return self.shards_dir / f"{shard}{SHARD_SUFFIXES[0]}"
+
+    @property
+    def review_file(self) -> Path:
+        return self.root / REVIEW_FILE
 
     # -- build stage ---------------------------------------------------------------------------------
     @property

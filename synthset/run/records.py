@@ -11,7 +11,7 @@ count: that shard is made again.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from synthset.fsutil import sha256_file, write_text_atomic
 from synthset.run.paths import RunDir
@@ -32,6 +32,16 @@ class ShardRecord:
     world_size: int
     seconds: float
     worker: str = ""  # host.pid.id of the worker that made it (records before claims have none)
+    # The quality gate's planned samples that have no row: {sample_id, label, reason, attempts: [...]}, each
+    # attempt {attempt, seed, reason, clip_score, nsfw_score, nsfw}. rows + len(dropped) = planned samples.
+    dropped: list[dict] = field(default_factory=list)
+    rejects_sha256: str = ""  # the shard's rejects file (thumbnails of rejected attempts), when it has one
+    rejects_bytes: int = 0
+
+    @property
+    def settled(self) -> int:
+        """Planned samples this shard finished: written as rows, or dropped by the quality gate."""
+        return self.rows + len(self.dropped)
 
 
 def write_record(run: RunDir, record: ShardRecord) -> None:
@@ -77,6 +87,14 @@ def record_problem(
         return f"size {path.stat().st_size} != recorded {record.bytes}"
     if check_sha and sha256_file(path) != record.sha256:
         return "sha256 mismatch"
+    if record.rejects_sha256:
+        rejects = run.rejects_file(record.shard)
+        if not rejects.is_file():
+            return f"{rejects.name} missing"
+        if rejects.stat().st_size != record.rejects_bytes:
+            return f"{rejects.name}: size {rejects.stat().st_size} != recorded {record.rejects_bytes}"
+        if check_sha and sha256_file(rejects) != record.rejects_sha256:
+            return f"{rejects.name}: sha256 mismatch"
     return None
 
 

@@ -45,7 +45,26 @@ GENERATOR_COLUMNS = {
     "attention": Value("string"),
     "dtype": Value("string"),
     "batch_size": Value("int32"),
+}
+
+# What the quality gate found (`recipe.quality`); null (and attempt 0, no rejections) in an unscreened run.
+# `seed` is the seed of the kept attempt: attempt 0 is the plan's seed, attempt k the k-th redraw's
+# (`synthset.run.ids.attempt_seed`), so a redrawn row still regenerates from its own columns.
+REJECTED_ATTEMPT = {
+    "attempt": Value("int32"),
+    "seed": Value("int64"),
+    "reason": Value("string"),  # nsfw | low_clip | near_duplicate
     "clip_score": Value("float32"),
+    "nsfw_score": Value("float32"),
+    "nsfw": Value("bool"),
+}
+QUALITY_COLUMNS = {
+    "clip_score": Value("float32"),  # 100 * max(cos(image, "a photo of a <class>"), 0) with the recipe's CLIP
+    "nsfw_score": Value("float32"),  # the checker's highest concept score; > 0 means flagged
+    "nsfw": Value("bool"),  # flagged by the checker (kept only under `nsfw: keep`)
+    "attempt": Value("int32"),
+    "near_duplicate_of": Value("string"),  # an earlier kept image of the class (same shard) this one nearly repeats
+    "rejected": List(REJECTED_ATTEMPT),  # the earlier attempts of this sample, and why each was rejected
 }
 
 
@@ -55,8 +74,25 @@ def plan_features(label_names: list[str]) -> Features:
 
 
 def dataset_features(label_names: list[str]) -> Features:
-    """A generated (and published) row: the image, its plan columns, and how it was generated."""
-    return Features({"image": Image(), **_plan_columns(label_names), **GENERATOR_COLUMNS})
+    """A generated (and published) row: the image, its plan columns, how it was generated and screened."""
+    return Features({"image": Image(), **_plan_columns(label_names), **GENERATOR_COLUMNS, **QUALITY_COLUMNS})
+
+
+def rejects_features(label_names: list[str]) -> Features:
+    """A shard's rejected attempts (`<shard>.rejects.parquet`, never published): a small thumbnail and the
+    scores of every image the gate turned down, for `synthset review`. The sample's fate (redrawn and kept,
+    or dropped) is in the shard and its record."""
+    return Features(
+        {
+            "thumbnail": Image(),
+            "sample_id": Value("string"),
+            "config": Value("string"),
+            "label": ClassLabel(names=label_names),
+            "class_name": Value("string"),
+            "prompt": Value("string"),
+            **REJECTED_ATTEMPT,
+        }
+    )
 
 
 PLAN_ONLY_COLUMNS = ("band", "shard")

@@ -79,7 +79,7 @@ def run_status(run_dir, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> RunStat
     for record in records.values():
         status = worker_of(record.worker or f"rank{record.rank}-of-{record.world_size}")
         status.shards_done += 1
-        status.images_done += record.rows
+        status.images_done += record.settled  # written, or dropped by the quality gate
         status.seconds += record.seconds
     claimed, expired = [], []
     for name in names:
@@ -96,7 +96,7 @@ def run_status(run_dir, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> RunStat
             status.expired = True
         else:
             claimed.append(claim)
-    images_done = sum(r.rows for r in records.values())
+    images_done = sum(r.settled for r in records.values())
     images = sum(sizes.values())
     in_progress = sum(now - c.since for c in claimed)
     gpu_hours = (sum(r.seconds for r in records.values()) + in_progress) / 3600
