@@ -40,7 +40,18 @@ def interrupted_push(hub: HubServer, home: Path, run: Path, after_commits: int) 
     """Start `synthset push` and kill it while its commit (or merge) number `after_commits + 1` is on the wire."""
     hub.state.hold_commits_after(after_commits)
     process = subprocess.Popen(
-        [sys.executable, "-m", "synthset", "push", str(run), "--repo", "org/big", "--tag", "v2.0"],
+        [
+            sys.executable,
+            "-m",
+            "synthset",
+            "push",
+            str(run),
+            "--repo",
+            "org/big",
+            "--tag",
+            "v2.0",
+            "--allow-unscreened",
+        ],
         cwd=REPO_ROOT,
         env=hub_env(hub, home),
         stdout=subprocess.DEVNULL,
@@ -64,7 +75,7 @@ def test_a_12k_file_version_publishes_in_many_commits_resumes_and_verifies(tmp_p
     assert b"custom_16shot/b0/p00/train-*.parquet" in readme and b"custom_16shot/b0/p01/train-*.parquet" in readme
 
     with HubServer() as hub:  # the Hub's own limits and page sizes
-        ok(cli(hub, tmp_path, "push", str(small), "--repo", "org/big", "--tag", "v1.0"))
+        ok(cli(hub, tmp_path, "push", str(small), "--repo", "org/big", "--tag", "v1.0", "--allow-unscreened"))
         repo = hub.state.repos[("dataset", "org/big")]
         v1 = repo.tags["v1.0"]
         v1_rows = load_main(hub, tmp_path / "reader")
@@ -80,7 +91,7 @@ def test_a_12k_file_version_publishes_in_many_commits_resumes_and_verifies(tmp_p
             ok(cli(hub, tmp_path, "verify", "org/big", "--revision", "v1.0"))
             assert [(n, p.status) for n, p in repo.pulls.items()] == [(1, "merged"), (2, "open")]  # never opened twice
 
-        out = ok(cli(hub, tmp_path, "push", str(big), "--repo", "org/big", "--tag", "v2.0"))
+        out = ok(cli(hub, tmp_path, "push", str(big), "--repo", "org/big", "--tag", "v2.0", "--allow-unscreened"))
         assert "on pull request #2, merged as" in out and "0 commits" in out  # everything had been committed
         assert hub.state.commits_applied == start + commits + 1  # every commit once, then the merge
         expected = {hashlib.sha256(d).hexdigest(): len(d) for p, d in published_files(big, "org/big").items()
