@@ -32,7 +32,10 @@ def open_plan(run: RunDir) -> pq.ParquetFile:
 
 def plan_shard_names(plan: pq.ParquetFile) -> list[str]:
     """Shard names in plan order: the plan has exactly one row group per shard."""
-    column = plan.schema_arrow.get_field_index("shard")
+    # Row-group statistics are per leaf column: struct and list columns before `shard` (cd_aspects,
+    # cond_images) add leaves, so its top-level field index would name another column (cond_aug).
+    schema = plan.metadata.schema
+    column = next(j for j in range(len(schema)) if schema.column(j).path == "shard")
     names = []
     for i in range(plan.metadata.num_row_groups):
         stats = plan.metadata.row_group(i).column(column).statistics
