@@ -68,6 +68,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from synthset.generation.plan import plan_run
     from synthset.recipe import load_recipe
 
+    budget = None
+    if args.gpu_memory is not None:
+        from synthset.generation.memory import parse_memory
+
+        budget = parse_memory(args.gpu_memory)  # a bad size fails before any planning
     summary = plan_run(load_recipe(args.recipe))
     per_config = ", ".join(f"{name}: {rows}" for name, rows in summary.rows_per_config.items())
     print(f"planned {summary.rows} images in {summary.shards} shards ({per_config})")
@@ -83,6 +88,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             f"LLM: {stats.llm_requests} requests ({summary.llm_backend_calls} sent, {summary.llm_cache_hits} from "
             f"cache); rejected: {rejected}; replaced by the template: {stats.replaced}"
         )
+    if budget is not None:
+        from synthset.generation.memory import memory_report
+        from synthset.run.lock import read_lock
+
+        lock = read_lock(summary.run)
+        local = lock.model.load_path if lock.model.source == "local" else None
+        for line in memory_report(lock.recipe.generator.model, local, lock.recipe.generator, budget, args.gpu_memory):
+            if line.startswith("warning:"):
+                print(f"synthset: {line}", file=sys.stderr)
+            else:
+                print(line)
     print(f"run directory: {summary.run}")
     print(f"next: accelerate launch -m synthset generate {summary.run}")
     return 0
@@ -256,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )  # fmt: skip
     plan.add_argument("recipe", help="recipe YAML file, e.g. recipes/demo.yaml")
+    plan.add_argument(
+        "--gpu-memory",
+        metavar="SIZE",
+        default=None,
+        help="memory of one GPU, e.g. 80GB or 24GiB: print the generator's estimated peak at the recipe's batch "
+        "size, and warn (with the largest batch size that fits) when it would not fit",
+    )
     plan.set_defaults(func=_cmd_plan)
 
     generate = commands.add_parser(
