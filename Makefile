@@ -9,7 +9,7 @@ DEMO_PROCESSES ?= 2
 LAUNCH ?= $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(DEMO_PROCESSES) --num_machines 1 \
 	--mixed_precision no --dynamo_backend no
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench smoke-full gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,17 @@ format: install
 
 bench: install
 	$(PY) -m benchmarks.run
+
+# Every full-size replica (SD 1.5, 2.1-base, 2.1 768-v, 2.1-unCLIP, SDXL: published configs, random weights)
+# through plan -> generate -> build -> load_dataset, one image each at native size, 2 steps, fp32 on CPU.
+# Not part of `make test`: ~45 min on 2 cores, ~21 GB of disk under $(SYNTHSET_HOME)/models, ~17 GB of RAM
+# at SDXL's peak. One replica: make smoke-full SMOKE="--only sdxl-base".
+smoke-full: install
+	nice -n 10 $(PY) -m benchmarks.smoke_full $(SMOKE)
+
+# On a machine with CUDA: every replica at fp16, attention backends, knobs, batch 1-16 (< 8 min); one JSON.
+gpu-check: install
+	$(PY) -m benchmarks.gpu
 
 clean:
 	rm -rf runs .cache .pytest_cache .ruff_cache

@@ -18,6 +18,7 @@ from synthset.generation.memory import (
     estimate,
     largest_batch,
     local_parameters,
+    model_memory,
     parse_memory,
 )
 from synthset.models import REPLICA_ENV
@@ -89,6 +90,17 @@ def test_local_parameters_count_what_synthset_loads(synthset_home: Path) -> None
     modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
     assert local_parameters(path) == (sum(p.numel() for m in modules for p in m.parameters()),
                                       sum(p.numel() for p in pipe.vae.parameters()))  # fmt: skip
+
+
+def test_an_unknown_local_sdxl_upcasts_its_vae_and_sd_does_not(synthset_home: Path) -> None:
+    """force_upcast defaults to true in every VAE config, but only the SDXL pipelines act on it."""
+    for name, upcast in (("sdxl-base", True), ("sd15", False)):
+        path = str(replica_path(name, "small"))
+        figures, source = model_memory(path, path)
+        assert figures is not None and figures.vae_upcast is upcast, name
+        assert figures.native_size == REPLICAS[name].native_size and "counted from its files" in source
+    assert model_memory("org/unknown", None) == (None, "no memory figures for 'org/unknown' (not a known model, "
+                                                       "and no local copy to count)")  # fmt: skip
 
 
 def _plan(write_recipe, capsys, *options: str, **generator):

@@ -157,7 +157,12 @@ def model_memory(model: str, load_path: str | None) -> tuple[ModelMemory | None,
     parameters, vae = local_parameters(Path(load_path))
     index = json.loads((Path(load_path) / "model_index.json").read_text("utf-8"))
     vae_config = Path(load_path) / "vae" / "config.json"
-    upcast = vae_config.is_file() and bool(json.loads(vae_config.read_text("utf-8")).get("force_upcast", False))
+    # Only the SDXL pipelines upcast the VAE (its config's force_upcast, default true) to decode in float16.
+    upcast = (
+        "XL" in str(index.get("_class_name"))
+        and vae_config.is_file()
+        and bool(json.loads(vae_config.read_text("utf-8")).get("force_upcast", True))
+    )
     unet_config = Path(load_path) / "unet" / "config.json"
     sample = json.loads(unet_config.read_text("utf-8")).get("sample_size", 64) if unet_config.is_file() else 64
     native = (sample if isinstance(sample, int) else sample[0]) * 8

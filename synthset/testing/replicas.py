@@ -271,3 +271,66 @@ def parameter_counts(name: str, scale: str = "full") -> dict[str, int]:
             model = _model(class_name, configs[rel])
         counts[component] = sum(p.numel() for p in model.parameters())
     return counts
+
+
+def _tokenizer(replica: Replica, component: str, scratch: Path):
+    """The replica's CLIPTokenizer, from the published tokenizer configs and the CLIP BPE files."""
+    from transformers import CLIPTokenizer
+
+    out = scratch / replica.name / component
+    if not (out / "vocab.json").is_file():
+        write_clip_bpe_files(out)
+        for path in (replica.config_dir / component).glob("*.json"):
+            shutil.copyfile(path, out / path.name)
+    return CLIPTokenizer.from_pretrained(out)
+
+
+def assemble_pipeline(name: str, scale: str, device: str, dtype, vae_replica: str | None = None):
+    """Replica `name` as a pipeline object built in memory on `device` (random weights, nothing saved).
+
+    For measuring speed where building and saving gigabytes first would cost minutes (the GPU check):
+    the same configs, classes and wiring as `build_replica`; the safety checker is left out, as synthset
+    leaves it out; `vae_replica` swaps the VAE (e.g. "sdxl-vae-fp16-fix").
+    """
+    import inspect
+    import tempfile
+
+    import diffusers
+    import torch
+    from transformers import CLIPImageProcessor
+
+    replica = REPLICAS[name]
+    configs = replica_configs(replica, scale)
+    index = configs["model_index.json"]
+    scratch = Path(tempfile.gettempdir()) / "synthset-replica-tokenizers"
+    components: dict[str, Any] = {}
+    for component, class_name in pipeline_components(index).items():
+        if component == "safety_checker":
+            components[component] = None
+        elif class_name == "CLIPTokenizer":
+            components[component] = _tokenizer(replica, component, scratch)
+        elif class_name in ("CLIPImageProcessor", "CLIPFeatureExtractor"):
+            components[component] = CLIPImageProcessor.from_pretrained(replica.config_dir / component)
+        elif class_name.endswith("Scheduler"):
+            config = configs[f"{component}/scheduler_config.json"]
+            components[component] = getattr(diffusers, class_name).from_config(config)
+        else:
+            config = configs[f"{component}/config.json"]
+            if component == "vae" and vae_replica is not None:
+                config = replica_configs(REPLICAS[vae_replica], scale)["config.json"]
+            torch.manual_seed(SEED)
+            with torch.device(device), _default_dtype(dtype):
+                model = _model(class_name, config)
+            if any(p.dtype != dtype for p in model.parameters()):  # a config's torch_dtype won
+                model.to(dtype=dtype)
+            components[component] = model.eval()
+    pipeline_class = getattr(diffusers, index["_class_name"])
+    accepted = inspect.signature(pipeline_class.__init__).parameters
+    # Config values (force_zeros_for_empty_prompt); components the repo lists as [null, null] are None.
+    extra = {key: None if isinstance(value, list) else value for key, value in index.items()
+             if not key.startswith("_") and key not in components}  # fmt: skip
+    if "requires_safety_checker" in accepted:
+        extra["requires_safety_checker"] = False
+    if "add_watermarker" in accepted:
+        extra["add_watermarker"] = False
+    return pipeline_class(**components, **{k: v for k, v in extra.items() if k in accepted})
