@@ -209,6 +209,7 @@ def check_observations(case: Case, obs: dict[str, Any], outcome: Outcome, replic
 def load_and_check(case: Case, run_dir: Path, outcome: Outcome) -> dict[str, Any]:
     """load_dataset of the built dataset: one row, the native size, the generator columns."""
     import datasets
+    import numpy as np
 
     from synthset.testing.replicas import REPLICAS
 
@@ -219,6 +220,8 @@ def load_and_check(case: Case, run_dir: Path, outcome: Outcome) -> dict[str, Any
     size = REPLICAS[case.replica].native_size
     outcome.check("load_dataset: one row", len(data) == 1, f"config {names[0]}: {len(data)} rows")
     outcome.check("stored image at native size", row["image"].size == (size, size), row["image"].size)
+    pixels = np.asarray(row["image"].convert("RGB"), dtype=np.float32)
+    outcome.check("image is not blank (no NaN decoded to black)", pixels.std() > 1.0, f"pixel std {pixels.std():.1f}")
     outcome.check("row names the Hub id", row["model"] == REPLICAS[case.replica].hub_id, row["model"])
     options = row["generator_options"]
     outcome.check(

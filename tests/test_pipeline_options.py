@@ -131,6 +131,7 @@ def _rows(negative: str) -> list[dict]:
 
 def test_sdxl_without_a_negative_prompt_uses_zeros_as_its_authors_do(loaded) -> None:
     generator = loaded("sdxl-base", steps=1, width=64, height=64, batch_size=2)
+    assert generator.pipe.watermark is None and generator.pipe.text_encoder_2 is not None
     seen = []
 
     def record(module, args, kwargs) -> None:

@@ -198,3 +198,23 @@ def test_unknown_replica_and_scale_are_one_line_errors(tmp_path: Path) -> None:
         replica_path("sd3", "small", tmp_path)
     with pytest.raises(SynthsetError, match=r"^replica scale must be one of full, small, got 'tiny'$"):
         replica_path("sd15", "tiny", tmp_path)
+
+
+def test_tiny_models_command_builds_the_replicas_asked_for(tmp_path: Path, capsys) -> None:
+    from synthset.cli import main
+
+    assert (
+        main(["tiny-models", "--home", str(tmp_path), "--replicas", "small", "--only", "sd21,sdxl-vae-fp16-fix"]) == 0
+    )
+    out = capsys.readouterr().out.splitlines()
+    models = tmp_path / "models"
+    assert out == [
+        f"sd21: {models / 'replica-sd21-small'}",
+        f"sdxl-vae-fp16-fix: {models / 'replica-sdxl-vae-fp16-fix-small'}",
+    ]
+    assert sorted(p.name for p in models.iterdir()) == ["replica-sd21-small", "replica-sdxl-vae-fp16-fix-small"]
+    assert main(["tiny-models", "--home", str(tmp_path), "--replicas", "small", "--only", "sd3"]) == 2
+    assert capsys.readouterr().err == (
+        "synthset: error: --only: unknown replica 'sd3' (known: sd15, sd21-base, sd21, sd21-unclip, sdxl-base, "
+        "sdxl-vae-fp16-fix, compvis-safety-checker)\n"
+    )

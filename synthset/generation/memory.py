@@ -4,19 +4,21 @@ Peak memory of one pipeline call (see README "Memory planning"):
 
     peak = weights + max(text+UNet phase, VAE phase) + context
     weights             = parameters loaded (no safety checker) x bytes per parameter of the dtype
-    text+UNet phase     = unet_per_image x batch x scale x (dtype bytes / 2)
-    VAE phase           = vae_per_image x (1 if vae_slicing else batch) x scale x (VAE dtype bytes / 2)
+    text+UNet phase     = (unet_fixed + unet_per_image x batch) x scale x (dtype bytes / 2)
+    VAE phase           = (vae_fixed + vae_per_image x images) x scale x (VAE dtype bytes / 2),
+                          images = 1 with vae_slicing, else batch
                           (+ the VAE's weights again in float32 when it upcasts: SDXL in float16)
     scale               = (width x height) / native pixels   (activations grow with pixels: conv maps
                           and, with SDPA's memory-efficient kernels, attention too)
     context             = 1 GiB for the CUDA context, cuBLAS/cuDNN workspaces and allocator slack
 
 The two phases do not overlap (the UNet's activations are freed before the VAE decodes), so the larger
-one counts. `unet_per_image` and `vae_per_image` (bytes per image at the native size with 2-byte
-activations) are measured, not guessed: `benchmarks/replica_memory.py` runs each full-size replica at
-batch 1, 4 and 8 in bfloat16 on a CPU and fits a line per phase (benchmarks/README.md has the table and
-the residuals). A model synthset does not know gets the largest per-pixel figures of the known ones.
-The GPU check (`python -m benchmarks.gpu`) prints measured GPU peaks beside this formula's.
+one counts. The per-image and fixed figures (bytes at the native size with 2-byte activations) are
+measured, not guessed: `benchmarks/replica_memory.py` runs each full-size replica at batch 1, 4 and 8 in
+bfloat16 on a CPU and fits a line per phase (benchmarks/README.md has the table, the residuals, and two
+checks of the formula's scaling rules against measurements it was not fitted to: float32, and 768 px).
+A model synthset does not know gets the largest per-pixel figures of the known ones. The GPU check
+(`python -m benchmarks.gpu`) prints measured GPU peaks beside this formula's.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class ModelMemory:
     unet_per_image: float  # bytes per image at native size, 2-byte activations: text encoders + UNet (CFG)
     vae_per_image: float  # the same for the VAE decode
     vae_upcast: bool  # the VAE config's force_upcast: in float16 it decodes in float32 (SDXL)
+    unet_fixed: float = 0.0  # bytes of the phase that do not grow with the batch (the fit's intercept)
+    vae_fixed: float = 0.0
 
 
 _VAE = 83_653_863
@@ -85,10 +89,11 @@ def estimate(model: ModelMemory, spec: GeneratorSpec, dtype: str, batch: int | N
     batch = spec.batch_size if batch is None else batch
     size = DTYPE_BYTES[dtype]
     scale = spec.width * spec.height / model.native_size**2
-    unet = model.unet_per_image * batch * scale * size / 2
+    unet = (model.unet_fixed + model.unet_per_image * batch) * scale * size / 2
     upcast = model.vae_upcast and dtype == "float16"
     vae_size = 4 if upcast else size
-    vae = model.vae_per_image * (1 if spec.vae_slicing else batch) * scale * vae_size / 2
+    images = 1 if spec.vae_slicing else batch
+    vae = (model.vae_fixed + model.vae_per_image * images) * scale * vae_size / 2
     if upcast:
         vae += model.vae_parameters * 4  # the float32 copy of the VAE diffusers makes to decode
     phase, activations = ("VAE decode", vae) if vae > unet else ("UNet", unet)
@@ -167,11 +172,17 @@ def model_memory(model: str, load_path: str | None) -> tuple[ModelMemory | None,
     sample = json.loads(unet_config.read_text("utf-8")).get("sample_size", 64) if unet_config.is_file() else 64
     native = (sample if isinstance(sample, int) else sample[0]) * 8
     pixels = native**2
+
     # Unknown architecture: the largest per-pixel activation figures of the measured models (conservative).
-    unet = max(m.unet_per_image / m.native_size**2 for m in KNOWN_MODELS.values()) * pixels
-    vae_bytes = max(m.vae_per_image / m.native_size**2 for m in KNOWN_MODELS.values()) * pixels
-    what = f"{index.get('_class_name', 'pipeline')} counted from its files; activations: the largest known per pixel"
-    return ModelMemory(parameters, vae, native, unet, vae_bytes, upcast), what
+    def largest(field: str) -> float:
+        return max(getattr(m, field) / m.native_size**2 for m in KNOWN_MODELS.values()) * pixels
+
+    figures = ModelMemory(parameters, vae, native, largest("unet_per_image"), largest("vae_per_image"), upcast,
+                          largest("unet_fixed"), largest("vae_fixed"))  # fmt: skip
+    return (
+        figures,
+        f"{index.get('_class_name', 'pipeline')} counted from its files; activations: the largest known per pixel",
+    )
 
 
 def gpu_dtype(spec: GeneratorSpec) -> str:
