@@ -63,6 +63,10 @@ def test_formula_by_hand() -> None:
     assert (sliced.activations, sliced.phase) == (4 * GIB, "UNet")
     # activations grow with pixels: 1024 px is 4x the native 512 px.
     assert estimate(MODEL, spec(width=1024, height=1024), "bfloat16").activations == 32 * GIB
+    # the fixed part of a phase scales with pixels and bytes too, but not with the batch.
+    fixed = ModelMemory(10**9, 10**8, 512, 1 * GIB, 0.5 * GIB, False, unet_fixed=2 * GIB, vae_fixed=0)
+    assert estimate(fixed, spec(), "float32").activations == (2 + 4) * GIB * 2
+    assert estimate(fixed, spec(batch_size=1), "bfloat16").activations == 3 * GIB
 
 
 def test_largest_batch_is_the_last_power_of_two_that_fits() -> None:

@@ -57,11 +57,11 @@ class ModelMemory:
 _VAE = 83_653_863
 # Parameters: counted from the published configs (tests/test_replicas.py); per-image bytes: fitted to
 # benchmarks/replica_memory.py on the full replicas, bfloat16, CPU (benchmarks/README.md).
-_SD15 = ModelMemory(1_066_235_307, _VAE, 512, 0.22 * GIB, 1.60 * GIB, False)
-_SD21_BASE = ModelMemory(1_289_952_427, _VAE, 512, 0.22 * GIB, 1.60 * GIB, False)
-_SD21 = ModelMemory(1_289_952_427, _VAE, 768, 0.60 * GIB, 3.60 * GIB, False)
-_SD21_UNCLIP = ModelMemory(1_926_293_675, _VAE, 768, 0.60 * GIB, 3.60 * GIB, False)
-_SDXL = ModelMemory(3_468_837_867, _VAE, 1024, 1.00 * GIB, 6.40 * GIB, True)
+_SD15 = ModelMemory(1_066_235_307, _VAE, 512, 0.178 * GIB, 0.334 * GIB, False, 0.387 * GIB, 0.502 * GIB)
+_SD21_BASE = ModelMemory(1_289_952_427, _VAE, 512, 0.182 * GIB, 0.356 * GIB, False, 0.324 * GIB, 0.382 * GIB)
+_SD21 = ModelMemory(1_289_952_427, _VAE, 768, 0.329 * GIB, 0.772 * GIB, False, 0.549 * GIB, 0.724 * GIB)
+_SD21_UNCLIP = ModelMemory(1_926_293_675, _VAE, 768, 0.330 * GIB, 0.759 * GIB, False, 0.536 * GIB, 0.755 * GIB)
+_SDXL = ModelMemory(3_468_837_867, _VAE, 1024, 0.387 * GIB, 1.204 * GIB, True, 0.507 * GIB, 1.280 * GIB)
 KNOWN_MODELS: dict[str, ModelMemory] = {
     "stable-diffusion-v1-5/stable-diffusion-v1-5": _SD15,
     "runwayml/stable-diffusion-v1-5": _SD15,

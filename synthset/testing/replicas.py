@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from synthset.errors import SynthsetError
-from synthset.models import REPLICA_OF_HUB_ID, REPLICA_SCALES, replica_dir_name
+from synthset.models import REPLICA_SCALES, replica_dir_name
 from synthset.testing import scaled
 from synthset.testing.clip_bpe import write_clip_bpe_files
 from synthset.testing.store import build_atomically, models_dir
@@ -70,7 +70,6 @@ REPLICAS: dict[str, Replica] = {
     )
 }
 PIPELINE_REPLICAS = tuple(name for name, r in REPLICAS.items() if r.kind == "pipeline")
-assert {r.hub_id for r in REPLICAS.values()} <= set(REPLICA_OF_HUB_ID), "every replica needs its hub id mapped"
 
 # Component class (as model_index.json names it) -> how its directory is made.
 DIFFUSERS_MODELS = ("UNet2DConditionModel", "AutoencoderKL", "StableUnCLIPImageNormalizer")
