@@ -48,7 +48,7 @@ bench: install
 
 # Every full-size replica (SD 1.5, 2.1-base, 2.1 768-v, 2.1-unCLIP, SDXL: published configs, random weights)
 # through plan -> generate -> build -> load_dataset, one image each at native size, 2 steps, fp32 on CPU.
-# Not part of `make test`: ~45 min on 2 cores, ~21 GB of disk under $(SYNTHSET_HOME)/models, ~17 GB of RAM
+# Not part of `make test`: 20-45 min on 2 cores, ~20 GB of disk under $(SYNTHSET_HOME)/models, ~19 GB of RAM
 # at SDXL's peak. One replica: make smoke-full SMOKE="--only sdxl-base".
 smoke-full: install
 	nice -n 10 $(PY) -m benchmarks.smoke_full $(SMOKE)

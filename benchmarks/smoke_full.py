@@ -23,9 +23,9 @@ hooks on the UNet and VAE (`benchmarks/observe.py`), so the checks see what the 
 
 It prints, per replica: parameters, load time, seconds per UNet call (one denoising step with
 classifier-free guidance) and per VAE decode, and peak RSS; and writes `benchmarks/results/smoke-full-
-<time>.json`. Exit status 1 when a check fails. The full replicas take ~21 GB of disk under
+<time>.json`. Exit status 1 when a check fails. The full replicas take ~20 GB of disk under
 $SYNTHSET_HOME/models (SD 1.5 2.7, SD 2.1-base 2.6, SD 2.1 2.6, unCLIP 3.9, SDXL 6.9); SDXL needs
-~16 GB of RAM at its peak. Run one replica with `--only sdxl-base`.
+~19 GB of RAM at its peak. Run one replica with `--only sdxl-base`.
 """
 
 from __future__ import annotations
