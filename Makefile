@@ -12,7 +12,7 @@ LAUNCH ?= $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(DEMO_PROCE
 # The review page is tested in a real headless Chromium (Debian's `chromium`; .ci/run installs it).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install demo test lint format bench clean browser
+.PHONY: install demo test lint format bench smoke-full gpu-check clean browser
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,17 @@ format: install
 
 bench: install
 	$(PY) -m benchmarks.run
+
+# Every full-size replica (SD 1.5, 2.1-base, 2.1 768-v, 2.1-unCLIP, SDXL: published configs, random weights)
+# through plan -> generate -> build -> load_dataset, one image each at native size, 2 steps, fp32 on CPU.
+# Not part of `make test`: 20-45 min on 2 cores, ~20 GB of disk under $(SYNTHSET_HOME)/models, ~19 GB of RAM
+# at SDXL's peak. One replica: make smoke-full SMOKE="--only sdxl-base".
+smoke-full: install
+	nice -n 10 $(PY) -m benchmarks.smoke_full $(SMOKE)
+
+# On a machine with CUDA: every replica at fp16, attention backends, knobs, batch 1-16 (< 8 min); one JSON.
+gpu-check: install
+	$(PY) -m benchmarks.gpu
 
 clean:
 	rm -rf runs .cache .pytest_cache .ruff_cache

@@ -1,14 +1,22 @@
-"""Row 7: GPU figures for Stable Diffusion 2.1-base's UNet, measured only where CUDA is available.
+"""`python -m benchmarks.gpu`: the GPU check of every replica (and row 7 of `make bench`).
 
-A UNet2DConditionModel with SD 2.1-base's config and random weights, fp16, batch of `GPU_BATCH` images
-at 512x512 (64x64 latents) with classifier-free guidance (two UNet rows per image), 25 steps: images/s
-with PyTorch SDPA, with xformers (when importable), and with torch.compile (SDPA; compile time excluded
-and reported). FLOPs per image are counted with `torch.utils.flop_counter.FlopCounterMode` over one step
-at the CFG batch, times the steps; the fraction of peak is achieved FLOP/s ÷ a bf16 matmul's FLOP/s
-measured on the same device. The VAE decode and text encoder are not included.
+`python -m benchmarks.gpu` (on a machine with CUDA) runs `benchmarks/gpu_replicas.py`: every replica of a
+generator the recipes name, float16, SDPA vs xformers vs torch.compile, channels_last, VAE slicing and
+tiling, SDXL's VAE three ways, batch sizes 1-16, images/s, peak GPU memory beside the memory formula's
+figure, and the fraction of a measured float16 matmul's FLOP/s; one JSON (`--out`, or `$OUT/gpu-check.json`
+when `$OUT` is set, else benchmarks/results/gpu-check-<time>.json). It stops starting new rows after
+`--budget-s` (default 420 s, so the whole check ends within 8 minutes on an H100-class GPU).
+`--selftest` runs every code path of it on CPU with the scaled-down replicas at 64 px (xformers is
+reported as skipped there); `--selftest --no-compile` skips torch.compile, the slow part on a CPU.
 
-On a CPU-only run the row says "not measured". `python -m benchmarks.gpu --selftest` runs the same code
-on CPU with a tiny UNet config (fp32), to check the code path without a GPU.
+Row 7 of `make bench` (`measure(ctx)` below): Stable Diffusion 2.1-base's UNet alone, measured only where
+CUDA is available. A UNet2DConditionModel with SD 2.1-base's config and random weights, fp16, batch of
+`GPU_BATCH` images at 512x512 (64x64 latents) with classifier-free guidance (two UNet rows per image), 25
+steps: images/s with PyTorch SDPA, with xformers (when importable), and with torch.compile (SDPA; compile
+time excluded and reported). FLOPs per image are counted with `torch.utils.flop_counter.FlopCounterMode`
+over one step at the CFG batch, times the steps; the fraction of peak is achieved FLOP/s ÷ a bf16
+matmul's FLOP/s measured on the same device. The VAE decode and text encoder are not included. On a
+CPU-only run the row says "not measured".
 """
 
 from __future__ import annotations
@@ -212,18 +220,78 @@ def measure(ctx: Context) -> list[Row]:
     return [Row(name, value, "-", "info", {"measured": True, **figures})]
 
 
-def main() -> None:
+def replica_check(args: argparse.Namespace) -> dict[str, Any]:
+    """Every replica's rows (see benchmarks/gpu_replicas.py), with the device's matmul peaks."""
+    import diffusers
+    import torch
+
+    from benchmarks.gpu_replicas import Budget, Device, matmul_flops_per_s, measure_replica
+
+    started = time.perf_counter()
+    device = Device("cpu" if args.selftest else "cuda")
+    if not args.selftest and not torch.cuda.is_available():
+        raise SystemExit("benchmarks.gpu: no CUDA device here; `--selftest` runs the same code on CPU")
+    dtype = args.dtype or "float16"
+    n = 256 if args.selftest else 8192
+    matmul = {name: matmul_flops_per_s(device, getattr(torch, name), n, 0.5 if args.selftest else 3.0)
+              for name in ("float16", "bfloat16")}  # fmt: skip
+    budget = Budget(args.budget_s)
+    rows = []
+    for name in args.only.split(","):
+        rows += measure_replica(
+            name, "small" if args.selftest else "full", device, dtype,
+            [int(b) for b in args.batches.split(",")], args.variant_batch, args.steps,
+            64 if args.selftest else None, set() if args.no_compile else set(args.compile.split(",")),
+            matmul["float16" if dtype == "float16" else "bfloat16"], budget,
+        )  # fmt: skip
+    return {
+        "device": torch.cuda.get_device_name() if device.cuda else "cpu (selftest: scaled-down replicas, 64 px)",
+        "torch": torch.__version__, "diffusers": diffusers.__version__, "dtype": dtype,
+        "matmul_flops_per_s": matmul, "budget_s": args.budget_s, "elapsed_s": round(time.perf_counter() - started, 1),
+        "rows": rows, "skipped_rows": sum("skipped" in row for row in rows),
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    import os
+    from pathlib import Path
+
+    from synthset.testing.replicas import PIPELINE_REPLICAS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--selftest", action="store_true", help="tiny UNet on CPU, fp32: checks the code path")
-    parser.add_argument("--compile", action="store_true", help="with --selftest: include torch.compile (slow)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="minimum seconds per timed backend")
-    args = parser.parse_args()
-    if args.selftest:
-        figures = measure_unet("cpu", "float32", TINY_UNET, images=1, steps=2, min_seconds=min(args.seconds, 1.0),
-                               matmul_n=256, try_compile=args.compile)  # fmt: skip
-    else:
-        figures = measure_unet(min_seconds=args.seconds)
-    print(json.dumps(figures, indent=2))
+    parser.add_argument("--selftest", action="store_true", help="scaled-down replicas on CPU: checks every code path")
+    parser.add_argument("--only", default=",".join(PIPELINE_REPLICAS), help="comma-separated replicas")
+    parser.add_argument("--batches", default=None, help="batch sizes (default 1,2,4,8,16; selftest 1,2)")
+    parser.add_argument("--variant-batch", type=int, default=None, help="batch of the knob variants (default 8; 2)")
+    parser.add_argument("--steps", type=int, default=25, help="steps of the generation images/s is given for")
+    parser.add_argument("--compile", default="sd15,sdxl-base", help="replicas to torch.compile (minutes each)")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--dtype", default=None, choices=("float16", "bfloat16", "float32"),
+                        help="default float16")  # fmt: skip
+    parser.add_argument("--budget-s", type=float, default=420.0, help="start no new row after this many seconds")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default $OUT/gpu-check.json or results/)")
+    parser.add_argument("--unet-only", action="store_true", help="row 7's SD 2.1-base UNet figures instead")
+    parser.add_argument("--seconds", type=float, default=20.0, help="--unet-only: minimum seconds per backend")
+    args = parser.parse_args(argv)
+    if args.unet_only:
+        if args.selftest:
+            figures = measure_unet("cpu", "float32", TINY_UNET, images=1, steps=2, min_seconds=min(args.seconds, 1.0),
+                                   matmul_n=256, try_compile=not args.no_compile)  # fmt: skip
+        else:
+            figures = measure_unet(min_seconds=args.seconds)
+        print(json.dumps(figures, indent=2))
+        return
+    args.batches = args.batches or ("1,2" if args.selftest else "1,2,4,8,16")
+    args.variant_batch = args.variant_batch or (2 if args.selftest else 8)
+    result = replica_check(args)
+    out = args.out
+    if out is None and os.environ.get("OUT"):
+        out = Path(os.environ["OUT"]) / "gpu-check.json"
+    if out is None:
+        out = Path(__file__).parent / "results" / f"gpu-check-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"{len(result['rows'])} rows ({result['skipped_rows']} skipped) in {result['elapsed_s']} s: {out}")
 
 
 if __name__ == "__main__":

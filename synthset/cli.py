@@ -76,6 +76,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from synthset.generation.plan import plan_run
     from synthset.recipe import load_recipe
 
+    budget = None
+    if args.gpu_memory is not None:
+        from synthset.generation.memory import parse_memory
+
+        budget = parse_memory(args.gpu_memory)  # a bad size fails before any planning
     if args.check:
         from synthset.generation.check import check_recipe
 
@@ -108,6 +113,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(f"LLM servers: {summary.llm_report}")
     if summary.hub_layout:
         print(summary.hub_layout)
+    if budget is not None:
+        from synthset.generation.memory import memory_report
+        from synthset.run.lock import read_lock
+
+        lock = read_lock(summary.run)
+        local = lock.model.load_path if lock.model.source == "local" else None
+        for line in memory_report(lock.recipe.generator.model, local, lock.recipe.generator, budget, args.gpu_memory):
+            if line.startswith("warning:"):
+                print(f"synthset: {line}", file=sys.stderr)
+            else:
+                print(line)
     print(f"run directory: {summary.run}")
     print(f"next: accelerate launch -m synthset generate {summary.run}")
     return 0
@@ -340,7 +356,15 @@ def _cmd_clean(args: argparse.Namespace) -> int:
 def _cmd_tiny_models(args: argparse.Namespace) -> int:
     from synthset import testing
 
-    for name, path in testing.build_all(args.home).items():
+    if args.replicas is None:
+        built = testing.build_all(args.home)
+    else:
+        names = args.only.split(",") if args.only else None
+        unknown = sorted(set(names or []) - set(testing.REPLICAS))
+        if unknown:
+            raise SynthsetError(f"--only: unknown replica {unknown[0]!r} (known: {', '.join(testing.REPLICAS)})")
+        built = testing.build_replicas(args.replicas, names, args.home)
+    for name, path in built.items():
         print(f"{name}: {path}")
     return 0
 
@@ -366,6 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate only: resolve the model, read train lists, open real images, draw shots and build the "
         "conditioning pools (the leak guards), then stop; writes nothing and calls no LLM",
+    )
+    plan.add_argument(
+        "--gpu-memory",
+        metavar="SIZE",
+        default=None,
+        help="memory of one GPU, e.g. 80GB or 24GiB: print the generator's estimated peak at the recipe's batch "
+        "size, and warn (with the largest batch size that fits) when it would not fit",
     )
     plan.set_defaults(func=_cmd_plan)
 
@@ -578,10 +609,21 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = commands.add_parser(
         "tiny-models", help="build the tiny offline models used by tests and the demo", description=(
             "Build tiny models from configs (no download) and save them with save_pretrained under "
-            "$SYNTHSET_HOME (default ~/.cache/synthset). Recipes name them as synthset-testing:<name>."
+            "$SYNTHSET_HOME (default ~/.cache/synthset). Recipes name them as synthset-testing:<name>. "
+            "With --replicas, build replicas of the real generators (SD 1.5, SD 2.1-base, SD 2.1, SD 2.1-unCLIP, "
+            "SDXL base, the SDXL fp16-fix VAE, the CompVis safety checker) as replica-<name>[-small]; with "
+            "SYNTHSET_TEST_REPLICAS=small|full set, a recipe naming their Hub ids runs on them offline (tests only)."
         ),
     )  # fmt: skip
     tiny.add_argument("--home", type=Path, default=None, help="where to save them (default: $SYNTHSET_HOME)")
+    tiny.add_argument(
+        "--replicas",
+        choices=("small", "full"),
+        default=None,
+        help="build the replicas of the real generators instead (published configs, random weights): small = "
+        "scaled down for tests; full = published sizes, ~21 GB of disk for all (SDXL alone 6.9 GB)",
+    )
+    tiny.add_argument("--only", default=None, help="with --replicas: comma-separated names, e.g. sd15,sdxl-base")
     tiny.set_defaults(func=_cmd_tiny_models)
     return parser
 

@@ -7,6 +7,12 @@ A recipe names a model in one of three ways, for the generator, the LAR/quality 
 - `synthset-testing:<name>`, one of the tiny offline models that `synthset tiny-models` (or the test
   suite) builds under `$SYNTHSET_HOME/models/<name>`: an ordinary local directory from here on.
 
+Offline test mode: when `SYNTHSET_TEST_REPLICAS` is `full` or `small` (set by the test suite and
+`make smoke-full`, never by a user's run), a Hub id of a model synthset has a replica of (same configs,
+random weights; see `synthset.testing.replicas`) resolves to that replica's directory instead of the
+Hub, so a recipe naming `stabilityai/stable-diffusion-xl-base-1.0` runs end to end without a network.
+Unset, a Hub id always means the Hub.
+
 This module only resolves: it never builds a tiny model (that is `synthset.testing`, which the product
 does not import) and never loads weights. A reference that cannot be resolved is one `SynthsetError`
 line naming the recipe field.
@@ -26,6 +32,20 @@ from synthset.fsutil import sha256_tree, tree_files, write_text_atomic
 TESTING_SCHEME = "synthset-testing:"
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
+REPLICA_ENV = "SYNTHSET_TEST_REPLICAS"
+REPLICA_SCALES = ("full", "small")
+# Hub id -> the replica that stands in for it in offline test mode (synthset.testing builds them).
+REPLICA_OF_HUB_ID = {
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": "sd15",
+    "runwayml/stable-diffusion-v1-5": "sd15",
+    "stabilityai/stable-diffusion-2-1-base": "sd21-base",
+    "stabilityai/stable-diffusion-2-1": "sd21",
+    "stabilityai/stable-diffusion-2-1-unclip": "sd21-unclip",
+    "stabilityai/stable-diffusion-xl-base-1.0": "sdxl-base",
+    "madebyollin/sdxl-vae-fp16-fix": "sdxl-vae-fp16-fix",
+    "CompVis/stable-diffusion-safety-checker": "compvis-safety-checker",
+}
+
 
 def synthset_home() -> Path:
     """$SYNTHSET_HOME if set, else ~/.cache/synthset: where the tiny offline models live."""
@@ -38,6 +58,39 @@ def synthset_home() -> Path:
 def tiny_model_dir(name: str, home: Path | None = None) -> Path:
     """Where the tiny model `name` is saved (whether or not it has been built)."""
     return (home if home is not None else synthset_home()) / "models" / name
+
+
+def replica_dir_name(replica: str, scale: str) -> str:
+    """`replica-sd15` (full size) or `replica-sd15-small` (the scaled-down test version)."""
+    return f"replica-{replica}" + ("-small" if scale == "small" else "")
+
+
+def replica_scale() -> str | None:
+    """The offline test mode's replica scale, or None in a user's run (the variable unset or empty)."""
+    value = os.environ.get(REPLICA_ENV, "")
+    if not value:
+        return None
+    if value not in REPLICA_SCALES:
+        raise SynthsetError(f"{REPLICA_ENV}={value!r}: must be one of {', '.join(REPLICA_SCALES)} (or unset)")
+    return value
+
+
+def replica_dir(model: str, field_name: str) -> Path | None:
+    """In offline test mode, the replica directory that stands in for the Hub id `model`; else None."""
+    scale = replica_scale()
+    if scale is None or not HUB_ID_PATTERN.match(model) or Path(model).expanduser().exists():
+        return None
+    replica = REPLICA_OF_HUB_ID.get(model)
+    if replica is None:
+        known = ", ".join(sorted(REPLICA_OF_HUB_ID))
+        raise SynthsetError(f"{field_name}: {REPLICA_ENV} is set but {model!r} has no offline replica (known: {known})")
+    path = tiny_model_dir(replica_dir_name(replica, scale))
+    if not path.is_dir():
+        raise SynthsetError(
+            f"{field_name}: the {scale} replica of {model!r} is not built in {path.parent} "
+            f"(run `synthset tiny-models --replicas {scale}`, or set SYNTHSET_HOME to where it is)"
+        )
+    return path
 
 
 @dataclass(frozen=True)
@@ -57,8 +110,12 @@ class ResolvedModel:
 def local_model_dir(model: str, field_name: str) -> Path | None:
     """The local directory a model string names (a path or a tiny test model), or None for a Hub id.
 
-    A tiny model that was never built is one line telling how to build it.
+    A tiny model that was never built is one line telling how to build it. In offline test mode a Hub id
+    with a replica is that replica's directory.
     """
+    replica = replica_dir(model, field_name)
+    if replica is not None:
+        return replica
     if model.startswith(TESTING_SCHEME):
         name = model.removeprefix(TESTING_SCHEME)
         path = tiny_model_dir(name)

@@ -245,7 +245,13 @@ class GeneratorSpec(_Strict):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="auto: float16 on CUDA, float32 on CPU."
     )
-    scheduler: Literal["default", "ddim", "pndm", "euler", "euler_a", "dpm++", "unipc"] = "default"
+    scheduler: Literal["default", "ddim", "pndm", "euler", "euler_a", "dpm++", "unipc"] = Field(
+        "default",
+        description="default: the model's own; a swap keeps the model's prediction type and timestep spacing.",
+    )
+    timestep_spacing: Literal["model", "leading", "linspace", "trailing"] = Field(
+        "model", description="model: the spacing of the model's own scheduler (kept through a swap)."
+    )
     steps: Annotated[int, Field(gt=0)] = 30
     guidance: Annotated[float, Field(ge=0)] = 7.5
     width: Annotated[int, Field(gt=0, multiple_of=8)] = 512
@@ -257,6 +263,12 @@ class GeneratorSpec(_Strict):
     )
     noise_level: Annotated[int, Field(ge=0)] = Field(
         0, description="unCLIP only: noise added to the image embedding (0 in paper B)."
+    )
+    channels_last: bool = Field(False, description="UNet and VAE in channels_last memory format (GPU speed).")
+    compile: bool = Field(False, description="torch.compile the UNet (minutes of compiling, then faster steps).")
+    vae_slicing: bool = Field(False, description="Decode one image at a time: lower peak memory at large batch.")
+    vae_tiling: bool = Field(
+        False, description="Decode in overlapping tiles: lower memory above the VAE's sample size (changes pixels)."
     )
     cpu_threads: Annotated[int, Field(gt=0)] = Field(
         1,

@@ -104,3 +104,28 @@ def test_a_plan_from_before_the_shard_index_is_still_read(write_recipe):
     assert plan.shard_names == sorted(by_shard) and plan.shard_rows == [6, 6, 3]
     shard = read_planned_shard(plan, 2, "naive/train-b0-00002")
     assert shard.sample_ids == [row["sample_id"] for row in by_shard["naive/train-b0-00002"]]
+
+
+def test_shard_names_come_from_the_shard_column_when_another_column_is_constant(tmp_path):
+    """Row-group statistics are per leaf column: cd_aspects (4 leaves) and cond_images shift the indices, so
+    the shard name must not be read at `shard`'s top-level index (that leaf is cond_aug, constant in an
+    augcond plan with one augmentation)."""
+    import pyarrow as pa
+
+    from synthset.run.schema import plan_features
+
+    rows = [
+        {"sample_id": f"augcond/0000/00000{i}", "config": "augcond", "split": "train", "label": 0,
+         "class_name": "tench", "strategy": "augcond", "prompt": "tench", "negative_prompt": "",
+         "lar_meaning": None, "cd_aspects": None, "sd_style": None, "seed": i, "cond_images": ["a.png"],
+         "cond_aug": "dropout(p=0.4)", "cond_lambda": None, "band": 0, "shard": f"augcond/train-b0-0000{i}"}
+        for i in range(2)
+    ]  # fmt: skip
+    schema = plan_features(["tench"]).arrow_schema
+    with pq.ParquetWriter(tmp_path / PLAN_FILE, schema) as writer:
+        for row in rows:
+            writer.write_table(pa.Table.from_pylist([row], schema=schema))
+    assert plan_shard_names(pq.ParquetFile(tmp_path / PLAN_FILE)) == [
+        "augcond/train-b0-00000",
+        "augcond/train-b0-00001",
+    ]

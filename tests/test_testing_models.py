@@ -16,7 +16,8 @@ from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
 from synthset import testing
 from synthset.errors import SynthsetError
-from synthset.testing import _build_atomically, build_all, synthset_home, tiny_model_path, tiny_sd_path
+from synthset.testing import build_all, build_atomically, synthset_home, tiny_model_path, tiny_sd_path
+from synthset.testing import tiny as tiny_models
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "a photo of a tench"
@@ -111,7 +112,7 @@ def test_second_call_reuses_the_build(sd_home: Path, monkeypatch: pytest.MonkeyP
     def no_rebuild(out: Path) -> None:
         raise AssertionError("tiny-sd was rebuilt")
 
-    monkeypatch.setattr(testing, "_build_tiny_sd", no_rebuild)
+    monkeypatch.setattr(tiny_models, "_build_tiny_sd", no_rebuild)
     assert tiny_sd_path(sd_home) == index.parent
     built = build_all(sd_home)
     assert set(built) == set(testing.TINY_MODELS) and built["tiny-sd"] == index.parent
@@ -129,9 +130,11 @@ def test_rebuild_is_byte_identical(sd_home: Path, tmp_path: Path) -> None:
 def test_unknown_tiny_model_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(
         SynthsetError,
-        match=r"synthset-testing:nope' \(known: tiny-clip, tiny-lm, tiny-safety-checker, tiny-sd, tiny-unclip\)$",
-    ):
+        match=r"synthset-testing:nope' \(known: tiny-clip, tiny-lm, tiny-safety-checker, tiny-sd, tiny-unclip, "
+        r"replica-",
+    ) as error:
         tiny_model_path("nope", tmp_path)
+    assert "replica-sdxl-base-small" in str(error.value) and "\n" not in str(error.value)
 
 
 def test_home_comes_from_env(sd_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,7 +153,7 @@ def test_build_atomically_keeps_the_winner_of_a_race(tmp_path: Path) -> None:
         target.mkdir()
         (target / "theirs.txt").write_text("theirs")
 
-    assert _build_atomically(target, build_while_another_process_wins) == target
+    assert build_atomically(target, build_while_another_process_wins) == target
     assert [p.name for p in target.iterdir()] == ["theirs.txt"]
     assert [p.name for p in target.parent.iterdir()] == ["thing"]
 
@@ -163,7 +166,7 @@ def test_build_atomically_leaves_nothing_after_a_failed_build(tmp_path: Path) ->
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        _build_atomically(target, half_build)
+        build_atomically(target, half_build)
     assert list(target.parent.iterdir()) == []
 
 

@@ -14,6 +14,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from synthset.errors import SynthsetError, first_line
+from synthset.generation.pipeline_options import (
+    SAFETY_CHECKER_OFF,
+    PipelineOptions,
+    apply_knobs,
+    load_kwargs,
+    pipeline_options,
+    ships_safety_checker,
+    swap_scheduler,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -26,15 +35,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "pndm": "PNDMScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "dpm++": "DPMSolverMultistepScheduler",
-    "unipc": "UniPCMultistepScheduler",
-}
-
 
 @dataclass
 class LoadedGenerator:
@@ -46,7 +46,9 @@ class LoadedGenerator:
     dtype: str
     attention: str
     scheduler: str
+    options: PipelineOptions
     conditioner: Conditioner | None = None  # set for augcond runs (unCLIP image variation)
+    safety_checker: str = "none"  # what became of the model's safety checker: "none" or SAFETY_CHECKER_OFF
 
 
 def choose_attention(requested: str, device: torch.device) -> str:
@@ -89,23 +91,29 @@ def load_generator(lock: Lock, device: torch.device, run: RunDir, show_progress:
     if lock.model.hub_revision is not None:
         kwargs["revision"] = lock.model.hub_revision
     try:
-        components = diffusers.DiffusionPipeline.load_config(lock.model.load_path, revision=kwargs.get("revision"))
-        if "safety_checker" in components:
-            # Classification data is filtered by the dataset maker, not blacked out per image.
-            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        model_index = diffusers.DiffusionPipeline.load_config(lock.model.load_path, revision=kwargs.get("revision"))
+        kwargs.update(load_kwargs(model_index))
         pipe = diffusers.DiffusionPipeline.from_pretrained(lock.model.load_path, **kwargs)
     except (OSError, ValueError) as error:  # missing or broken files, no network: one line, not a traceback
         raise SynthsetError(f"generator.model: cannot load {lock.model.load_path!r}: {first_line(error)}") from None
-    if spec.scheduler != "default":
-        scheduler_class = getattr(diffusers, SCHEDULERS[spec.scheduler])
-        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    pipe.scheduler = swap_scheduler(pipe.scheduler, spec.scheduler, spec.timestep_spacing)
     if attention == "xformers":
         pipe.enable_xformers_memory_efficient_attention()
     pipe.to(device)
     if device.type == "cpu":
         copy_weights_to_aligned_memory(pipe)
+    apply_knobs(pipe, spec)
     pipe.set_progress_bar_config(disable=True)
-    logger.info("generator: %s on %s, %s, attention=%s", lock.model.load_path, device, dtype, attention)
+    options = pipeline_options(pipe, spec)
+    logger.info(
+        "generator: %s (%s) on %s, %s, attention=%s, scheduler=%s (%s, %s spacing)",
+        spec.model, type(pipe).__name__, device, dtype, attention, type(pipe.scheduler).__name__,
+        options.prediction_type, options.timestep_spacing,
+    )  # fmt: skip
+    safety_checker = "none"
+    if ships_safety_checker(model_index):
+        safety_checker = SAFETY_CHECKER_OFF
+        logger.info("safety checker: %s", SAFETY_CHECKER_OFF)
     conditioner = None
     if any(c.strategy == "augcond" for c in lock.recipe.configs):
         if getattr(pipe, "image_encoder", None) is None or getattr(pipe, "image_normalizer", None) is None:
@@ -116,7 +124,9 @@ def load_generator(lock: Lock, device: torch.device, run: RunDir, show_progress:
         from synthset.generation.conditioning import make_conditioner
 
         conditioner = make_conditioner(pipe, lock, run)
-    return LoadedGenerator(pipe, spec, device, dtype, attention, type(pipe.scheduler).__name__, conditioner)
+    return LoadedGenerator(
+        pipe, spec, device, dtype, attention, type(pipe.scheduler).__name__, options, conditioner, safety_checker
+    )
 
 
 def copy_weights_to_aligned_memory(pipe: Any) -> None:
@@ -165,10 +175,13 @@ def generate_images(generator: LoadedGenerator, rows: list[dict[str, Any]]) -> t
         extra = {"image_embeds": embeds, "noise_level": spec.noise_level}
         decided = [{"cond_lambda": lam} for lam in batch.lambdas]
         hook = batch.after_noising(generator.pipe)  # the authors' dropout acts inside the call
+    negative = [row["negative_prompt"] or "" for row in rows]
     with torch.inference_mode(), hook:
         output = generator.pipe(
             prompt=[row["prompt"] for row in rows],
-            negative_prompt=[row["negative_prompt"] or "" for row in rows],
+            # None, not [""] * n, when there is none: SDXL then uses zeros as its unconditional embedding
+            # (force_zeros_for_empty_prompt, as its authors run it); SD 1.x/2.x encode "" either way.
+            negative_prompt=negative if any(negative) else None,
             num_inference_steps=spec.steps,
             guidance_scale=spec.guidance,
             width=spec.width,
@@ -194,4 +207,5 @@ def generator_columns(generator: LoadedGenerator, lock: Lock) -> dict[str, Any]:
         "attention": generator.attention,
         "dtype": generator.dtype,
         "batch_size": spec.batch_size,
+        "generator_options": generator.options.as_row(),
     }

@@ -45,6 +45,16 @@ GENERATOR_COLUMNS = {
     "attention": Value("string"),
     "dtype": Value("string"),
     "batch_size": Value("int32"),
+    # The scheduler's effective prediction type and timestep spacing, and the recipe's speed knobs: each
+    # can change the bytes (synthset.generation.pipeline_options).
+    "generator_options": {
+        "prediction_type": Value("string"),
+        "timestep_spacing": Value("string"),
+        "channels_last": Value("bool"),
+        "compile": Value("bool"),
+        "vae_slicing": Value("bool"),
+        "vae_tiling": Value("bool"),
+    },
 }
 
 # What the quality gate found (`recipe.quality`); null (and attempt 0, no rejections) in an unscreened run.

@@ -8,7 +8,7 @@ hand that directory to the code under test in place of a hub id.  The images the
 but every code path (tokenizer, text encoder, UNet, scheduler, VAE, saving) is the real one.
 
 Each model has one small ``_build_<name>(out_dir)`` function and one public ``<name>_path()`` that
-builds it on first use through :func:`_build_atomically`, so concurrent test processes never see a
+builds it on first use through :func:`synthset.testing.store.build_atomically`, so concurrent test processes never see a
 half-written model; ``TINY_MODELS`` maps the names recipes use (``synthset-testing:<name>``) to those.
 Heavy imports (torch, diffusers, transformers) stay inside the functions because the CLI imports this
 module and must start fast.
@@ -17,61 +17,14 @@ module and must start fast.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from synthset.errors import SynthsetError
-from synthset.models import synthset_home
+from synthset.testing.clip_bpe import bytes_to_unicode
+from synthset.testing.store import build_atomically, models_dir
 
 TINY_SD = "tiny-sd"
-
-
-def _models_dir(home: Path | None) -> Path:
-    return Path(home if home is not None else synthset_home()) / "models"
-
-
-def _build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
-    """Run ``build(tmp_dir)`` beside ``target`` and rename the result into place.
-
-    A directory only appears at ``target`` fully written, so ``target`` existing means the build is
-    complete.  If another process renamed its build there first we drop ours and use theirs (the
-    builds are seeded, so both are identical).
-    """
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # mkdtemp rather than a bare pid suffix so two threads of one process cannot share a temp dir.
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-{os.getpid()}-", dir=target.parent))
-    try:
-        build(tmp)
-        try:
-            # On POSIX a directory rename is atomic and fails if target is a non-empty directory.
-            os.rename(tmp, target)
-        except OSError:
-            if not target.exists():
-                raise
-            # Lost the race: another process finished first and its copy is already in place.
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable unicode map (the byte-level BPE alphabet)."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in codes), strict=True))
 
 
 def _tiny_clip_vocab() -> dict[str, int]:
@@ -80,7 +33,7 @@ def _tiny_clip_vocab() -> dict[str, int]:
     With no merges every word tokenizes to its characters, so any text works and the vocab (and the
     text encoder's embedding table) stays at 514 entries.
     """
-    alphabet = list(_bytes_to_unicode().values())
+    alphabet = list(bytes_to_unicode().values())
     tokens = alphabet + [c + "</w>" for c in alphabet] + ["<|startoftext|>", "<|endoftext|>"]
     return {tok: i for i, tok in enumerate(tokens)}
 
@@ -244,7 +197,7 @@ def _build_tiny_unclip(out: Path) -> None:
 
 def tiny_unclip_path(home: Path | None = None) -> Path:
     """Directory of the tiny unCLIP image-variation pipeline (augmentation-conditioning's model)."""
-    return _build_atomically(_models_dir(home) / TINY_UNCLIP, _build_tiny_unclip)
+    return build_atomically(models_dir(home) / TINY_UNCLIP, _build_tiny_unclip)
 
 
 def tiny_sd_path(home: Path | None = None) -> Path:
@@ -254,10 +207,10 @@ def tiny_sd_path(home: Path | None = None) -> Path:
     text_encoder/, tokenizer/, scheduler/), safetensors weights. Lives at <home>/models/tiny-sd.
     Pass it wherever a hub id such as "stable-diffusion-v1-5/stable-diffusion-v1-5" would go.
     """
-    target = _models_dir(home) / TINY_SD
+    target = models_dir(home) / TINY_SD
     if (target / "model_index.json").is_file():
         return target
-    _build_atomically(target, _build_tiny_sd)
+    build_atomically(target, _build_tiny_sd)
     if not (target / "model_index.json").is_file():
         raise SynthsetError(f"{target} exists but is not a complete tiny-sd build; delete it and retry")
     return target
@@ -302,7 +255,7 @@ def _build_tiny_open_clip(out: Path) -> None:
 
 def tiny_open_clip_path(home: Path | None = None) -> Path:
     """Directory of the tiny open_clip model; load it as `local-dir:<path>` (lar.clip_model does that)."""
-    return _build_atomically(_models_dir(home) / TINY_OPEN_CLIP, _build_tiny_open_clip)
+    return build_atomically(models_dir(home) / TINY_OPEN_CLIP, _build_tiny_open_clip)
 
 
 TINY_LM = "tiny-lm"
@@ -326,7 +279,7 @@ def _build_tiny_lm(out: Path) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    byte_chars = _bytes_to_unicode()
+    byte_chars = bytes_to_unicode()
     vocab = {byte_chars[b]: b for b in range(256)}
     for token in TINY_LM_SPECIAL_TOKENS:
         vocab[token] = len(vocab)
@@ -376,9 +329,9 @@ def tiny_lm_path(home: Path | None = None) -> Path:
     Loads with ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained``; recipes name
     it ``synthset-testing:tiny-lm`` (prompts.llm.model). Its text is random bytes: fine for testing plumbing.
     """
-    target = _models_dir(home) / TINY_LM
+    target = models_dir(home) / TINY_LM
     if not (target / "config.json").is_file():
-        _build_atomically(target, _build_tiny_lm)
+        build_atomically(target, _build_tiny_lm)
     if not (target / "model.safetensors").is_file():
         raise SynthsetError(f"{target} exists but is not a complete tiny-lm build; delete it and retry")
     return target
@@ -392,21 +345,7 @@ TINY_MODELS: dict[str, Callable[[Path | None], Path]] = {
 }
 
 
-def tiny_model_path(name: str, home: Path | None = None) -> Path:
-    """The directory of the tiny model ``name``, building it on first use. Recipes name it
-    ``synthset-testing:<name>``; ``synthset.models`` resolves that to the same directory (never building)."""
-    if name not in TINY_MODELS:
-        known = ", ".join(sorted(TINY_MODELS))
-        raise SynthsetError(f"unknown tiny model 'synthset-testing:{name}' (known: {known})")
-    return TINY_MODELS[name](home)
-
-
-def build_all(home: Path | None = None) -> dict[str, Path]:
-    """Build (or reuse) every tiny model, e.g. to warm the cache before an offline run."""
-    return {name: path_of(home) for name, path_of in TINY_MODELS.items()}
-
-
-# -- issue 15: the quality gate's tiny safety checker ---------------------------------------------------
+# -- the quality gate's tiny safety checker ---------------------------------------------------
 TINY_SAFETY_CHECKER = "tiny-safety-checker"
 TINY_SAFETY_CHECKER_IMAGE_SIZE = 32
 # The real CompVis checker compares a CLIP ViT-L/14 image embedding with 17 concept and 3 special-care
@@ -448,7 +387,7 @@ def _build_tiny_safety_checker(out: Path) -> None:
 
 def tiny_safety_checker_path(home: Path | None = None) -> Path:
     """Directory of the tiny safety checker; recipes name it `synthset-testing:tiny-safety-checker`."""
-    return _build_atomically(_models_dir(home) / TINY_SAFETY_CHECKER, _build_tiny_safety_checker)
+    return build_atomically(models_dir(home) / TINY_SAFETY_CHECKER, _build_tiny_safety_checker)
 
 
 TINY_MODELS[TINY_SAFETY_CHECKER] = tiny_safety_checker_path
