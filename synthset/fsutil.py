@@ -53,13 +53,20 @@ def temp_path_for(path: Path) -> Path:
     return path.with_name(f"{TEMP_PREFIX}{owner_token()}-{path.name}")
 
 
-def remove_dead_temp_files(path: Path) -> int:
-    """Delete temp files for `path` left by killed processes of this host; those of live owners stay."""
+def remove_dead_temp_files(directory: Path) -> int:
+    """Delete the temp files in `directory` left by killed processes of this host; those of live owners stay.
+
+    One listing of the directory: a shard folder at ImageNet scale holds tens of thousands of entries, so
+    this runs once when a worker starts, not once per file written.
+    """
     removed = 0
-    for stale in path.parent.glob(f"{TEMP_PREFIX}*-{path.name}"):
-        if owner_is_dead(stale.name.removeprefix(TEMP_PREFIX)):
-            stale.unlink(missing_ok=True)
-            removed += 1
+    if not directory.is_dir():
+        return removed
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith(TEMP_PREFIX) and owner_is_dead(entry.name.removeprefix(TEMP_PREFIX)):
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
     return removed
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from synthset.fsutil import remove_dead_temp_files
 from synthset.generation.processes import exit_with_launcher, make_process_state
 from synthset.generation.progress import GlobalProgress
 from synthset.models import check_local_model
@@ -368,6 +369,8 @@ def generate_run(
     check_generator_unchanged(run, lock)
     exit_with_launcher()
     state = make_process_state()
+    for folder in run.shard_folders():
+        remove_dead_temp_files(folder)  # left by killed workers of this host (other hosts' stay: see clean)
     worker = _Worker(run, lock, state, verify, lease_seconds)
     recorded_at_start = {
         name for name, record in read_records(run).items() if record.generation_key == lock.generation_key

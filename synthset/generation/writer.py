@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synthset.errors import SynthsetError
-from synthset.fsutil import describe_os_error, remove_dead_temp_files, sha256_file, temp_path_for
+from synthset.fsutil import describe_os_error, sha256_file, temp_path_for
 from synthset.run.paths import RunDir
 from synthset.run.records import ShardRecord, write_record
 
@@ -220,8 +220,6 @@ class ShardWriter:
     def _open(self, name: str, sample_ids: list[str], plan_digest: str) -> _OpenShard:
         final = self.run.shard_file(name)
         final.parent.mkdir(parents=True, exist_ok=True)
-        remove_dead_temp_files(final)  # left by a killed process of this host that made this shard before
-        remove_dead_temp_files(self.run.rejects_file(name))
         tmp = temp_path_for(final)
         try:
             writer = pq.ParquetWriter(tmp, self.schema)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthset.fsutil import TEMP_PREFIX, owner_is_dead
-from synthset.run.paths import CLAIMS_DIR, DATASET_BUILD_PREFIX, RunDir, shard_of_file
+from synthset.run.paths import DATASET_BUILD_PREFIX, RunDir, shard_of_file
 from synthset.run.plan import open_plan, plan_shard_names
 
 
@@ -33,7 +33,7 @@ def find_unowned(run: RunDir) -> Unowned:
     planned = set(plan_shard_names(open_plan(run)))
     found = Unowned()
     if run.shards_dir.is_dir():
-        for config_dir in sorted(p for p in run.shards_dir.iterdir() if p.is_dir() and p.name != CLAIMS_DIR):
+        for config_dir in run.shard_folders():
             for path in sorted(config_dir.iterdir()):
                 if path.name.startswith(TEMP_PREFIX):
                     if owner_is_dead(path.name.removeprefix(TEMP_PREFIX)):

@@ -115,6 +115,12 @@ class RunDir:
     def manifest_file(self) -> Path:
         return self.shards_dir / MANIFEST_FILE
 
+    def shard_folders(self) -> list[Path]:
+        """The folders that hold shards (one per generation config), without the claims."""
+        if not self.shards_dir.is_dir():
+            return []
+        return sorted(p for p in self.shards_dir.iterdir() if p.is_dir() and p.name != CLAIMS_DIR)
+
     def shard_file(self, shard: str) -> Path:
         """`shards/<config>/<split>-b<band>-NNNNN.parquet` for shard name `<config>/<split>-b<band>-NNNNN`."""
         return self.shards_dir / f"{shard}.parquet"
