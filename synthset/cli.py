@@ -7,9 +7,11 @@ answers at once. A `SynthsetError` becomes one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from synthset import __version__
@@ -72,6 +74,24 @@ one of them, e.g. --set synthetic.name=lar_cd. Every key is checked; see synthse
 """
 
 
+@contextlib.contextmanager
+def _on_run(path: str, wanted: str = "all_but_cache", writes: bool = True) -> Iterator:
+    """The run directory at PATH. For an s3:// run: its local scratch copy, with the store's `wanted` files
+    fetched before the stage and (for a stage that `writes`) what it wrote or changed put back after it
+    (see run/mirror.py)."""
+    from synthset.run import mirror
+    from synthset.run.paths import RunDir
+
+    run = RunDir.at(path)
+    if run.store is None:
+        yield run
+        return
+    mirror.pull(run, getattr(mirror, wanted))
+    yield run
+    if writes:
+        mirror.push(run)
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     from synthset.generation.plan import plan_run
     from synthset.recipe import load_recipe
@@ -90,7 +110,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(f"recipe OK: {checked.images} images over {checked.classes} classes ({per_config}){pools}")
         print(f"model: {checked.model} @ {checked.model_revision}; nothing was written")
         return 0
-    summary = plan_run(load_recipe(args.recipe))
+    with _on_run(args.run_dir, "plan_files") if args.run_dir else contextlib.nullcontext() as run:
+        summary = plan_run(load_recipe(args.recipe), run)
     per_config = ", ".join(f"{name}: {rows}" for name, rows in summary.rows_per_config.items())
     print(f"planned {summary.rows} images in {summary.shards} shards ({per_config})")
     if summary.lar_sources:
@@ -132,7 +153,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from synthset.generation.runner import generate_run
 
-    summary = generate_run(Path(args.run), verify=not args.no_verify, lease_seconds=args.lease_seconds)
+    summary = generate_run(args.run, verify=not args.no_verify, lease_seconds=args.lease_seconds)
     print(
         f"rank {summary.rank}/{summary.world_size} (worker {summary.worker}): made {summary.images_made} images "
         f"in {summary.shards_made} shards ({summary.shards_redone} of them redone; {summary.shards_already_done} "
@@ -152,9 +173,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_build(args: argparse.Namespace) -> int:
     from synthset.builders.assemble import build_dataset
 
-    dataset_dir, splits = build_dataset(Path(args.run))
+    with _on_run(args.run) as run:
+        dataset_dir, splits = build_dataset(run)
     for split in splits:
         print(f"{split.config}/{split.split}: {split.num_examples} images in {len(split.files)} files")
+    if run.store is not None:  # a Hub-layout folder on S3: read through fsspec with its data_files globs
+        url = f"{run.store.url}/{dataset_dir.name}"
+        print(f"dataset: {url}")
+        print("load it:")
+        for split in splits:
+            files = [f"{url}/{pattern}" for pattern in split.patterns]
+            print(f'  datasets.load_dataset("parquet", data_files={{"{split.split}": {files}}}, split="{split.split}")')
+        return 0
     print(f"dataset: {dataset_dir}")
     print("load it:")
     for split in splits:
@@ -191,16 +221,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_card(args: argparse.Namespace) -> int:
     from synthset.cards import write_card
 
-    result = write_card(
-        Path(args.run),
-        license=args.license,
-        repo_id=args.repo,
-        clip_model=args.clip_model,
-        clip_pretrained=args.clip_pretrained,
-        quality_per_class=args.quality_per_class,
-        license_name=args.license_name,
-        license_link=args.license_link,
-    )
+    with _on_run(args.run) as run:
+        result = write_card(
+            run,
+            license=args.license,
+            repo_id=args.repo,
+            clip_model=args.clip_model,
+            clip_pretrained=args.clip_pretrained,
+            quality_per_class=args.quality_per_class,
+            license_name=args.license_name,
+            license_link=args.license_link,
+        )
     print(f"card: {result.readme} (license {result.license.license}, from the {result.license.source})")
     print(f"samples: {result.samples}")
     for q in result.quality or []:
@@ -215,7 +246,8 @@ def _cmd_card(args: argparse.Namespace) -> int:
 def _cmd_review(args: argparse.Namespace) -> int:
     from synthset.cards.review import write_review
 
-    result = write_review(Path(args.run), out=args.out, per_class=args.per_class, publish=args.publish)
+    with _on_run(args.run) as run:
+        result = write_review(run, out=args.out, per_class=args.per_class, publish=args.publish)
     for config in result.configs:
         dropped = sum(config.dropped.values())
         print(
@@ -230,22 +262,23 @@ def _cmd_review(args: argparse.Namespace) -> int:
 def _cmd_push(args: argparse.Namespace) -> int:
     from synthset.hub import push_dataset
 
-    result = push_dataset(
-        Path(args.run),
-        args.repo,
-        private=args.private,
-        tag=args.tag,
-        branch=args.revision,
-        allow_unscreened=args.allow_unscreened,
-    )
+    with _on_run(args.run) as run:
+        result = push_dataset(
+            run,
+            args.repo,
+            private=args.private,
+            tag=args.tag,
+            branch=args.revision,
+            allow_unscreened=args.allow_unscreened,
+        )
     if result.already_published:
         print(f"{args.repo}: {result.tag} already is commit {result.commit[:12]} with these files; nothing to do")
         return 0
     changes = f"{result.added} added, {result.changed} changed, {result.deleted} deleted, {result.unchanged} unchanged"
     if result.pull_request is not None:
         print(
-            f"pushed {Path(args.run) / 'dataset'} to {args.repo}@{result.branch}: {changes}; {result.commits} commits "
-            f"on pull request #{result.pull_request}, merged as {result.commit[:12]}"
+            f"pushed {args.run.rstrip('/')}/dataset to {args.repo}@{result.branch}: {changes}; "
+            f"{result.commits} commits on pull request #{result.pull_request}, merged as {result.commit[:12]}"
         )
     else:
         print(f"{args.repo}@{result.branch} already holds these files (commit {result.commit[:12]}): {changes}")
@@ -277,14 +310,10 @@ def _cmd_versions(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from synthset.hub import verify_repo
 
-    report = verify_repo(
-        args.repo,
-        revision=args.revision,
-        run_dir=Path(args.run) if args.run else None,
-        sample=args.sample,
-        full=args.full,
-        seed=args.seed,
-    )
+    with _on_run(args.run, writes=False) if args.run else contextlib.nullcontext() as run:
+        report = verify_repo(
+            args.repo, revision=args.revision, run_dir=run, sample=args.sample, full=args.full, seed=args.seed
+        )
     rows = "; ".join(
         f"{config}: " + ", ".join(f"{split} {n} rows" for split, n in splits.items())
         for config, splits in report.rows.items()
@@ -308,7 +337,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from synthset.builders.validate import format_reports, validate_run
 
-    reports = validate_run(Path(args.run), fast=args.fast)
+    with _on_run(args.run, writes=False) as run:
+        reports = validate_run(run, fast=args.fast)
     print(format_reports(reports))
     return 0 if all(report.ok for report in reports) else 1
 
@@ -319,7 +349,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from synthset.run.status import format_status, run_status
 
     while True:
-        report = format_status(run_status(args.run, lease_seconds=args.lease_seconds))
+        with _on_run(args.run, "plan_and_records", writes=False) as run:
+            report = format_status(run_status(run, lease_seconds=args.lease_seconds))
         if not args.watch:
             print(report)
             return 0
@@ -331,7 +362,13 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     from synthset.run.clean import find_unowned, remove
     from synthset.run.paths import RunDir
 
-    run = RunDir.planned(args.run)
+    run = RunDir.at(args.run)
+    if run.store is not None:
+        raise SynthsetError(
+            f"{run}: clean works on local run directories; an object store holds no temp files or killed builds "
+            "(a put is whole or absent), and an expired claim is taken over by the next worker"
+        )
+    run = RunDir.planned(run)
     unowned = find_unowned(run)
     groups = [
         ("shard files no plan row owns", unowned.stale_shards),
@@ -390,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate only: resolve the model, read train lists, open real images, draw shots and build the "
         "conditioning pools (the leak guards), then stop; writes nothing and calls no LLM",
+    )
+    plan.add_argument(
+        "--run-dir",
+        metavar="DIR_OR_URL",
+        default=None,
+        help="write the run here instead of <output_dir>/<name>: a local directory or an object-store URL, e.g. "
+        "s3://bucket/runs/demo (credentials and AWS_ENDPOINT_URL from the environment, as for the AWS CLI)",
     )
     plan.add_argument(
         "--gpu-memory",

@@ -69,7 +69,7 @@ def test_an_expired_lease_is_taken_over_exactly_once(run: RunDir):
     stale._stop.set()  # no more heartbeats: it is paused or dead
     assert race(run, 6, lease=60.0) == []  # within its lease, nobody takes it
     old = time.time() - 5
-    os.utime(current_claim(run, SHARD).path, (old, old))  # its last heartbeat was 5 s ago
+    os.utime(run.root / current_claim(run, SHARD).key, (old, old))  # its last heartbeat was 5 s ago
     winners = race(run, 6, lease=1.0)
     assert len(winners) == 1
     claim = current_claim(run, SHARD)
@@ -106,7 +106,8 @@ def test_the_heartbeat_keeps_a_claim_alive_past_its_lease(run: RunDir):
 def test_a_claim_file_is_never_seen_half_written(run: RunDir):
     book = ClaimBook(run, lease_seconds=60)
     claim = book.try_claim(SHARD)
-    data = json.loads(claim.path.read_text())
+    path = run.root / claim.key
+    data = json.loads(path.read_text())
     assert set(data) == {"worker", "host", "pid", "since"}
-    assert not [p for p in claim.path.parent.iterdir() if p.name.startswith(".tmp-")]
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp-")]
     book.close()

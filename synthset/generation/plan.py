@@ -235,14 +235,18 @@ def _open_llm(recipe: Recipe, run: RunDir) -> LLMCache | None:
     return LLMCache(run.cache_dir / "llm.sqlite", make_backend(recipe.prompts.llm), recipe.prompts.llm)
 
 
-def plan_run(recipe: Recipe) -> PlanSummary:
-    """Write the lock, the classes (with LAR) and the plan of a recipe's run directory (each atomically)."""
+def plan_run(recipe: Recipe, run: RunDir | None = None) -> PlanSummary:
+    """Write the lock, the classes (with LAR) and the plan of a recipe's run directory (each atomically).
+
+    `run` overrides the recipe's `<output_dir>/<name>` (`synthset plan --run-dir`, e.g. an object-store run's
+    scratch copy).
+    """
     check_family(recipe)
     classes = load_class_set(recipe.classes.set)
     selected = select_classes(classes, recipe.classes.subset, recipe.classes.limit, recipe.classes.set)
     hub_layout = check_hub_layout(recipe, selected, len(classes))
-    run = RunDir(recipe.run_dir)
-    for path in (recipe.output_dir, run.root):
+    run = run if run is not None else RunDir(recipe.run_dir)
+    for path in (run.root.parent, run.root):
         if path.exists() and not path.is_dir():
             raise SynthsetError(f"output_dir: {str(path)!r} is a file, not a directory; choose another output_dir")
     lock = make_lock(recipe)

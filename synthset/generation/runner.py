@@ -32,12 +32,13 @@ from synthset.models import check_local_model
 from synthset.run.claims import DEFAULT_LEASE_SECONDS, ClaimBook, ClaimLost, current_claim
 from synthset.run.classes_table import read_label_names
 from synthset.run.lock import read_lock
+from synthset.run.mirror import plan_and_records, pull
 from synthset.run.paths import RunDir
 from synthset.run.plan import PlannedShard, open_plan, plan_shard_names, read_planned_shard
 from synthset.run.records import (
     ShardRecord,
     compact_manifest,
-    read_record,
+    read_record_of,
     read_records,
     record_problem,
     shard_problem,
@@ -289,7 +290,7 @@ class _Worker:
         if self.claims.try_claim(name) is None:
             return "held"
         shard = self.shard(i)
-        record = read_record(self.run.record_file(name))
+        record = read_record_of(self.run, name)
         key = self.lock.generation_key
         if record is not None and record_problem(self.run, record, shard.sample_ids, key, shard.digest, redo) is None:
             self.claims.release(name)  # finished by another worker between our look and our claim
@@ -302,7 +303,7 @@ class _Worker:
         return "made"
 
     def is_recorded(self, i: int) -> bool:
-        record = read_record(self.run.record_file(self.names[i]))
+        record = read_record_of(self.run, self.names[i])
         return record is not None and record.generation_key == self.lock.generation_key
 
     def wait_for(self, held: list[int], redo: set[int]) -> list[int]:
@@ -364,7 +365,10 @@ def generate_run(
 ) -> GenerateSummary:
     """Generate this worker's share of a planned run's unfinished shards; see the module docstring."""
     started = time.monotonic()
-    run = RunDir.planned(run_dir)
+    run = RunDir.at(run_dir)
+    if run.store is not None:
+        pull(run, plan_and_records)  # the plan, and which shards other workers already finished
+    run = RunDir.planned(run)
     lock = read_lock(run)
     check_generator_unchanged(run, lock)
     exit_with_launcher()
@@ -378,12 +382,16 @@ def generate_run(
     order = preferred_order(len(worker.names), state.process_index, state.num_processes)
     worker.run_all(order, recorded_at_start)
 
+    if run.store is not None:
+        pull(run, plan_and_records)
     final_records = read_records(run)
     all_done = all(
         name in final_records and final_records[name].generation_key == lock.generation_key for name in worker.names
     )
     if all_done:
         compact_manifest(run)
+        if run.store is not None:
+            run.store.upload(run.manifest_file, run.rel(run.manifest_file))
     return GenerateSummary(
         rank=state.process_index,
         world_size=state.num_processes,

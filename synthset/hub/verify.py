@@ -254,7 +254,7 @@ def _full_load(repo_id: str, commit: str, card: dict[str, Any], token: str | Non
 def verify_repo(
     repo_id: str,
     revision: str = "main",
-    run_dir: str | Path | None = None,
+    run_dir: str | Path | RunDir | None = None,
     sample: int = 0,
     full: bool = False,
     seed: int | None = None,

@@ -30,11 +30,12 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from synthset.fsutil import TEMP_PREFIX, owner_token, pid_alive
-from synthset.run.paths import RunDir
+from synthset.run.paths import CLAIMS_DIR, SHARDS_DIR, RunDir
+from synthset.run.store import PreconditionFailed
 
 DEFAULT_LEASE_SECONDS = 300.0  # a holder that misses heartbeats this long is taken to be dead
 _EPOCH_MARK = ".claim."
@@ -63,9 +64,10 @@ class Claim:
     shard: str
     epoch: int
     worker: Worker
-    since: float  # when the holder took it (filesystem clock)
-    touched: float  # the claim file's mtime: the holder's last heartbeat
-    path: Path
+    since: float  # when the holder took it (filesystem or store clock)
+    touched: float  # the claim file's mtime (the object's Last-Modified): the holder's last heartbeat
+    key: str  # the claim file's path relative to the run's root (its key on an object store)
+    etag: str = ""  # on an object store: the object's ETag, the condition of the holder's heartbeats
 
     def expired(self, now: float, lease_seconds: float) -> bool:
         return self.worker.is_local_and_dead or now - self.touched > lease_seconds
@@ -75,48 +77,160 @@ class ClaimLost(Exception):
     """The claim this worker held was taken over (it missed its heartbeats, e.g. while paused)."""
 
 
-def _claim_stem(run: RunDir, shard: str) -> Path:
-    return run.claims_dir / shard
+def _claim_prefix(shard: str) -> str:
+    return f"{SHARDS_DIR}/{CLAIMS_DIR}/{shard}{_EPOCH_MARK}"
 
 
-def _epoch_files(run: RunDir, shard: str) -> list[tuple[int, Path]]:
-    stem = _claim_stem(run, shard)
-    if not stem.parent.is_dir():
-        return []
-    prefix = stem.name + _EPOCH_MARK
-    epochs = []
-    for path in stem.parent.iterdir():
-        if path.name.startswith(prefix) and path.name[len(prefix) :].isdigit():
-            epochs.append((int(path.name[len(prefix) :]), path))
-    return sorted(epochs)
-
-
-def _read_claim(shard: str, epoch: int, path: Path) -> Claim | None:
+def _parse(shard: str, epoch: int, key: str, data: bytes, touched: float, etag: str = "") -> Claim | None:
     try:
-        touched = path.stat().st_mtime
-        data = json.loads(path.read_text(encoding="utf-8"))
-        worker = Worker(data["worker"], data["host"], int(data["pid"]))
-        return Claim(shard, epoch, worker, float(data["since"]), touched, path)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # gone meanwhile, or being written: treated as no claim at this epoch
+        body = json.loads(data)
+        worker = Worker(body["worker"], body["host"], int(body["pid"]))
+        return Claim(shard, epoch, worker, float(body["since"]), touched, key, etag)
+    except (ValueError, KeyError, TypeError):
+        return None  # being written (never on a store: puts are whole): treated as no claim at this epoch
 
 
-def current_claim(run: RunDir, shard: str) -> Claim | None:
+class _FileClaims:
+    """Claims as files on a POSIX or NFS filesystem: create-exclusive by `link`, heartbeat by `utime`."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+
+    def epochs(self, shard: str) -> list[tuple[int, str]]:
+        prefix = _claim_prefix(shard)
+        folder = self.run.root / prefix.rsplit("/", 1)[0]
+        if not folder.is_dir():
+            return []
+        stem = prefix.rsplit("/", 1)[1]
+        found = []
+        for path in folder.iterdir():
+            if path.name.startswith(stem) and path.name[len(stem) :].isdigit():
+                found.append((int(path.name[len(stem) :]), self.run.rel(path)))
+        return sorted(found)
+
+    def read(self, shard: str, epoch: int, key: str) -> Claim | None:
+        path = self.run.root / key
+        try:
+            touched = path.stat().st_mtime
+            return _parse(shard, epoch, key, path.read_bytes(), touched)
+        except OSError:
+            return None  # gone meanwhile
+
+    def create(self, shard: str, epoch: int, body: bytes) -> Claim | None:
+        key = f"{_claim_prefix(shard)}{epoch}"
+        path = self.run.root / key
+        if not _create_exclusive(path, body):
+            return None
+        return _parse(shard, epoch, key, body, path.stat().st_mtime)
+
+    def touch(self, claim: Claim) -> Claim | None:
+        try:
+            os.utime(self.run.root / claim.key)
+        except FileNotFoundError:
+            return None
+        return claim
+
+    def exists(self, claim: Claim) -> bool:
+        return (self.run.root / claim.key).exists()
+
+    def delete(self, key: str) -> None:
+        (self.run.root / key).unlink(missing_ok=True)
+
+    def now(self, worker: Worker) -> float:
+        """The filesystem's current time: the mtime of a file this worker touches now."""
+        clock = self.run.claims_dir / ".clock" / f"{worker.host}.{worker.pid}.{worker.id}"
+        clock.parent.mkdir(parents=True, exist_ok=True)
+        clock.touch()
+        return clock.stat().st_mtime
+
+    def forget_clock(self, worker: Worker) -> None:
+        with contextlib.suppress(OSError):
+            (self.run.claims_dir / ".clock" / f"{worker.host}.{worker.pid}.{worker.id}").unlink()
+
+    def shards(self) -> set[str]:
+        if not self.run.claims_dir.is_dir():
+            return set()
+        return {
+            path.relative_to(self.run.claims_dir).as_posix().rsplit(_EPOCH_MARK, 1)[0]
+            for path in self.run.claims_dir.rglob(f"*{_EPOCH_MARK}*")
+            if not path.name.startswith(".")
+        }
+
+
+class _StoreClaims:
+    """Claims as objects: create by a put with `If-None-Match: *`, heartbeat by a put with `If-Match`.
+
+    The store's Last-Modified is the heartbeat time and its Date the current time, so leases are measured
+    on one clock whatever the hosts' clocks say.
+    """
+
+    def __init__(self, run: RunDir):
+        assert run.store is not None
+        self.run, self.store = run, run.store
+
+    def epochs(self, shard: str) -> list[tuple[int, str]]:
+        prefix = _claim_prefix(shard)
+        found = []
+        for key in self.store.list(prefix):
+            tail = key[len(prefix) :]
+            if tail.isdigit():
+                found.append((int(tail), key))
+        return sorted(found)
+
+    def read(self, shard: str, epoch: int, key: str) -> Claim | None:
+        got = self.store.read(key)
+        if got is None:
+            return None
+        data, stored = got
+        return _parse(shard, epoch, key, data, stored.modified, stored.etag)
+
+    def create(self, shard: str, epoch: int, body: bytes) -> Claim | None:
+        key = f"{_claim_prefix(shard)}{epoch}"
+        try:
+            stored = self.store.put(key, body, if_absent=True)
+        except PreconditionFailed:
+            return None
+        return _parse(shard, epoch, key, body, stored.modified, stored.etag)
+
+    def touch(self, claim: Claim) -> Claim | None:
+        body = json.dumps({"worker": claim.worker.id, "host": claim.worker.host, "pid": claim.worker.pid,
+                           "since": claim.since}).encode()  # fmt: skip
+        try:
+            stored = self.store.put(claim.key, body, if_etag=claim.etag)
+        except (PreconditionFailed, FileNotFoundError):
+            return None  # deleted or replaced by a worker that took the shard over
+        return replace(claim, touched=stored.modified, etag=stored.etag)
+
+    def exists(self, claim: Claim) -> bool:
+        return self.store.stat(claim.key) is not None
+
+    def delete(self, key: str) -> None:
+        self.store.delete(key)
+
+    def now(self, worker: Worker) -> float:
+        return self.store.now()
+
+    def forget_clock(self, worker: Worker) -> None:
+        pass
+
+    def shards(self) -> set[str]:
+        prefix = f"{SHARDS_DIR}/{CLAIMS_DIR}/"
+        return {key[len(prefix) :].rsplit(_EPOCH_MARK, 1)[0] for key in self.store.list(prefix) if _EPOCH_MARK in key}
+
+
+def claim_space(run: RunDir) -> _FileClaims | _StoreClaims:
+    """Where the run's claims live: beside its shards, or in its object store."""
+    return _StoreClaims(run) if run.store is not None else _FileClaims(run)
+
+
+def current_claim(run: RunDir, shard: str, space: _FileClaims | _StoreClaims | None = None) -> Claim | None:
     """The shard's claim (its highest epoch), or None when nobody claims it."""
-    epochs = _epoch_files(run, shard)
-    for epoch, path in reversed(epochs):
-        claim = _read_claim(shard, epoch, path)
+    space = space or claim_space(run)
+    for epoch, key in reversed(space.epochs(shard)):
+        claim = space.read(shard, epoch, key)
         if claim is not None:
             return claim
     return None
-
-
-def filesystem_now(run: RunDir, worker: Worker) -> float:
-    """The filesystem's current time: the mtime of a file this worker touches now."""
-    clock = run.claims_dir / ".clock" / f"{worker.host}.{worker.pid}.{worker.id}"
-    clock.parent.mkdir(parents=True, exist_ok=True)
-    clock.touch()
-    return clock.stat().st_mtime
 
 
 def _create_exclusive(path: Path, data: bytes) -> bool:
@@ -145,6 +259,7 @@ class ClaimBook:
 
     def __init__(self, run: RunDir, worker: Worker | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS):
         self.run = run
+        self.space = claim_space(run)
         self.worker = worker or Worker.this_process()
         self.lease_seconds = lease_seconds
         self._held: dict[str, Claim] = {}
@@ -157,21 +272,20 @@ class ClaimBook:
     def try_claim(self, shard: str) -> Claim | None:
         """Take the shard if nobody holds it or its holder's lease expired; None when a live worker has it."""
         while True:
-            current = current_claim(self.run, shard)
+            current = current_claim(self.run, shard, self.space)
             if current is not None and current.worker == self.worker:
                 return current
-            if current is not None and not current.expired(filesystem_now(self.run, self.worker), self.lease_seconds):
+            if current is not None and not current.expired(self.space.now(self.worker), self.lease_seconds):
                 return None
             epoch = current.epoch + 1 if current is not None else 0
-            path = Path(f"{_claim_stem(self.run, shard)}{_EPOCH_MARK}{epoch}")
-            now = filesystem_now(self.run, self.worker)
+            now = self.space.now(self.worker)
             body = {"worker": self.worker.id, "host": self.worker.host, "pid": self.worker.pid, "since": now}
-            if not _create_exclusive(path, json.dumps(body).encode()):
+            claim = self.space.create(shard, epoch, json.dumps(body).encode())
+            if claim is None:
                 continue  # another worker took this epoch first: look again (it is probably alive)
-            claim = Claim(shard, epoch, self.worker, now, path.stat().st_mtime, path)
-            for older_epoch, older in _epoch_files(self.run, shard):
+            for older_epoch, older in self.space.epochs(shard):
                 if older_epoch < epoch:
-                    older.unlink(missing_ok=True)  # the expired holders' files: ours to clear now
+                    self.space.delete(older)  # the expired holders' files: ours to clear now
             with self._lock:
                 self._held[shard] = claim
                 self._lost.discard(shard)
@@ -183,7 +297,7 @@ class ClaimBook:
         with self._lock:
             claim = self._held.pop(shard, None)
         if claim is not None:
-            claim.path.unlink(missing_ok=True)
+            self.space.delete(claim.key)
 
     def release_all(self) -> None:
         for shard in list(self._held):
@@ -194,7 +308,7 @@ class ClaimBook:
         with self._lock:
             lost = shard in self._lost
             claim = self._held.get(shard)
-        if lost or claim is None or not claim.path.exists():
+        if lost or claim is None or not self.space.exists(claim):
             raise ClaimLost(f"{shard}: its claim was taken over by another worker")
 
     @property
@@ -213,11 +327,12 @@ class ClaimBook:
         with self._lock:
             held = list(self._held.values())
         for claim in held:
-            try:
-                os.utime(claim.path)
-            except FileNotFoundError:
-                with self._lock:
+            touched = self.space.touch(claim)
+            with self._lock:
+                if touched is None:
                     self._lost.add(claim.shard)
+                elif self._held.get(claim.shard) is claim:
+                    self._held[claim.shard] = touched  # its new ETag is the next beat's condition
 
     def _beat(self) -> None:
         interval = max(0.05, self.lease_seconds / 4)
@@ -230,23 +345,21 @@ class ClaimBook:
         if self._heartbeat is not None:
             self._heartbeat.join()
         self.release_all()
-        with contextlib.suppress(OSError):
-            (self.run.claims_dir / ".clock" / f"{self.worker.host}.{self.worker.pid}.{self.worker.id}").unlink()
+        self.space.forget_clock(self.worker)
 
 
 def live_claims(run: RunDir, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> list[Claim]:
     """Every current, unexpired claim of the run (for `synthset status` and for tests)."""
-    if not run.claims_dir.is_dir():
-        return []
-    now = time.time()
-    claims = []
-    shards = {
-        path.relative_to(run.claims_dir).as_posix().rsplit(_EPOCH_MARK, 1)[0]
-        for path in run.claims_dir.rglob(f"*{_EPOCH_MARK}*")
-        if not path.name.startswith(".")
-    }
-    for shard in sorted(shards):
-        claim = current_claim(run, shard)
-        if claim is not None and not claim.expired(now, lease_seconds):
-            claims.append(claim)
-    return claims
+    return [claim for claim in all_claims(run) if not claim.expired(claims_now(run), lease_seconds)]
+
+
+def all_claims(run: RunDir) -> list[Claim]:
+    """Every shard's current claim, expired or not."""
+    space = claim_space(run)
+    claims = [current_claim(run, shard, space) for shard in sorted(space.shards())]
+    return [claim for claim in claims if claim is not None]
+
+
+def claims_now(run: RunDir) -> float:
+    """The clock leases are measured on: this host's for a local run, the store's for an object-store run."""
+    return run.store.now() if run.store is not None else time.time()

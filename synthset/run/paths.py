@@ -16,14 +16,23 @@
     .dataset-build-*/     a build in progress (or a killed one, removed by the next build)     build
 
 Stages take a `RunDir` rather than a bare path, so a file name is spelled in exactly one place.
+
+A run directory may also live on an object store (`s3://bucket/runs/<name>`, see run/store.py and
+run/mirror.py): then `root` is a local scratch copy of the files a stage reads and writes, and `store`
+is where they live for good. Stages work on `root` as on any run directory; what must be seen by other
+workers at once (claims, finished shards and their records) goes to the store as it happens.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from synthset.errors import SynthsetError
+from synthset.run.store import RunStore, is_store_url
 
 LOCK_FILE = "recipe.lock.yaml"
 CLASSES_FILE = "classes.parquet"
@@ -42,6 +51,17 @@ REVIEW_FILE = "review.html"  # `synthset review`: the contact sheets to look at 
 SHARD_SUFFIXES = (".rejects.parquet", ".parquet", ".json")  # a shard's files: rejects, data, record
 
 
+def scratch_dir(url: str) -> Path:
+    """The local scratch copy of an object-store run: `$SYNTHSET_SCRATCH/<readable name>-<hash>`.
+
+    Workers of one host share it (their files there are written atomically, like in any run directory);
+    set SYNTHSET_SCRATCH to a large local disk: a shard is made there before it is put in the store.
+    """
+    base = Path(os.environ.get("SYNTHSET_SCRATCH") or Path.home() / ".cache" / "synthset" / "scratch")
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", url.split("://", 1)[-1]).strip("-")[-80:]
+    return base / f"{readable}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+
+
 def shard_of_file(config_dir: str, filename: str) -> str | None:
     """The shard a file of `shards/<config>/` belongs to (`naive/train-b0-00001`), or None for another file."""
     for suffix in SHARD_SUFFIXES:
@@ -55,11 +75,17 @@ class RunDir:
     """A run directory. `RunDir.planned(path)` checks that `synthset plan` has written it."""
 
     root: Path
+    store: RunStore | None = None  # set when the run lives on an object store; root is then local scratch
 
     @classmethod
     def at(cls, path: str | Path | RunDir) -> RunDir:
-        """The run directory at `path` (a stage's entry point accepts a path or a RunDir)."""
-        return path if isinstance(path, RunDir) else cls(Path(path))
+        """The run directory at `path` (a stage's entry point accepts a path, an s3:// URL or a RunDir)."""
+        if isinstance(path, RunDir):
+            return path
+        if is_store_url(path):
+            store = RunStore(os.fspath(path))
+            return cls(scratch_dir(store.url), store)
+        return cls(Path(os.fspath(path).removeprefix("file://")))
 
     @classmethod
     def planned(cls, path: str | Path | RunDir) -> RunDir:
@@ -70,12 +96,16 @@ class RunDir:
         for required in (run.lock_file, run.plan_file):
             if not required.is_file():
                 raise SynthsetError(
-                    f"{run.root}: not a planned run directory ({required.name} missing; run `synthset plan` first)"
+                    f"{run}: not a planned run directory ({required.name} missing; run `synthset plan` first)"
                 )
         return run
 
     def __str__(self) -> str:
-        return str(self.root)
+        return self.store.url if self.store is not None else str(self.root)
+
+    def rel(self, path: Path) -> str:
+        """A file's path relative to the run's root, with '/' (its key on an object store)."""
+        return path.relative_to(self.root).as_posix()
 
     # -- plan stage ----------------------------------------------------------------------------------
     @property

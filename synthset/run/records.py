@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from synthset.fsutil import sha256_file, write_text_atomic
+from synthset.run.mirror import committed, put_finished_shard, refresh_file, stored_size
 from synthset.run.paths import RunDir
 from synthset.run.plan import PlannedShard
 
@@ -45,7 +47,18 @@ class ShardRecord:
 
 
 def write_record(run: RunDir, record: ShardRecord) -> None:
+    """Commit a finished shard: its record, written after the shard (on an object store, put after it)."""
     write_text_atomic(run.record_file(record.shard), json.dumps(asdict(record)))
+    if run.store is not None:
+        put_finished_shard(run, record.shard)
+
+
+def read_record_of(run: RunDir, shard: str) -> ShardRecord | None:
+    """A shard's record as it is now, also when other workers (on other hosts) commit shards meanwhile."""
+    path = run.record_file(shard)
+    if run.store is not None and not refresh_file(run, path):
+        return None
+    return read_record(path)
 
 
 def read_record(path) -> ShardRecord | None:
@@ -57,13 +70,16 @@ def read_record(path) -> ShardRecord | None:
 
 
 def read_records(run: RunDir) -> dict[str, ShardRecord]:
-    """Every record on disk, keyed by shard name (temp files are invisible: they start with '.')."""
+    """Every record on disk, keyed by shard name (temp files are invisible: they start with '.').
+
+    For a run on an object store: every record the store held at the last `pull` (see run/mirror.py).
+    """
     records = {}
     if not run.shards_dir.is_dir():
         return records
     for path in sorted(run.shards_dir.glob("*/*.json")):
-        if path.name.startswith("."):
-            continue
+        if path.name.startswith(".") or (run.store is not None and not committed(run, path)):
+            continue  # a temp file; or, on an object store, a record its worker never put there
         record = read_record(path)
         if record is not None:
             records[record.shard] = record
@@ -80,21 +96,34 @@ def record_problem(
         return "sample ids differ from the plan"
     if record.plan_digest != digest:
         return "its plan rows (prompts, seeds) changed"
-    path = run.shard_file(record.shard)
-    if not path.is_file():
-        return "shard file missing"
-    if path.stat().st_size != record.bytes:
-        return f"size {path.stat().st_size} != recorded {record.bytes}"
-    if check_sha and sha256_file(path) != record.sha256:
-        return "sha256 mismatch"
+    problem = _file_problem(run, run.shard_file(record.shard), record.bytes, record.sha256, check_sha)
+    if problem is not None:
+        return f"shard file {problem}" if problem == "missing" else problem
     if record.rejects_sha256:
         rejects = run.rejects_file(record.shard)
-        if not rejects.is_file():
-            return f"{rejects.name} missing"
-        if rejects.stat().st_size != record.rejects_bytes:
-            return f"{rejects.name}: size {rejects.stat().st_size} != recorded {record.rejects_bytes}"
-        if check_sha and sha256_file(rejects) != record.rejects_sha256:
-            return f"{rejects.name}: sha256 mismatch"
+        problem = _file_problem(run, rejects, record.rejects_bytes, record.rejects_sha256, check_sha)
+        if problem is not None:
+            return f"{rejects.name} {problem}" if problem == "missing" else f"{rejects.name}: {problem}"
+    return None
+
+
+def _file_problem(run: RunDir, path: Path, size: int, digest: str, check_sha: bool) -> str | None:
+    """Why a shard's file does not match its record ("missing", a size or a sha256 mismatch), or None.
+
+    On an object store, a file this host does not hold is checked by its size in the store: a put is
+    whole or absent, and `build` hashes every file it reads.
+    """
+    if run.store is not None and not path.is_file():
+        stored = stored_size(run, path)
+        if stored is None:
+            return "missing"
+        return f"size {stored} != recorded {size}" if stored != size else None
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size != size:
+        return f"size {path.stat().st_size} != recorded {size}"
+    if check_sha and sha256_file(path) != digest:
+        return "sha256 mismatch"
     return None
 
 

@@ -10,10 +10,9 @@ one worker per GPU).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
-from synthset.run.claims import DEFAULT_LEASE_SECONDS, Claim, current_claim
+from synthset.run.claims import DEFAULT_LEASE_SECONDS, Claim, all_claims, claims_now
 from synthset.run.lock import read_lock
 from synthset.run.paths import RunDir
 from synthset.run.plan import open_plan, plan_shard_names
@@ -66,7 +65,7 @@ def run_status(run_dir, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> RunStat
     names = plan_shard_names(plan)
     sizes = dict(zip(names, plan.shard_rows, strict=True))
     records = {n: r for n, r in read_records(run).items() if n in sizes and r.generation_key == lock.generation_key}
-    now = time.time()
+    now = claims_now(run)
     workers: dict[str, WorkerStatus] = {}
 
     def worker_of(key: str) -> WorkerStatus:
@@ -82,10 +81,11 @@ def run_status(run_dir, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> RunStat
         status.images_done += record.settled  # written, or dropped by the quality gate
         status.seconds += record.seconds
     claimed, expired = [], []
+    current = {claim.shard: claim for claim in all_claims(run)}
     for name in names:
         if name in records:
             continue
-        claim = current_claim(run, name)
+        claim = current.get(name)
         if claim is None:
             continue
         status = worker_of(_worker_key(claim.worker.host, claim.worker.pid, claim.worker.id))

@@ -1,0 +1,245 @@
+"""An object-store run's local scratch copy, kept in step with the store stage by stage.
+
+Every stage's code works on a local run directory: `RunDir.root`. For a run on `s3://`, that root is a
+scratch folder, and this module moves files between it and the store:
+
+- `pull(run, wanted)` before a stage fetches the store's files the stage reads (those that changed since
+  the last pull: each file's ETag is remembered in the scratch's `.store-sync.json`);
+- `push(run)` after it puts the files the stage wrote or changed, and deletes in the store what the stage
+  deleted (a rebuilt dataset's old files). The files that *commit* something go last: a shard's record,
+  the plan's lock, the dataset's README, so a reader never sees a commit before what it names.
+- `put_finished_shard` is generate's own path: a worker puts each shard (and its rejects file) the moment
+  it is finished, then its record, so a preempted worker loses at most the shard it was making.
+
+A dataset file is a hard link to its generation shard (see builders/assemble.py); pushing one copies the
+shard inside the store (no byte passes through this host), as the local build links instead of copying.
+
+What scratch needs: the plan stage's files, and one shard at a time while generating; `build`, `card`,
+`review` and `push` (to the Hub) fetch every shard they read, as they read them locally.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from filelock import FileLock
+
+from synthset.fsutil import TEMP_PREFIX, write_text_atomic
+from synthset.run.paths import CACHE_DIR, DATASET_DIR, LOCK_FILE, README_FILE, SHARDS_DIR, RunDir
+from synthset.run.store import StoredObject
+
+SYNC_STATE_FILE = ".store-sync.json"  # in the scratch root: what was last pulled or pushed, per file
+
+# The store's listing from the last pull, per run URL: a restart checks recorded shards against it
+# rather than asking the store about each one.
+_LISTINGS: dict[str, dict[str, StoredObject]] = {}
+
+
+def everything(rel: str) -> bool:
+    return True
+
+
+def plan_files(rel: str) -> bool:
+    """The plan stage's files: the lock, classes, plan, shots, pools and the reusable cache."""
+    return "/" not in rel or rel.startswith(f"{CACHE_DIR}/")
+
+
+def plan_and_records(rel: str) -> bool:
+    """What generate reads before it starts: the plan, and which shards are finished."""
+    return plan_files(rel) or (rel.startswith(f"{SHARDS_DIR}/") and rel.endswith(".json"))
+
+
+def all_but_cache(rel: str) -> bool:
+    return not rel.startswith(f"{CACHE_DIR}/")
+
+
+def _synced(rel: str) -> bool:
+    """Files that live in the store: not temp files, claims, builds in progress or the sync state."""
+    return not any(part.startswith(".") for part in rel.split("/"))
+
+
+def _commits(rel: str) -> bool:
+    """Files whose appearance says other files are complete: put after everything else."""
+    return (
+        rel == LOCK_FILE
+        or rel == f"{DATASET_DIR}/{README_FILE}"
+        or (rel.startswith(f"{SHARDS_DIR}/") and rel.endswith(".json") and rel.count("/") == 2)
+    )
+
+
+class _SyncState:
+    """`.store-sync.json`: per file, the store's ETag and the local size and mtime when last in step.
+
+    Processes of one host share the scratch (the ranks of one `accelerate launch`): a file lock keeps their
+    updates of the state from overwriting one another.
+    """
+
+    def __init__(self, run: RunDir):
+        self.path = run.root / SYNC_STATE_FILE
+        self.lock = FileLock(str(run.root / f".{SYNC_STATE_FILE}.lock"))
+
+    def read(self) -> dict[str, dict]:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def update(self, changes: dict[str, dict | None]) -> None:
+        with self.lock:
+            state = self.read()
+            for rel, entry in changes.items():
+                if entry is None:
+                    state.pop(rel, None)
+                else:
+                    state[rel] = entry
+            write_text_atomic(self.path, json.dumps(state, sort_keys=True))
+
+
+def _entry(path: Path, etag: str) -> dict:
+    stat = path.stat()
+    return {"etag": etag, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _unchanged_locally(path: Path, entry: dict | None) -> bool:
+    if entry is None or not path.is_file():
+        return False
+    stat = path.stat()
+    return stat.st_size == entry["size"] and stat.st_mtime_ns == entry["mtime_ns"]
+
+
+def pull(run: RunDir, wanted: Callable[[str], bool] = everything) -> int:
+    """Fetch the store's `wanted` files that changed since they were last in step; returns how many.
+
+    A file the store no longer has, and that was not changed here, is removed from scratch too (a rebuilt
+    dataset's old files, a record of a shard that is being redone).
+    """
+    if run.store is None:
+        return 0
+    run.root.mkdir(parents=True, exist_ok=True)
+    listing = run.store.list()
+    _LISTINGS[run.store.url] = listing
+    state = _SyncState(run)
+    known = state.read()
+    changes: dict[str, dict | None] = {}
+    fetched = 0
+    for rel, stored in sorted(listing.items()):
+        if not (_synced(rel) and wanted(rel)):
+            continue
+        local = run.root / rel
+        entry = known.get(rel)
+        if entry is not None and entry["etag"] == stored.etag and _unchanged_locally(local, entry):
+            continue
+        run.store.download(rel, local)
+        changes[rel] = _entry(local, stored.etag)
+        fetched += 1
+    for rel, entry in known.items():
+        if rel not in listing and wanted(rel):
+            local = run.root / rel
+            if _unchanged_locally(local, entry):
+                local.unlink()
+            changes[rel] = None
+    if changes:
+        state.update(changes)
+    return fetched
+
+
+def _local_files(run: RunDir) -> dict[str, Path]:
+    files = {}
+    for directory, folders, names in os.walk(run.root):
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        for name in names:
+            path = Path(directory, name)
+            rel = run.rel(path)
+            if _synced(rel) and not name.startswith(TEMP_PREFIX):
+                files[rel] = path
+    return files
+
+
+def _stored_shards_by_inode(run: RunDir, known: dict[str, dict]) -> dict[int, str]:
+    """Shard files that are in the store as they are here, by inode: a dataset file linked to one is a copy."""
+    shards = {}
+    for rel, entry in known.items():
+        if rel.startswith(f"{SHARDS_DIR}/") and rel.endswith(".parquet"):
+            path = run.root / rel
+            if _unchanged_locally(path, entry):
+                shards[path.stat().st_ino] = rel
+    return shards
+
+
+def push(run: RunDir) -> int:
+    """Put every file the stage wrote or changed, commits last; delete what it deleted. Returns puts made."""
+    if run.store is None:
+        return 0
+    state = _SyncState(run)
+    known = state.read()
+    local = _local_files(run)
+    changed = sorted((rel for rel, path in local.items() if not _unchanged_locally(path, known.get(rel))), key=_commits)
+    changes: dict[str, dict | None] = {}
+    shards = _stored_shards_by_inode(run, known) if any(rel.startswith(f"{DATASET_DIR}/") for rel in changed) else {}
+    for rel in changed:
+        path = local[rel]
+        twin = shards.get(path.stat().st_ino) if rel.startswith(f"{DATASET_DIR}/") else None
+        if twin is not None:
+            run.store.copy(twin, rel)
+        else:
+            run.store.upload(path, rel)
+        stored = run.store.stat(rel)
+        changes[rel] = _entry(path, stored.etag if stored is not None else "")
+    for rel, entry in known.items():
+        if rel not in local and _synced(rel):
+            run.store.delete(rel, if_etag=entry["etag"] or None)  # only if nobody replaced it since
+            changes[rel] = None
+    if changes:
+        state.update(changes)
+    return len(changed)
+
+
+def put_finished_shard(run: RunDir, shard: str) -> None:
+    """Put a shard this worker just finished: its rejects file and data first, its record last."""
+    assert run.store is not None
+    changes = {}
+    for path in (run.rejects_file(shard), run.shard_file(shard), run.record_file(shard)):
+        if path.is_file():
+            rel = run.rel(path)
+            run.store.upload(path, rel)
+            stored = run.store.stat(rel)
+            changes[rel] = _entry(path, stored.etag if stored is not None else "")
+            if stored is not None:
+                _LISTINGS.setdefault(run.store.url, {})[rel] = stored
+    _SyncState(run).update(changes)
+
+
+def refresh_file(run: RunDir, path: Path) -> bool:
+    """Bring one small file (a record) in step with the store: fetch it if it changed there.
+
+    Returns whether the store has it: a local copy the store lacks is not committed (its worker may be
+    putting it now, or died before it could), and callers must not trust it. Workers call it for each
+    shard they look at, since other workers finish shards all the time.
+    """
+    assert run.store is not None
+    rel = run.rel(path)
+    stored = run.store.stat(rel)
+    known = _SyncState(run).read().get(rel)
+    if stored is None:  # not committed: a worker of this host may be putting it right now, so it stays
+        return False
+    if known is None or known["etag"] != stored.etag or not _unchanged_locally(path, known):
+        run.store.download(rel, path)
+        _SyncState(run).update({rel: _entry(path, stored.etag)})
+    return True
+
+
+def committed(run: RunDir, path: Path) -> bool:
+    """Whether the store had the file at the last pull (or this process put it since)."""
+    assert run.store is not None
+    return run.rel(path) in _LISTINGS.get(run.store.url, {})
+
+
+def stored_size(run: RunDir, path: Path) -> int | None:
+    """The size of a run file in the store (from the last pull's listing, else asked), None if missing."""
+    assert run.store is not None
+    rel = run.rel(path)
+    stored = _LISTINGS.get(run.store.url, {}).get(rel) or run.store.stat(rel)
+    return stored.size if stored is not None else None

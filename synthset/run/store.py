@@ -1,0 +1,230 @@
+"""Run directories on an object store (`s3://bucket/prefix`): the store's operations a run needs, one place.
+
+An object store has no rename and no append, so a run there keeps to what it does have:
+- **A put is atomic.** Readers see the whole old object or the whole new one, never a half (a multipart
+  upload appears only when it completes). So a file is written in local scratch, then put under its final
+  key: no temp key, no rename.
+- **Conditional puts.** `If-None-Match: *` creates a key only if it does not exist (the claim of a shard,
+  like `O_EXCL` on POSIX); `If-Match: <etag>` replaces a key only if nobody replaced it since we read it
+  (a claim's heartbeat). S3 has both since 2024, and so does moto's S3 server, which the tests run against.
+- **The store's clock.** Leases are measured on the store's `Last-Modified` and `Date` (whole seconds), not
+  on any host's clock, so workers on hosts with skewed clocks agree on what has expired.
+
+Everything is reached through fsspec's `s3fs` (its `call_s3` is the S3 API itself), configured the standard
+way: credentials and `AWS_ENDPOINT_URL` from the environment or `~/.aws`. Other fsspec protocols (`gs://`,
+`az://`) are refused in one line: their conditional writes are not wired in yet, and a run without them
+could make a shard twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+from synthset.errors import SynthsetError, first_line
+
+SUPPORTED_PROTOCOLS = ("s3",)
+_PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
+
+
+def is_store_url(path: str | os.PathLike) -> bool:
+    """True for `s3://...` and the like; False for a local path (also `file://`)."""
+    text = os.fspath(path)
+    return "://" in text and not text.startswith("file://")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str  # relative to the run's root, with '/'
+    size: int
+    etag: str
+    modified: float  # the store's Last-Modified, seconds since the epoch
+
+
+class PreconditionFailed(Exception):
+    """A conditional put or delete lost: the key exists (If-None-Match) or changed (If-Match)."""
+
+
+def _error_code(error: BaseException) -> str:
+    """The S3 error code behind s3fs's translated OSError (s3fs keeps botocore's error as the cause)."""
+    for candidate in (error, error.__cause__, error.__context__):
+        response = getattr(candidate, "response", None)
+        if isinstance(response, dict):
+            return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+class RunStore:
+    """The object-store root of one run: `s3://bucket/prefix`. Keys are given relative to the root."""
+
+    def __init__(self, url: str):
+        protocol, _, rest = url.partition("://")
+        if protocol not in SUPPORTED_PROTOCOLS:
+            raise SynthsetError(
+                f"{url}: run directories on {protocol}:// are not supported (they need conditional writes for "
+                f"shard claims; supported: {', '.join(p + '://' for p in SUPPORTED_PROTOCOLS)} and local paths)"
+            )
+        bucket, _, prefix = rest.strip("/").partition("/")
+        if not bucket:
+            raise SynthsetError(f"{url}: no bucket in the run directory's URL (expected s3://bucket/path)")
+        self.url = f"{protocol}://{bucket}/{prefix}".rstrip("/")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._fs = None
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            try:
+                import s3fs
+            except ImportError as error:
+                raise SynthsetError(
+                    f"{self.url}: s3:// run directories need s3fs (pip install 'synthset[s3]')"
+                ) from error
+            # Few, short retries: an unreachable store should be one clear line in seconds, not minutes.
+            self._fs = s3fs.S3FileSystem(
+                skip_instance_cache=True,
+                config_kwargs={"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}},
+            )
+        return self._fs
+
+    def key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def _call(self, method: str, what: str, **kwargs):
+        """One S3 call; failures other than a lost precondition become one line naming the store."""
+        try:
+            return self.fs.call_s3(method, Bucket=self.bucket, **kwargs)
+        except SynthsetError:
+            raise
+        except Exception as error:  # botocore, aiohttp and s3fs raise many types; each becomes one line
+            code = _error_code(error)
+            if code in _PRECONDITION_CODES or isinstance(error, FileExistsError):
+                raise PreconditionFailed(what) from error
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
+            if code != "NoSuchBucket" and (
+                code in ("NoSuchKey", "404", "NotFound") or isinstance(error, FileNotFoundError)
+            ):
+                raise FileNotFoundError(f"{self.url}/{what}") from error
+            if code == "NoSuchBucket":
+                reason = f"bucket {self.bucket!r} does not exist"
+            elif code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                reason = f"access denied ({code}); check the AWS credentials"
+            else:
+                reason = first_line(error)
+            raise SynthsetError(f"{self.url}: object store unusable at {endpoint} ({what}): {reason}") from error
+
+    # -- reading -------------------------------------------------------------------------------------
+    def list(self, start: str = "") -> dict[str, StoredObject]:
+        """Every object whose path relative to the root starts with `start`, keyed by that path."""
+        prefix = self.key(start) if start else (self.prefix + "/" if self.prefix else "")
+        found: dict[str, StoredObject] = {}
+        token = None
+        while True:
+            kwargs = {"Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call("list_objects_v2", f"list {start or '/'}", **kwargs)
+            for item in page.get("Contents", []):
+                rel = item["Key"][len(self.prefix) + 1 :] if self.prefix else item["Key"]
+                found[rel] = StoredObject(rel, int(item["Size"]), item["ETag"], item["LastModified"].timestamp())
+            if not page.get("IsTruncated"):
+                return found
+            token = page["NextContinuationToken"]
+
+    def stat(self, rel: str) -> StoredObject | None:
+        try:
+            head = self._call("head_object", rel, Key=self.key(rel))
+        except FileNotFoundError:
+            return None
+        return StoredObject(rel, int(head["ContentLength"]), head["ETag"], head["LastModified"].timestamp())
+
+    def read(self, rel: str) -> tuple[bytes, StoredObject] | None:
+        """A small object's bytes and its metadata (claims, records), or None if it does not exist."""
+        try:
+            got = self._call("get_object", rel, Key=self.key(rel))
+        except FileNotFoundError:
+            return None
+        body = _read_body(self.fs, got["Body"])
+        return body, StoredObject(rel, int(got["ContentLength"]), got["ETag"], got["LastModified"].timestamp())
+
+    def download(self, rel: str, dest: Path) -> None:
+        """Fetch `rel` into `dest` through a temp file, so a killed fetch leaves no half file under its name."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".tmp-fetch-{uuid.uuid4().hex[:8]}-{dest.name}")
+        try:
+            self._transfer(lambda: self.fs.get_file(f"{self.bucket}/{self.key(rel)}", str(tmp)), f"get {rel}")
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def now(self) -> float:
+        """The store's clock: the Date of a response (whole seconds; lease times are far longer)."""
+        head = self._call("list_objects_v2", "clock", Prefix=self.key(".clock"), MaxKeys=1)
+        date = head["ResponseMetadata"]["HTTPHeaders"].get("date")
+        return parsedate_to_datetime(date).timestamp() if date else time.time()
+
+    # -- writing -------------------------------------------------------------------------------------
+    def upload(self, src: Path, rel: str) -> None:
+        """Put a local file under `rel`: whole or not at all (large files go up as one multipart upload)."""
+        self._transfer(lambda: self.fs.put_file(str(src), f"{self.bucket}/{self.key(rel)}"), f"put {rel}")
+
+    def copy(self, src_rel: str, dst_rel: str) -> None:
+        """Copy an object inside the store (no bytes pass through this host): dataset files are shards."""
+        self._transfer(
+            lambda: self.fs.copy(f"{self.bucket}/{self.key(src_rel)}", f"{self.bucket}/{self.key(dst_rel)}"),
+            f"copy {src_rel} to {dst_rel}",
+        )
+
+    def put(self, rel: str, data: bytes, *, if_absent: bool = False, if_etag: str | None = None) -> StoredObject:
+        """Put small bytes; conditional on the key not existing, or on it still having `if_etag`.
+
+        Raises PreconditionFailed when the condition does not hold (another worker won).
+        """
+        kwargs = {"Key": self.key(rel), "Body": data}
+        if if_absent:
+            kwargs["IfNoneMatch"] = "*"
+        if if_etag is not None:
+            kwargs["IfMatch"] = if_etag
+        self._call("put_object", rel, **kwargs)
+        stored = self.stat(rel)
+        if stored is None:  # deleted between our put and our look: as good as lost
+            raise PreconditionFailed(rel)
+        return stored
+
+    def delete(self, rel: str, if_etag: str | None = None) -> None:
+        kwargs = {"Key": self.key(rel)}
+        if if_etag is not None:
+            kwargs["IfMatch"] = if_etag
+        with contextlib.suppress(FileNotFoundError, PreconditionFailed):  # gone, or replaced: not ours to delete
+            self._call("delete_object", rel, **kwargs)
+
+    def _transfer(self, action, what: str) -> None:
+        try:
+            action()
+        except Exception as error:
+            if isinstance(error, FileNotFoundError):
+                raise FileNotFoundError(f"{self.url}/{what}") from error
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+            raise SynthsetError(
+                f"{self.url}: object store unusable at {endpoint} ({what}): {first_line(error)}"
+            ) from error
+
+
+def _read_body(fs, body) -> bytes:
+    """Read an aiobotocore streaming body on s3fs's event loop."""
+    from fsspec.asyn import sync
+
+    async def read() -> bytes:
+        async with body as stream:
+            return await stream.read()
+
+    return sync(fs.loop, read)
