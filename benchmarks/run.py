@@ -37,6 +37,7 @@ MEASUREMENTS = [
     "crash",
     "read",
     "scaleout",
+    "objectstore",
     "hub",
     "gate",
     "gpu",
@@ -74,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mem-images", type=int, default=32, help="row 4: N (the runs make N and 8N)")
     parser.add_argument("--crash-images", type=int, default=192, help="row 5: images per trial")
     parser.add_argument("--crash-trials", type=int, default=2, help="row 5: kills at independent random points")
-    parser.add_argument("--straggler-images", type=int, default=256, help="rows 8a-8c: images per run (shards of 32)")
+    parser.add_argument("--straggler-images", type=int, default=256, help="rows 8a-8d: images per run (shards of 32)")
     parser.add_argument("--read-seconds", type=float, default=40.0, help="row 6: seconds of epochs, both sides")
     parser.add_argument("--gate-images", type=int, default=384, help="row 9: images per case, over all rounds")
     parser.add_argument("--plan-classes", type=int, default=1000)
