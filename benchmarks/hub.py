@@ -121,7 +121,7 @@ def measure(ctx: Context) -> list[Row]:
         counts = " / ".join(f"{n:,}" for n in sizes)
         rows.append(
             Row(
-                f"9. hub {stage}: {counts} files",
+                f"10. hub {stage}: {counts} files",
                 f"{walls} s (+{slope(middle if len(sizes) == 3 else small, large):.2f} ms per extra file"
                 + (f", x{growth:.2f} of the slope below {middle:,}" if len(sizes) == 3 else "")
                 + f"); peak RSS {rss} MiB (x{flat:.3f})",

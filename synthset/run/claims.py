@@ -2,7 +2,8 @@
 
 A worker makes a shard only while it holds the shard's claim. Claims are files under `shards/.claims/`,
 one per shard and *epoch*: `<config>/<split>-b<band>-NNNNN.claim.<epoch>`. Taking a claim is creating
-the next epoch's file with create-exclusive (`O_CREAT | O_EXCL`, atomic on POSIX and on NFS v3+), so
+the next epoch's file exclusively (written to a private temp file, then hard-linked to its name: `link`
+fails if the name exists, atomically on POSIX and on NFS, and the claim is never seen half-written), so
 when several workers race for a shard exactly one wins; the losers move on. The claim of a shard is its
 highest epoch. The holder keeps it alive by touching the file (a heartbeat thread does it); a claim
 whose file has not been touched for `lease_seconds`, or whose holder is a process of this host that no
@@ -19,6 +20,10 @@ live workers from doing the same work twice.
 
 Lease times are measured on the filesystem's clock (the mtime of a file this worker just touched), not
 this host's, so hosts with skewed clocks sharing a network filesystem agree on what is expired.
+
+On an object store (`s3://` runs, see run/store.py) the same protocol runs on objects: an epoch is
+created by a put with `If-None-Match: *`, a heartbeat is a put with `If-Match: <the claim's ETag>` (it
+fails once a taker deleted the epoch), and the store's `Last-Modified` and `Date` are the clock.
 """
 
 from __future__ import annotations
