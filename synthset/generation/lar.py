@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
     from synthset.classes import ClassInfo
-    from synthset.generation.llm import LLMCache
     from synthset.generation.real_images import RealImageSource
     from synthset.recipe import LARSpec
 
@@ -101,15 +100,19 @@ def wordnet_meanings(info: ClassInfo) -> list[str]:
 _LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
 
 
-def llm_meanings(info: ClassInfo, llm: LLMCache, seed: int, max_chars: int = 200) -> list[str]:
-    """Meanings an LLM lists for the bare name, one per line, cleaned; garbage lines are dropped."""
+def meanings_request(info: ClassInfo, seed: int):
+    """The LLM request that asks for the bare name's meanings (one per class)."""
     from synthset.generation.llm import LLMRequest
 
     prompt = (
         f'List the distinct meanings of the word "{info.class_name}" as short dictionary definitions, '
         "one per line, without numbering."
     )
-    [text] = llm.complete([LLMRequest(prompt=prompt, seed=seed)])
+    return LLMRequest(prompt=prompt, seed=seed)
+
+
+def parse_meanings(text: str, max_chars: int = 200) -> list[str]:
+    """The meanings of an answer, one per line, cleaned; garbage lines are dropped."""
     meanings = []
     for line in text.splitlines():
         line = _LIST_MARKER.sub("", line).strip().strip("\"'")

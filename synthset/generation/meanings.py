@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from synthset.generation.lar import llm_meanings, load_clip, resolve_class_meaning
+from synthset.generation.lar import load_clip, meanings_request, parse_meanings, resolve_class_meaning
 from synthset.run.classes_table import LARResult, read_lar_results
 from synthset.run.ids import sample_seed
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from synthset.run.paths import RunDir
 
 logger = logging.getLogger(__name__)
+# Classes whose meanings are asked for in one call: enough to keep several LLM servers busy, few enough
+# that a stopped plan loses little (each class's result is appended to the partial file once scored).
+MEANINGS_AT_ONCE = 64
 
 
 def lar_key(recipe: Recipe, selected: list[ClassInfo], with_llm: bool) -> str:
@@ -82,15 +85,24 @@ def resolve_meanings(
     todo = [info for info in selected if info.label not in results]
     source = recipe.lar_candidates()
     ask_llm = llm is not None and source in ("llm", "both")
-    with open(partial_path, "a", encoding="utf-8") as partial:
-        for info in tqdm(todo, desc="label ambiguity resolution", unit="class", disable=not todo):
-            extra = llm_meanings(info, llm, sample_seed(recipe.seed, f"lar/{info.label}")) if ask_llm else None
-            result = resolve_class_meaning(
-                info, real_images, scorer_factory, recipe.lar.images_per_class, extra, source
-            )
-            results[info.label] = result
-            partial.write(json.dumps({"label": info.label, **asdict(result)}) + "\n")
-            partial.flush()
+    with (
+        open(partial_path, "a", encoding="utf-8") as partial,
+        tqdm(total=len(todo), desc="label ambiguity resolution", unit="class", disable=not todo) as bar,
+    ):
+        for start in range(0, len(todo), MEANINGS_AT_ONCE):
+            chunk = todo[start : start + MEANINGS_AT_ONCE]
+            extras: list[list[str] | None] = [None] * len(chunk)
+            if ask_llm:  # one call for the chunk: the LLM servers answer its classes concurrently
+                requests = [meanings_request(info, sample_seed(recipe.seed, f"lar/{info.label}")) for info in chunk]
+                extras = [parse_meanings(text) for text in llm.complete(requests)]
+            for info, extra in zip(chunk, extras, strict=True):
+                result = resolve_class_meaning(
+                    info, real_images, scorer_factory, recipe.lar.images_per_class, extra, source
+                )
+                results[info.label] = result
+                partial.write(json.dumps({"label": info.label, **asdict(result)}) + "\n")
+                partial.flush()
+                bar.update(1)
     failures = real_images.decode_failures if real_images is not None else 0
     if failures:
         logger.warning("%d real images could not be decoded and were skipped", failures)

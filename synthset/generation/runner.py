@@ -318,8 +318,12 @@ class _Worker:
         return [i for i in held if i in redo or not self.is_recorded(i)]
 
     def pass_over(self, indices: list[int], redo: set[int]) -> list[int]:
-        """Try every shard of `indices` once; the ones other live workers hold are returned."""
-        held = []
+        """Try every shard of `indices` once; the ones other live workers hold are returned.
+
+        After each shard this worker makes, the shards it found held are tried again: a holder that died
+        meanwhile loses its shard about a lease after its last heartbeat, not at the end of this pass.
+        """
+        held: list[int] = []
         for i in indices:
             outcome = self.attempt(i, redo=i in redo)
             if outcome == "held":
@@ -327,6 +331,8 @@ class _Worker:
                 continue
             redo.discard(i)
             self.by_others += outcome == "done"
+            if outcome == "made" and held:
+                held = self.pass_over(held, redo)
         return held
 
     def run_all(self, order: list[int], recorded: set[str]) -> None:
