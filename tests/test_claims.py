@@ -24,7 +24,11 @@ def run(tmp_path: Path) -> RunDir:
 
 
 def race(run: RunDir, contenders: int, shard: str = SHARD, lease: float = 60.0) -> list[ClaimBook]:
-    """`contenders` workers released at once to claim one shard; returns the books that won."""
+    """`contenders` workers released at once to claim one shard; returns the books that won.
+
+    The winners' heartbeats are stopped after the race (as a paused worker's would be), so a test goes on
+    against claims that age; the local and the S3 claim tests (test_store.py) share this.
+    """
     books = [ClaimBook(run, Worker(f"w{i}", "test-host", os.getpid()), lease_seconds=lease) for i in range(contenders)]
     start = threading.Barrier(contenders)
     winners: list[ClaimBook] = []
@@ -39,6 +43,8 @@ def race(run: RunDir, contenders: int, shard: str = SHARD, lease: float = 60.0) 
         thread.start()
     for thread in threads:
         thread.join()
+    for book in books:
+        book._stop.set()
     return winners
 
 

@@ -11,13 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from hubserver import HubServer
 from s3server import free_port, make_bucket, moto_s3_server, s3_environment
+from test_claims import race
 from test_hub import hub_env
 
 from synthset.run.claims import ClaimBook, ClaimLost, Worker, current_claim, live_claims
@@ -43,26 +43,6 @@ def s3_url(s3_endpoint, request) -> str:
 def s3_run(s3_url, tmp_path, monkeypatch) -> RunDir:
     monkeypatch.setenv("SYNTHSET_SCRATCH", str(tmp_path / "scratch"))
     return RunDir.at(s3_url)
-
-
-def race(run: RunDir, contenders: int, shard: str, lease: float) -> list[ClaimBook]:
-    books = [ClaimBook(run, Worker(f"w{i}", "another-host", 1), lease_seconds=lease) for i in range(contenders)]
-    start = threading.Barrier(contenders)
-    winners: list[ClaimBook] = []
-
-    def contend(book: ClaimBook) -> None:
-        start.wait()
-        if book.try_claim(shard) is not None:
-            winners.append(book)
-
-    threads = [threading.Thread(target=contend, args=(book,)) for book in books]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for book in books:
-        book._stop.set()  # no heartbeats from these test books after the race
-    return winners
 
 
 def test_workers_racing_for_a_shard_on_s3_one_wins_the_others_move_on(s3_run: RunDir):

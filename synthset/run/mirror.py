@@ -48,8 +48,11 @@ def plan_files(rel: str) -> bool:
 
 
 def plan_and_records(rel: str) -> bool:
-    """What generate reads before it starts: the plan, and which shards are finished."""
-    return plan_files(rel) or (rel.startswith(f"{SHARDS_DIR}/") and rel.endswith(".json"))
+    """What generate reads before it starts: the plan, and which shards are finished.
+
+    Not the cache: its LLM answers can be gigabytes at ImageNet scale, and generate never reads them.
+    """
+    return "/" not in rel or (rel.startswith(f"{SHARDS_DIR}/") and rel.endswith(".json"))
 
 
 def all_but_cache(rel: str) -> bool:
