@@ -210,11 +210,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         import json
 
         from synthset.fsutil import write_text_atomic
-        from synthset.run.paths import RunDir
 
-        target = RunDir.at(args.to_card).evaluation_dir / f"{config.output_dir.name}.json"
-        write_text_atomic(target, json.dumps(results, indent=2, default=str))
-        print(f"added to the card's evaluation: {target}; run `synthset card {args.to_card}` to render it")
+        with _on_run(args.to_card, "plan_files") as card_run:  # an s3:// run: written in scratch, then put
+            target = card_run.evaluation_dir / f"{config.output_dir.name}.json"
+            write_text_atomic(target, json.dumps(results, indent=2, default=str))
+        where = f"{args.to_card.rstrip('/')}/{card_run.rel(target)}" if card_run.store is not None else target
+        print(f"added to the card's evaluation: {where}; run `synthset card {args.to_card}` to render it")
     return 0
 
 
