@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,19 @@ def synthset_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*synthset_command(), *args], capture_output=True, text=True, cwd=REPO, env=os.environ.copy(), **kwargs
     )
+
+
+def generate_killed_after(run_dir: Path, shards: int, timeout_s: float) -> int:
+    """Start `synthset generate RUN`, SIGKILL it once `shards` shards are recorded; returns how many were."""
+    process = subprocess.Popen(
+        [*synthset_command(), "generate", str(run_dir)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + timeout_s
+    while len(read_records(RunDir(run_dir))) < shards and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return len(read_records(RunDir(run_dir)))
 
 
 def accelerate_launch_command(num_processes: int, *args: str) -> list[str]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import pytest
 from helpers import (
     REPO,
     accelerate_launch_command,
+    generate_killed_after,
     images_by_sample,
     pixels,
     shard_hashes,
@@ -169,18 +168,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(reference_run: Path, write
 
     recipe = load_recipe(write_recipe(changes, "killed.yaml"))
     plan_run(recipe)
-    process = subprocess.Popen(
-        [*synthset_command(), "generate", str(recipe.run_dir)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 120
-    while len(read_records(RunDir(recipe.run_dir))) < 2 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    finished = len(read_records(RunDir(recipe.run_dir)))
+    finished = generate_killed_after(recipe.run_dir, shards=2, timeout_s=120)
     assert 2 <= finished < 8, f"the kill should land part-way, found {finished} finished shards"
 
     summary = generate_run(recipe.run_dir)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import datasets
@@ -22,7 +20,15 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import BASE_RECIPE, TINY_QUALITY, deep_update
-from helpers import REPO, accelerate_launch_command, images_by_sample, shard_hashes, synthset_cli, synthset_command
+from helpers import (
+    REPO,
+    accelerate_launch_command,
+    generate_killed_after,
+    images_by_sample,
+    shard_hashes,
+    synthset_cli,
+    synthset_command,
+)
 
 from synthset.builders.assemble import build_dataset
 from synthset.builders.validate import validate_run
@@ -293,18 +299,7 @@ def test_sigkill_mid_run_then_resume_gives_the_same_dataset(root: Path, redraw_q
     reference = _run(root, "kill-reference", redraw_quality, changes)
     recipe = load_recipe(_write(root, "killed", redraw_quality, changes))
     plan_run(recipe)
-    process = subprocess.Popen(
-        [*synthset_command(), "generate", str(recipe.run_dir)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 300
-    while len(read_records(RunDir(recipe.run_dir))) < 2 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    finished = len(read_records(RunDir(recipe.run_dir)))
+    finished = generate_killed_after(recipe.run_dir, shards=2, timeout_s=300)
     assert 2 <= finished < 8, f"the kill should land part-way, found {finished} finished shards"
     summary = generate_run(recipe.run_dir)
     assert summary.shards_made == 8 - finished
