@@ -237,10 +237,16 @@ def test_a_missing_bucket_and_an_unsupported_store_are_one_line_each(s3_endpoint
     )
 
 
-def test_an_s3_run_that_was_never_planned_says_what_to_run(s3_endpoint, tmp_path):
+def test_an_unplanned_s3_run_and_clean_on_s3_are_one_line_each(s3_endpoint, tmp_path):
     result = synthset("generate", f"s3://{BUCKET}/empty", env=worker_env(tmp_path, "x"), check=False)
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"synthset: error: s3://{BUCKET}/empty: not a planned run directory (recipe.lock.yaml missing; "
         "run `synthset plan` first)"
+    )
+    result = synthset("clean", f"s3://{BUCKET}/empty", env=worker_env(tmp_path, "x"), check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"synthset: error: s3://{BUCKET}/empty: clean works on local run directories; an object store holds no "
+        "temp files or killed builds (a put is whole or absent), and an expired claim is taken over by the next worker"
     )
