@@ -13,22 +13,32 @@ from __future__ import annotations
 import os
 import sys
 
-from benchmarks.common import PYTHON, REPO, Context, Row, judged, planned_run, rank_summaries, run_child
+from benchmarks.common import (
+    PYTHON,
+    REPO,
+    Context,
+    Row,
+    judged,
+    planned_run,
+    quiet,
+    rank_summaries,
+    run_child,
+    write_recipe,
+)
 
 BUCKET = "bench"
 
 
 def _plan_on_store(ctx: Context, name: str, images: int) -> str:
-    """Plan the bench recipe into s3://bench/<name> (planned locally first; then its files put in the store)."""
+    """Plan the bench recipe into s3://bench/<name>, as `synthset plan RECIPE --run-dir URL` does."""
+    from synthset.generation.plan import plan_run
+    from synthset.recipe import load_recipe
     from synthset.run.mirror import push
     from synthset.run.paths import RunDir
 
-    local = planned_run(ctx.work, name, images)
     run = RunDir.at(f"s3://{BUCKET}/{name}")
-    run.root.mkdir(parents=True, exist_ok=True)
-    for path in sorted(local.iterdir()):  # the plan stage's files, as `plan --run-dir` would leave them
-        if path.is_file():
-            (run.root / path.name).write_bytes(path.read_bytes())
+    with quiet():
+        plan_run(load_recipe(write_recipe(ctx.work, name, images)), run)
     push(run)
     return str(run)
 

@@ -11,7 +11,7 @@ import contextlib
 import errno
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from synthset import __version__
@@ -75,7 +75,7 @@ one of them, e.g. --set synthetic.name=lar_cd. Every key is checked; see synthse
 
 
 @contextlib.contextmanager
-def _on_run(path: str, wanted: str = "all_but_cache", writes: bool = True) -> Iterator:
+def _on_run(path: str, wanted: Callable[[str], bool] | None = None, writes: bool = True) -> Iterator:
     """The run directory at PATH. For an s3:// run: its local scratch copy, with the store's `wanted` files
     fetched before the stage and (for a stage that `writes`) what it wrote or changed put back after it
     (see run/mirror.py)."""
@@ -86,7 +86,7 @@ def _on_run(path: str, wanted: str = "all_but_cache", writes: bool = True) -> It
     if run.store is None:
         yield run
         return
-    mirror.pull(run, getattr(mirror, wanted))
+    mirror.pull(run, wanted or mirror.all_but_cache)
     yield run
     if writes:
         mirror.push(run)
@@ -95,6 +95,7 @@ def _on_run(path: str, wanted: str = "all_but_cache", writes: bool = True) -> It
 def _cmd_plan(args: argparse.Namespace) -> int:
     from synthset.generation.plan import plan_run
     from synthset.recipe import load_recipe
+    from synthset.run import mirror
 
     budget = None
     if args.gpu_memory is not None:
@@ -110,7 +111,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(f"recipe OK: {checked.images} images over {checked.classes} classes ({per_config}){pools}")
         print(f"model: {checked.model} @ {checked.model_revision}; nothing was written")
         return 0
-    with _on_run(args.run_dir, "plan_files") if args.run_dir else contextlib.nullcontext() as run:
+    with _on_run(args.run_dir, mirror.plan_files) if args.run_dir else contextlib.nullcontext() as run:
         summary = plan_run(load_recipe(args.recipe), run)
     per_config = ", ".join(f"{name}: {rows}" for name, rows in summary.rows_per_config.items())
     print(f"planned {summary.rows} images in {summary.shards} shards ({per_config})")
@@ -210,8 +211,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         import json
 
         from synthset.fsutil import write_text_atomic
+        from synthset.run import mirror
 
-        with _on_run(args.to_card, "plan_files") as card_run:  # an s3:// run: written in scratch, then put
+        with _on_run(args.to_card, mirror.nothing) as card_run:  # an s3:// run: written in scratch, then put
             target = card_run.evaluation_dir / f"{config.output_dir.name}.json"
             write_text_atomic(target, json.dumps(results, indent=2, default=str))
         where = f"{args.to_card.rstrip('/')}/{card_run.rel(target)}" if card_run.store is not None else target
@@ -347,10 +349,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     import time
 
+    from synthset.run import mirror
     from synthset.run.status import format_status, run_status
 
     while True:
-        with _on_run(args.run, "plan_and_records", writes=False) as run:
+        with _on_run(args.run, mirror.plan_and_records, writes=False) as run:
             report = format_status(run_status(run, lease_seconds=args.lease_seconds))
         if not args.watch:
             print(report)

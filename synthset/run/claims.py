@@ -86,6 +86,10 @@ def _claim_prefix(shard: str) -> str:
     return f"{SHARDS_DIR}/{CLAIMS_DIR}/{shard}{_EPOCH_MARK}"
 
 
+def _claim_body(worker: Worker, since: float) -> bytes:
+    return json.dumps({"worker": worker.id, "host": worker.host, "pid": worker.pid, "since": since}).encode()
+
+
 def _parse(shard: str, epoch: int, key: str, data: bytes, touched: float, etag: str = "") -> Claim | None:
     try:
         body = json.loads(data)
@@ -198,10 +202,8 @@ class _StoreClaims:
         return _parse(shard, epoch, key, body, stored.modified, stored.etag)
 
     def touch(self, claim: Claim) -> Claim | None:
-        body = json.dumps({"worker": claim.worker.id, "host": claim.worker.host, "pid": claim.worker.pid,
-                           "since": claim.since}).encode()  # fmt: skip
         try:
-            stored = self.store.put(claim.key, body, if_etag=claim.etag)
+            stored = self.store.put(claim.key, _claim_body(claim.worker, claim.since), if_etag=claim.etag)
         except (PreconditionFailed, FileNotFoundError):
             return None  # deleted or replaced by a worker that took the shard over
         return replace(claim, touched=stored.modified, etag=stored.etag)
@@ -280,12 +282,11 @@ class ClaimBook:
             current = current_claim(self.run, shard, self.space)
             if current is not None and current.worker == self.worker:
                 return current
-            if current is not None and not current.expired(self.space.now(self.worker), self.lease_seconds):
+            now = self.space.now(self.worker)
+            if current is not None and not current.expired(now, self.lease_seconds):
                 return None
             epoch = current.epoch + 1 if current is not None else 0
-            now = self.space.now(self.worker)
-            body = {"worker": self.worker.id, "host": self.worker.host, "pid": self.worker.pid, "since": now}
-            claim = self.space.create(shard, epoch, json.dumps(body).encode())
+            claim = self.space.create(shard, epoch, _claim_body(self.worker, now))
             if claim is None:
                 continue  # another worker took this epoch first: look again (it is probably alive)
             for older_epoch, older in self.space.epochs(shard):

@@ -4,7 +4,7 @@ Every stage's code works on a local run directory: `RunDir.root`. For a run on `
 scratch folder, and this module moves files between it and the store:
 
 - `pull(run, wanted)` before a stage fetches the store's files the stage reads (those that changed since
-  the last pull: each file's ETag is remembered in the scratch's `.store-sync.json`);
+  the last pull: each file's ETag is remembered in the scratch's `.store-sync.sqlite`);
 - `push(run)` after it puts the files the stage wrote or changed, and deletes in the store what the stage
   deleted (a rebuilt dataset's old files). The files that *commit* something go last: a shard's record,
   the plan's lock, the dataset's README, so a reader never sees a commit before what it names.
@@ -20,18 +20,17 @@ What scratch needs: the plan stage's files, and one shard at a time while genera
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from filelock import FileLock
-
-from synthset.fsutil import TEMP_PREFIX, write_text_atomic
+from synthset.fsutil import TEMP_PREFIX
 from synthset.run.paths import CACHE_DIR, DATASET_DIR, LOCK_FILE, README_FILE, SHARDS_DIR, RunDir
 from synthset.run.store import StoredObject
 
-SYNC_STATE_FILE = ".store-sync.json"  # in the scratch root: what was last pulled or pushed, per file
+SYNC_STATE_FILE = ".store-sync.sqlite"  # in the scratch root: what was last pulled or pushed, per file
 
 # The store's listing from the last pull, per run URL: a restart checks recorded shards against it
 # rather than asking the store about each one.
@@ -40,6 +39,11 @@ _LISTINGS: dict[str, dict[str, StoredObject]] = {}
 
 def everything(rel: str) -> bool:
     return True
+
+
+def nothing(rel: str) -> bool:
+    """For a stage that only adds files (e.g. `train --to-card`): fetch nothing, put what it wrote."""
+    return False
 
 
 def plan_files(rel: str) -> bool:
@@ -74,31 +78,40 @@ def _commits(rel: str) -> bool:
 
 
 class _SyncState:
-    """`.store-sync.json`: per file, the store's ETag and the local size and mtime when last in step.
+    """`.store-sync.sqlite`: per file, the store's ETag and the local size and mtime when last in step.
 
-    Processes of one host share the scratch (the ranks of one `accelerate launch`): a file lock keeps their
-    updates of the state from overwriting one another.
+    One row per file, so a worker that puts its thousandth shard writes one row, not the whole table
+    (a JSON file rewritten per shard grew quadratic over a run). The ranks of one `accelerate launch`
+    share the scratch; SQLite serialises their writes.
     """
 
     def __init__(self, run: RunDir):
         self.path = run.root / SYNC_STATE_FILE
-        self.lock = FileLock(str(run.root / f".{SYNC_STATE_FILE}.lock"))
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=60.0)
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS synced (rel TEXT PRIMARY KEY, etag TEXT, size INTEGER, mtime_ns INTEGER)"
+        )
+        return db
 
     def read(self) -> dict[str, dict]:
-        try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
+        with contextlib.closing(self._connect()) as db:
+            rows = db.execute("SELECT rel, etag, size, mtime_ns FROM synced").fetchall()
+        return {rel: {"etag": etag, "size": size, "mtime_ns": mtime_ns} for rel, etag, size, mtime_ns in rows}
+
+    def get(self, rel: str) -> dict | None:
+        with contextlib.closing(self._connect()) as db:
+            row = db.execute("SELECT etag, size, mtime_ns FROM synced WHERE rel = ?", (rel,)).fetchone()
+        return {"etag": row[0], "size": row[1], "mtime_ns": row[2]} if row is not None else None
 
     def update(self, changes: dict[str, dict | None]) -> None:
-        with self.lock:
-            state = self.read()
-            for rel, entry in changes.items():
-                if entry is None:
-                    state.pop(rel, None)
-                else:
-                    state[rel] = entry
-            write_text_atomic(self.path, json.dumps(state, sort_keys=True))
+        gone = [(rel,) for rel, entry in changes.items() if entry is None]
+        kept = [(rel, e["etag"], e["size"], e["mtime_ns"]) for rel, e in changes.items() if e is not None]
+        with contextlib.closing(self._connect()) as db, db:
+            db.executemany("DELETE FROM synced WHERE rel = ?", gone)
+            db.executemany("INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?)", kept)
 
 
 def _entry(path: Path, etag: str) -> dict:
@@ -185,11 +198,7 @@ def push(run: RunDir) -> int:
     for rel in changed:
         path = local[rel]
         twin = shards.get(path.stat().st_ino) if rel.startswith(f"{DATASET_DIR}/") else None
-        if twin is not None:
-            run.store.copy(twin, rel)
-        else:
-            run.store.upload(path, rel)
-        stored = run.store.stat(rel)
+        stored = run.store.copy(twin, rel) if twin is not None else run.store.upload(path, rel)
         changes[rel] = _entry(path, stored.etag if stored is not None else "")
     for rel, entry in known.items():
         if rel not in local and _synced(rel):
@@ -207,8 +216,7 @@ def put_finished_shard(run: RunDir, shard: str) -> None:
     for path in (run.rejects_file(shard), run.shard_file(shard), run.record_file(shard)):
         if path.is_file():
             rel = run.rel(path)
-            run.store.upload(path, rel)
-            stored = run.store.stat(rel)
+            stored = run.store.upload(path, rel)
             changes[rel] = _entry(path, stored.etag if stored is not None else "")
             if stored is not None:
                 _LISTINGS.setdefault(run.store.url, {})[rel] = stored
@@ -225,7 +233,7 @@ def refresh_file(run: RunDir, path: Path) -> bool:
     assert run.store is not None
     rel = run.rel(path)
     stored = run.store.stat(rel)
-    known = _SyncState(run).read().get(rel)
+    known = _SyncState(run).get(rel)
     if stored is None:  # not committed: a worker of this host may be putting it right now, so it stays
         return False
     if known is None or known["etag"] != stored.etag or not _unchanged_locally(path, known):

@@ -100,20 +100,25 @@ class RunStore:
         return f"{self.prefix}/{rel}" if self.prefix else rel
 
     def _call(self, method: str, what: str, **kwargs):
-        """One S3 call; failures other than a lost precondition become one line naming the store."""
+        """One S3 API call (see `_guarded` for what its failures become)."""
+        return self._guarded(lambda: self.fs.call_s3(method, Bucket=self.bucket, **kwargs), what)
+
+    def _guarded(self, action, what: str):
+        """Run one store operation. A lost condition raises PreconditionFailed, a missing key
+        FileNotFoundError; any other failure becomes one line naming the store, the endpoint and the reason."""
         try:
-            return self.fs.call_s3(method, Bucket=self.bucket, **kwargs)
+            return action()
         except SynthsetError:
             raise
         except Exception as error:  # botocore, aiohttp and s3fs raise many types; each becomes one line
             code = _error_code(error)
             if code in _PRECONDITION_CODES or isinstance(error, FileExistsError):
                 raise PreconditionFailed(what) from error
-            endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
             if code != "NoSuchBucket" and (
                 code in ("NoSuchKey", "404", "NotFound") or isinstance(error, FileNotFoundError)
             ):
                 raise FileNotFoundError(f"{self.url}/{what}") from error
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
             if code == "NoSuchBucket":
                 reason = f"bucket {self.bucket!r} does not exist"
             elif code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
@@ -161,7 +166,7 @@ class RunStore:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".tmp-fetch-{uuid.uuid4().hex[:8]}-{dest.name}")
         try:
-            self._transfer(lambda: self.fs.get_file(f"{self.bucket}/{self.key(rel)}", str(tmp)), f"get {rel}")
+            self._guarded(lambda: self.fs.get_file(f"{self.bucket}/{self.key(rel)}", str(tmp)), f"get {rel}")
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
@@ -173,16 +178,18 @@ class RunStore:
         return parsedate_to_datetime(date).timestamp() if date else time.time()
 
     # -- writing -------------------------------------------------------------------------------------
-    def upload(self, src: Path, rel: str) -> None:
+    def upload(self, src: Path, rel: str) -> StoredObject | None:
         """Put a local file under `rel`: whole or not at all (large files go up as one multipart upload)."""
-        self._transfer(lambda: self.fs.put_file(str(src), f"{self.bucket}/{self.key(rel)}"), f"put {rel}")
+        self._guarded(lambda: self.fs.put_file(str(src), f"{self.bucket}/{self.key(rel)}"), f"put {rel}")
+        return self.stat(rel)
 
-    def copy(self, src_rel: str, dst_rel: str) -> None:
+    def copy(self, src_rel: str, dst_rel: str) -> StoredObject | None:
         """Copy an object inside the store (no bytes pass through this host): dataset files are shards."""
-        self._transfer(
+        self._guarded(
             lambda: self.fs.copy(f"{self.bucket}/{self.key(src_rel)}", f"{self.bucket}/{self.key(dst_rel)}"),
             f"copy {src_rel} to {dst_rel}",
         )
+        return self.stat(dst_rel)
 
     def put(self, rel: str, data: bytes, *, if_absent: bool = False, if_etag: str | None = None) -> StoredObject:
         """Put small bytes; conditional on the key not existing, or on it still having `if_etag`.
@@ -206,17 +213,6 @@ class RunStore:
             kwargs["IfMatch"] = if_etag
         with contextlib.suppress(FileNotFoundError, PreconditionFailed):  # gone, or replaced: not ours to delete
             self._call("delete_object", rel, **kwargs)
-
-    def _transfer(self, action, what: str) -> None:
-        try:
-            action()
-        except Exception as error:
-            if isinstance(error, FileNotFoundError):
-                raise FileNotFoundError(f"{self.url}/{what}") from error
-            endpoint = os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
-            raise SynthsetError(
-                f"{self.url}: object store unusable at {endpoint} ({what}): {first_line(error)}"
-            ) from error
 
 
 def _read_body(fs, body) -> bytes:
