@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +18,6 @@ import pytest
 import yaml
 from conftest import BASE_RECIPE, deep_update
 from helpers import images_by_sample, shard_hashes, synthset_cli
-from slurmcluster import SlurmCluster, start_cluster
 
 from synthset import api
 from synthset.generation.plan import plan_run
@@ -28,6 +28,7 @@ from synthset.run.paths import RunDir
 from synthset.run.plan import open_plan, plan_shard_names
 from synthset.run.records import read_records
 from synthset.scheduling.jobs import read_submissions, read_workers, task_states
+from synthset.testing.slurm_cluster import SlurmCluster, start_cluster
 
 # 4 classes x 4 images, 2 per shard: 8 shards of the tiny model at 16 px, one denoising step.
 RECIPE = {
@@ -40,13 +41,16 @@ WAIT_SECONDS = 240.0  # generous: the machine is shared, and a requeued task wai
 
 
 @pytest.fixture(scope="session")
-def slurm(tmp_path_factory) -> SlurmCluster:
+def slurm() -> SlurmCluster:
     """A one-node SLURM cluster for the whole session; SLURM_CONF points every client command at it."""
-    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+    # Its own folder, outside pytest's rotating basetemp: short (munge's socket path) and never pruned mid-run.
+    folder = Path(tempfile.mkdtemp(prefix="synthset-slurm-"))
+    cluster = start_cluster(folder)
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(cluster.conf)
     yield cluster
     cluster.stop()
+    shutil.rmtree(folder, ignore_errors=True)
     if previous is None:
         os.environ.pop("SLURM_CONF", None)
     else:
@@ -102,9 +106,10 @@ def tasks_of(run: Path, job_id: str) -> dict[int, object]:
 
 
 def ended(run: Path, job_id: str) -> bool:
-    """Every task of the job has left the queue for good (finished, cancelled, failed)."""
+    """Every task of the job has ended for good, as the controller says (the test cluster keeps ended jobs
+    for MinJobAge=600 s; a task missing from squeue for a moment, e.g. while requeued, has not ended)."""
     states = [task.state for task in tasks_of(run, job_id).values()]
-    return bool(states) and all(state not in ("pending", "running", "requeued") for state in states)
+    return bool(states) and all(state in ("finished", "cancelled", "failed", "timed out") for state in states)
 
 
 def log_of(run: Path, job_id: str, task: int) -> str:
@@ -186,7 +191,9 @@ def test_a_task_at_its_time_limit_requeues_itself_and_the_run_completes_once(slu
     run = planned("timelimit")
     blocker = Blocker(run)
     try:
-        job_id = submit(run, "--workers", "1", "--time", "1", "--signal-seconds", "50")
+        # The controller checks limits every 30 s: USR1 comes 25-55 s into each 1-minute instance, never
+        # after the limit, and leaves a restarted worker 25 s or more to make the freed shard.
+        job_id = submit(run, "--workers", "1", "--time", "1", "--signal-seconds", "35")
         wait_until(lambda: tasks_of(run, job_id)[0].restarts >= 1, "the time-limit requeue", slurm, timeout=150)
     finally:
         blocker.release()  # the last shard is free: the requeued worker makes it
@@ -326,3 +333,44 @@ def test_generate_exits_75_on_sigterm_after_releasing_its_shard(planned, local_r
     shutil.rmtree(run / "logs", ignore_errors=True)
     assert generate_run(run).all_shards_done
     assert_complete_once_like(run, local_reference)
+
+
+def doc_block(language: str, first_line: str) -> str:
+    """The fenced `language` block of docs/clusters.md that starts with `first_line`."""
+    from helpers import REPO
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt().parse((REPO / "docs" / "clusters.md").read_text())
+    blocks = [t.content for t in tokens if t.type == "fence" and t.info.strip() == language]
+    matching = [block for block in blocks if block.startswith(first_line)]
+    assert len(matching) == 1, f"docs/clusters.md: {len(matching)} {language} blocks start with {first_line!r}"
+    return matching[0]
+
+
+def test_the_docs_plain_sbatch_script_is_accepted_by_sbatch(slurm, tmp_path):
+    script = tmp_path / "generate.sbatch"
+    script.write_text(doc_block("bash", "#!/bin/bash\n#SBATCH"))
+    # The test node has no GPUs: only the script's GPU request is overridden on the command line.
+    done = slurm.command("sbatch", "--test-only", "--gpus-per-task=0", str(script), check=False)
+    assert done.returncode == 0 and "to start at" in done.stderr, done.stderr
+    bad = tmp_path / "bad.sbatch"
+    bad.write_text(script.read_text().replace("--time=4:00:00", "--time=soon"))
+    refused = slurm.command("sbatch", "--test-only", "--gpus-per-task=0", str(bad), check=False)
+    assert refused.returncode != 0 and "time" in refused.stderr.lower()  # the check can fail
+
+
+def test_the_docs_kubernetes_manifest_is_an_indexed_job_of_generate_workers():
+    manifest = yaml.safe_load(doc_block("yaml", "apiVersion: batch/v1"))
+    assert (manifest["apiVersion"], manifest["kind"]) == ("batch/v1", "Job")
+    spec = manifest["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert isinstance(spec["completions"], int) and spec["parallelism"] == spec["completions"]
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"  # required by podFailurePolicy
+    (container,) = pod["containers"]
+    assert container["command"][:2] == ["synthset", "generate"]
+    rules = spec["podFailurePolicy"]["rules"]
+    assert {"type": "DisruptionTarget"} in rules[0]["onPodConditions"]
+    assert rules[1]["onExitCodes"] == {"containerName": container["name"], "operator": "In", "values": [75]}
+    mounts = {m["name"] for m in container["volumeMounts"]}
+    assert mounts == {v["name"] for v in pod["volumes"]}

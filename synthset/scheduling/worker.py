@@ -15,6 +15,7 @@ environment (exported for torch.distributed by submitit) and they form one accel
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 from synthset.generation.processes import stop_on_signals
@@ -55,6 +56,9 @@ class GenerateTask:
             if stop.signal == "SIGUSR1" and env.global_rank == 0:
                 env._requeue(0)  # submitit's requeue (`scontrol requeue`), as its own time-limit handler does
             raise SystemExit(STOPPED_EXIT_STATUS)
+        # Done: a time-limit warning from now on means nothing, and Python restores the default action of
+        # its handled signals as it exits (a late USR1 would kill the finished task and mark it FAILED).
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         record_worker(slurm_dir, job_id, task_id, env.global_rank, identity, "finished")
         return f"worker {identity}: made {summary.images_made} images in {summary.shards_made} shards"
 

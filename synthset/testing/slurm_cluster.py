@@ -1,4 +1,4 @@
-"""A real one-node SLURM cluster on loopback for the tests: munged, slurmctld and slurmd of Debian's
+"""A real one-node SLURM cluster on loopback for the tests and the bench: munged, slurmctld and slurmd of Debian's
 `slurm-wlm` (installed by .ci/run), started from a `slurm.conf` written here.
 
 No cgroups (`proctrack/linuxproc`, `task/none`): the tests run in containers where cgroup v1/v2 delegation
@@ -96,6 +96,12 @@ class SlurmCluster:
         return subprocess.run(args, env=env, capture_output=True, text=True, check=check, timeout=60)
 
     def stop(self) -> None:
+        """Cancel every job (so no job step outlives the cluster), then stop the daemons."""
+        if self.processes and self.processes[-1].poll() is None:
+            self.command("scancel", "--full", "--user", str(os.getuid()), check=False)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and self.command("squeue", "-h", check=False).stdout.strip():
+                time.sleep(0.5)
         for process in reversed(self.processes):
             process.terminate()
         for process in reversed(self.processes):
@@ -108,7 +114,18 @@ class SlurmCluster:
 
 def _start(folder: Path, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
     out = open(folder / f"{name}.out", "wb")  # noqa: SIM115 - lives as long as the daemon
-    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return subprocess.Popen(
+        args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent
+    )
+
+
+def _die_with_parent() -> None:
+    """In the daemon before exec: SIGTERM when the process that started it dies (a killed test run)."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_for(check, what: str, cluster: SlurmCluster) -> None:
@@ -127,10 +144,13 @@ def _wait_for(check, what: str, cluster: SlurmCluster) -> None:
     )
 
 
+def binary(name: str) -> str:
+    """A daemon's path: on PATH, or in /usr/sbin (where Debian puts them, not always on a user's PATH)."""
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
 def missing_daemons() -> list[str]:
-    return [
-        name for name in (*DAEMONS, "sbatch") if shutil.which(name) is None and not Path(f"/usr/sbin/{name}").exists()
-    ]
+    return [name for name in (*DAEMONS, "sbatch") if not Path(binary(name)).exists()]
 
 
 def start_cluster(folder: Path) -> SlurmCluster:
@@ -153,13 +173,13 @@ def start_cluster(folder: Path) -> SlurmCluster:
     key.chmod(0o400)
     env = {**os.environ, "SLURM_CONF": str(conf)}
     cluster = SlurmCluster(folder, conf, node, [])
-    munged = ["munged", "--foreground", "--force", f"--socket={folder}/munge.socket", f"--key-file={key}"]
+    munged = [binary("munged"), "--foreground", "--force", f"--socket={folder}/munge.socket", f"--key-file={key}"]
     munged += [f"--pid-file={folder}/munged.pid", f"--log-file={folder}/munged.log", f"--seed-file={folder}/seed"]
     cluster.processes.append(_start(folder, "munged", munged, env))
     _wait_for(lambda: (folder / "munge.socket").exists(), "munged's socket", cluster)
-    cluster.processes.append(_start(folder, "slurmctld", ["slurmctld", "-D", "-i", "-f", str(conf)], env))
+    cluster.processes.append(_start(folder, "slurmctld", [binary("slurmctld"), "-D", "-i", "-f", str(conf)], env))
     _wait_for(lambda: cluster.command("scontrol", "ping", check=False).stdout.count("UP") > 0, "slurmctld up", cluster)
-    cluster.processes.append(_start(folder, "slurmd", ["slurmd", "-D", "-N", node, "-f", str(conf)], env))
+    cluster.processes.append(_start(folder, "slurmd", [binary("slurmd"), "-D", "-N", node, "-f", str(conf)], env))
     _wait_for(lambda: _node_state(cluster) == "idle", "the node idle", cluster)
     return cluster
 
