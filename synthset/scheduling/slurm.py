@@ -31,11 +31,12 @@ SIGNAL_ENV_LINE = "export SUBMITIT_PREEMPT_SIGNAL=USR1"
 
 @dataclass(frozen=True)
 class Submitted:
+    """One array job: its SLURM id, workers and ranks per worker."""
+
     job_id: str
     workers: int
     ranks: int
-    logs: str
-    script: str
+    logs: str  # the folder of the tasks' logs
 
 
 def submitit_parameters(options: SlurmOptions) -> dict[str, Any]:
@@ -118,7 +119,7 @@ def submit_array(run_path, options: SlurmOptions, lease_seconds: float = DEFAULT
         raise SchedulerError(f"sbatch refused the job: {_sbatch_message(error)}") from None
     job_id = jobs[0].job_id.split("_")[0]
     record_submission(run.slurm_dir, job_id, options.workers, options.ranks)
-    return Submitted(job_id, options.workers, options.ranks, str(run.slurm_dir), "")
+    return Submitted(job_id, options.workers, options.ranks, str(run.slurm_dir))
 
 
 def _sbatch_message(error: Exception) -> str:
