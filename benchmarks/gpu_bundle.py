@@ -142,7 +142,9 @@ def bundle_wheels(folder: Path) -> dict[str, Wheel]:
     return {wheel.name: wheel for wheel in wheels}
 
 
-def _met(wheel: Wheel, requirement: str, wheels: dict[str, Wheel], available: dict[str, str | None]) -> str | None:
+def _met(
+    wheel: Wheel, requirement: str, wheels: dict[str, Wheel], available: dict[str, str | None], machine: str
+) -> str | None:
     """None if `requirement` of `wheel` holds, else the line that says why not; 'unverified: ...' if unknown."""
     from packaging.requirements import Requirement
 
@@ -151,11 +153,11 @@ def _met(wheel: Wheel, requirement: str, wheels: dict[str, Wheel], available: di
     if name in wheels:
         have, where = wheels[name].version, "the bundle"
     elif name in available:
-        have, where = available[name], "the GPU image"
+        have, where = available[name], machine
         if have is None:
             return f"unverified: {who}; the image's version is not recorded (preflight checks it there)"
     else:
-        return f"{who}, which is neither in the bundle nor in the GPU image: add it to PINS"
+        return f"{who}, which is neither in the bundle nor in {machine}: add it to PINS"
     if needed.specifier.contains(have, prereleases=True):
         return None
     return f"{who}, but {where} has {have}"
@@ -166,6 +168,7 @@ def closure_problems(
     available: dict[str, str | None],
     roots: set[str] | None = None,
     environment: dict[str, str] | None = None,
+    machine: str = "the GPU image",
 ) -> tuple[list[str], list[str]]:
     """(problems, notes) of a bundle: unmet requirements, and pins that nothing the check imports needs.
 
@@ -174,6 +177,7 @@ def closure_problems(
         available: what the machine already has: canonical name -> version (None where it is not known).
         roots: the distributions the check imports directly; None skips the "nothing needs it" check.
         environment: marker values of the interpreter that will run it (default: the GPU machine's).
+        machine: what `available` describes, for the lines.
     """
     from packaging.requirements import Requirement
 
@@ -185,7 +189,7 @@ def closure_problems(
             if marker is not None and not marker.evaluate(environment):
                 continue
             edges[wheel.name].add(canonical(Requirement(requirement).name))
-            line = _met(wheel, requirement, wheels, available)
+            line = _met(wheel, requirement, wheels, available, machine)
             if line is not None:
                 (notes if line.startswith("unverified") else problems).append(line)
     if roots is not None:
@@ -217,10 +221,14 @@ def image_available() -> dict[str, str | None]:
 
 
 def installed_available() -> dict[str, str | None]:
-    """What this interpreter can import, by distribution (the bundle's target included when on sys.path)."""
+    """What this interpreter imports, by distribution: the first on sys.path wins, as it does for imports."""
     from importlib.metadata import distributions
 
-    return {canonical(d.metadata["Name"]): d.version for d in distributions() if d.metadata["Name"]}
+    found: dict[str, str | None] = {}
+    for distribution in distributions():
+        if distribution.metadata["Name"]:
+            found.setdefault(canonical(distribution.metadata["Name"]), distribution.version)
+    return found
 
 
 def tree_bytes(repo: Path = REPO) -> int:
@@ -298,10 +306,11 @@ def build(bundle: Path = BUNDLE, host: Path = HOST_BUNDLE) -> None:
 
 def preflight(bundle: Path = BUNDLE) -> None:
     """On the machine that will run the check: every bundled wheel's requirements hold for what is installed."""
-    problems, notes = closure_problems(bundle_wheels(bundle), installed_available(), environment=_here())
+    wheels = bundle_wheels(bundle)
+    problems, _ = closure_problems(wheels, installed_available(), environment=_here(), machine="this machine")
     if problems:
         raise SystemExit("\n".join(f"preflight: {line}" for line in problems))
-    print(f"preflight: the requirements of {len(bundle_wheels(bundle))} bundled wheels hold here")
+    print(f"preflight: the requirements of {len(wheels)} bundled wheels hold here")
 
 
 def _here() -> dict[str, str]:

@@ -35,9 +35,9 @@ MODULE_LEVEL_ONLY = {
 OPTIONAL_MODULES = {"xformers": "the xformers rows", "xformers.ops": "the xformers rows"}
 
 
-def module_path(module: str) -> Path | None:
+def module_path(module: str, root: Path = REPO) -> Path | None:
     """The source file of a first-party module (a package's __init__.py), or None if there is none."""
-    path = REPO.joinpath(*module.split("."))
+    path = root.joinpath(*module.split("."))
     if (path / "__init__.py").is_file():
         return path / "__init__.py"
     return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
@@ -80,14 +80,14 @@ def _parents(name: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def walk(entry: str = ENTRY) -> tuple[set[str], dict[str, set[str]]]:
+def walk(entry: str = ENTRY, root: Path = REPO) -> tuple[set[str], dict[str, set[str]]]:
     """(first-party modules reached, third-party dotted name -> first-party modules importing it)."""
     seen: set[str] = set()
     third: dict[str, set[str]] = {}
     todo = [entry]
     while todo:
         for module in _parents(todo.pop()):
-            path = module_path(module)
+            path = module_path(module, root)
             if module in seen or path is None:
                 continue
             seen.add(module)
@@ -100,10 +100,10 @@ def walk(entry: str = ENTRY) -> tuple[set[str], dict[str, set[str]]]:
     return seen, third
 
 
-def third_party_imports(entry: str = ENTRY) -> dict[str, set[str]]:
+def third_party_imports(entry: str = ENTRY, root: Path = REPO) -> dict[str, set[str]]:
     """Top-level third-party module -> the first-party modules that import it (or something under it)."""
     tops: dict[str, set[str]] = {}
-    for name, importers in walk(entry)[1].items():
+    for name, importers in walk(entry, root)[1].items():
         tops.setdefault(name.split(".")[0], set()).update(importers)
     return tops
 
