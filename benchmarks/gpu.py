@@ -315,10 +315,9 @@ def package_versions() -> dict[str, str | None]:
 
 def write_json(out: Path, result: dict[str, Any]) -> None:
     """Temp file + rename: a reader (or a kill mid-write) never sees half a file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    partial.write_text(json.dumps(result, indent=2, default=str))
-    partial.replace(out)
+    from synthset.fsutil import write_text_atomic
+
+    write_text_atomic(out, json.dumps(result, indent=2, default=str))
 
 
 def default_out() -> Path:
