@@ -7,7 +7,8 @@
 # 1. installs the bundle's wheels with pip --no-index --no-deps into a temp target, first on PYTHONPATH
 #    (the dry run: this machine's builds of the cp312-only ones, after checking that pip takes the real
 #    ones for CPython 3.12);
-# 2. preflight: every bundled wheel's requirements hold for what is installed (benchmarks.gpu_bundle);
+# 2. preflight: every bundled wheel's requirements hold for what is installed (benchmarks.gpu_bundle); an
+#    xformers that cannot import is removed (diffusers would import it for every row);
 # 3. imports every module the check imports and every class the replicas name (benchmarks.gpu_imports; the
 #    dry run also fails on any that came from this machine's site-packages but the GPU image lacks);
 # 4. the dry run prints the plan of rows; the real run measures them (`python -m benchmarks.gpu`: the
@@ -47,6 +48,12 @@ echo "gpu_run: installed ${#wheels[@]} wheels into $site ($((SECONDS - started))
 export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1 SYNTHSET_HOME="$work/home" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
   HF_HUB_DISABLE_TELEMETRY=1 TMPDIR="$work"
 "$PYTHON" -m benchmarks.gpu_bundle preflight --bundle "$BUNDLE"
+# diffusers imports xformers whenever it is installed: one that cannot import would stop every row, so it goes,
+# and its rows say that xformers is not installed.
+if [[ -d $site/xformers ]] && ! "$PYTHON" -c "import xformers.ops" >"$work/xformers.log" 2>&1; then
+  echo "gpu_run: xformers does not import here ($(tail -n 1 "$work/xformers.log")); removed, its rows are skipped"
+  rm -rf "$site"/xformers "$site"/xformers-*.dist-info
+fi
 if $dry; then
   "$PYTHON" -m benchmarks.gpu_imports --site "$site" --origins
   "$PYTHON" -m benchmarks.gpu --plan --budget-seconds "$BUDGET" "$@"

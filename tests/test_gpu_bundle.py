@@ -94,14 +94,17 @@ def test_pins_and_image_versions_are_keyed_by_canonical_name_so_lookups_match() 
     assert all(str(Version(pin.version)) == pin.version for pin in PINS.values())  # exact releases, no ranges
 
 
-def make_wheel(folder: Path, name: str, version: str, tag: str = "py3-none-any", requires: tuple = ()) -> Path:
-    """A minimal installable wheel: one module and its dist-info."""
+def make_wheel(
+    folder: Path, name: str, version: str, tag: str = "py3-none-any", requires: tuple = (), files: dict | None = None
+) -> Path:
+    """A minimal installable wheel: one module (or `files`) and its dist-info."""
     stem = f"{name.replace('-', '_')}-{version}"
     path = folder / f"{stem}-{tag}.whl"
     metadata = "".join([f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
                         *(f"Requires-Dist: {r}\n" for r in requires)])  # fmt: skip
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr(f"{name.replace('-', '_')}.py", "")
+        for file, text in (files or {f"{name.replace('-', '_')}.py": ""}).items():
+            archive.writestr(file, text)
         archive.writestr(f"{stem}.dist-info/METADATA", metadata)
         archive.writestr(f"{stem}.dist-info/WHEEL", f"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: {tag}\n")
         archive.writestr(f"{stem}.dist-info/RECORD", "")
@@ -201,16 +204,20 @@ def test_gpu_run_dry_run_installs_the_bundle_imports_everything_from_it_and_prin
     assert {"diffusers", "pydantic", "pydantic-core", "open-clip-torch", "ftfy", "wcwidth"} <= set(installed_here)
     for name in installed_here:
         repack_installed(name, bundle)
+    # An xformers whose import fails (as a CUDA build may on another torch) is removed before it stops diffusers.
+    make_wheel(bundle, "xformers", "0.0.35", files={"xformers/__init__.py": "raise ImportError('built for torch X')"})
     env = {**os.environ, "PYTHON": sys.executable, "GPU_BUNDLE": str(bundle), "GPU_BUNDLE_HOST": str(tmp_path)}
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_run.sh"), "--dry-run", "--only", "sd15,sdxl-base"],
                           env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
+    wheels = len(installed_here) + 1
+    assert f"gpu_run: pip installs the {wheels} wheels of {bundle} for CPython 3.12 (the GPU machine)" in lines
+    assert f"preflight: the requirements of {wheels} bundled wheels hold here" in lines
     assert (
-        f"gpu_run: pip installs the {len(installed_here)} wheels of {bundle} for CPython 3.12 (the GPU machine)"
+        "gpu_run: xformers does not import here (ImportError: built for torch X); removed, its rows are skipped"
         in lines
     )
-    assert f"preflight: the requirements of {len(installed_here)} bundled wheels hold here" in lines
     assert ("gpu_imports: from the bundle: annotated_types, diffusers, ftfy, open_clip, pydantic, pydantic_core, "
             "typing_inspection, wcwidth") in lines  # fmt: skip
     assert any(line.startswith("gpu_imports: every module the check imports loaded") for line in lines)
