@@ -191,10 +191,10 @@ def test_a_task_at_its_time_limit_requeues_itself_and_the_run_completes_once(slu
     run = planned("timelimit")
     blocker = Blocker(run)
     try:
-        # slurmctld checks limits every 30 s and sends the warning up to 60 s early (measured here: USR1 came
-        # 11-28 s into 1-minute instances asking for 30 s): with 2 minutes and 10 s, USR1 comes 50-80 s into
-        # an instance, so the restarted worker has 50 s or more to make the freed shard.
-        job_id = submit(run, "--workers", "1", "--time", "2", "--signal-seconds", "10")
+        # slurmctld checks limits every 30 s, so the warning comes early (measured here: up to ~20 s before
+        # the time asked): asking for it 15 s before a 1-minute limit, it comes 25-45 s into an instance,
+        # time enough for a restarted worker to start and make the freed shard (else it is warned again).
+        job_id = submit(run, "--workers", "1", "--time", "1", "--signal-seconds", "15")
         wait_until(lambda: tasks_of(run, job_id)[0].restarts >= 1, "the time-limit requeue", slurm, timeout=180)
     finally:
         blocker.release()  # the last shard is free: the requeued worker makes it

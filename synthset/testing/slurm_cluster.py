@@ -133,9 +133,8 @@ def _wait_for(check, what: str, cluster: SlurmCluster) -> None:
     while time.monotonic() < deadline:
         for process in cluster.processes:
             if process.poll() is not None:
-                raise RuntimeError(
-                    f"{process.args[0]} exited with {process.returncode} before {what}\n{cluster.logs()}"
-                )
+                name = Path(str(process.args[0] if isinstance(process.args, list) else process.args)).name
+                raise RuntimeError(f"{name} exited with {process.returncode} before {what}\n{cluster.logs()}")
         if check():
             return
         time.sleep(0.25)
