@@ -77,7 +77,7 @@ def measure(ctx: Context) -> list[Row]:
     data = {"ratio": median, "ratios": ratios, "rounds": rounds, "images": ctx.args.slurm_images}
     return [
         Row(
-            f"10. {WORKERS} workers via SLURM / {WORKERS} by hand, wall time",
+            f"8e. {WORKERS} workers via SLURM / {WORKERS} by hand, wall time",
             value,
             f"<= {GOAL:.2f}",
             judged(median <= GOAL),
