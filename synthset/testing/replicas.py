@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from synthset.errors import SynthsetError
+from synthset.errors import ModelError, SynthsetError
 from synthset.models import HUB_ID_PATTERN, REPLICA_ENV, RESOLVER_ENV, tiny_model_dir
 from synthset.testing import scaled
 from synthset.testing.clip_bpe import write_clip_bpe_files
@@ -260,19 +260,19 @@ def resolve_replica(model: str, scale: str, field_name: str) -> Path | None:
     """The product's test-mode hook (`synthset.models.replica_dir`): a Hub id's replica directory at `scale`.
 
     Local paths and non-Hub-id strings are left to the product (None). A Hub id without a replica, or
-    whose replica is not built, is one `SynthsetError` line naming the recipe field.
+    whose replica is not built, is one `ModelError` line naming the recipe field.
     """
     if scale not in REPLICA_SCALES:
-        raise SynthsetError(f"{REPLICA_ENV}={scale!r}: must be one of {', '.join(REPLICA_SCALES)} (or unset)")
+        raise ModelError(f"{REPLICA_ENV}={scale!r}: must be one of {', '.join(REPLICA_SCALES)} (or unset)")
     if not HUB_ID_PATTERN.match(model) or Path(model).expanduser().exists():
         return None
     replica = REPLICA_OF_HUB_ID.get(model)
     if replica is None:
         known = ", ".join(sorted(REPLICA_OF_HUB_ID))
-        raise SynthsetError(f"{field_name}: {REPLICA_ENV} is set but {model!r} has no offline replica (known: {known})")
+        raise ModelError(f"{field_name}: {REPLICA_ENV} is set but {model!r} has no offline replica (known: {known})")
     path = tiny_model_dir(replica_dir_name(replica, scale))
     if not path.is_dir():
-        raise SynthsetError(
+        raise ModelError(
             f"{field_name}: the {scale} replica of {model!r} is not built in {path.parent} "
             f"(run `synthset tiny-models --replicas {scale}`, or set SYNTHSET_HOME to where it is)"
         )

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from synthset.errors import SynthsetError
+from synthset.errors import ModelError
 from synthset.generation.families import sd, sdxl, unclip
 from synthset.generation.families.base import ModelFamily, ModelMemory, without_safety_checker
 
@@ -63,9 +63,9 @@ def known_memory() -> dict[str, ModelMemory]:
     return {hub_id: figures for family in FAMILIES.values() for hub_id, figures in family.memory.items()}
 
 
-def augcond_mismatch(pipeline_class: str | None, model: str) -> SynthsetError:
+def augcond_mismatch(pipeline_class: str | None, model: str) -> ModelError:
     """The one line for augcond on a family that is not image-conditioned (augcond needs unCLIP)."""
-    return SynthsetError(
+    return ModelError(
         f"generator.model: augcond needs an unCLIP image-variation pipeline "
         f"(e.g. stabilityai/stable-diffusion-2-1-unclip), {model!r} is a {pipeline_class}"
     )
@@ -75,10 +75,10 @@ def check_strategies_fit(pipeline_class: str, model: str, uses_augcond: bool) ->
     """An image-conditioned family serves augcond, and augcond needs one (what `plan --check` refuses).
 
     Raises:
-        SynthsetError: one line naming `generator.model`.
+        ModelError: one line naming `generator.model`.
     """
     family = family_for(pipeline_class)
     if uses_augcond and not family.conditions_on_images:
         raise augcond_mismatch(pipeline_class, model)
     if family.conditions_on_images and not uses_augcond:
-        raise SynthsetError(f"generator.model: {model!r} is an {family.title} pipeline: it needs augcond")
+        raise ModelError(f"generator.model: {model!r} is an {family.title} pipeline: it needs augcond")
