@@ -7,6 +7,7 @@ modules import the schema without importing the dispatcher that imports them.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -30,7 +31,7 @@ def normalized_name(name: str) -> str:
     return " ".join(name.lower().replace("_", " ").split())
 
 
-def unique_label_names(class_names: list[str], wnids: list[str | None]) -> list[str]:
+def unique_label_names(class_names: list[str], wnids: Sequence[str | None]) -> list[str]:
     """Class names, with the wnid (or label index) appended wherever a name is shared."""
     counts = Counter(class_names)
     return [

@@ -38,7 +38,10 @@ def _fewshot_configs() -> list[str]:
 
 def fewshot_dataset(config_name: str) -> str:
     """The benchmark a few-shot config belongs to: `caltech101_4shot` -> `caltech101`."""
-    return FEWSHOT_CONFIG.match(config_name)["dataset"]
+    match = FEWSHOT_CONFIG.match(config_name)
+    if match is None:
+        raise RecipeError(f"configs: {config_name!r} is not a few-shot config name (<dataset>_<k>shot[_t<trial>])")
+    return match["dataset"]
 
 
 def _check_imagenet(recipe: Recipe) -> None:
