@@ -66,10 +66,10 @@ class Case:
     augcond: bool = False
 
 
-# Peak-RSS bounds, GiB: float32 weights + the VAE decode at native size (the larger phase) + ~0.7 GiB of
-# imports, rounded up with room for run-to-run noise, and below this 23 GiB machine with room for the rest
-# of it. SDXL: 12.9 GiB of weights + 3.8 GiB decoding 1024 px (measured alone) = 17.4 GiB measured; the
-# others from their last full runs (README table).
+# Peak-RSS bounds, GiB: float32 weights + the VAE decode at native size (the larger phase) + ~0.9 GiB of
+# imports, rounded up, and below this 23 GiB machine with room for the rest of it. SDXL: 12.9 GiB of
+# weights + 3.8 GiB decoding 1024 px; measured 17.69 GiB (README table, 2026-12-06), 22.9 GiB (OOM-killed)
+# before issue 29. The others: their last full runs (README table) with ~10% of room.
 CASES = {
     "sd15": Case("sd15", "dpm++", "epsilon", "leading", 768, 7.5),
     "sd21-base": Case("sd21-base", "default", "epsilon", "leading", 1024, 8.5),
