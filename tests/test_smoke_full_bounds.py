@@ -65,4 +65,4 @@ def test_a_child_growing_past_its_bound_is_stopped_with_one_line(tmp_path: Path)
 def test_a_child_within_its_bound_runs_to_the_end(tmp_path: Path) -> None:
     result = run_bounded([sys.executable, "-c", "block = b'x' * (50 * 2**20); print('done')"], tmp_path, "ok", 0.5)
     assert result.returncode == 0 and result.stdout == "done\n"
-    assert 50 <= result.max_rss_mib < 512
+    assert result.max_rss_mib >= 50  # wait4's figure: it may also count the forking parent's pages (pytest's)
