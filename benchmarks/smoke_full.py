@@ -70,7 +70,8 @@ class Case:
 # imports, rounded up, and below this 23 GiB machine with room for the rest of it. SDXL: 12.9 GiB of
 # weights + 3.8 GiB decoding 1024 px; measured 17.69 GiB (README table, 2026-12-06), 22.9 GiB (OOM-killed)
 # before issue 29. Its bound is 18.5: 0.8 GiB above the measurement, so CI (which runs this) does not fail on
-# allocator noise, and still 4.4 GiB below the regression it must catch. The others: their last full runs (README table) with ~10% of room.
+# allocator noise, and still 4.4 GiB below the regression it must catch. The others: their last full runs
+# (README table) with ~10% of room.
 CASES = {
     "sd15": Case("sd15", "dpm++", "epsilon", "leading", 768, 7.5),
     "sd21-base": Case("sd21-base", "default", "epsilon", "leading", 1024, 8.5),
