@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from synthset.errors import SynthsetError
+from synthset.errors import RecipeError
 
 CONFIG_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
@@ -736,11 +736,11 @@ def describe_validation_error(error: ValidationError, source: str) -> str:
 
 def recipe_from_dict(data: Any, source: str) -> Recipe:
     if not isinstance(data, dict):
-        raise SynthsetError(f"{source}: a recipe must be a YAML mapping, got {type(data).__name__}")
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(data).__name__}")
     try:
         return Recipe.model_validate(data)
     except ValidationError as error:
-        raise SynthsetError(describe_validation_error(error, source)) from None
+        raise RecipeError(describe_validation_error(error, source)) from None
 
 
 def read_yaml_file(path: Path, what: str) -> Any:
@@ -748,18 +748,29 @@ def read_yaml_file(path: Path, what: str) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SynthsetError(f"{path}: no such {what} file") from None
+        raise RecipeError(f"{path}: no such {what} file") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise SynthsetError(f"{path}:{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+        raise RecipeError(f"{path}:{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
 
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file; every problem is one `SynthsetError` line naming file and key."""
     return recipe_from_dict(read_yaml_file(Path(path), "recipe"), str(path))
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    """The recipe's JSON Schema, from the pydantic models: editors validate and complete recipes with it.
+
+    `synthset schema recipe` prints it; docs/schema/recipe.schema.json is this, kept equal by a test.
+    """
+    schema = Recipe.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "synthset recipe"
+    return schema
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthset.builders.validate import FileSizes, Key, check_run, format_notes
-from synthset.errors import SynthsetError
+from synthset.errors import RunStateError
 from synthset.fsutil import atomic_path, replace_dir, write_text_atomic
 from synthset.recipe import ConfigSpec
 from synthset.run.classes_table import read_class_rows, read_label_names
@@ -64,9 +64,9 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def unfinished_error(run: RunDir, unfinished: int, shards: int, first: tuple[str, str]) -> SynthsetError:
+def unfinished_error(run: RunDir, unfinished: int, shards: int, first: tuple[str, str]) -> RunStateError:
     name, problem = first
-    return SynthsetError(
+    return RunStateError(
         f"{run}: {unfinished} of {shards} shards are not finished (first: {name}: {problem}); "
         "run `synthset generate` to make them"
     )
@@ -195,13 +195,15 @@ def _long_tail_section(run: RunDir, config: ConfigSpec, num_classes: int, planne
     """Many (> 100 real images) / medium / few (< 20) buckets of a fill-up config's real class counts."""
     from synthset.classes.longtail import bucket_table, read_train_list_counts
 
-    real = read_train_list_counts(config.fill_up.train_list, num_classes)
+    fill_up = config.fill_up
+    assert fill_up is not None, "only fill-up configs have a long-tail section"
+    real = read_train_list_counts(fill_up.train_list, num_classes)
     classes = read_class_rows(run, ["label", "selected"])
     selected = {row["label"]: real[row["label"]] for row in classes if row["selected"]}
     synthetic: Counter = sum((counts for (name, _), counts in planned.items() if name == config.name), Counter())
     lines = "\n".join(f"| {b} | {n} | {r} | {s} |" for b, n, r, s in bucket_table(selected, synthetic))
     return f"""
-## {config.name}: fill-up to {config.fill_up.target} images per class
+## {config.name}: fill-up to {fill_up.target} images per class
 
 | real-count bucket | classes | real images | synthetic images |
 |---|---|---|---|
@@ -246,7 +248,7 @@ def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]
     reports = checked.reports
     failed = [report for report in reports if not report.ok]
     if failed:
-        raise SynthsetError(
+        raise RunStateError(
             f"{run}: validation failed for {failed[0].config}/{failed[0].split}: {failed[0].problems[0]} "
             f"(`synthset validate {run}` lists every problem)"
         )

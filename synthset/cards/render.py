@@ -33,7 +33,7 @@ from synthset.cards.license import License, resolve_license
 from synthset.cards.quality import ClipModelInfo, QualityFigures, quality_figures
 from synthset.cards.screening import UNSCREENED_WARNING, Screening, screening_section
 from synthset.cards.stats import ConfigStats, collect_stats, config_data_files, size_category, unique_rows
-from synthset.errors import SynthsetError, first_line
+from synthset.errors import RunStateError, SynthsetError, first_line
 from synthset.fsutil import write_text_atomic
 from synthset.recipe import Recipe, StorageSpec
 from synthset.run.hub_limits import human_bytes
@@ -189,7 +189,7 @@ def _strategy_of(recipe: Recipe, readme: Path) -> Callable[[ConfigStats], str]:
 
     def strategy(stats: ConfigStats) -> str:
         if stats.config not in strategies:
-            raise SynthsetError(f"{readme}: config {stats.config!r} is not one of this run's; run `synthset build`")
+            raise RunStateError(f"{readme}: config {stats.config!r} is not one of this run's; run `synthset build`")
         return strategies[stats.config]
 
     return strategy
@@ -250,7 +250,7 @@ def render_card(
         The card's text, checked to parse back to build's `configs` and `dataset_info`.
 
     Raises:
-        SynthsetError: build's README has no configs, or names one this run does not publish.
+        SynthsetError: build's README has no configs; RunStateError: it names one this run does not publish.
     """
     from huggingface_hub import DatasetCard
 

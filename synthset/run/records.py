@@ -91,7 +91,7 @@ def record_paths(run: RunDir) -> list[Path]:
 def read_records(run: RunDir) -> dict[str, ShardRecord]:
     """Every record on disk, keyed by shard name. Holds them all (their sample ids too): a stage that walks
     a whole run reads them one at a time instead (`read_shard_record`)."""
-    records = {}
+    records: dict[str, ShardRecord] = {}
     for path in record_paths(run):
         record = read_record(path)
         if record is not None:
