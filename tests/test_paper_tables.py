@@ -97,3 +97,19 @@ def test_paper_a_trains_the_ladder_at_1x_and_the_scale_curve():
     section = (REPO / "README.md").read_text().split("## Reproduce the papers", 1)[1]
     loop = re.search(r"for c in (?P<names>[a-z0-9_ ]+); do\n\s+accelerate launch .*paper-a-imagenet", section)
     assert loop["names"].split() == PAPER_A_LADDER + PAPER_A_SCALE[1:]
+
+
+@pytest.mark.parametrize(
+    ("name", "epoch"),
+    [
+        ("paper-a-imagenet-resnet50-auxbn.yaml", "real"),
+        ("paper-a-imagenet-resnet50-real.yaml", "real"),
+        ("paper-b-imagenet-lt-resnext50.yaml", 1_164_154 // 256),
+        ("paper-b-imagenet-lt-resnext50-real.yaml", "real"),
+    ],
+)
+def test_supervised_configs_state_their_epoch(name: str, epoch: str | int):
+    """Paper A's rows all run the same steps (a pass over the real set); paper B's LT epoch is the authors'
+    sampler's: one walk over the synthetic set in full half-batches."""
+    config = load_train_config(REPO / "configs" / "train" / name)
+    assert config.train.epoch == epoch

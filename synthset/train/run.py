@@ -40,7 +40,7 @@ from synthset.train.metrics import accuracy_report, class_counts
 from synthset.train.models import build_model, export_weights
 from synthset.train.ood import subset_indices
 from synthset.train.results import write_results
-from synthset.train.sampler import MixedBatchSampler, default_steps_per_epoch
+from synthset.train.sampler import MixedBatchSampler, steps_per_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,10 @@ def plan_batches(config: TrainConfig, data: SupervisedData, world: int) -> tuple
             f"evenly over {world} processes"
         )
     num_synthetic = len(data.synthetic) if data.synthetic else 0
-    steps = spec.steps_per_epoch or default_steps_per_epoch(len(data.real), num_synthetic, real_rows, synthetic_rows)
+    steps = steps_per_epoch(config.epoch_length, len(data.real), num_synthetic, real_rows, synthetic_rows)
+    logger.info(
+        "an epoch is %s: %d steps of %d real + %d synthetic", config.epoch_length, steps, real_rows, synthetic_rows
+    )
     return real_rows, synthetic_rows, steps
 
 
@@ -277,6 +280,7 @@ def run_supervised(config: TrainConfig, accelerator, stop_after_epoch: int | Non
         "epochs_done": done,
         "complete": done == spec.epochs,
         "world_size": world,
+        "epoch_length": config.epoch_length,
         "steps_per_epoch": steps,
         "batch": {"size": spec.batch_size, "real": real_rows, "synthetic": synthetic_rows},
         "loss": config.loss_name,

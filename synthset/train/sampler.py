@@ -59,6 +59,21 @@ class PermutationStream:
         return out
 
 
+def steps_per_epoch(
+    epoch: str | int, num_real: int, num_synthetic: int, real_per_batch: int, synthetic_per_batch: int
+) -> int:
+    """Steps of one epoch (`train.epoch`): a pass over the real or the synthetic rows (each at its share of the
+    batch), the longer of the two, or a given number of steps."""
+    if isinstance(epoch, int):
+        return epoch
+    if epoch == "longest":
+        return default_steps_per_epoch(num_real, num_synthetic, real_per_batch, synthetic_per_batch)
+    rows, per_batch = (num_real, real_per_batch) if epoch == "real" else (num_synthetic, synthetic_per_batch)
+    if per_batch == 0:
+        raise ValueError(f"an epoch of {epoch} rows needs {epoch} rows in every batch")
+    return max(1, math.ceil(rows / per_batch))
+
+
 def default_steps_per_epoch(num_real: int, num_synthetic: int, real_per_batch: int, synthetic_per_batch: int) -> int:
     """Steps for the source that needs the most batches to be seen once; the other one cycles."""
     steps = 0
