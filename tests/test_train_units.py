@@ -208,6 +208,20 @@ def test_half_real_half_synthetic_batches_compose_exactly():
     assert list(MixedBatchSampler(real_n, synthetic_n, real_per, synthetic_per, steps, epoch=0, seed=4)) != batches
 
 
+def test_weight_decay_skips_norm_and_bias_unless_asked():
+    from synthset.train.loop import make_optimizer
+
+    model = timm.create_model("test_resnet", num_classes=3)
+    one_d = {id(p) for p in model.parameters() if p.ndim <= 1}
+    for decay_all in (False, True):
+        spec = train_config_from_dict(_with({"train.decay_norm_and_bias": decay_all, "train.weight_decay": 0.05}), "x")
+        groups = make_optimizer(model, spec.train).param_groups
+        decayed = {id(p) for g in groups if g["weight_decay"] == 0.05 for p in g["params"]}
+        undecayed = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+        assert len(decayed) + len(undecayed) == len(list(model.parameters()))
+        assert undecayed == (set() if decay_all else one_d), "biases and norm weights: decayed only when asked"
+
+
 def test_epoch_length_is_the_configured_pass_or_step_count():
     # 1,000 real and 3,000 synthetic rows, batches of 8 real + 8 synthetic
     assert steps_per_epoch("real", 1000, 3000, 8, 8) == 125

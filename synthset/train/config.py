@@ -130,6 +130,11 @@ class TrainSpec(_Strict):
     lr: Annotated[float, Field(gt=0)] = 0.1
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    decay_norm_and_bias: bool = Field(
+        False,
+        description="Apply weight_decay to biases and norm parameters too. Default false: timm's recipe exempts "
+        "them; paper B's authors decay all (their optimizer gets model.parameters() in one group).",
+    )
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0

@@ -28,11 +28,17 @@ POSTFIX_SECONDS = 2.0
 
 
 def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
-    """timm's optimizer factory: no weight decay on biases and norm parameters, as timm trains."""
+    """timm's optimizer factory. Biases and norm parameters (every 1-d parameter) go without weight decay, as timm
+    trains, unless `decay_norm_and_bias` (paper B's authors put every parameter in one SGD group)."""
     from timm.optim import create_optimizer_v2
 
     return create_optimizer_v2(
-        model, opt=spec.optimizer, lr=spec.lr, weight_decay=spec.weight_decay, momentum=spec.momentum
+        model,
+        opt=spec.optimizer,
+        lr=spec.lr,
+        weight_decay=spec.weight_decay,
+        momentum=spec.momentum,
+        filter_bias_and_bn=not spec.decay_norm_and_bias,
     )
 
 
