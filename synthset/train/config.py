@@ -148,6 +148,15 @@ class TrainSpec(_Strict):
         "contrast, saturation 0.4; hue 0), paper B's ImageNet-LT training (BALMS); flip: center crop + flip; none.",
     )
     num_workers: Annotated[int, Field(ge=0)] = 4
+    shuffle_buffer: PositiveInt = Field(
+        16384,
+        description="Rows shuffled together when a split is read in place from Parquet: row groups come in a "
+        "seeded order and rows are permuted within windows of this many rows. Each DataLoader worker holds the "
+        "window's row groups (encoded images), so memory grows with it and a batch mixes more row groups.",
+    )
+    checkpoint_every: PositiveInt | None = Field(
+        None, description="Also checkpoint every N steps within an epoch; a killed run resumes at that step."
+    )
     eval_every: PositiveInt = Field(1, description="Evaluate every N epochs (and always after the last).")
     eval_batch_size: PositiveInt | None = Field(None, description="Per process. Default: the training share.")
     keep_checkpoints: PositiveInt = 1
@@ -344,7 +353,7 @@ _OPERATIONAL = {
     "ood": True,
     "eval": True,
     "buckets": True,
-    "train": {"num_workers", "eval_batch_size", "keep_checkpoints", "eval_every"},
+    "train": {"num_workers", "eval_batch_size", "keep_checkpoints", "eval_every", "checkpoint_every"},
     "few_shot": {"num_workers", "feature_batch_size"},
 }
 
