@@ -121,8 +121,11 @@ def load_parquet_split(source: DataSource, field: str, directory: Path) -> Loade
     return LoadedSplit(field, source, rows, rows.labels, class_names, first_cond_images=first_cond)
 
 
-def load_split(source: DataSource, field: str) -> LoadedSplit:
-    """Load one split; every problem (path, config, split, column) is one line naming `field`."""
+def load_split(source: DataSource, field: str, in_place: bool = True) -> LoadedSplit:
+    """Load one split; every problem (path, config, split, column) is one line naming `field`.
+
+    `in_place=False` always goes through `datasets` (its memory-mapped Arrow cache): for readers that pick rows
+    at random over the whole split (the few-shot probes), which row-group reads would make slow."""
     import datasets
 
     path = source.path
@@ -132,9 +135,9 @@ def load_split(source: DataSource, field: str) -> LoadedSplit:
             raise SynthsetError(f"{field}.path: no such dataset directory: {path!r}")
         if source.revision is not None:
             raise SynthsetError(f"{field}.revision: only for Hub dataset ids, not the local directory {path!r}")
-        in_place = load_parquet_split(source, field, local)
-        if in_place is not None:
-            return in_place
+        read_in_place = load_parquet_split(source, field, local) if in_place else None
+        if read_in_place is not None:
+            return read_in_place
         path = str(local)
     try:
         dataset = datasets.load_dataset(path, source.name, revision=source.revision, split=source.split)

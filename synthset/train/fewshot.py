@@ -161,7 +161,7 @@ class SyntheticSets:
             return None
         name = source.name.format(k=k, trial=trial) if source.name else None
         if name not in self._loaded:
-            self._loaded[name] = load_split(source.model_copy(update={"name": name}), "synthetic")
+            self._loaded[name] = load_split(source.model_copy(update={"name": name}), "synthetic", in_place=False)
         return self._loaded[name]
 
 

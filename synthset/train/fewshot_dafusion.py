@@ -312,8 +312,8 @@ class Trial:
 def run_dafusion(config: TrainConfig, accelerator) -> dict[str, Any] | None:
     """Every (k, trial) job of this rank, then (main process) the best-epoch summary; None on other ranks."""
     spec, fingerprint = config.few_shot, config_fingerprint(config)
-    real = load_split(config.real, "real")
-    eval_split = real if spec.halves else load_split(config.eval, "eval")  # type: ignore[arg-type]
+    real = load_split(config.real, "real", in_place=False)  # drawn at random: the memory-mapped Arrow cache
+    eval_split = real if spec.halves else load_split(config.eval, "eval", in_place=False)  # type: ignore[arg-type]
     synthetic_sets = SyntheticSets(config)
     shots_table = read_real_shots(spec.real_shots) if spec.real_shots is not None else None
     jobs = [(k, trial) for k in spec.shots for trial in range(spec.trials)]
