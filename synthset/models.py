@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthset.errors import SynthsetError, first_line
+from synthset.errors import ModelError, first_line
 from synthset.fsutil import sha256_tree, tree_files, write_text_atomic
 
 TESTING_SCHEME = "synthset-testing:"
@@ -71,7 +71,7 @@ def replica_scale() -> str | None:
     if not value:
         return None
     if value not in REPLICA_SCALES:
-        raise SynthsetError(f"{REPLICA_ENV}={value!r}: must be one of {', '.join(REPLICA_SCALES)} (or unset)")
+        raise ModelError(f"{REPLICA_ENV}={value!r}: must be one of {', '.join(REPLICA_SCALES)} (or unset)")
     return value
 
 
@@ -83,10 +83,10 @@ def replica_dir(model: str, field_name: str) -> Path | None:
     replica = REPLICA_OF_HUB_ID.get(model)
     if replica is None:
         known = ", ".join(sorted(REPLICA_OF_HUB_ID))
-        raise SynthsetError(f"{field_name}: {REPLICA_ENV} is set but {model!r} has no offline replica (known: {known})")
+        raise ModelError(f"{field_name}: {REPLICA_ENV} is set but {model!r} has no offline replica (known: {known})")
     path = tiny_model_dir(replica_dir_name(replica, scale))
     if not path.is_dir():
-        raise SynthsetError(
+        raise ModelError(
             f"{field_name}: the {scale} replica of {model!r} is not built in {path.parent} "
             f"(run `synthset tiny-models --replicas {scale}`, or set SYNTHSET_HOME to where it is)"
         )
@@ -120,7 +120,7 @@ def local_model_dir(model: str, field_name: str) -> Path | None:
         name = model.removeprefix(TESTING_SCHEME)
         path = tiny_model_dir(name)
         if not path.is_dir():
-            raise SynthsetError(
+            raise ModelError(
                 f"{field_name}: tiny model {model!r} is not built in {path.parent} "
                 "(run `synthset tiny-models`, or set SYNTHSET_HOME to where they are)"
             )
@@ -137,7 +137,7 @@ def _hub_commit(model: str, revision: str | None, field_name: str) -> str:
     try:
         return HfApi().model_info(model, revision=revision).sha
     except Exception as error:  # network, auth, 404: all end the same way for the user
-        raise SynthsetError(f"{field_name}: cannot resolve {model!r} on the Hub: {first_line(error)}") from None
+        raise ModelError(f"{field_name}: cannot resolve {model!r} on the Hub: {first_line(error)}") from None
 
 
 def resolve_pipeline(model: str, revision: str | None, field_name: str = "generator.model") -> ResolvedModel:
@@ -147,7 +147,7 @@ def resolve_pipeline(model: str, revision: str | None, field_name: str = "genera
         return ResolvedModel(model, _hub_commit(model, revision, field_name), "hub")
     if not (local / "model_index.json").is_file():
         what = "no such model directory" if not local.exists() else "not a diffusers pipeline directory"
-        raise SynthsetError(f"{field_name}: {what}: {str(local)!r} (model_index.json missing)")
+        raise ModelError(f"{field_name}: {what}: {str(local)!r} (model_index.json missing)")
     check_pipeline_components(local, field_name)
     return ResolvedModel(str(local.resolve()), "sha256:" + sha256_tree(local), "local")
 
@@ -161,17 +161,17 @@ def check_pipeline_components(root: Path, field_name: str) -> None:
     try:
         index = json.loads((root / "model_index.json").read_text(encoding="utf-8"))
     except ValueError as error:
-        raise SynthsetError(f"{field_name}: {root / 'model_index.json'}: not valid JSON ({error})") from None
+        raise ModelError(f"{field_name}: {root / 'model_index.json'}: not valid JSON ({error})") from None
     for name, spec in index.items():
         if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
             continue  # metadata (_class_name, _diffusers_version) or an optional component left out
         folder = root / name
         if not folder.is_dir() or not any(folder.iterdir()):
-            raise SynthsetError(f"{field_name}: component {name!r} ({spec[1]}) is missing: no {str(folder)!r}")
+            raise ModelError(f"{field_name}: component {name!r} ({spec[1]}) is missing: no {str(folder)!r}")
         if (folder / "config.json").is_file() and not any(
             p.suffix in WEIGHT_SUFFIXES or p.name.endswith(".index.json") for p in folder.iterdir()
         ):
-            raise SynthsetError(f"{field_name}: component {name!r} ({spec[1]}) has no weights in {str(folder)!r}")
+            raise ModelError(f"{field_name}: component {name!r} ({spec[1]}) has no weights in {str(folder)!r}")
 
 
 def pin_model(model: str, revision: str | None, field_name: str) -> dict[str, str]:
@@ -180,7 +180,7 @@ def pin_model(model: str, revision: str | None, field_name: str) -> dict[str, st
     if local is None:
         return {"model": model, "revision": _hub_commit(model, revision, field_name)}
     if not local.is_dir():
-        raise SynthsetError(f"{field_name}: no such model directory: {str(local)!r}")
+        raise ModelError(f"{field_name}: no such model directory: {str(local)!r}")
     return {"model": model, "path": str(local.resolve()), "revision": "sha256:" + sha256_tree(local)}
 
 
@@ -193,9 +193,9 @@ def transformers_location(model: str, field_name: str) -> tuple[str, bool]:
     if local is None:
         return model, False
     if not local.is_dir():
-        raise SynthsetError(f"{field_name}: no such model directory: {str(local)!r}")
+        raise ModelError(f"{field_name}: no such model directory: {str(local)!r}")
     if not (local / "config.json").is_file():
-        raise SynthsetError(f"{field_name}: not a transformers model directory: {str(local)!r} (no config.json)")
+        raise ModelError(f"{field_name}: not a transformers model directory: {str(local)!r} (no config.json)")
     return str(local), True
 
 
@@ -244,7 +244,7 @@ def check_local_model(path: Path, revision: str, cache_dir: Path, field_name: st
     as unchanged; when it differs (a file edited, added or removed), the tree is hashed again.
     """
     if not path.is_dir():
-        raise SynthsetError(
+        raise ModelError(
             f"{field_name}: the model directory {str(path)!r} that the plan pinned is gone; restore it, "
             "or plan the run again"
         )
@@ -258,7 +258,7 @@ def check_local_model(path: Path, revision: str, cache_dir: Path, field_name: st
         return
     actual = "sha256:" + sha256_tree(path)
     if actual != revision:
-        raise SynthsetError(
+        raise ModelError(
             f"{field_name}: the files of {str(path)!r} changed after planning (pinned {revision[:19]}..., "
             f"now {actual[:19]}...); restore them, or plan the run again under a new name"
         )

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from synthset.errors import SynthsetError
+from synthset.errors import RecipeError
 
 CONFIG_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
@@ -727,11 +727,11 @@ def describe_validation_error(error: ValidationError, source: str) -> str:
 
 def recipe_from_dict(data: Any, source: str) -> Recipe:
     if not isinstance(data, dict):
-        raise SynthsetError(f"{source}: a recipe must be a YAML mapping, got {type(data).__name__}")
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(data).__name__}")
     try:
         return Recipe.model_validate(data)
     except ValidationError as error:
-        raise SynthsetError(describe_validation_error(error, source)) from None
+        raise RecipeError(describe_validation_error(error, source)) from None
 
 
 def read_yaml_file(path: Path, what: str) -> Any:
@@ -739,13 +739,13 @@ def read_yaml_file(path: Path, what: str) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SynthsetError(f"{path}: no such {what} file") from None
+        raise RecipeError(f"{path}: no such {what} file") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise SynthsetError(f"{path}:{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+        raise RecipeError(f"{path}:{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
 
 
 def load_recipe(path: str | Path) -> Recipe:

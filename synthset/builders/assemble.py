@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from synthset.errors import SynthsetError
+from synthset.errors import RunStateError
 from synthset.fsutil import atomic_path, replace_dir, write_text_atomic
 from synthset.run.classes_table import read_class_rows, read_label_names
 from synthset.run.families import check_family
@@ -85,7 +85,7 @@ def check_finished(run: RunDir, lock: Lock, verify: bool = True) -> list[str]:
     ]
     if problems:
         name, problem = problems[0]
-        raise SynthsetError(
+        raise RunStateError(
             f"{run}: {len(problems)} of {len(names)} shards are not finished (first: {name}: {problem}); "
             "run `synthset generate` to make them"
         )
@@ -243,7 +243,7 @@ def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]
     reports = validate_run(run)
     failed = [report for report in reports if not report.ok]
     if failed:
-        raise SynthsetError(
+        raise RunStateError(
             f"{run}: validation failed for {failed[0].config}/{failed[0].split}: {failed[0].problems[0]} "
             f"(`synthset validate {run}` lists every problem)"
         )

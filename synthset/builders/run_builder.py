@@ -14,7 +14,7 @@ from pathlib import Path
 import datasets
 import pyarrow.parquet as pq
 
-from synthset.errors import SynthsetError
+from synthset.errors import RunStateError
 from synthset.run.families import config_names
 from synthset.run.paths import RunDir
 from synthset.run.published import files_of, published_configs, shard_files
@@ -52,12 +52,12 @@ class RunBuilder(datasets.GeneratorBasedBuilder):
         from synthset.run.lock import read_lock
 
         if not self.config.data_dir:
-            raise SynthsetError(f"{type(self).__name__}: pass the run directory as data_dir")
+            raise RunStateError(f"{type(self).__name__}: pass the run directory as data_dir")
         run = RunDir.planned(self.config.data_dir)
         lock = read_lock(run)
         published = {c.name: c for c in published_configs(lock.recipe)}
         if self.config.name not in published:
-            raise SynthsetError(f"{run}: the run has no config {self.config.name!r} (it has: {', '.join(published)})")
+            raise RunStateError(f"{run}: the run has no config {self.config.name!r} (it has: {', '.join(published)})")
         config = published[self.config.name]
         names = check_finished(run, lock)
         paths = [str(run.shard_file(f.shard)) for f in files_of(config, shard_files(lock.recipe, names))]

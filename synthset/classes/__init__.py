@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from synthset.errors import SynthsetError
+from synthset.errors import RecipeError
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def load_class_set(name_or_path: str) -> list[ClassInfo]:
         from synthset.classes.custom import load_class_list
 
         return load_class_list(path)
-    raise SynthsetError(
+    raise RecipeError(
         f"classes.set: unknown class set {name_or_path!r} "
         f"(named sets: {', '.join(NAMED_SETS)}; or a .yaml/.txt class list file)"
     )
@@ -101,11 +101,11 @@ def select_classes(
         chosen = []
         for key in subset:
             if key in ambiguous:
-                raise SynthsetError(
+                raise RecipeError(
                     f"classes.subset: class name {key!r} is ambiguous in {set_name}; use its wnid or label name"
                 )
             if key not in index:
-                raise SynthsetError(f"classes.subset: unknown class {key!r} in {set_name}")
+                raise RecipeError(f"classes.subset: unknown class {key!r} in {set_name}")
             chosen.append(index[key])
         selected = sorted(set(chosen), key=lambda info: info.label)
     if limit is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from synthset.classes import ClassInfo, unique_label_names
-from synthset.errors import SynthsetError
+from synthset.errors import RecipeError
 
 _ENTRY_KEYS = {"name", "wnid", "gloss", "label_name"}
 
@@ -19,43 +19,43 @@ _ENTRY_KEYS = {"name", "wnid", "gloss", "label_name"}
 def check_class_name(name: str, where: str) -> None:
     """A class name goes into every prompt of the class: one non-blank line of text."""
     if not name.strip():
-        raise SynthsetError(f"{where}: the class name is blank")
+        raise RecipeError(f"{where}: the class name is blank")
     if "\n" in name.strip() or "\r" in name.strip():
-        raise SynthsetError(f"{where}: the class name {name!r} spans several lines; give it on one line")
+        raise RecipeError(f"{where}: the class name {name!r} spans several lines; give it on one line")
 
 
 def _entries_from_yaml(path: Path) -> list[dict[str, str]]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise SynthsetError(f"{path}: not valid YAML ({getattr(error, 'problem', error)})") from None
+        raise RecipeError(f"{path}: not valid YAML ({getattr(error, 'problem', error)})") from None
     if isinstance(data, dict) and "classes" in data:
         data = data["classes"]
     if not isinstance(data, list):
-        raise SynthsetError(f"{path}: a class list must be a YAML list (or a mapping with a 'classes' list)")
+        raise RecipeError(f"{path}: a class list must be a YAML list (or a mapping with a 'classes' list)")
     entries = []
     for i, item in enumerate(data):
         if isinstance(item, str):
             item = {"name": item}
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise SynthsetError(f"{path}: entry {i}: needs a class name (a string or a mapping with 'name')")
+            raise RecipeError(f"{path}: entry {i}: needs a class name (a string or a mapping with 'name')")
         unknown = set(item) - _ENTRY_KEYS
         if unknown:
-            raise SynthsetError(f"{path}: entry {i}: unknown key {sorted(unknown)[0]!r}")
+            raise RecipeError(f"{path}: entry {i}: unknown key {sorted(unknown)[0]!r}")
         entries.append({k: str(v) for k, v in item.items()})
     return entries
 
 
 def load_class_list(path: Path) -> list[ClassInfo]:
     if not path.is_file():
-        raise SynthsetError(f"classes.set: no such class list file {str(path)!r}")
+        raise RecipeError(f"classes.set: no such class list file {str(path)!r}")
     if path.suffix == ".txt":
         lines = path.read_text(encoding="utf-8").splitlines()
         entries = [{"name": line.strip()} for line in lines if line.strip() and not line.startswith("#")]
     else:
         entries = _entries_from_yaml(path)
     if not entries:
-        raise SynthsetError(f"{path}: the class list is empty")
+        raise RecipeError(f"{path}: the class list is empty")
     for i, entry in enumerate(entries):
         check_class_name(entry["name"], f"{path}: entry {i}")
     names = [e["name"].strip() for e in entries]
@@ -63,7 +63,7 @@ def load_class_list(path: Path) -> list[ClassInfo]:
     for name, entry in zip(names, entries, strict=True):
         if "wnid" not in entry and "label_name" not in entry:
             if name in seen_plain:  # a repeated bare name is a typo, not two classes
-                raise SynthsetError(f"{path}: class {name!r} appears more than once")
+                raise RecipeError(f"{path}: class {name!r} appears more than once")
             seen_plain.add(name)
     wnids = [e.get("wnid") for e in entries]
     label_names = unique_label_names(names, wnids)
@@ -72,7 +72,7 @@ def load_class_list(path: Path) -> list[ClassInfo]:
     seen: set[str] = set()
     for name in label_names:
         if name in seen:
-            raise SynthsetError(f"{path}: class {name!r} appears more than once")
+            raise RecipeError(f"{path}: class {name!r} appears more than once")
         seen.add(name)
     return [
         ClassInfo(label=i, class_name=names[i], label_name=label_names[i], wnid=wnids[i], gloss=e.get("gloss"))

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from synthset.classes import ClassInfo, normalized_name
-from synthset.errors import SynthsetError
+from synthset.errors import RecipeError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,12 +42,12 @@ def _annotations(value: Any, category: str, area: str, where: str) -> tuple[list
         return [], []
     if isinstance(value, dict):
         if category not in value or area not in value:
-            raise SynthsetError(f"{where}: annotations have no {category!r} and {area!r} fields (has {sorted(value)})")
+            raise RecipeError(f"{where}: annotations have no {category!r} and {area!r} fields (has {sorted(value)})")
         return list(value[category] or []), [float(a) for a in value[area] or []]
     categories, areas = [], []
     for item in value:
         if category not in item or area not in item:
-            raise SynthsetError(f"{where}: annotations have no {category!r} and {area!r} fields (has {sorted(item)})")
+            raise RecipeError(f"{where}: annotations have no {category!r} and {area!r} fields (has {sorted(item)})")
         categories.append(item[category])
         areas.append(float(item[area]))
     return categories, areas
@@ -99,7 +99,7 @@ def largest_object_labels(
     num_classes = len(classes)
     if spec.objects is not None:
         if spec.objects not in dataset.column_names:
-            raise SynthsetError(
+            raise RecipeError(
                 f"{where}.objects: no column {spec.objects!r} (columns: {', '.join(dataset.column_names)})"
             )
         names = _category_names(dataset, spec)
@@ -112,15 +112,15 @@ def largest_object_labels(
             labels = [by_name[n] if isinstance(n, str) else UNLABELED for n in as_names]
         else:
             if any(isinstance(c, str) for c in best):
-                raise SynthsetError(f"{where}.category: {spec.category!r} holds names; set match: name")
+                raise RecipeError(f"{where}.category: {spec.category!r} holds names; set match: name")
             labels = [c if c is not None and 0 <= c < num_classes else UNLABELED for c in best]
         return np.asarray(labels, dtype=np.int64)
 
     for column in (spec.instance_mask, spec.class_mask):
         if column not in dataset.column_names:
-            raise SynthsetError(f"{where}: no mask column {column!r} (columns: {', '.join(dataset.column_names)})")
+            raise RecipeError(f"{where}: no mask column {column!r} (columns: {', '.join(dataset.column_names)})")
     if match != "index":
-        raise SynthsetError(f"{where}: VOC masks hold class indices (1..{num_classes}); set match: index")
+        raise RecipeError(f"{where}: VOC masks hold class indices (1..{num_classes}); set match: index")
     labels = []
     for row in dataset.select_columns([spec.instance_mask, spec.class_mask]):
         label = largest_instance_class(np.asarray(row[spec.instance_mask]), np.asarray(row[spec.class_mask]))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synthset.errors import SynthsetError
+from synthset.errors import RecipeError
 
 MANY_ABOVE = 100
 FEW_BELOW = 20
@@ -18,7 +18,7 @@ FEW_BELOW = 20
 def read_train_list_counts(path: Path, num_classes: int) -> list[int]:
     """Images per label in a `<path> <label>` list; a malformed line or label is a one-line error."""
     if not Path(path).is_file():
-        raise SynthsetError(f"fill_up.train_list: no such file {str(path)!r}")
+        raise RecipeError(f"fill_up.train_list: no such file {str(path)!r}")
     counts = [0] * num_classes
     with open(path, encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
@@ -26,10 +26,10 @@ def read_train_list_counts(path: Path, num_classes: int) -> list[int]:
                 continue
             parts = line.rsplit(maxsplit=1)
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise SynthsetError(f"{path}:{number}: expected '<image path> <label>', got {line.strip()!r}")
+                raise RecipeError(f"{path}:{number}: expected '<image path> <label>', got {line.strip()!r}")
             label = int(parts[1])
             if not 0 <= label < num_classes:
-                raise SynthsetError(f"{path}:{number}: label {label} outside the class set (0..{num_classes - 1})")
+                raise RecipeError(f"{path}:{number}: label {label} outside the class set (0..{num_classes - 1})")
             counts[label] += 1
     return counts
 

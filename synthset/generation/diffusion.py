@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from synthset.errors import SynthsetError, first_line
+from synthset.errors import ModelError, first_line
 from synthset.generation.pipeline_options import (
     SAFETY_CHECKER_OFF,
     PipelineOptions,
@@ -55,7 +55,7 @@ def choose_attention(requested: str, device: torch.device) -> str:
     """xformers when asked for (or `auto`) and usable: importable and on CUDA; otherwise PyTorch SDPA."""
     usable = device.type == "cuda" and importlib.util.find_spec("xformers") is not None
     if requested == "xformers" and not usable:
-        raise SynthsetError(
+        raise ModelError(
             "generator.attention: xformers needs a CUDA device and `pip install synthset[xformers]`; "
             "use attention: auto or sdpa"
         )
@@ -95,7 +95,7 @@ def load_generator(lock: Lock, device: torch.device, run: RunDir, show_progress:
         kwargs.update(load_kwargs(model_index))
         pipe = diffusers.DiffusionPipeline.from_pretrained(lock.model.load_path, **kwargs)
     except (OSError, ValueError) as error:  # missing or broken files, no network: one line, not a traceback
-        raise SynthsetError(f"generator.model: cannot load {lock.model.load_path!r}: {first_line(error)}") from None
+        raise ModelError(f"generator.model: cannot load {lock.model.load_path!r}: {first_line(error)}") from None
     pipe.scheduler = swap_scheduler(pipe.scheduler, spec.scheduler, spec.timestep_spacing)
     if attention == "xformers":
         pipe.enable_xformers_memory_efficient_attention()
@@ -117,7 +117,7 @@ def load_generator(lock: Lock, device: torch.device, run: RunDir, show_progress:
     conditioner = None
     if any(c.strategy == "augcond" for c in lock.recipe.configs):
         if getattr(pipe, "image_encoder", None) is None or getattr(pipe, "image_normalizer", None) is None:
-            raise SynthsetError(
+            raise ModelError(
                 f"generator.model: augcond needs an unCLIP image-variation pipeline (e.g. "
                 f"stabilityai/stable-diffusion-2-1-unclip), {spec.model!r} is a {type(pipe).__name__}"
             )

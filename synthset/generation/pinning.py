@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 
-from synthset.errors import SynthsetError
+from synthset.errors import ModelError
 from synthset.models import ResolvedModel, open_clip_reference, open_clip_revision, pin_model, resolve_pipeline
 from synthset.recipe import Recipe, recipe_to_dict
 from synthset.run.lock import Lock, generation_key, provenance_hash
@@ -57,7 +57,7 @@ def resolve_quality_models(recipe: Recipe) -> dict[str, dict[str, str]]:
     if quality.clip_model is not None:
         name, pretrained, local = open_clip_reference(quality.clip_model, quality.clip_pretrained, "quality.clip_model")
         if local is not None and not local.is_dir():
-            raise SynthsetError(f"quality.clip_model: no such model directory: {str(local)!r}")
+            raise ModelError(f"quality.clip_model: no such model directory: {str(local)!r}")
         pinned["quality_clip"] = {
             "model": quality.clip_model if local is not None else name,
             **({"path": str(local.resolve())} if local is not None else {}),

@@ -29,10 +29,10 @@ from synthset.fsutil import remove_dead_temp_files
 from synthset.generation.processes import exit_with_launcher, make_process_state
 from synthset.generation.progress import GlobalProgress
 from synthset.models import check_local_model
+from synthset.run.access import READS_PLAN_AND_RECORDS, put_file, refresh
 from synthset.run.claims import DEFAULT_LEASE_SECONDS, ClaimBook, ClaimLost, current_claim
 from synthset.run.classes_table import read_label_names
 from synthset.run.lock import read_lock
-from synthset.run.mirror import plan_and_records, pull
 from synthset.run.paths import RunDir
 from synthset.run.plan import PlannedShard, open_plan, plan_shard_names, read_planned_shard
 from synthset.run.records import (
@@ -372,8 +372,7 @@ def generate_run(
     """Generate this worker's share of a planned run's unfinished shards; see the module docstring."""
     started = time.monotonic()
     run = RunDir.at(run_dir)
-    if run.store is not None:
-        pull(run, plan_and_records)  # the plan, and which shards other workers already finished
+    refresh(run, READS_PLAN_AND_RECORDS)  # the plan, and which shards other workers already finished
     run = RunDir.planned(run)
     lock = read_lock(run)
     check_generator_unchanged(run, lock)
@@ -388,16 +387,14 @@ def generate_run(
     order = preferred_order(len(worker.names), state.process_index, state.num_processes)
     worker.run_all(order, recorded_at_start)
 
-    if run.store is not None:
-        pull(run, plan_and_records)
+    refresh(run, READS_PLAN_AND_RECORDS)
     final_records = read_records(run)
     all_done = all(
         name in final_records and final_records[name].generation_key == lock.generation_key for name in worker.names
     )
     if all_done:
         compact_manifest(run)
-        if run.store is not None:
-            run.store.upload(run.manifest_file, run.rel(run.manifest_file))
+        put_file(run, run.manifest_file)
     return GenerateSummary(
         rank=state.process_index,
         world_size=state.num_processes,

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from synthset.errors import SynthsetError, first_line
+from synthset.errors import HubError, SynthsetError, first_line
 
 REPO_TYPE = "dataset"
 NO_TOKEN = "no Hugging Face token: set HF_TOKEN or run `hf auth login`"
@@ -44,9 +44,9 @@ def check_repo_id(repo_id: str) -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as error:
-        raise SynthsetError(f"repo: {repo_id!r} is not a Hub repo id: {first_line(error)}") from None
+        raise HubError(f"repo: {repo_id!r} is not a Hub repo id: {first_line(error)}") from None
     if "/" not in repo_id:
-        raise SynthsetError(f"repo: {repo_id!r} is not a Hub repo id of the form org/name")
+        raise HubError(f"repo: {repo_id!r} is not a Hub repo id of the form org/name")
 
 
 def client(require_token: bool) -> tuple[Any, str | None]:
@@ -55,7 +55,7 @@ def client(require_token: bool) -> tuple[Any, str | None]:
 
     token = get_token()
     if require_token and not token:
-        raise SynthsetError(NO_TOKEN)
+        raise HubError(NO_TOKEN)
     return HfApi(token=token or False), token
 
 
@@ -172,7 +172,7 @@ def hub_errors(where: str, token: str | None, endpoint: str) -> Iterator[None]:
     except HfHubHTTPError as error:
         status = http_status(error)
         if status == 401:
-            raise SynthsetError(token_rejected(endpoint) if token else f"{where}: {NO_TOKEN}") from None
+            raise HubError(token_rejected(endpoint) if token else f"{where}: {NO_TOKEN}") from None
         if status == 412:
             raise fail("the branch moved while pushing (another push?); run the push again") from None
         detail = error.server_message or first_line(error)

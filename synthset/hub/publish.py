@@ -44,7 +44,7 @@ from typing import Any
 
 from synthset.cards.grid import SAMPLES_FILE
 from synthset.cards.render import README, card_for_repo, card_marker
-from synthset.errors import SynthsetError
+from synthset.errors import HubError
 from synthset.fsutil import write_text_atomic
 from synthset.hub.client import NOT_CONFLICTS, REPO_TYPE, check_repo_id, client, hub_errors, with_retries
 from synthset.hub.manifest import MANIFEST_FILE, Entry, read_manifest, write_manifest
@@ -119,10 +119,10 @@ def check_publishable(run: RunDir) -> None:
     lock = read_lock_data(run)
     readme = run.dataset_readme
     if not readme.is_file():
-        raise SynthsetError(f"{run}: no {run.dataset_dir.name}/; run `synthset build` and `synthset card` first")
+        raise HubError(f"{run}: no {run.dataset_dir.name}/; run `synthset build` and `synthset card` first")
     text = readme.read_text(encoding="utf-8")
     if card_marker(lock["provenance"]) not in text or not (run.dataset_dir / SAMPLES_FILE).is_file():
-        raise SynthsetError(f"{readme}: not this run's dataset card; run `synthset card {run}` first")
+        raise HubError(f"{readme}: not this run's dataset card; run `synthset card {run}` first")
 
 
 def check_screened(run: RunDir, allow_unscreened: bool) -> None:
@@ -130,7 +130,7 @@ def check_screened(run: RunDir, allow_unscreened: bool) -> None:
     quality = (read_lock_data(run).get("recipe") or {}).get("quality") or {}
     if quality.get("checker") or allow_unscreened:
         return
-    raise SynthsetError(
+    raise HubError(
         f"{run}: its images were never screened for NSFW content (the recipe has no quality.checker); "
         "add a quality section and generate again, or push with --allow-unscreened"
     )
@@ -148,7 +148,7 @@ def stage(run: RunDir, repo_id: str) -> Staged:
         entries = list(entries)
     entries.append(Entry(MANIFEST_FILE, summary.path.stat().st_size, summary.sha256))
     if len(entries) + len(KEEP_ON_HUB) > FILES_PER_REPO:
-        raise SynthsetError(
+        raise HubError(
             f"{run.dataset_dir}: {len(entries)} files, more than the Hub's {FILES_PER_REPO} per repo; plan the "
             "run with a larger storage.shard_size"
         )
@@ -272,7 +272,7 @@ class Publisher:
             if head == parent:
                 return None
             if not self.chunk_present(ref, operations):
-                raise SynthsetError(f"{ref} changed under this push (another push to it?); run the push again")
+                raise HubError(f"{ref} changed under this push (another push to it?); run the push again")
             return int(ref.rsplit("/", 1)[1]), head
 
         return with_retries(f"commit to {ref or self.branch}", call, landed)
@@ -297,7 +297,7 @@ class Publisher:
         """Merge pull request `num` into the branch, which must still be at `base`; -> the new head."""
         head = self.head(self.branch)
         if head != base:
-            raise SynthsetError(
+            raise HubError(
                 f"{self.branch} moved from {base[:12]} to {head[:12]} while publishing (another push?); run the push "
                 "again: it opens a new pull request on the new head and sends no file twice"
             )
@@ -316,7 +316,7 @@ class Publisher:
         )
         merged = self.head(self.branch)
         if not self.holds_staged(merged):
-            raise SynthsetError(
+            raise HubError(
                 f"{self.branch} at {merged[:12]} does not hold exactly the published files after merging pull request "
                 f"#{num} (someone committed to {self.branch} meanwhile?); check it, then run the push again"
             )
@@ -367,7 +367,7 @@ def push_dataset(
         api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
         info = api.repo_info(repo_id, repo_type=REPO_TYPE)
         if private and not info.private:
-            raise SynthsetError("the repo exists and is public; --private cannot hide it (change it on the Hub)")
+            raise HubError("the repo exists and is public; --private cannot hide it (change it on the Hub)")
         if branch != "main":
             api.create_branch(repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True)
         publisher = Publisher(api, repo_id, branch, tag, staged)
@@ -376,7 +376,7 @@ def push_dataset(
             if tag in tags:
                 if publisher.holds_staged(tags[tag]):
                     return PushResult(repo_id, branch, tags[tag], tag, already_published=True)
-                raise SynthsetError(
+                raise HubError(
                     f"tag {tag} already names commit {tags[tag][:12]} with other files; "
                     "a published version never changes: push under a new tag"
                 )
@@ -400,9 +400,7 @@ def push_dataset(
             if num is None:
                 raise AssertionError("a push with operations always has a pull request")
             if not publisher.holds_staged(f"refs/pr/{num}"):
-                raise SynthsetError(
-                    f"pull request #{num} does not hold exactly the published files; run the push again"
-                )
+                raise HubError(f"pull request #{num} does not hold exactly the published files; run the push again")
             result.pull_request = num
             result.commit = publisher.merge(num, base)
         publisher.create_tag(result.commit)

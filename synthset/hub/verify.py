@@ -33,7 +33,7 @@ from typing import Any
 
 from synthset.cards.render import README
 from synthset.cards.stats import config_patterns
-from synthset.errors import SynthsetError, first_line
+from synthset.errors import HubError, first_line
 from synthset.fsutil import sha256_file
 from synthset.hub.client import REPO_TYPE, check_repo_id, client, hub_errors, with_retries
 from synthset.hub.manifest import MANIFEST_FILE, Entry, read_manifest
@@ -280,7 +280,7 @@ def verify_repo(
         try:
             _, entries, handle = _stream_manifest(fs, checker.root)
         except (EntryNotFoundError, FileNotFoundError):
-            raise SynthsetError(f"no {MANIFEST_FILE}; it was not published by `synthset push`") from None
+            raise HubError(f"no {MANIFEST_FILE}; it was not published by `synthset push`") from None
         run = RunDir.at(run_dir) if run_dir is not None else None
         unpublished = (
             {
@@ -345,7 +345,7 @@ def verify_repo(
             _streamed_sample(repo_id, commit, card, token, checker)
     if checker.problems:
         more = f" (and {len(checker.problems) - 1} more)" if len(checker.problems) > 1 else ""
-        raise SynthsetError(f"{where}: verification failed: {checker.problems[0]}{more}")
+        raise HubError(f"{where}: verification failed: {checker.problems[0]}{more}")
     return report
 
 

@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synthset.errors import RunStateError
 from synthset.fsutil import TEMP_PREFIX, owner_is_dead
 from synthset.run.paths import DATASET_BUILD_PREFIX, RunDir, shard_of_file
 from synthset.run.plan import open_plan, plan_shard_names
@@ -27,6 +28,15 @@ class Unowned:
     @property
     def paths(self) -> list[Path]:
         return [*self.stale_shards, *self.dead_temp_files, *self.dead_builds]
+
+
+def check_cleanable(run: RunDir) -> None:
+    """Clean works on local runs only: an object store holds nothing half-written to clean."""
+    if run.store is not None:
+        raise RunStateError(
+            f"{run}: clean works on local run directories; an object store holds no temp files or killed builds "
+            "(a put is whole or absent), and an expired claim is taken over by the next worker"
+        )
 
 
 def find_unowned(run: RunDir) -> Unowned:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from synthset.classes import PACKAGED_SETS
-from synthset.errors import SynthsetError
+from synthset.errors import RecipeError
 from synthset.recipe import STRATEGIES, Recipe
 from synthset.run.published import published_configs
 
@@ -40,32 +40,32 @@ def fewshot_dataset(config_name: str) -> str:
 
 def _check_imagenet(recipe: Recipe) -> None:
     if recipe.classes.set != "imagenet-1k":
-        raise SynthsetError("classes.set: synth_imagenet needs imagenet-1k")
+        raise RecipeError("classes.set: synth_imagenet needs imagenet-1k")
     for i, config in enumerate(recipe.configs):
         if config.fill_up is not None:
-            raise SynthsetError(f"configs[{i}].fill_up: synth_imagenet has no fill-up; use synth_imagenet_lt")
+            raise RecipeError(f"configs[{i}].fill_up: synth_imagenet has no fill-up; use synth_imagenet_lt")
         if config.name != config.strategy:
-            raise SynthsetError(f"configs[{i}].name: synth_imagenet names each config after its strategy")
+            raise RecipeError(f"configs[{i}].name: synth_imagenet names each config after its strategy")
 
 
 def _check_imagenet_lt(recipe: Recipe) -> None:
     if recipe.classes.set != "imagenet-1k":
-        raise SynthsetError("classes.set: synth_imagenet_lt needs imagenet-1k")
+        raise RecipeError("classes.set: synth_imagenet_lt needs imagenet-1k")
     for i, config in enumerate(recipe.configs):
         if config.fill_up is None:
-            raise SynthsetError(f"configs[{i}]: synth_imagenet_lt configs need fill_up (the ImageNet-LT train list)")
+            raise RecipeError(f"configs[{i}]: synth_imagenet_lt configs need fill_up (the ImageNet-LT train list)")
 
 
 def _check_fewshot(recipe: Recipe) -> None:
     for i, config in enumerate(recipe.configs):
         match = FEWSHOT_CONFIG.match(config.name)
         if match is None:
-            raise SynthsetError(
+            raise RecipeError(
                 f"configs[{i}].name: synth_fewshot configs are named <dataset>_<k>shot (or <dataset>_<k>shot_t<trial>)"
             )
         dataset = match["dataset"]
         if dataset != "custom" and recipe.classes.set != dataset:
-            raise SynthsetError(f"configs[{i}].name: {config.name!r} needs classes.set: {dataset}")
+            raise RecipeError(f"configs[{i}].name: {config.name!r} needs classes.set: {dataset}")
 
 
 _CHECKS = {"synth_imagenet": _check_imagenet, "synth_imagenet_lt": _check_imagenet_lt, "synth_fewshot": _check_fewshot}
@@ -77,7 +77,7 @@ def check_family(recipe: Recipe) -> None:
     names = set(config_names(recipe.builder))
     for config in published_configs(recipe):
         if config.name not in names:
-            raise SynthsetError(
+            raise RecipeError(
                 f"configs: {config.name!r} is not a config of {recipe.builder} "
                 f"(it publishes e.g. {', '.join(sorted(names)[:6])}, ...)"
             )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from synthset.errors import SynthsetError
+from synthset.errors import RunStateError
 from synthset.fsutil import write_text_atomic
 from synthset.models import ResolvedModel
 from synthset.recipe import Recipe, recipe_from_dict, recipe_to_dict
@@ -87,15 +87,15 @@ def read_lock_data(run: RunDir) -> dict[str, Any]:
     """The lock as plain data (the card reads it field by field); a missing or broken file is one line."""
     path = run.lock_file
     if not path.is_file():
-        raise SynthsetError(f"{run}: not a planned run directory ({path.name} missing; run `synthset plan` first)")
+        raise RunStateError(f"{run}: not a planned run directory ({path.name} missing; run `synthset plan` first)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise SynthsetError(f"{path}:{where}: not valid YAML; run `synthset plan` again to rewrite it") from None
+        raise RunStateError(f"{path}:{where}: not valid YAML; run `synthset plan` again to rewrite it") from None
     if not isinstance(data, dict):
-        raise SynthsetError(f"{path}: not a lock file (a YAML mapping); run `synthset plan` again to rewrite it")
+        raise RunStateError(f"{path}: not a lock file (a YAML mapping); run `synthset plan` again to rewrite it")
     return data
 
 
@@ -116,12 +116,12 @@ def read_lock(run: RunDir) -> Lock:
         )
     except (KeyError, TypeError) as error:
         key = error.args[0] if isinstance(error, KeyError) else "a section"
-        raise SynthsetError(
+        raise RunStateError(
             f"{path}: {key} missing or malformed; the lock is written by `synthset plan`, run it again"
         ) from None
     expected = generation_key(recipe_to_dict(lock.recipe), lock.model.revision, lock.aux_models)
     if expected != lock.generation_key:
-        raise SynthsetError(
+        raise RunStateError(
             f"{path}: edited after planning (its recipe's generation settings no longer match generation_key "
             f"{lock.generation_key}); change the recipe file and run `synthset plan` instead"
         )

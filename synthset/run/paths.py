@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthset.errors import SynthsetError
+from synthset.errors import RunStateError
 from synthset.run.store import RunStore, is_store_url
 
 LOCK_FILE = "recipe.lock.yaml"
@@ -92,10 +92,10 @@ class RunDir:
         """The run directory at `path`, which must hold a lock and a plan; else one line saying what to run."""
         run = cls.at(path)
         if run.root.exists() and not run.root.is_dir():
-            raise SynthsetError(f"{run.root}: is a file, not a run directory")
+            raise RunStateError(f"{run.root}: is a file, not a run directory")
         for required in (run.lock_file, run.plan_file):
             if not required.is_file():
-                raise SynthsetError(
+                raise RunStateError(
                     f"{run}: not a planned run directory ({required.name} missing; run `synthset plan` first)"
                 )
         return run
@@ -106,6 +106,15 @@ class RunDir:
     def rel(self, path: Path) -> str:
         """A file's path relative to the run's root, with '/' (its key on an object store)."""
         return path.relative_to(self.root).as_posix()
+
+    @property
+    def on_store(self) -> bool:
+        """Whether the run lives on an object store (its files are then read through fsspec, by URL)."""
+        return self.store is not None
+
+    def location(self, path: Path) -> str:
+        """Where a run file lives for good, to show a user: its URL in the store, or its local path."""
+        return f"{self.store.url}/{self.rel(path)}" if self.store is not None else str(path)
 
     # -- plan stage ----------------------------------------------------------------------------------
     @property

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthset.errors import SynthsetError
+from synthset.errors import RunStateError
 from synthset.run.paths import RunDir
 
 PLAN_ONLY_COLUMNS = ("band", "shard")  # plan bookkeeping, not columns of a generated row
@@ -134,9 +134,9 @@ def open_plan(run: RunDir) -> Plan:
     try:
         return Plan(pq.ParquetFile(run.plan_file))
     except FileNotFoundError:
-        raise SynthsetError(f"{run}: no {run.plan_file.name}; run `synthset plan` first") from None
+        raise RunStateError(f"{run}: no {run.plan_file.name}; run `synthset plan` first") from None
     except (OSError, pa.ArrowInvalid, ValueError) as error:
-        raise SynthsetError(f"{run.plan_file}: not a readable plan ({error}); run `synthset plan` again") from None
+        raise RunStateError(f"{run.plan_file}: not a readable plan ({error}); run `synthset plan` again") from None
 
 
 def plan_shard_names(plan: Plan | pq.ParquetFile) -> list[str]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-from synthset.errors import SynthsetError, first_line
+from synthset.errors import StoreError, SynthsetError, first_line
 
 SUPPORTED_PROTOCOLS = ("s3",)
 _PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
@@ -65,13 +65,13 @@ class RunStore:
     def __init__(self, url: str):
         protocol, _, rest = url.partition("://")
         if protocol not in SUPPORTED_PROTOCOLS:
-            raise SynthsetError(
+            raise StoreError(
                 f"{url}: run directories on {protocol}:// are not supported (they need conditional writes for "
                 f"shard claims; supported: {', '.join(p + '://' for p in SUPPORTED_PROTOCOLS)} and local paths)"
             )
         bucket, _, prefix = rest.strip("/").partition("/")
         if not bucket:
-            raise SynthsetError(f"{url}: no bucket in the run directory's URL (expected s3://bucket/path)")
+            raise StoreError(f"{url}: no bucket in the run directory's URL (expected s3://bucket/path)")
         self.url = f"{protocol}://{bucket}/{prefix}".rstrip("/")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -86,9 +86,7 @@ class RunStore:
             try:
                 import s3fs
             except ImportError as error:
-                raise SynthsetError(
-                    f"{self.url}: s3:// run directories need s3fs (pip install 'synthset[s3]')"
-                ) from error
+                raise StoreError(f"{self.url}: s3:// run directories need s3fs (pip install 'synthset[s3]')") from error
             # Few, short retries: an unreachable store should be one clear line in seconds, not minutes.
             self._fs = s3fs.S3FileSystem(
                 skip_instance_cache=True,
@@ -125,7 +123,7 @@ class RunStore:
                 reason = f"access denied ({code}); check the AWS credentials"
             else:
                 reason = first_line(error)
-            raise SynthsetError(f"{self.url}: object store unusable at {endpoint} ({what}): {reason}") from error
+            raise StoreError(f"{self.url}: object store unusable at {endpoint} ({what}): {reason}") from error
 
     # -- reading -------------------------------------------------------------------------------------
     def list(self, start: str = "") -> dict[str, StoredObject]:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from synthset.errors import SynthsetError
+from synthset.errors import RecipeError
 from synthset.recipe import LargestObjectSpec, describe_validation_error
 
 Mode = Literal["aux_bn", "long_tail", "few_shot"]
@@ -381,7 +381,7 @@ def _check_consistency(config: TrainConfig, source: str) -> None:
     """Cross-field rules, each reported as `<file>: <key>: <problem>`."""
 
     def fail(key: str, message: str) -> None:
-        raise SynthsetError(f"{source}: {key}: {message}")
+        raise RecipeError(f"{source}: {key}: {message}")
 
     def check_placeholders(key: str, name: str) -> None:
         try:
@@ -438,11 +438,11 @@ def _check_consistency(config: TrainConfig, source: str) -> None:
 
 def train_config_from_dict(data: Any, source: str) -> TrainConfig:
     if not isinstance(data, dict):
-        raise SynthsetError(f"{source}: a training config must be a YAML mapping, got {type(data).__name__}")
+        raise RecipeError(f"{source}: a training config must be a YAML mapping, got {type(data).__name__}")
     try:
         config = TrainConfig.model_validate(data)
     except ValidationError as error:
-        raise SynthsetError(describe_validation_error(error, source)) from None
+        raise RecipeError(describe_validation_error(error, source)) from None
     _check_consistency(config, source)
     return config
 
@@ -459,17 +459,17 @@ def apply_overrides(data: Any, overrides: list[str], source: str) -> Any:
     for override in overrides:
         key, sep, text = override.partition("=")
         if not sep or not key.strip():
-            raise SynthsetError(f"--set {override!r}: expected KEY=VALUE, e.g. synthetic.name=lar_cd")
+            raise RecipeError(f"--set {override!r}: expected KEY=VALUE, e.g. synthetic.name=lar_cd")
         target = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
             if not isinstance(target.get(part, {}), dict):
-                raise SynthsetError(f"--set {override!r}: {part!r} in {source} is not a section")
+                raise RecipeError(f"--set {override!r}: {part!r} in {source} is not a section")
             target = target.setdefault(part, {})
         try:
             target[parts[-1]] = yaml.safe_load(text)
         except yaml.YAMLError:
-            raise SynthsetError(f"--set {override!r}: the value is not valid YAML") from None
+            raise RecipeError(f"--set {override!r}: the value is not valid YAML") from None
     return data
 
 

@@ -1,0 +1,78 @@
+"""synthset's public Python API: one function per stage, each returning a result that prints itself.
+
+    import synthset
+    synthset.plan("recipes/demo.yaml")
+    synthset.generate("runs/demo")          # under `accelerate launch` for many processes
+    print(synthset.build("runs/demo"))
+
+Every function accepts a local run directory or an `s3://` URL. See `synthset.api.stages` for each
+function's arguments, results and errors.
+"""
+
+from synthset.api.results import (
+    BuildResult,
+    CardWritten,
+    CheckResult,
+    CleanResult,
+    Described,
+    GenerateResult,
+    PlanResult,
+    PushDone,
+    ReviewResult,
+    StatusResult,
+    TrainResult,
+    ValidateResult,
+    VerifyResult,
+    VersionsResult,
+)
+from synthset.api.stages import (
+    build,
+    card,
+    check,
+    clean,
+    generate,
+    plan,
+    push,
+    review,
+    status,
+    train,
+    validate,
+    verify,
+    versions,
+)
+
+# The stages in pipeline order (and the names `synthset.<stage>` resolves to).
+STAGES = (
+    *("check", "plan", "generate", "build", "card", "review", "push"),
+    *("verify", "versions", "status", "validate", "clean", "train"),
+)
+
+__all__ = [
+    "build",
+    "card",
+    "check",
+    "clean",
+    "generate",
+    "plan",
+    "push",
+    "review",
+    "status",
+    "train",
+    "validate",
+    "verify",
+    "versions",
+    "BuildResult",
+    "CardWritten",
+    "CheckResult",
+    "CleanResult",
+    "Described",
+    "GenerateResult",
+    "PlanResult",
+    "PushDone",
+    "ReviewResult",
+    "StatusResult",
+    "TrainResult",
+    "ValidateResult",
+    "VerifyResult",
+    "VersionsResult",
+]

@@ -1,0 +1,102 @@
+"""`synthset <stage>`: the command line, a thin shell over the Python API (synthset.api).
+
+One module per command (as `datasets`' commands/ and huggingface_hub's cli/): each registers its
+arguments, calls the API and prints the result. Heavy libraries (torch, diffusers, datasets) are imported
+inside the API's functions, so `synthset --help` answers at once. A `SynthsetError` becomes one line on
+stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import sys
+from types import ModuleType
+
+from synthset import __version__
+from synthset.cli import (
+    build,
+    card,
+    clean,
+    generate,
+    plan,
+    push,
+    review,
+    status,
+    tiny_models,
+    train,
+    validate,
+    verify,
+    versions,
+)
+from synthset.errors import SynthsetError
+
+# The commands in the order `synthset --help` lists them.
+COMMANDS: dict[str, ModuleType] = {
+    "plan": plan,
+    "generate": generate,
+    "build": build,
+    "train": train,
+    "card": card,
+    "review": review,
+    "push": push,
+    "versions": versions,
+    "verify": verify,
+    "validate": validate,
+    "status": status,
+    "clean": clean,
+    "tiny-models": tiny_models,
+}
+
+# A full disk, a quota, a file size limit, a read-only or forbidden path: the user's to fix, in one line.
+FILESYSTEM_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
+
+DESCRIPTION = """\
+Make a synthetic image-classification dataset with an off-the-shelf diffusion model.
+
+A run goes through these stages, each restartable and each reading the previous one's files
+in the run directory <output_dir>/<name>/ that the recipe names:
+
+  synthset plan recipes/demo.yaml          recipe -> recipe.lock.yaml, classes.parquet, plan.parquet
+  accelerate launch -m synthset generate runs/demo
+                                           plan -> shards/ (any number of processes; resumable)
+  synthset build runs/demo                 shards -> dataset/ (validated; load it with datasets.load_dataset)
+  synthset card runs/demo                  dataset/README.md: the full dataset card, samples.jpg
+  synthset review runs/demo                review.html: every class's images, the gate's rejects, to look at
+  synthset push runs/demo --repo org/name --tag v1.0
+                                           a new version on the Hub, tagged; `synthset verify` checks it
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synthset", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"synthset {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", metavar="<stage>", required=True)
+    for command in COMMANDS.values():
+        command.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="synthset: %(levelname)s: %(message)s",
+    )
+    logging.getLogger("synthset").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return args.func(args)
+    except SynthsetError as error:
+        print(f"synthset: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in FILESYSTEM_FAULTS:
+            raise  # anything else is a bug and keeps its traceback
+        from synthset.fsutil import describe_os_error
+
+        print(f"synthset: error: {describe_os_error(error, error.filename or 'writing the run')}", file=sys.stderr)
+        return 2
