@@ -156,6 +156,7 @@ def measure(ctx: Context) -> list[Row]:
     import torch
 
     from synthset.builders.assemble import build_dataset
+    from synthset.train.data import load_split  # noqa: F401 - the reader's imports before any clock starts
 
     run_dir = ctx.runs.get("mp-1x2")
     if run_dir is None:  # row 3 did not run: make the data here

@@ -107,12 +107,13 @@ class ParquetRows:
         self.starts = [group.start for group in groups]
         self.cache_groups = 4
         self._cache: OrderedDict[int, Any] = OrderedDict()
+        self._files: OrderedDict[str, Any] = OrderedDict()  # open ParquetFiles: the footer is parsed once
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_cache": OrderedDict()}  # workers start with an empty cache
+        return {**self.__dict__, "_cache": OrderedDict(), "_files": OrderedDict()}  # workers start empty
 
     @property
     def group_sizes(self) -> list[int]:
@@ -122,14 +123,23 @@ class ParquetRows:
         if number in self._cache:
             self._cache.move_to_end(number)
             return self._cache[number]
-        import pyarrow.parquet as pq
 
         group = self.groups[number]
-        column = pq.ParquetFile(group.path).read_row_group(group.index, columns=[self.image_column])
+        column = self._file(group.path).read_row_group(group.index, columns=[self.image_column])
         self._cache[number] = column.column(0).slice(0, group.rows)
         while len(self._cache) > self.cache_groups:
             self._cache.popitem(last=False)
         return self._cache[number]
+
+    def _file(self, path: str) -> Any:
+        import pyarrow.parquet as pq
+
+        if path not in self._files:
+            self._files[path] = pq.ParquetFile(path)
+            while len(self._files) > self.cache_groups:
+                self._files.popitem(last=False)[1].close()
+        self._files.move_to_end(path)
+        return self._files[path]
 
     def image_bytes(self, row: int) -> bytes:
         """The stored bytes of row `row`'s image."""
