@@ -132,6 +132,9 @@ def in_place_loader(dataset_dir: Path, config: str, seed: int, workers: int = WO
 
 
 def _side(open_loader, images: int, min_seconds: float) -> dict:
+    import gc
+
+    gc.collect()  # the imports' garbage (a full collection takes ~0.8 s here) is no side's cost: settle it first
     started = time.perf_counter()
     loader = open_loader()
     assert _epoch(loader) == images
