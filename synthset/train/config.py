@@ -196,7 +196,7 @@ class RealShotsSpec(_Strict):
 class FewShotSpec(_Strict):
     """The few-shot probe: a linear head on a frozen pretrained backbone, k real images per class, per trial.
 
-    protocol dafusion (default) is DA-Fusion's train_classifier.py as paper B ran it: DA-Fusion's split per
+    protocol dafusion (default) is DA-Fusion's train_classifier.py as DA-Fusion runs it: DA-Fusion's split per
     trial, images resized to 256x256 with flips and 15-degree rotations, BatchNorm in training mode (batch
     statistics, running stats updated) while the head trains, Adam 1e-4, 50 epochs x 200 steps of 32, each
     drawn real image swapped with p for a synthetic one (of that very real image, or of its class), and the
