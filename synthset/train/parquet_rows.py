@@ -61,7 +61,7 @@ def _config_patterns(directory: Path, name: str | None, split: str) -> list[str]
     patterns: list[str] = []
     for entry in chosen[0].get("data_files", []):
         if isinstance(entry, dict) and entry.get("split") == split:
-            paths = entry.get("path")
+            paths = entry.get("path") or []
             patterns += [paths] if isinstance(paths, str) else list(paths)
     return patterns
 
@@ -83,7 +83,8 @@ def index_row_groups(files: list[Path], limit: int | None = None) -> list[RowGro
     """Every row group of the files in order, from their footers only (no data page is read)."""
     import pyarrow.parquet as pq
 
-    groups, start = [], 0
+    groups: list[RowGroup] = []
+    start = 0
     for path in files:
         metadata = pq.ParquetFile(path).metadata
         for index in range(metadata.num_row_groups):

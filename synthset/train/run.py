@@ -9,6 +9,7 @@ continues at the next epoch. A finished run that is started again skips training
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -33,7 +34,7 @@ from synthset.train.data import (
     train_transform,
 )
 from synthset.train.dual_bn import prepare_aux_bn
-from synthset.train.fewshot import run_few_shot
+from synthset.train.fewshot_protocols import run_few_shot
 from synthset.train.loop import epoch_seed, evaluate, make_optimizer, make_scheduler, step_seed, train_epoch
 from synthset.train.losses import BalancedSoftmaxLoss
 from synthset.train.metrics import accuracy_report, class_counts
@@ -172,9 +173,13 @@ def plan_batches(config: TrainConfig, data: SupervisedData, world: int) -> tuple
 def size_row_group_caches(data: SupervisedData, buffer: int) -> None:
     """Let each worker hold a whole shuffle window's row groups (plus the boundary ones) of a split read in place."""
     for split in (data.real, data.synthetic):
-        sizes = split.row_groups if split is not None else None
-        if sizes:
-            split.dataset.cache_groups = -(-buffer // min(sizes)) + 2
+        if split is not None and split.row_groups:
+            split.dataset.cache_groups = -(-buffer // min(split.row_groups)) + 2
+
+
+def seed_of_step(seed: int, before_first: int, rank: int, done: int) -> int:
+    """The torch seed of the `done`-th step of a pass that starts after global step `before_first`."""
+    return step_seed(seed, before_first + done, rank)
 
 
 def mid_epoch_saver(
@@ -288,8 +293,8 @@ def run_supervised(config: TrainConfig, accelerator, stop_after_epoch: int | Non
             dual_bn=converted > 0,
             clip_grad_norm=spec.clip_grad_norm,
             desc=f"epoch {epoch + 1}/{spec.epochs}",
-            after_step=mid_epoch_saver(spec.checkpoint_every, steps, first_step, lambda step, e=epoch: save(e, step)),
-            step_seed=lambda done, base=epoch * steps + first_step: step_seed(config.seed, base + done - 1, rank),
+            after_step=mid_epoch_saver(spec.checkpoint_every, steps, first_step, functools.partial(save, epoch)),
+            step_seed=functools.partial(seed_of_step, config.seed, epoch * steps + first_step - 1, rank),
         )
         entry: dict[str, Any] = {
             "epoch": epoch + 1,
