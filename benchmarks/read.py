@@ -5,8 +5,9 @@ images, decoded once, are written as one PNG per image in `<label>/` folders, as
 Every side decodes every image to a uint8 HWC tensor in a torch DataLoader with 2 workers, batch size 64.
 
 - 6a: synthset's training reader (`load_split`: the Parquet shards read in place, in the sampler's row-group
-  order with a shuffle buffer) + one epoch, against listing the PNG folder + one epoch; and the bytes written
-  beside the dataset while doing so (an Arrow cache would be a second copy). `load_dataset` into an empty
+  order with a shuffle buffer) + one epoch, against listing the PNG folder + one epoch: the median of 7 fresh
+  readers per side, the sides alternating (this machine's load swings); and the bytes written beside the
+  dataset while doing so (an Arrow cache would be a second copy). `load_dataset` into an empty
   cache + one epoch, what the harness did before, is measured beside it for reference.
 - 6b: further epochs of the same DataLoaders, repeated until each side has run `--read-seconds`.
 - 6c: peak RSS of a fresh process reading one epoch (no workers) of a synthesized Parquet set of 8N rows ÷
@@ -33,6 +34,7 @@ from benchmarks.common import (
     synthset_generate,
 )
 
+COLD_TRIALS = 7  # row 6a: fresh readers per side, alternating; the median first epoch is compared
 BUFFER_ROWS = 1024  # the in-place reader's shuffle buffer in these rows (train.shuffle_buffer)
 
 BATCH_SIZE = 64
@@ -131,14 +133,31 @@ def in_place_loader(dataset_dir: Path, config: str, seed: int, workers: int = WO
     return torch.utils.data.DataLoader(InPlaceImages(split), batch_sampler=batches, num_workers=workers)
 
 
-def _side(open_loader, images: int, min_seconds: float) -> dict:
+def _cold(open_loader, images: int) -> float:
+    """Seconds to open a reader and run its first epoch."""
     import gc
 
     gc.collect()  # the imports' garbage (a full collection takes ~0.8 s here) is no side's cost: settle it first
     started = time.perf_counter()
+    assert _epoch(open_loader()) == images
+    return time.perf_counter() - started
+
+
+def cold_trials(sides: dict, images: int, trials: int) -> dict[str, float]:
+    """Median first-epoch seconds of each side over `trials` fresh readers, the sides alternating, so the load
+    of this shared machine falls on both alike."""
+    import statistics
+
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(trials):
+        for name, open_loader in sides.items():
+            times[name].append(_cold(open_loader, images))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _side(open_loader, images: int, min_seconds: float) -> dict:
     loader = open_loader()
-    assert _epoch(loader) == images
-    cold = time.perf_counter() - started
+    cold = _cold(lambda: loader, images)
     epochs, seconds = 0, 0.0
     while epochs == 0 or seconds < min_seconds:
         started = time.perf_counter()
@@ -180,14 +199,20 @@ def measure(ctx: Context) -> list[Row]:
     half = ctx.args.read_seconds / 2
     watched = [ctx.work, Path(datasets.config.HF_DATASETS_CACHE)]  # the scratch tree and the datasets cache
     before = sum(_tree_bytes(root) for root in watched)
-    in_place = _side(lambda: in_place_loader(dataset_dir, config, ctx.args.seed), images, half)
+    open_in_place = lambda: in_place_loader(dataset_dir, config, ctx.args.seed)  # noqa: E731
+    open_png = lambda: _loader(PngFolder(png_dir))  # noqa: E731
+    medians = cold_trials({"in_place": open_in_place, "png": open_png}, images, COLD_TRIALS)
+    in_place = _side(open_in_place, images, half)
     beside = sum(_tree_bytes(root) for root in watched) - before
-    png = _side(lambda: _loader(PngFolder(png_dir)), images, half)
-    reference = _side(open_load_dataset, images, half)
+    png = _side(open_png, images, half)
+    reference = _side(open_load_dataset, images, half)  # once: a second run would find its cache
+    for side, name in ((in_place, "in_place"), (png, "png")):
+        side["cold_median_s"] = medians[name]
+        side["cold_images_per_s"] = images / medians[name]
     sides = (("in place + DataLoader", in_place), ("PNG files + DataLoader", png), ("load_dataset", reference))
     for name, side in sides:
         ctx.check_long_enough(f"read: {name}", side["cold_s"] + side["epochs_s"])
-        print(f"  {name}: cold {side['cold_s']:.2f} s for {images} images; "
+        print(f"  {name}: cold {images / side['cold_images_per_s']:.2f} s for {images} images; "
               f"{side['epochs']} more epochs at {side['images_per_s']:.0f} img/s", flush=True)  # fmt: skip
     data = {"images": images, "config": config, "batch_size": BATCH_SIZE, "workers": WORKERS,
             "in_place": in_place, "png": png, "load_dataset": reference, "bytes_beside": beside}  # fmt: skip

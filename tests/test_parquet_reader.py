@@ -158,3 +158,30 @@ def test_training_resumes_mid_epoch_with_the_weights_of_an_uninterrupted_run(squ
     assert not different, f"weights differ after a mid-epoch resume: {different[:5]}"
     assert straight["eval"] == resumed["eval"]
     assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["epoch-0002.pt"]
+
+
+def test_the_cards_configs_select_the_files(tmp_path: Path):
+    """A synthset dataset's README lists each config's globs (one per band folder); only those files are read."""
+    from synthset.train.parquet_rows import parquet_files
+
+    root = tmp_path / "dataset"
+    for folder in ("lar/b0", "lar/b1", "naive/b0"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "train-00000-of-00001.parquet").write_bytes(b"")
+    card = (
+        "---\nlicense: mit\nconfigs:\n- config_name: naive\n  data_files:\n  - split: train\n    path: naive/b0/train-*"
+        ".parquet\n- config_name: lar_1x\n  data_files:\n  - split: train\n    path:\n    - lar/b0/train-*.parquet\n"
+        "- config_name: lar\n  default: true\n  data_files:\n  - split: train\n    path:\n"
+        "    - lar/b0/train-*.parquet\n    - lar/b1/train-*.parquet\n"
+        "dataset_info:\n  features:\n  - name: image\n---\n# A card\n"
+    )
+    (root / "README.md").write_text(card)
+    names = {name: [p.relative_to(root).as_posix() for p in parquet_files(root, name, "train")] for name in
+             ("naive", "lar_1x", "lar", None)}  # fmt: skip
+    assert names == {
+        "naive": ["naive/b0/train-00000-of-00001.parquet"],
+        "lar_1x": ["lar/b0/train-00000-of-00001.parquet"],
+        "lar": ["lar/b0/train-00000-of-00001.parquet", "lar/b1/train-00000-of-00001.parquet"],
+        None: ["lar/b0/train-00000-of-00001.parquet", "lar/b1/train-00000-of-00001.parquet"],
+    }
+    assert parquet_files(root, "naive", "validation") is None and parquet_files(root, "nope", "train") is None

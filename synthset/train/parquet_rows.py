@@ -36,15 +36,20 @@ class RowGroup:
 
 
 def _front_matter(readme: Path) -> dict[str, Any]:
-    """The card's YAML header, parsed with libyaml where available (a card's `dataset_info` takes the pure-Python
-    loader about a second)."""
+    """The card header's top-level `configs:` block, parsed alone (with libyaml where available): the rest, such
+    as a large `dataset_info`, is not needed here and took the pure-Python loader about a second."""
     import yaml
 
     text = readme.read_text(encoding="utf-8")
     if not text.startswith("---"):
         return {}
+    lines = text.split("---", 2)[1].splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("configs:")), None)
+    if start is None:
+        return {}
+    end = next((i for i in range(start + 1, len(lines)) if lines[i][:1] not in ("", " ", "-", "#")), len(lines))
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return yaml.load(text.split("---", 2)[1], Loader=loader) or {}  # noqa: S506 - a safe loader
+    return yaml.load("\n".join(lines[start:end]), Loader=loader) or {}  # noqa: S506 - a safe loader
 
 
 def _config_patterns(directory: Path, name: str | None, split: str) -> list[str] | None:
