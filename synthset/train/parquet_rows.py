@@ -134,8 +134,11 @@ class ParquetRows:
             return self._cache[number]
 
         group = self.groups[number]
-        column = self._file(group.path).read_row_group(group.index, columns=[self.image_column])
-        self._cache[number] = column.column(0).slice(0, group.rows)
+        column = self._file(group.path).read_row_group(group.index, columns=[self.image_column]).column(0)
+        column = column.slice(0, group.rows).combine_chunks()
+        if hasattr(column, "field"):  # a datasets Image struct {bytes, path}: keep the bytes
+            column = column.field("bytes")
+        self._cache[number] = column.to_pylist()  # one conversion per row group, not one per row
         while len(self._cache) > self.cache_groups:
             self._cache.popitem(last=False)
         return self._cache[number]
@@ -153,8 +156,7 @@ class ParquetRows:
     def image_bytes(self, row: int) -> bytes:
         """The stored bytes of row `row`'s image."""
         number = bisect.bisect_right(self.starts, row) - 1
-        value = self._group(number)[row - self.groups[number].start].as_py()
-        return value["bytes"] if isinstance(value, dict) else value
+        return self._group(number)[row - self.groups[number].start]
 
     def __getitem__(self, row: int) -> dict[str, Any]:
         from PIL import Image
