@@ -6,8 +6,10 @@ enters one way only: each time a real training image is drawn, with probability 
 synthetic image (made from that very real image, or of its class). So the head sees the same number of draws
 with or without synthetic data, and the baseline is the same run with p = 0.
 
-- `dafusion` (default, `synthset.train.fewshot_dafusion`): DA-Fusion's classifier as paper B ran it, the
-  protocol behind the numbers both papers report.
+- `dafusion` (default, `synthset.train.fewshot_dafusion`): DA-Fusion's classifier as DA-Fusion runs it, the
+  sound protocol.
+- `paper_b_code` (same module): that classifier with the three quirks of paper B's authors' fine_tune.py, the
+  code behind paper B's published few-shot numbers (docs/papers.md); for comparing with those only.
 - `fast` (`synthset.train.fewshot_fast`): cached eval-mode features and last-step top-1; quick, but not
   comparable with those tables.
 
@@ -161,7 +163,7 @@ class SyntheticSets:
             return None
         name = source.name.format(k=k, trial=trial) if source.name else None
         if name not in self._loaded:
-            self._loaded[name] = load_split(source.model_copy(update={"name": name}), "synthetic")
+            self._loaded[name] = load_split(source.model_copy(update={"name": name}), "synthetic", in_place=False)
         return self._loaded[name]
 
 

@@ -132,8 +132,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def run_fast(config: TrainConfig, accelerator) -> dict[str, Any] | None:
     """Every (k, trial) job of this rank, then (main process) the summary; None on other ranks."""
     spec, fingerprint = config.few_shot, config_fingerprint(config)
-    real = load_split(config.real, "real")
-    eval_split = load_split(config.eval, "eval")
+    real = load_split(config.real, "real", in_place=False)  # drawn at random: the memory-mapped Arrow cache
+    eval_split = load_split(config.eval, "eval", in_place=False)
     synthetic_for = SyntheticSets(config).get
     shots_table = read_real_shots(spec.real_shots) if spec.real_shots is not None else None
     jobs = [(k, trial) for k in spec.shots for trial in range(spec.trials)]

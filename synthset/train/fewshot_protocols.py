@@ -1,6 +1,6 @@
 """The few-shot protocol registry: `few_shot.protocol` -> the function that runs every (k, trial) job.
 
-Both protocols import the shared probe code of `synthset.train.fewshot`; this registry imports them, so it
+The protocols import the shared probe code of `synthset.train.fewshot`; this registry imports them, so it
 lives apart from that shared code (no import cycle). Each entry imports its protocol (torch) when called.
 """
 
@@ -27,7 +27,8 @@ def _fast() -> ProtocolRunner:
 
 
 # protocol name (TrainConfig's few_shot.protocol) -> a function returning the protocol's runner
-PROTOCOLS: dict[str, Callable[[], ProtocolRunner]] = {"dafusion": _dafusion, "fast": _fast}
+# paper_b_code is the dafusion runner with the authors' quirks switched on by the config (fewshot_dafusion)
+PROTOCOLS: dict[str, Callable[[], ProtocolRunner]] = {"dafusion": _dafusion, "paper_b_code": _dafusion, "fast": _fast}
 
 
 def run_few_shot(config: TrainConfig, accelerator: Any) -> dict[str, Any] | None:
