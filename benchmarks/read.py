@@ -119,9 +119,9 @@ def in_place_loader(dataset_dir: Path, config: str, seed: int, workers: int = WO
     """`load_split` of the built dataset and a DataLoader over one pass in the training sampler's order."""
     import torch
 
-    from synthset.train.config import DataSource
-    from synthset.train.data import load_split
-    from synthset.train.sampler import SYNTHETIC, RowGroupStream
+    from synthset.training.config import DataSource
+    from synthset.training.data import load_split
+    from synthset.training.sampler import SYNTHETIC, RowGroupStream
 
     split = load_split(DataSource(path=str(dataset_dir), name=config), "read")
     if split.row_groups is None:
@@ -178,7 +178,7 @@ def measure(ctx: Context) -> list[Row]:
     import torch
 
     from synthset.builders.assemble import build_dataset
-    from synthset.train.data import load_split  # noqa: F401 - the reader's imports before any clock starts
+    from synthset.training.data import load_split  # noqa: F401 - the reader's imports before any clock starts
 
     run_dir = ctx.runs.get("mp-1x2")
     if run_dir is None:  # row 3 did not run: make the data here

@@ -16,9 +16,9 @@ from synthset.classes.dafusion import dafusion_split
 from synthset.errors import SynthsetError
 from synthset.run.paths import RunDir
 from synthset.run.shots import write_shots
-from synthset.train.config import train_config_from_dict
-from synthset.train.fewshot import swap_with_synthetic
-from synthset.train.fewshot_dafusion import (
+from synthset.training.config import train_config_from_dict
+from synthset.training.fewshot import swap_with_synthetic
+from synthset.training.fewshot_dafusion import (
     best_epoch_summary,
     mean_per_class_accuracy,
     per_trial_best_summary,
@@ -26,7 +26,7 @@ from synthset.train.fewshot_dafusion import (
     trial_split,
     validation_items,
 )
-from synthset.train.run import run
+from synthset.training.run import run
 
 
 def dafusion_reference(class_sizes: list[int], seed: int, halves: bool, k: int) -> list[list[int]]:
@@ -122,9 +122,9 @@ def test_dafusion_probe_trains_on_the_trials_shots_and_scores_the_other_half(squ
 def test_batchnorm_adapts_while_the_backbone_stays_frozen(squares, tmp_path):  # noqa: F811
     from accelerate import Accelerator
 
-    from synthset.train.data import load_split
-    from synthset.train.fewshot_dafusion import Trial
-    from synthset.train.models import build_model
+    from synthset.training.data import load_split
+    from synthset.training.fewshot_dafusion import Trial
+    from synthset.training.models import build_model
 
     config = train_config_from_dict(_dafusion_config(squares, tmp_path, swap_probability=0.0), "x")
     real = load_split(config.real, "real")

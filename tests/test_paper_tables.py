@@ -13,7 +13,7 @@ from helpers import REPO
 from synthset.classes import load_class_set, select_classes
 from synthset.recipe import Recipe, load_recipe
 from synthset.run.published import PublishedConfig, published_configs
-from synthset.train.config import load_train_config
+from synthset.training.config import load_train_config
 
 IMAGENET_ROWS = 1000 * 1300
 LT_TRAIN_LIST_IMAGES = 115_846  # ImageNet_LT_train.txt of the ImageNet-LT release

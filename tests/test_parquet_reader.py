@@ -13,10 +13,10 @@ import pytest
 import torch
 from test_train_runs import _config, _state, one_cpu_thread, squares  # noqa: F401 - fixtures
 
-from synthset.train.config import DataSource, train_config_from_dict
-from synthset.train.data import load_split
-from synthset.train.parquet_rows import ParquetRows
-from synthset.train.sampler import REAL, SYNTHETIC, MixedBatchSampler, RowGroupStream
+from synthset.training.config import DataSource, train_config_from_dict
+from synthset.training.data import load_split
+from synthset.training.parquet_rows import ParquetRows
+from synthset.training.sampler import REAL, SYNTHETIC, MixedBatchSampler, RowGroupStream
 
 GROUPS = [37, 37, 37, 12, 50, 50, 3, 37, 40, 37]  # 340 rows over three files, uneven row groups
 
@@ -115,8 +115,8 @@ def test_local_parquet_is_read_in_place_without_a_cache(tmp_path: Path, monkeypa
 
 
 def test_training_resumes_mid_epoch_with_the_weights_of_an_uninterrupted_run(squares, tmp_path, monkeypatch):  # noqa: F811
-    import synthset.train.run as train_run
-    from synthset.train.run import run
+    import synthset.training.run as train_run
+    from synthset.training.run import run
 
     changes = {
         "model": {"name": "test_resnet", "kwargs": {"drop_path_rate": 0.1}},
@@ -162,7 +162,7 @@ def test_training_resumes_mid_epoch_with_the_weights_of_an_uninterrupted_run(squ
 
 def test_the_cards_configs_select_the_files(tmp_path: Path):
     """A synthset dataset's README lists each config's globs (one per band folder); only those files are read."""
-    from synthset.train.parquet_rows import parquet_files
+    from synthset.training.parquet_rows import parquet_files
 
     root = tmp_path / "dataset"
     for folder in ("lar/b0", "lar/b1", "naive/b0"):

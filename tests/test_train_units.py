@@ -15,8 +15,8 @@ import yaml
 
 from synthset.cli import build_parser, main
 from synthset.errors import SynthsetError
-from synthset.train.config import batch_composition, config_fingerprint, train_config_from_dict
-from synthset.train.dual_bn import (
+from synthset.training.config import batch_composition, config_fingerprint, train_config_from_dict
+from synthset.training.dual_bn import (
     DualBatchNorm,
     convert_to_dual_bn,
     domain,
@@ -25,12 +25,12 @@ from synthset.train.dual_bn import (
     prepare_aux_bn,
     to_single_bn,
 )
-from synthset.train.fewshot import swap_with_synthetic, synthetic_pool
-from synthset.train.fewshot_fast import kshot_indices, summarize
-from synthset.train.losses import BalancedSoftmaxLoss, balanced_softmax_loss, log_prior
-from synthset.train.metrics import ClassTally, accuracy_report, shot_buckets
-from synthset.train.ood import subset_indices
-from synthset.train.sampler import REAL, SYNTHETIC, MixedBatchSampler, default_steps_per_epoch, steps_per_epoch
+from synthset.training.fewshot import swap_with_synthetic, synthetic_pool
+from synthset.training.fewshot_fast import kshot_indices, summarize
+from synthset.training.losses import BalancedSoftmaxLoss, balanced_softmax_loss, log_prior
+from synthset.training.metrics import ClassTally, accuracy_report, shot_buckets
+from synthset.training.ood import subset_indices
+from synthset.training.sampler import REAL, SYNTHETIC, MixedBatchSampler, default_steps_per_epoch, steps_per_epoch
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -209,7 +209,7 @@ def test_half_real_half_synthetic_batches_compose_exactly():
 
 
 def test_weight_decay_skips_norm_and_bias_unless_asked():
-    from synthset.train.loop import make_optimizer
+    from synthset.training.loop import make_optimizer
 
     model = timm.create_model("test_resnet", num_classes=3)
     one_d = {id(p) for p in model.parameters() if p.ndim <= 1}

@@ -42,7 +42,7 @@ with their published numbers only (docs/papers.md). train.epoch: real (default),
 number of steps says what an epoch is. To train each (k, trial) on the very real images a synthset few-shot dataset
 was made from, add real_shots: {path: runs/X/dataset, config: coco_{k}shot_t{trial}}.
 The papers' own settings ship in configs/train/ (README: Reproduce the papers); --set KEY=VALUE changes
-one of them, e.g. --set synthetic.name=lar_cd. Every key is checked; see synthset/train/config.py.
+one of them, e.g. --set synthetic.name=lar_cd. Every key is checked; see synthset/training/config.py.
 """
 
 

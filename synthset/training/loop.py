@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from synthset.train.config import TrainSpec
-from synthset.train.data import ImageRows, LoadedSplit
-from synthset.train.dual_bn import mixed_batch
-from synthset.train.metrics import ClassTally
+from synthset.training.config import TrainSpec
+from synthset.training.data import ImageRows, LoadedSplit
+from synthset.training.dual_bn import mixed_batch
+from synthset.training.metrics import ClassTally
 
 POSTFIX_SECONDS = 2.0
 

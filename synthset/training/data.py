@@ -2,7 +2,7 @@
 
 A split is named the way a user names it anywhere else (a local directory or a Hub id, a config, a
 revision, a split). A local split stored as Parquet (a synthset dataset, any `datasets` Parquet directory)
-is read in place (`synthset.train.parquet_rows`: no Arrow cache, no second copy on disk); anything else
+is read in place (`synthset.training.parquet_rows`: no Arrow cache, no second copy on disk); anything else
 (a Hub id, an image folder, a split relabelled by `classes` or `label_from`) goes through
 `datasets.load_dataset`. Only the image and label columns are kept. The labels are read once as one
 column (never by decoding rows): they give class frequencies, few-shot draws and shot buckets without
@@ -21,8 +21,8 @@ import torch
 from torchvision.transforms import v2
 
 from synthset.errors import SynthsetError
-from synthset.train.config import DataSource
-from synthset.train.sampler import SYNTHETIC, Item
+from synthset.training.config import DataSource
+from synthset.training.sampler import SYNTHETIC, Item
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class LoadedSplit:
     @property
     def row_groups(self) -> list[int] | None:
         """Row counts of the row groups the split is read by (in file order), None for a `datasets` split."""
-        from synthset.train.parquet_rows import ParquetRows
+        from synthset.training.parquet_rows import ParquetRows
 
         return self.dataset.group_sizes if isinstance(self.dataset, ParquetRows) else None
 
@@ -94,7 +94,13 @@ def load_parquet_split(source: DataSource, field: str, directory: Path) -> Loade
     """A local Parquet split read in place (see the module docstring), or None when it is not one."""
     import datasets
 
-    from synthset.train.parquet_rows import ParquetRows, index_row_groups, parquet_files, read_column, schema_features
+    from synthset.training.parquet_rows import (
+        ParquetRows,
+        index_row_groups,
+        parquet_files,
+        read_column,
+        schema_features,
+    )
 
     if source.classes is not None or source.label_from is not None:
         return None

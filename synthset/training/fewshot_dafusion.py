@@ -51,9 +51,9 @@ from tqdm.auto import tqdm
 from synthset.classes.dafusion import ClassSplit, dafusion_split
 from synthset.errors import SynthsetError
 from synthset.fsutil import write_text_atomic
-from synthset.train.config import TrainConfig, config_fingerprint
-from synthset.train.data import LoadedSplit, MixedRows, label_space, load_split
-from synthset.train.fewshot import (
+from synthset.training.config import TrainConfig, config_fingerprint
+from synthset.training.data import LoadedSplit, MixedRows, label_space, load_split
+from synthset.training.fewshot import (
     SyntheticSets,
     job_path,
     parse_real_id,
@@ -64,8 +64,8 @@ from synthset.train.fewshot import (
     swap_with_synthetic,
     synthetic_pool,
 )
-from synthset.train.models import build_model
-from synthset.train.sampler import REAL, SYNTHETIC, Item
+from synthset.training.models import build_model
+from synthset.training.sampler import REAL, SYNTHETIC, Item
 
 logger = logging.getLogger(__name__)
 

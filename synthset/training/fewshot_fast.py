@@ -21,9 +21,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from synthset.fsutil import write_text_atomic
-from synthset.train.config import FewShotSpec, TrainConfig, config_fingerprint
-from synthset.train.data import ImageRows, ImageSettings, LoadedSplit, eval_transform, label_space, load_split
-from synthset.train.fewshot import (
+from synthset.training.config import FewShotSpec, TrainConfig, config_fingerprint
+from synthset.training.data import ImageRows, ImageSettings, LoadedSplit, eval_transform, label_space, load_split
+from synthset.training.fewshot import (
     SyntheticSets,
     by_class,
     job_path,
@@ -34,8 +34,8 @@ from synthset.train.fewshot import (
     swap_with_synthetic,
     synthetic_pool,
 )
-from synthset.train.metrics import ClassTally, accuracy_report
-from synthset.train.models import build_model
+from synthset.training.metrics import ClassTally, accuracy_report
+from synthset.training.models import build_model
 
 logger = logging.getLogger(__name__)
 

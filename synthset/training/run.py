@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from synthset.errors import SynthsetError
-from synthset.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from synthset.train.config import OODSource, TrainConfig, batch_composition, config_fingerprint
-from synthset.train.data import (
+from synthset.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from synthset.training.config import OODSource, TrainConfig, batch_composition, config_fingerprint
+from synthset.training.data import (
     ImageSettings,
     LoadedSplit,
     MixedRows,
@@ -33,15 +33,15 @@ from synthset.train.data import (
     load_split,
     train_transform,
 )
-from synthset.train.dual_bn import prepare_aux_bn
-from synthset.train.fewshot_protocols import run_few_shot
-from synthset.train.loop import epoch_seed, evaluate, make_optimizer, make_scheduler, step_seed, train_epoch
-from synthset.train.losses import BalancedSoftmaxLoss
-from synthset.train.metrics import accuracy_report, class_counts
-from synthset.train.models import build_model, export_weights
-from synthset.train.ood import subset_indices
-from synthset.train.results import write_results
-from synthset.train.sampler import MixedBatchSampler, steps_per_epoch
+from synthset.training.dual_bn import prepare_aux_bn
+from synthset.training.fewshot_protocols import run_few_shot
+from synthset.training.loop import epoch_seed, evaluate, make_optimizer, make_scheduler, step_seed, train_epoch
+from synthset.training.losses import BalancedSoftmaxLoss
+from synthset.training.metrics import accuracy_report, class_counts
+from synthset.training.models import build_model, export_weights
+from synthset.training.ood import subset_indices
+from synthset.training.results import write_results
+from synthset.training.sampler import MixedBatchSampler, steps_per_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def run_log(output_dir: Path, main_process: bool) -> Iterator[None]:
     Other processes keep only their warnings, so N processes do not print every line N times.
     """
     if not main_process:
-        harness = logging.getLogger("synthset.train")
+        harness = logging.getLogger("synthset.training")
         level = harness.level
         harness.setLevel(logging.WARNING)
         try:
