@@ -302,12 +302,12 @@ def test_paper_b_code_validation_draws_swap_for_their_class():
     synthetic = np.array([i.source == 1 for i in items])
     assert swapped == synthetic.sum() and synthetic[labels[positions] < 3].mean() == pytest.approx(0.5, abs=0.02)
     assert not synthetic[labels[positions] == 3].any(), "a class without synthetic images is never swapped"
-    assert all(i.index // 100 == labels[p] for i, p in zip(items, positions, strict=True) if i.source == 1)
-    assert [i.index for i in items if i.source == 0] == positions[~synthetic].tolist()
+    assert all(i.row // 100 == labels[p] for i, p in zip(items, positions, strict=True) if i.source == 1)
+    assert [i.row for i in items if i.source == 0] == positions[~synthetic].tolist()
     # dafusion (no pool) and p = 0 keep every draw real, in order.
     for no_swap in (validation_items(labels, positions, {}, 0.5, np.random.default_rng(2)),
                     validation_items(labels, positions, pool, 0.0, np.random.default_rng(2))):  # fmt: skip
-        assert [i.index for i in no_swap[0]] == positions.tolist() and no_swap[1] == 0
+        assert [i.row for i in no_swap[0]] == positions.tolist() and no_swap[1] == 0
 
 
 def test_paper_b_code_every_trial_uses_the_seed_0_shots():

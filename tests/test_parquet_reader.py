@@ -93,7 +93,7 @@ def test_a_resumed_epoch_draws_the_same_batches(world: int):
         whole = list(sampler(rank))
         assert len(whole) == 12 and list(sampler(rank, 7)) == whole[7:]
         assert len(sampler(rank, 7)) == 5
-    rows = [i.index for rank in range(world) for b in sampler(rank) for i in b if i.source == SYNTHETIC]
+    rows = [i.row for rank in range(world) for b in sampler(rank) for i in b if i.source == SYNTHETIC]
     assert len(set(rows)) == len(rows) == 12 * 8 * world, "ranks draw disjoint synthetic rows within a pass"
 
 

@@ -136,7 +136,7 @@ def test_batches_from_the_loader_are_half_real_half_synthetic(squares):
     for batch_items, (images, labels, is_synthetic) in zip(sampler, loader, strict=True):
         assert images.shape == (16, 3, 32, 32)
         assert is_synthetic.tolist() == [False] * 8 + [True] * 8
-        expected = [(real if item.source == 0 else synthetic).labels[item.index] for item in batch_items]
+        expected = [(real if item.source == 0 else synthetic).labels[item.row] for item in batch_items]
         assert labels.tolist() == expected
 
 

@@ -195,8 +195,8 @@ def test_half_real_half_synthetic_batches_compose_exactly():
     assert len(batches) == len(sampler) == steps
     for batch in batches:
         assert [item.source for item in batch] == [REAL] * 4 + [SYNTHETIC] * 4
-    real_seen = [i.index for b in batches for i in b if i.source == REAL]
-    synthetic_seen = [i.index for b in batches for i in b if i.source == SYNTHETIC]
+    real_seen = [i.row for b in batches for i in b if i.source == REAL]
+    synthetic_seen = [i.row for b in batches for i in b if i.source == SYNTHETIC]
     assert sorted(synthetic_seen[:synthetic_n]) == list(range(synthetic_n)), "a pass is a permutation"
     assert sorted(real_seen[:real_n]) == list(range(real_n))
     assert len(set(real_seen[real_n:])) == len(real_seen) - real_n, "the second pass repeats no row"
@@ -242,7 +242,7 @@ def test_epoch_length_is_the_configured_pass_or_step_count():
 def test_sampler_ranks_draw_disjoint_rows_and_real_only_baseline():
     per_rank = [list(MixedBatchSampler(40, 40, 2, 2, 10, epoch=0, seed=0, rank=r, world_size=2)) for r in range(2)]
     for source in (REAL, SYNTHETIC):
-        rows = [i.index for sampler in per_rank for b in sampler for i in b if i.source == source]
+        rows = [i.row for sampler in per_rank for b in sampler for i in b if i.source == source]
         assert sorted(rows) == list(range(40)), "two ranks together see each row once per pass"
     baseline = list(MixedBatchSampler(40, 0, 8, 0, 5, epoch=0, seed=0))
     assert all(item.source == REAL for b in baseline for item in b) and all(len(b) == 8 for b in baseline)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -339,10 +339,17 @@ class TrainConfig(Strict):
         wanted = self.train.dual_bn if self.train.dual_bn is not None else self.mode == "aux_bn"
         return wanted and 0.0 < self.train.synthetic_fraction < 1.0
 
+    @property
+    def eval_source(self) -> DataSource:
+        """`eval`, which every run scores against but few_shot.halves (`_check_consistency` requires it there)."""
+        if self.eval is None:
+            raise RecipeError("eval: missing: give the real evaluation split")
+        return self.eval
+
 
 # Fields that change what is trained; the rest (workers, eval batch size, OOD splits, where the output goes)
 # may change between a killed run and its resumption.
-_OPERATIONAL = {
+_OPERATIONAL: Mapping[str, bool | set[str]] = {
     "output_dir": True,
     "ood": True,
     "eval": True,
@@ -374,7 +381,7 @@ def _check_epoch(epoch: str | int | None, real: int, synthetic: int, fail: Calla
 def _check_consistency(config: TrainConfig, source: str) -> None:
     """Cross-field rules, each reported as `<file>: <key>: <problem>`."""
 
-    def fail(key: str, message: str) -> None:
+    def fail(key: str, message: str) -> NoReturn:
         raise RecipeError(f"{source}: {key}: {message}")
 
     def check_placeholders(key: str, name: str) -> None:
@@ -401,9 +408,10 @@ def _check_consistency(config: TrainConfig, source: str) -> None:
             check_placeholders("synthetic.name", synthetic_name)
         shots = config.few_shot.real_shots
         if shots is not None:
-            if not (shots.config or synthetic_name):
+            shots_config = shots.config or synthetic_name
+            if not shots_config:
                 fail("few_shot.real_shots.config", "missing: name the few-shot config (e.g. caltech101_{k}shot)")
-            check_placeholders("few_shot.real_shots.config", shots.config or synthetic_name)
+            check_placeholders("few_shot.real_shots.config", shots_config)
         if not (config.model.pretrained or config.model.weights):
             fail("model", "few_shot probes a frozen pretrained backbone: set model.pretrained: true or model.weights")
     else:

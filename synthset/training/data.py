@@ -179,6 +179,7 @@ def _relabelled(source: DataSource, field: str, dataset: Any, first_cond: list[s
     from synthset.classes import load_class_set
     from synthset.classes.labeling import labels_by_name, largest_object_labels
 
+    assert source.classes is not None, "DataSource._label_from_needs_classes requires classes with label_from"
     try:
         classes = load_class_set(source.classes)
     except SynthsetError as error:
@@ -213,24 +214,23 @@ def label_space(splits: list[LoadedSplit]) -> tuple[int, list[str] | None]:
     Names may differ in spelling between sources (synthset's "tench" vs the Hub's "tench, Tinca tinca"),
     so only the class count must agree; differing first names are logged, since they hint at another order.
     """
-    named = [s for s in splits if s.class_names is not None]
+    names: list[str] | None
+    named = [(s, s.class_names) for s in splits if s.class_names is not None]
     if named:
-        first = named[0]
-        for other in named[1:]:
-            if other.num_classes != first.num_classes:
+        first, first_names = named[0]
+        for other, other_names in named[1:]:
+            if len(other_names) != len(first_names):
                 raise SynthsetError(
-                    f"{other.field}.label_column: {other.num_classes} classes, but {first.field} has "
-                    f"{first.num_classes}; both must use one label space"
+                    f"{other.field}.label_column: {len(other_names)} classes, but {first.field} has "
+                    f"{len(first_names)}; both must use one label space"
                 )
-            differ = sum(
-                _short_name(a) != _short_name(b) for a, b in zip(first.class_names, other.class_names, strict=True)
-            )
+            differ = sum(_short_name(a) != _short_name(b) for a, b in zip(first_names, other_names, strict=True))
             if differ:
                 logger.warning(
                     "%d of %d class names differ between %s and %s (label order is assumed to be the same)",
-                    differ, first.num_classes, first.field, other.field,
+                    differ, len(first_names), first.field, other.field,
                 )  # fmt: skip
-        num_classes, names = first.num_classes, first.class_names
+        num_classes, names = len(first_names), first_names
     else:
         num_classes, names = int(max(int(s.labels.max()) for s in splits)) + 1, None
     for split in splits:
@@ -339,8 +339,9 @@ class MixedRows(torch.utils.data.Dataset):
 
     def __getitem__(self, item: Item) -> tuple[torch.Tensor, int, bool]:
         split = self.sources[item.source]
-        row = split.dataset[item.index]
+        assert split is not None, f"the sampler drew from source {item.source}, which was not given to MixedRows"
+        row = split.dataset[item.row]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(item.seed)
             image = self.transform(_rgb(row[split.source.image_column]))
-        return image, int(split.labels[item.index]), item.source == SYNTHETIC
+        return image, int(split.labels[item.row]), item.source == SYNTHETIC

@@ -168,6 +168,8 @@ class SyntheticSets:
 
 
 def real_shots_config(config: TrainConfig, k: int, trial: int) -> str:
-    spec = config.few_shot
-    name = spec.real_shots.config or config.synthetic.name  # type: ignore[union-attr]
+    shots = config.few_shot.real_shots
+    assert shots is not None, "called only for a few_shot.real_shots run"
+    name = shots.config or (config.synthetic.name if config.synthetic is not None else None)
+    assert name, "_check_consistency requires few_shot.real_shots.config or synthetic.name"
     return name.format(k=k, trial=trial)

@@ -220,6 +220,8 @@ class Trial:
         self.accelerator, self.backbone, self.num_classes = accelerator, backbone, num_classes
         self.k, self.trial = k, trial
         self.rng = np.random.default_rng([config.seed, 7, k, trial])
+        assert self.spec.input_size is not None, "FewShotSpec.input_size defaults to 256 for the epoch-based protocols"
+        self.input_size: int = self.spec.input_size
 
     def draw_epoch(
         self, shots: np.ndarray, keys: np.ndarray, pool: dict[int, np.ndarray]
@@ -250,7 +252,7 @@ class Trial:
         synthetic, pool = swap
         items, swapped = validation_items(eval_split.labels, positions, pool, spec.swap_probability, rng)
         loader = torch.utils.data.DataLoader(
-            MixedRows(eval_split, synthetic, eval_transform(spec.input_size)),
+            MixedRows(eval_split, synthetic, eval_transform(self.input_size)),
             batch_sampler=[items[i : i + spec.batch_size] for i in range(0, len(items), spec.batch_size)],
             num_workers=spec.num_workers,
         )
@@ -278,14 +280,15 @@ class Trial:
         """The trial's per-epoch validation accuracy, and the swapped share of training and validation draws."""
         spec, accelerator = self.spec, self.accelerator
         generator = torch.Generator().manual_seed(int(self.rng.integers(0, 2**62)))
-        head = nn.Linear(self.backbone.num_features, self.num_classes)
+        # timm models hold num_features as an int; torch types every nn.Module attribute as Tensor | Module
+        head = nn.Linear(self.backbone.num_features, self.num_classes)  # type: ignore[arg-type]
         with torch.no_grad():  # nn.Linear's own initialisation, from the trial's generator
             bound = 1 / head.in_features**0.5
             head.weight.copy_(torch.empty_like(head.weight).uniform_(-bound, bound, generator=generator))
             head.bias.copy_(torch.empty_like(head.bias).uniform_(-bound, bound, generator=generator))
         head = head.to(accelerator.device)
         optimizer = torch.optim.Adam(head.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-        rows = MixedRows(real, synthetic, train_transform(spec.input_size))
+        rows = MixedRows(real, synthetic, train_transform(self.input_size))
         curve, swapped_total, eval_swapped, eval_drawn = [], 0, 0, 0
         swap: EvalSwap = (synthetic, pool if self.spec.protocol == "paper_b_code" else {})
         for epoch in range(spec.epochs):
@@ -313,7 +316,7 @@ def run_dafusion(config: TrainConfig, accelerator) -> dict[str, Any] | None:
     """Every (k, trial) job of this rank, then (main process) the best-epoch summary; None on other ranks."""
     spec, fingerprint = config.few_shot, config_fingerprint(config)
     real = load_split(config.real, "real", in_place=False)  # drawn at random: the memory-mapped Arrow cache
-    eval_split = real if spec.halves else load_split(config.eval, "eval", in_place=False)  # type: ignore[arg-type]
+    eval_split = real if spec.halves else load_split(config.eval_source, "eval", in_place=False)
     synthetic_sets = SyntheticSets(config)
     shots_table = read_real_shots(spec.real_shots) if spec.real_shots is not None else None
     jobs = [(k, trial) for k in spec.shots for trial in range(spec.trials)]
@@ -392,7 +395,7 @@ def run_dafusion(config: TrainConfig, accelerator) -> dict[str, Any] | None:
         "data": {
             "real": {"source": config.real.describe(), "images": len(real)},
             "synthetic": {"source": config.synthetic.describe()} if config.synthetic else None,
-            "eval": {"source": "second half of real" if spec.halves else config.eval.describe()},  # type: ignore[union-attr]
+            "eval": {"source": "second half of real" if spec.halves else config.eval_source.describe()},
             "real_shots": str(spec.real_shots.path) if spec.real_shots else None,
         },
         "few_shot": summarize([r for r in records if r is not None]),

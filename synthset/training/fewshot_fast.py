@@ -70,12 +70,12 @@ def train_linear_head(
     head = head.to(real_features.device)
     optimizer = torch.optim.Adam(head.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     targets_all = torch.as_tensor(real_labels, device=real_features.device)
-    use_synthetic = synthetic_features is not None and spec.swap_probability > 0
+    use_synthetic = spec.swap_probability > 0
     swapped_total = 0
     for _ in range(spec.fast_steps):
         positions = rng.integers(0, len(real_labels), spec.batch_size)
         x = real_features[positions]
-        if use_synthetic:
+        if synthetic_features is not None and use_synthetic:
             swapped, rows = swap_with_synthetic(real_labels[positions], pool, spec.swap_probability, rng)
             if swapped.any():
                 x = x.clone()
@@ -133,7 +133,7 @@ def run_fast(config: TrainConfig, accelerator) -> dict[str, Any] | None:
     """Every (k, trial) job of this rank, then (main process) the summary; None on other ranks."""
     spec, fingerprint = config.few_shot, config_fingerprint(config)
     real = load_split(config.real, "real", in_place=False)  # drawn at random: the memory-mapped Arrow cache
-    eval_split = load_split(config.eval, "eval", in_place=False)
+    eval_split = load_split(config.eval_source, "eval", in_place=False)
     synthetic_for = SyntheticSets(config).get
     shots_table = read_real_shots(spec.real_shots) if spec.real_shots is not None else None
     jobs = [(k, trial) for k in spec.shots for trial in range(spec.trials)]
@@ -153,7 +153,8 @@ def run_fast(config: TrainConfig, accelerator) -> dict[str, Any] | None:
             chosen = recorded_shot_rows(shots_table, real_shots_config(config, k, trial), k, real)
         real_features = cache.get(real, chosen, desc=f"features real k={k}")
         synthetic = synthetic_for(k, trial)
-        synthetic_features, pool = None, {}
+        synthetic_features: torch.Tensor | None = None
+        pool: dict[int, np.ndarray] = {}
         if synthetic is not None:
             label_space([real, synthetic])
             pool_rows = synthetic_pool(synthetic.labels, spec.synthetic_per_class, config.seed, trial)
@@ -205,7 +206,7 @@ def run_fast(config: TrainConfig, accelerator) -> dict[str, Any] | None:
         "data": {
             "real": {"source": config.real.describe(), "images": len(real)},
             "synthetic": {"source": config.synthetic.describe()} if config.synthetic else None,
-            "eval": {"source": config.eval.describe(), "images": len(eval_split)},  # type: ignore[union-attr]
+            "eval": {"source": eval_split.source.describe(), "images": len(eval_split)},
             "real_shots": str(spec.real_shots.path) if spec.real_shots else None,
         },
         "few_shot": summarize([r for r in records if r is not None]),

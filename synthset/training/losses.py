@@ -30,6 +30,8 @@ def balanced_softmax_loss(
 class BalancedSoftmaxLoss(nn.Module):
     """`balanced_softmax_loss` with the prior held as a buffer, so it follows the model to its device."""
 
+    log_prior: torch.Tensor  # registered as a buffer in __init__
+
     def __init__(self, class_counts: torch.Tensor, label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.register_buffer("log_prior", log_prior(class_counts))

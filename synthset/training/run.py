@@ -147,7 +147,7 @@ def load_supervised_data(config: TrainConfig) -> SupervisedData:
     real = load_split(config.real, "real")
     fraction = config.train.synthetic_fraction
     synthetic = load_split(config.synthetic, "synthetic") if config.synthetic and fraction else None
-    eval_split = load_split(config.eval, "eval")
+    eval_split = load_split(config.eval_source, "eval")
     num_classes, _ = label_space([s for s in (real, synthetic, eval_split) if s is not None])
     ood = [load_ood_split(source, i, num_classes) for i, source in enumerate(config.ood)]  # fail before training
     return SupervisedData(real, synthetic, eval_split, ood, num_classes, class_counts(real.labels, num_classes))
@@ -348,10 +348,10 @@ def run_supervised(config: TrainConfig, accelerator, stop_after_epoch: int | Non
         ood=ood,
         data={
             "real": {"source": config.real.describe(), "images": len(data.real)},
-            "synthetic": {"source": config.synthetic.describe(), "images": len(data.synthetic)}
+            "synthetic": {"source": data.synthetic.source.describe(), "images": len(data.synthetic)}
             if data.synthetic
             else None,
-            "eval": {"source": config.eval.describe(), "images": len(data.eval)},
+            "eval": {"source": data.eval.source.describe(), "images": len(data.eval)},
         },
         seconds=time.monotonic() - started,
     )

@@ -37,7 +37,7 @@ class Item(NamedTuple):
     """One row of a batch: which source, which row of it, and the seed for its augmentation."""
 
     source: int
-    index: int
+    row: int
     seed: int
 
 
