@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from synthset.errors import SynthsetError, first_line
 
 if TYPE_CHECKING:
+    import datasets
     from PIL.Image import Image
 
     from synthset.classes import ClassInfo
@@ -42,7 +43,7 @@ class RealImageSource:
 
     spec: RealImagesSpec
     ids_by_label: dict[int, list[str]]
-    _dataset: object | None = None
+    _dataset: datasets.Dataset | None = None  # a dataset source's rows; None for a folder
     decode_failures: int = 0
     _failed_ids: set[str] = field(default_factory=set)
 
@@ -61,16 +62,20 @@ class RealImageSource:
         if self.spec.folder is not None:
             return Path(image_id).name
         if self._file_names is None:
-            column = self._dataset.with_format("arrow")[self.spec.image_column]  # type: ignore[union-attr]
+            column = self._rows().with_format("arrow")[self.spec.image_column]
             paths = column.combine_chunks().field("path") if hasattr(column, "combine_chunks") else column.field("path")
             self._file_names = [Path(p).name if p else None for p in paths.to_pylist()]
         return self._file_names[int(image_id.rsplit(":", 1)[1])]
+
+    def _rows(self) -> datasets.Dataset:
+        assert self._dataset is not None, "_from_dataset gives every dataset source (no folder) its rows"
+        return self._dataset
 
     def _read_bytes(self, image_id: str) -> bytes:
         if self.spec.folder is not None:
             return (Path(self.spec.folder) / image_id).read_bytes()
         row = int(image_id.rsplit(":", 1)[1])
-        value = self._dataset[row][self.spec.image_column]  # type: ignore[index]
+        value = self._rows()[row][self.spec.image_column]
         if value.get("bytes") is not None:
             return value["bytes"]
         return Path(value["path"]).read_bytes()
@@ -92,7 +97,7 @@ class RealImageSource:
 
     def images_for(self, label: int, limit: int) -> list[RealImage]:
         """Up to `limit` decodable images of the class, in the source's order (deterministic)."""
-        images = []
+        images: list[RealImage] = []
         for image_id in self.ids_for(label):
             if len(images) == limit:
                 break
@@ -109,7 +114,8 @@ def _class_keys(info: ClassInfo) -> list[str]:
 def _from_folder(spec: RealImagesSpec, classes: list[ClassInfo]) -> RealImageSource:
     from synthset.classes import normalized_name
 
-    root = Path(spec.folder)  # type: ignore[arg-type]
+    assert spec.folder is not None, "open_real_images reads a folder source only when RealImagesSpec.folder is set"
+    root = Path(spec.folder)
     if not root.is_dir():
         raise SynthsetError(f"real_images.folder: no such directory {str(root)!r}")
     folders = {p.name: p for p in sorted(root.iterdir()) if p.is_dir()}
@@ -129,6 +135,7 @@ def _from_folder(spec: RealImagesSpec, classes: list[ClassInfo]) -> RealImageSou
 def _from_dataset(spec: RealImagesSpec, classes: list[ClassInfo]) -> RealImageSource:
     import datasets
 
+    assert spec.dataset is not None, "RealImagesSpec._exactly_one_source gives a dataset when there is no folder"
     try:
         if Path(spec.dataset).is_dir() and (Path(spec.dataset) / "dataset_info.json").is_file():
             dataset = datasets.load_from_disk(spec.dataset)

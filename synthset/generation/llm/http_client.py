@@ -64,7 +64,7 @@ class EndpointClient:
         self.timeout = timeout
         self.display = display_url(self.base_url)
         hostname = urllib.parse.urlsplit(self.base_url).hostname or ""
-        proxies = {} if hostname in _LOOPBACK_HOSTS or hostname.startswith("127.") else None
+        proxies: dict[str, str] | None = {} if hostname in _LOOPBACK_HOSTS or hostname.startswith("127.") else None
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
 
     @property

@@ -215,10 +215,8 @@ class OpenAIBackend:
                 future.cancel()
 
     def complete(self, requests: list[LLMRequest]) -> list[str]:
-        outputs: list[str | None] = [None] * len(requests)
-        for index, text, _ in self.stream(requests):
-            outputs[index] = text
-        return outputs  # type: ignore[return-value]  # every index is yielded exactly once
+        texts = {index: text for index, text, _ in self.stream(requests)}  # every index is yielded exactly once
+        return [texts[index] for index in range(len(requests))]
 
     def models(self) -> list[str]:
         """The model ids a server lists at `GET {base_url}/models` (to check a recipe's model name)."""

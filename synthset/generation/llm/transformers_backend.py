@@ -147,10 +147,8 @@ class TransformersBackend:
         return prompt
 
     def complete(self, requests: list[LLMRequest]) -> list[str]:
-        outputs: list[str | None] = [None] * len(requests)
-        for index, text in self.stream(requests):
-            outputs[index] = text
-        return outputs  # type: ignore[return-value]  # every index is yielded exactly once
+        texts = dict(self.stream(requests))  # every index is yielded exactly once
+        return [texts[index] for index in range(len(requests))]
 
     def stream(self, requests: list[LLMRequest]) -> Iterator[tuple[int, str]]:
         """`(index, output)` per request, one `batch_size` batch at a time (shortest prompts first)."""
