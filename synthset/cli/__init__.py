@@ -19,6 +19,7 @@ from synthset.cli import (
     build,
     card,
     clean,
+    demo,
     generate,
     plan,
     push,
@@ -49,6 +50,7 @@ COMMANDS: dict[str, ModuleType] = {
     "clean": clean,
     "schema": schema,
     "tiny-models": tiny_models,
+    "demo": demo,
 }
 
 # A full disk, a quota, a file size limit, a read-only or forbidden path: the user's to fix, in one line.
