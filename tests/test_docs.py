@@ -114,7 +114,7 @@ def synthset_commands(code: str) -> list[list[str]]:
     """The argument lists of every `synthset ...`, `python -m synthset ...` or `... -m synthset ...` line."""
     code = HEREDOC.sub("", code).replace("\\\n", " ")
     commands = []
-    for line in code.splitlines():
+    for line in re.split(r"\n|&&|;", code):
         words = shlex.split(line, comments=True)
         if words[:1] == ["synthset"]:
             commands.append(words[1:])
@@ -134,7 +134,6 @@ def test_marked_block_is_checked(block: Block, tmp_path: Path, monkeypatch: pyte
     monkeypatch.chdir(tmp_path)
     for name, text in HEREDOC.findall(block.code):
         (tmp_path / name).write_text(text, encoding="utf-8")
-    (tmp_path / "foxes.txt").write_text("red fox\narctic fox\nfennec fox\n", encoding="utf-8")
     for argv in synthset_commands(block.code):
         build_parser().parse_args(argv)  # exits 2 (SystemExit) on an unknown command or option
     for word in set(re.findall(r"[\w./-]+\.yaml", block.code)):
