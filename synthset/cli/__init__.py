@@ -70,6 +70,8 @@ in the run directory <output_dir>/<name>/ that the recipe names:
   synthset review runs/demo                review.html: every class's images, the gate's rejects, to look at
   synthset push runs/demo --repo org/name --tag v1.0
                                            a new version on the Hub, tagged; `synthset verify` checks it
+
+`synthset demo` runs them all on tiny offline models, from recipes shipped in the package.
 """
 
 
