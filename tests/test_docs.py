@@ -1,13 +1,14 @@
 """Every shell and Python example in the README and the docs runs here, or says why it cannot and is checked.
 
-A fenced block is runnable unless its info string has a `title="needs ..."` or `title="in a clone"`
-(mkdocs-material shows the title above the block, so a reader sees it too). Runnable blocks run in order,
-page after page, in one scratch directory (the README and Getting started run `synthset demo --quick` first),
-offline on the tiny models. A marked block cannot run here (a GPU, real data, the Hub, the repository's
-Makefile), so it is checked instead: every `synthset` command in it parses, every recipe it names or writes
-passes `synthset plan --check` with tiny stand-ins for its model and data, every training config it names
-loads, and every `make` target it runs exists. YAML blocks are recipe fragments: merged into a minimal recipe,
-they must validate.
+A fenced block is runnable unless its info string has a title (mkdocs-material shows it above the block, so a
+reader sees it too) that marks it: `title="needs ..."` or `title="in a clone"` for what cannot run here (a GPU,
+real data, the Hub, the repository's Makefile), `title="from synthset/..."` for a quotation of a source file.
+Runnable blocks run in order, page after page, in one scratch directory (the README and Getting started run
+`synthset demo --quick` first), offline on the tiny models. A marked block is checked instead: every
+`synthset` command in it parses, every recipe it names or writes passes `synthset plan --check` with tiny
+stand-ins for its model and data, every training config it names loads, and every `make` target it runs
+exists. A quotation's strings and dotted names must still be in its file. YAML blocks are recipe fragments:
+merged into a minimal recipe, they must validate.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ PAGES = FIRST_PAGES + sorted(
 )
 SHELL, PYTHON = {"bash", "sh", "shell", "console"}, {"python", "py"}
 MARKS = ("needs ", "in a clone")
+EXCERPT = "from "  # title="from synthset/x.py": a quotation of that file, whose names and strings it must still hold
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 HEREDOC = re.compile(r"cat > (\S+) <<'EOF'\n(.*?)^EOF$", re.MULTILINE | re.DOTALL)
 MINIMAL_RECIPE = {
@@ -73,7 +75,8 @@ def blocks(page: str) -> list[Block]:
 
 
 ALL = [block for page in PAGES for block in blocks(page)]
-RUNNABLE = [b for b in ALL if not b.marked and b.language in SHELL | PYTHON]
+EXCERPTS = [b for b in ALL if b.title.startswith(EXCERPT)]
+RUNNABLE = [b for b in ALL if not b.marked and b.language in SHELL | PYTHON and b not in EXCERPTS]
 MARKED = [b for b in ALL if b.marked and b.language in SHELL | PYTHON]
 FRAGMENTS = [b for b in ALL if b.language == "yaml"]
 
@@ -145,6 +148,15 @@ def test_marked_block_is_checked(block: Block, tmp_path: Path, monkeypatch: pyte
     targets = set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(encoding="utf-8"), re.MULTILINE))
     for target in re.findall(r"\bmake ([\w-]+)", block.code):
         assert target in targets, f"{block}: no make target {target!r}"
+
+
+@pytest.mark.parametrize("block", EXCERPTS, ids=str)
+def test_excerpt_is_still_in_its_source(block: Block):
+    """An excerpt may be abridged or commented, but every string and dotted name it shows is in the file."""
+    source = (REPO / block.title.removeprefix(EXCERPT)).read_text(encoding="utf-8")
+    code = "\n".join(line.split("  #")[0] for line in block.code.splitlines() if not line.startswith("#"))
+    names = re.findall(r'"[^"]*"|\b\w+\.\w+\b', code)
+    assert names and not [name for name in names if name not in source], f"{block}: {block.title} changed"
 
 
 @pytest.mark.parametrize("block", FRAGMENTS, ids=str)
