@@ -26,7 +26,7 @@ import yaml
 from helpers import REPO
 from recipe_stand_ins import stand_in
 
-from synthset.cli import build_parser
+from synthset.cli import build_parser, main
 from synthset.generation.check import check_recipe
 from synthset.recipe import Recipe, load_recipe, recipe_from_dict
 from synthset.train.config import load_train_config
@@ -41,6 +41,8 @@ MARKS = ("needs ", "in a clone")
 EXCERPT = "from "  # title="from synthset/x.py": a quotation of that file, whose names and strings it must still hold
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 HEREDOC = re.compile(r"cat > (\S+) <<'EOF'\n(.*?)^EOF$", re.MULTILINE | re.DOTALL)
+# Commands a marked block may run here as they are: they only write small files (a recipe).
+WRITES_FILES_ONLY = {"new"}
 MINIMAL_RECIPE = {
     "name": "fragment",
     "configs": [{"name": "naive", "images_per_class": 1}],
@@ -139,6 +141,8 @@ def test_marked_block_is_checked(block: Block, tmp_path: Path, monkeypatch: pyte
         (tmp_path / name).write_text(text, encoding="utf-8")
     for argv in synthset_commands(block.code):
         build_parser().parse_args(argv)  # exits 2 (SystemExit) on an unknown command or option
+        if argv[0] in WRITES_FILES_ONLY:  # cheap and local (`synthset new` writes a recipe): run it
+            assert main(argv) == 0, f"{block}: synthset {shlex.join(argv)}"
     for word in set(re.findall(r"[\w./-]+\.yaml", block.code)):
         path = tmp_path / word if (tmp_path / word).exists() else REPO / word
         if "configs/train/" in word:
