@@ -145,9 +145,10 @@ def test_marked_block_is_checked(block: Block, tmp_path: Path, monkeypatch: pyte
             assert main(argv) == 0, f"{block}: synthset {shlex.join(argv)}"
     for word in set(re.findall(r"[\w./-]+\.yaml", block.code)):
         path = tmp_path / word if (tmp_path / word).exists() else REPO / word
+        assert path.is_file(), f"{block}: {word} is neither written by the block nor shipped"
         if "configs/train/" in word:
             load_train_config(path)
-        elif word.startswith("recipes/") or (tmp_path / word).exists():
+        else:
             check_recipe_file(path, tmp_path)
     targets = set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(encoding="utf-8"), re.MULTILINE))
     for target in re.findall(r"\bmake ([\w-]+)", block.code):

@@ -12,6 +12,7 @@ function's arguments, results and errors.
 from synthset.api.demo import DemoResult, demo
 from synthset.api.results import (
     BuildResult,
+    CancelResult,
     CardWritten,
     CheckResult,
     CleanResult,
@@ -21,6 +22,7 @@ from synthset.api.results import (
     PushDone,
     ReviewResult,
     StatusResult,
+    SubmitResult,
     TrainResult,
     ValidateResult,
     VerifyResult,
@@ -28,6 +30,7 @@ from synthset.api.results import (
 )
 from synthset.api.stages import (
     build,
+    cancel_submitted,
     card,
     check,
     clean,
@@ -36,6 +39,7 @@ from synthset.api.stages import (
     push,
     review,
     status,
+    submit,
     train,
     validate,
     verify,
@@ -44,7 +48,7 @@ from synthset.api.stages import (
 
 # The stages in pipeline order (and the names `synthset.<stage>` resolves to).
 STAGES = (
-    *("check", "plan", "generate", "build", "card", "review", "push"),
+    *("check", "plan", "generate", "submit", "build", "card", "review", "push"),
     *("verify", "versions", "status", "validate", "clean", "train"),
 )
 
@@ -52,6 +56,7 @@ __all__ = [
     "demo",
     "DemoResult",
     "build",
+    "cancel_submitted",
     "card",
     "check",
     "clean",
@@ -60,11 +65,13 @@ __all__ = [
     "push",
     "review",
     "status",
+    "submit",
     "train",
     "validate",
     "verify",
     "versions",
     "BuildResult",
+    "CancelResult",
     "CardWritten",
     "CheckResult",
     "CleanResult",
@@ -74,6 +81,7 @@ __all__ = [
     "PushDone",
     "ReviewResult",
     "StatusResult",
+    "SubmitResult",
     "TrainResult",
     "ValidateResult",
     "VerifyResult",
