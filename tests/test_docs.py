@@ -29,7 +29,7 @@ from recipe_stand_ins import stand_in
 from synthset.cli import build_parser, main
 from synthset.generation.check import check_recipe
 from synthset.recipe import Recipe, load_recipe, recipe_from_dict
-from synthset.train.config import load_train_config
+from synthset.training.config import load_train_config
 
 # The pages in the order their runnable blocks run (the first ones run the demo the others may read).
 FIRST_PAGES = ["README.md", "docs/getting-started.md"]
