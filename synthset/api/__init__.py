@@ -16,6 +16,7 @@ from synthset.api.results import (
     CleanResult,
     Described,
     GenerateResult,
+    NewRecipe,
     PlanResult,
     PushDone,
     ReviewResult,
@@ -31,6 +32,7 @@ from synthset.api.stages import (
     check,
     clean,
     generate,
+    new,
     plan,
     push,
     review,
@@ -43,7 +45,7 @@ from synthset.api.stages import (
 
 # The stages in pipeline order (and the names `synthset.<stage>` resolves to).
 STAGES = (
-    *("check", "plan", "generate", "build", "card", "review", "push"),
+    *("new", "check", "plan", "generate", "build", "card", "review", "push"),
     *("verify", "versions", "status", "validate", "clean", "train"),
 )
 
@@ -53,6 +55,7 @@ __all__ = [
     "check",
     "clean",
     "generate",
+    "new",
     "plan",
     "push",
     "review",
@@ -67,6 +70,7 @@ __all__ = [
     "CleanResult",
     "Described",
     "GenerateResult",
+    "NewRecipe",
     "PlanResult",
     "PushDone",
     "ReviewResult",

@@ -37,6 +37,22 @@ class Described:
 
 
 @dataclass(frozen=True)
+class NewRecipe(Described):
+    """`synthset.new(classes)`: the recipe written for the user's classes."""
+
+    recipe: Path
+    classes: int
+    model: str
+    strategies: tuple[str, ...]
+
+    def lines(self) -> list[str]:
+        return [
+            f"wrote {self.recipe}: {self.classes} classes, {', '.join(self.strategies)} on {self.model}",
+            f"next: synthset plan --check {self.recipe}   (then synthset plan {self.recipe})",
+        ]
+
+
+@dataclass(frozen=True)
 class CheckResult(Described):
     """`synthset.check(recipe)`: what the recipe would plan; nothing was written."""
 

@@ -20,6 +20,7 @@ from synthset.api.results import (
     CheckResult,
     CleanResult,
     GenerateResult,
+    NewRecipe,
     PlanResult,
     PushDone,
     ReviewResult,
@@ -42,6 +43,51 @@ def _recipe(recipe: str | Path | Recipe) -> Recipe:
     from synthset.recipe import Recipe, load_recipe
 
     return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+
+def new(
+    classes: str,
+    out: str | Path | None = None,
+    model: str | None = None,
+    images_per_class: int = 100,
+    strategies: tuple[str, ...] | list[str] = ("naive", "lar", "lar_cd", "lar_cd_sd"),
+    real_images: str | None = None,
+    name: str | None = None,
+    overwrite: bool = False,
+) -> NewRecipe:
+    """Write a commented recipe for your own classes, validated as `plan` reads it.
+
+    Args:
+        classes: a class list file (.txt, .csv, .yaml), a named set, or a `datasets` source whose label
+            names become the classes.
+        out: the recipe file (default `<name>.yaml`).
+        model: the generator (default SD 1.5, or SD 2.1 unCLIP for augcond).
+        images_per_class: images per class of each config.
+        strategies: naive, lar, lar_cd, lar_cd_sd (one recipe), or augcond (a recipe of its own).
+        real_images: a folder of class folders or a dataset of your photos (augcond needs it).
+        name: the run's name (default: the class list's file name).
+        overwrite: replace an existing `out`.
+
+    Raises:
+        RecipeError: a bad choice or class list, or `out` exists.
+    """
+    from synthset.api.new_recipe import DEFAULT_TEXT_MODEL, DEFAULT_UNCLIP_MODEL, RecipeChoices, write_new_recipe
+
+    strategies = tuple(strategies)
+    name = name or _run_name(classes)
+    default_model = DEFAULT_UNCLIP_MODEL if "augcond" in strategies else DEFAULT_TEXT_MODEL
+    choices = RecipeChoices(classes, name, model or default_model, images_per_class, strategies, real_images)
+    path = Path(out) if out is not None else Path(f"{name}.yaml")
+    count = write_new_recipe(choices, path, overwrite)
+    return NewRecipe(path, count, choices.model, strategies)
+
+
+def _run_name(classes: str) -> str:
+    """A run name from the class source: `data/foxes.txt` -> `foxes`, `org/pets` -> `pets`."""
+    import re
+
+    stem = Path(classes.rstrip("/")).stem if Path(classes).suffix else classes.rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "my-classes"
 
 
 def check(recipe: str | Path | Recipe) -> CheckResult:

@@ -17,4 +17,8 @@ def builder_class(name: str):
         from synthset.builders.synth_fewshot import SynthFewshot
 
         return SynthFewshot
+    if name == "synth_classes":
+        from synthset.builders.synth_classes import SynthClasses
+
+        return SynthClasses
     raise KeyError(name)

@@ -20,6 +20,7 @@ from synthset.cli import (
     card,
     clean,
     generate,
+    new,
     plan,
     push,
     review,
@@ -34,6 +35,7 @@ from synthset.errors import SynthsetError
 
 # The commands in the order `synthset --help` lists them.
 COMMANDS: dict[str, ModuleType] = {
+    "new": new,
     "plan": plan,
     "generate": generate,
     "build": build,
@@ -58,6 +60,7 @@ Make a synthetic image-classification dataset with an off-the-shelf diffusion mo
 A run goes through these stages, each restartable and each reading the previous one's files
 in the run directory <output_dir>/<name>/ that the recipe names:
 
+  synthset new --classes foxes.txt         your classes -> a commented recipe (foxes.yaml)
   synthset plan recipes/demo.yaml          recipe -> recipe.lock.yaml, classes.parquet, plan.parquet
   accelerate launch -m synthset generate runs/demo
                                            plan -> shards/ (any number of processes; resumable)

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthset.classes import load_class_set, select_classes
+from synthset.classes import load_recipe_classes, select_classes
 from synthset.errors import SynthsetError
 from synthset.generation.draw_shots import draw_shots
 from synthset.generation.pinning import make_lock
@@ -52,8 +52,8 @@ def pipeline_class(load_path: str) -> str | None:
 def check_recipe(recipe: Recipe) -> RecipeCheck:
     """Validate a recipe as `synthset plan` would, writing nothing; one SynthsetError line on the first problem."""
     check_family(recipe)
-    classes = load_class_set(recipe.classes.set)
-    selected = select_classes(classes, recipe.classes.subset, recipe.classes.limit, recipe.classes.set)
+    classes = load_recipe_classes(recipe.classes)
+    selected = select_classes(classes, recipe.classes.subset, recipe.classes.limit, recipe.classes.source)
     lock = make_lock(recipe)
     kind = pipeline_class(lock.model.load_path)
     uses_augcond = any(c.strategy == "augcond" for c in recipe.configs)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from synthset.classes import ClassInfo, load_class_set, select_classes
+from synthset.classes import ClassInfo, load_recipe_classes, select_classes
 from synthset.errors import SynthsetError
 from synthset.fsutil import atomic_path
 from synthset.generation.diversify import PromptStats
@@ -242,8 +242,8 @@ def plan_run(recipe: Recipe, run: RunDir | None = None) -> PlanSummary:
     scratch copy).
     """
     check_family(recipe)
-    classes = load_class_set(recipe.classes.set)
-    selected = select_classes(classes, recipe.classes.subset, recipe.classes.limit, recipe.classes.set)
+    classes = load_recipe_classes(recipe.classes)
+    selected = select_classes(classes, recipe.classes.subset, recipe.classes.limit, recipe.classes.source)
     hub_layout = check_hub_layout(recipe, selected, len(classes))
     run = run if run is not None else RunDir(recipe.run_dir)
     for path in (run.root.parent, run.root):

@@ -23,7 +23,7 @@ FEWSHOT_CONFIG = re.compile(r"^(?P<dataset>[a-z0-9_]+)_(?P<k>\d+)shot(?:_t(?P<tr
 
 def config_names(family: str) -> list[str]:
     """Every config name a family may publish."""
-    if family == "synth_imagenet":
+    if family in ("synth_imagenet", "synth_classes"):  # the same ladder and scales, over any class list
         return [*STRATEGIES, *(f"{s}_{k}x" for s in STRATEGIES for k in range(1, MAX_SCALE + 1))]
     if family == "synth_imagenet_lt":
         return list(STRATEGIES)
@@ -38,14 +38,25 @@ def fewshot_dataset(config_name: str) -> str:
     return FEWSHOT_CONFIG.match(config_name)["dataset"]
 
 
-def _check_imagenet(recipe: Recipe) -> None:
-    if recipe.classes.set != "imagenet-1k":
-        raise RecipeError("classes.set: synth_imagenet needs imagenet-1k")
+def _check_strategy_named(recipe: Recipe) -> None:
+    """synth_imagenet and synth_classes: one config per strategy, named after it (bands give its scales)."""
     for i, config in enumerate(recipe.configs):
         if config.fill_up is not None:
-            raise RecipeError(f"configs[{i}].fill_up: synth_imagenet has no fill-up; use synth_imagenet_lt")
+            raise RecipeError(f"configs[{i}].fill_up: {recipe.builder} has no fill-up; use synth_imagenet_lt")
         if config.name != config.strategy:
-            raise RecipeError(f"configs[{i}].name: synth_imagenet names each config after its strategy")
+            raise RecipeError(
+                f"configs[{i}].name: {recipe.builder} names each config after its strategy "
+                f"(name: {config.strategy}, not {config.name!r})"
+            )
+
+
+def _check_imagenet(recipe: Recipe) -> None:
+    if recipe.classes.set != "imagenet-1k":
+        raise RecipeError(
+            f"classes.set: synth_imagenet needs imagenet-1k, not {recipe.classes.source!r} "
+            "(leave builder out, or use builder: synth_classes, for any other class list)"
+        )
+    _check_strategy_named(recipe)
 
 
 def _check_imagenet_lt(recipe: Recipe) -> None:
@@ -68,7 +79,12 @@ def _check_fewshot(recipe: Recipe) -> None:
             raise RecipeError(f"configs[{i}].name: {config.name!r} needs classes.set: {dataset}")
 
 
-_CHECKS = {"synth_imagenet": _check_imagenet, "synth_imagenet_lt": _check_imagenet_lt, "synth_fewshot": _check_fewshot}
+_CHECKS = {
+    "synth_imagenet": _check_imagenet,
+    "synth_imagenet_lt": _check_imagenet_lt,
+    "synth_fewshot": _check_fewshot,
+    "synth_classes": _check_strategy_named,  # any class list: a text/CSV/YAML file, a named set, a dataset's labels
+}
 
 
 def check_family(recipe: Recipe) -> None:
