@@ -653,7 +653,11 @@ class Recipe(_Strict):
         description="Hub license id of the dataset (e.g. creativeml-openrail-m); needed when the generator's "
         "model card does not state one.",
     )
-    output_dir: Path = Field(Path("runs"), description="The run directory is <output_dir>/<name>.")
+    output_dir: Path = Field(
+        Path("runs"),
+        description="The run directory is <output_dir>/<name> (a local directory; for an object store, "
+        "`synthset plan --run-dir s3://bucket/runs/<name>`).",
+    )
     classes: ClassSetSpec = ClassSetSpec()
     configs: Annotated[list[ConfigSpec], Field(min_length=1)]
     generator: GeneratorSpec
@@ -676,6 +680,16 @@ class Recipe(_Strict):
             classes.get("set", "imagenet-1k") == "imagenet-1k" and classes.get("dataset") is None
         )
         return {**data, "builder": "synth_imagenet" if imagenet else "synth_classes"}
+
+    @field_validator("output_dir", mode="before")
+    @classmethod
+    def _output_dir_is_local(cls, value: Any) -> Any:
+        if isinstance(value, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+            raise ValueError(
+                f"{value!r} is a URL; output_dir is a local directory (for an object-store run: "
+                f"synthset plan RECIPE --run-dir {value.rstrip('/')}/<name>)"
+            )
+        return value
 
     @field_validator("name")
     @classmethod
@@ -780,6 +794,9 @@ def read_yaml_file(path: Path, what: str) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        hint = " (a run directory: its recipe is recipe.lock.yaml)" if (path / "recipe.lock.yaml").is_file() else ""
+        raise RecipeError(f"{path}: is a directory, not a {what} file{hint}") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:

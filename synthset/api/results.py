@@ -62,10 +62,15 @@ class CheckResult(Described):
         checked = self.check
         per_config = ", ".join(f"{name}: {n}" for name, n in checked.images_per_config.items())
         pools = "".join(f"; {name} conditions on {n} real images" for name, n in checked.pools.items())
-        return [
+        lines = [
             f"recipe OK: {checked.images} images over {checked.classes} classes ({per_config}){pools}",
             f"model: {checked.model} @ {checked.model_revision}; nothing was written",
         ]
+        if checked.real_images is not None:
+            lines.append(f"real images: {checked.real_images}")
+        if checked.unchecked:
+            lines.append(f"not loaded by --check (plan and generate load them): {', '.join(checked.unchecked)}")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,7 @@ class GenerateResult(Described):
                 f"quality gate (rank {s.rank}): {s.redraws} images drawn again, {s.dropped} samples "
                 f"dropped, {s.near_duplicates} near-duplicates; `synthset review {self.run}` shows them"
             )
-        if s.all_shards_done:
+        if s.all_shards_done and s.rank == 0:  # every rank sees it (they meet at the end): said once
             lines.append(f"all shards done; next: synthset build {self.run}")
         return lines
 
@@ -150,10 +155,12 @@ class BuildResult(Described):
     dataset: str  # local path, or the folder's URL on the run's store
     on_store: bool
     splits: list[BuiltSplit]
+    card_note: str | None = None  # what happened to the previous build's card, if it had one
 
     def lines(self) -> list[str]:
         lines = [f"{s.config}/{s.split}: {s.num_examples} images in {len(s.files)} files" for s in self.splits]
-        lines += [f"dataset: {self.dataset}", "load it:"]
+        lines += [f"dataset: {self.dataset}"] + ([f"card: {self.card_note}"] if self.card_note else [])
+        lines += ["load it:"]
         for split in self.splits:
             if self.on_store:  # a Hub-layout folder on S3: read through fsspec with its data_files globs
                 files = [f"{self.dataset}/{pattern}" for pattern in split.patterns]

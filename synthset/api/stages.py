@@ -11,6 +11,7 @@ and `synthset --help` stay fast.
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from synthset.api.results import (
     VerifyResult,
     VersionsResult,
 )
+from synthset.errors import RecipeError
 from synthset.run.access import READS_NOTHING, READS_PLAN_AND_RECORDS, READS_PLAN_FILES, open_run
 
 if TYPE_CHECKING:
@@ -37,6 +39,20 @@ if TYPE_CHECKING:
     from synthset.run.paths import RunDir
 
 DEFAULT_LEASE_SECONDS = 300.0
+
+
+@contextlib.contextmanager
+def naming_the_recipe(recipe: str | Path | Recipe):
+    """An error about a recipe field (`classes.set: ...`) names the recipe file first, as load_recipe's do."""
+    from synthset.recipe import Recipe
+
+    try:
+        yield
+    except RecipeError as error:
+        field = re.split(r"[.:\[]", str(error), maxsplit=1)[0]
+        if isinstance(recipe, Recipe) or field not in Recipe.model_fields:
+            raise
+        raise type(error)(f"{recipe}: {error}") from None
 
 
 def _recipe(recipe: str | Path | Recipe) -> Recipe:
@@ -105,7 +121,8 @@ def check(recipe: str | Path | Recipe) -> CheckResult:
     """
     from synthset.generation.check import check_recipe
 
-    return CheckResult(check_recipe(_recipe(recipe)))
+    with naming_the_recipe(recipe):
+        return CheckResult(check_recipe(_recipe(recipe)))
 
 
 def plan(
@@ -131,7 +148,10 @@ def plan(
 
     budget = _parse_gpu_memory(gpu_memory)  # a bad size fails before any planning
     parsed = _recipe(recipe)
-    with open_run(run_dir, READS_PLAN_FILES) if run_dir else contextlib.nullcontext() as run:
+    with (
+        naming_the_recipe(recipe),
+        open_run(run_dir, READS_PLAN_FILES) if run_dir else contextlib.nullcontext() as run,
+    ):
         summary = plan_run(parsed, run)
     memory, warnings = _memory_lines(summary.run, budget, gpu_memory) if budget is not None else ([], [])
     return PlanResult(summary, str(summary.run), memory, warnings)
@@ -191,8 +211,8 @@ def build(run: str | Path | RunDir) -> BuildResult:
     from synthset.builders.assemble import build_dataset
 
     with open_run(run) as opened:
-        dataset_dir, splits = build_dataset(opened)
-    return BuildResult(opened.location(dataset_dir), opened.on_store, splits)
+        built = build_dataset(opened)
+    return BuildResult(opened.location(built.path), opened.on_store, built.splits, built.card_note)
 
 
 def card(

@@ -35,10 +35,9 @@ from synthset.cards.stats import ConfigStats, collect_stats, config_data_files, 
 from synthset.errors import SynthsetError, first_line
 from synthset.fsutil import write_text_atomic
 from synthset.run.lock import read_lock_data
+from synthset.run.paths import CARD_MARKER, RunDir, card_marker
 from synthset.run.paths import README_FILE as README
-from synthset.run.paths import RunDir
 
-CARD_MARKER = "<!-- synthset-card provenance={provenance} -->"
 BUILD_START, BUILD_END = "<!-- synthset-build:start -->", "<!-- synthset-build:end -->"
 REPO_PLACEHOLDER = "ORG/NAME"
 REPO_MARKER = re.compile(r"<!-- synthset-card-repo (\S+) -->")
@@ -66,11 +65,6 @@ class CardResult:
     license: License
     stats: list[ConfigStats]
     quality: list[QualityFigures] | None
-
-
-def card_marker(provenance: str) -> str:
-    """The line that tells `synthset push` the README is this run's rendered card, not build's stub."""
-    return CARD_MARKER.format(provenance=provenance)
 
 
 def card_for_repo(text: str, repo_id: str) -> str:

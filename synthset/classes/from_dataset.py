@@ -11,11 +11,7 @@ from pathlib import Path
 
 from synthset.classes import ClassInfo
 from synthset.errors import RecipeError, first_line
-
-
-def looks_local(value: str) -> bool:
-    """Whether a dataset reference means a local path: `./`, `../`, `/`, `~`, or an existing directory."""
-    return value.startswith(("./", "../", "/", "~")) or Path(value).is_dir()
+from synthset.fsutil import looks_local
 
 
 def _features(dataset: str, config: str | None):

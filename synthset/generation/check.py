@@ -35,6 +35,8 @@ class RecipeCheck:
     model: str
     model_revision: str
     pools: dict[str, int] = field(default_factory=dict)  # config -> real images its pools hold in all
+    real_images: str | None = None  # what opening real_images found, e.g. "240 images of 3 of 3 classes"
+    unchecked: list[str] = field(default_factory=list)  # what only `synthset plan` (or generate) will load
 
     @property
     def images(self) -> int:
@@ -76,4 +78,36 @@ def check_recipe(recipe: Recipe) -> RecipeCheck:
     pooled: dict[str, int] = {}
     for row in pools:
         pooled[row.config] = pooled.get(row.config, 0) + len(row.real_ids)
-    return RecipeCheck(counts, len(selected), lock.model.load_path, lock.model.revision, pooled)
+    return RecipeCheck(
+        counts,
+        len(selected),
+        lock.model.load_path,
+        lock.model.revision,
+        pooled,
+        real_images=_real_images_found(recipe, classes, selected),
+        unchecked=unchecked_parts(recipe),
+    )
+
+
+def _real_images_found(recipe: Recipe, classes: list, selected: list) -> str | None:
+    """Open `real_images` (as LAR and augcond will) and count what it holds for the selected classes."""
+    if recipe.real_images is None:
+        return None
+    from synthset.generation.real_images import open_real_images
+
+    source = open_real_images(recipe.real_images, classes)
+    counts = [len(source.ids_for(info.label)) for info in selected]
+    found = sum(1 for n in counts if n)
+    return f"{sum(counts)} images of {found} of {len(selected)} classes in {source.describe()}"
+
+
+def unchecked_parts(recipe: Recipe) -> list[str]:
+    """What --check does not load: it writes nothing, calls no LLM and loads no scoring model."""
+    parts = []
+    if recipe.uses_lar():
+        parts.append(f"LAR's CLIP ({recipe.lar.clip_model})")
+        if recipe.prompts.llm.backend != "template":
+            parts.append(f"the LLM ({recipe.prompts.llm.backend})")
+    if recipe.quality is not None:
+        parts += [f"the quality gate's {name}" for name in ("checker", "clip_model") if getattr(recipe.quality, name)]
+    return parts
