@@ -27,11 +27,9 @@ $(VENV)/.installed: pyproject.toml
 SYNTHSET ?= -m synthset
 demo: install
 	@$(PY) $(SYNTHSET) tiny-models > /dev/null
-	@echo "$$ synthset plan recipes/demo.yaml   (tiny offline models with random weights, in $(SYNTHSET_HOME)/models)"
+	@echo "$$ synthset plan, accelerate launch ... generate, build, card, review: recipes/demo.yaml on tiny offline models"
 	@$(PY) $(SYNTHSET) plan recipes/demo.yaml
-	@echo "$$ accelerate launch ... -m synthset generate runs/demo   ($(DEMO_PROCESSES) processes)"
 	@$(LAUNCH) $(SYNTHSET) generate runs/demo
-	@echo "$$ synthset build runs/demo && synthset card runs/demo && synthset review runs/demo"
 	@$(PY) $(SYNTHSET) build runs/demo
 	@$(PY) $(SYNTHSET) card runs/demo --license apache-2.0
 	@$(PY) $(SYNTHSET) review runs/demo
@@ -41,8 +39,7 @@ demo: install
 	@$(PY) $(SYNTHSET) build runs/demo-augcond
 	@$(PY) $(SYNTHSET) card runs/demo-augcond --license apache-2.0
 	@$(PY) $(SYNTHSET) review runs/demo-augcond
-	@echo "--- done: paper A's ladder on 10 ImageNet classes, made by tiny models with random weights, so every"
-	@echo "    image is noise by design (a real model in the recipe makes real images; see the README)"
+	@echo "--- done. The tiny models have random weights: every image is noise, by design (a real model makes real ones)"
 	@echo "card:    runs/demo/dataset/README.md   (samples.jpg and clip_scores.png beside it)"
 	@echo "review:  runs/demo/review.html         (every class's images and the quality gate's rejects)"
 	@echo "dataset: runs/demo/dataset             (augmentation-conditioning: runs/demo-augcond/dataset)"

@@ -99,10 +99,9 @@ def _lar_lines(summary: PlanSummary) -> list[str]:
         return []
     sources = ", ".join(f"{source}: {n}" for source, n in sorted(summary.lar_sources.items()))
     winners = ", ".join(f"{source}: {n}" for source, n in sorted(summary.lar_meaning_from.items()))
-    return [
-        f"label ambiguity resolution: {sources}; real images skipped (undecodable): {summary.real_image_failures}",
-        f"LAR meanings from: {winners}",
-    ]
+    skipped = summary.real_image_failures
+    failures = f"; real images skipped (undecodable): {skipped}" if skipped else ""
+    return [f"label ambiguity resolution: {sources} (meanings from {winners}){failures}"]
 
 
 def _llm_lines(summary: PlanSummary) -> list[str]:

@@ -31,7 +31,7 @@ from synthset.api.results import (
     VerifyResult,
     VersionsResult,
 )
-from synthset.errors import RecipeError
+from synthset.errors import SynthsetError
 from synthset.run.access import READS_NOTHING, READS_PLAN_AND_RECORDS, READS_PLAN_FILES, open_run
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def naming_the_recipe(recipe: str | Path | Recipe):
 
     try:
         yield
-    except RecipeError as error:
+    except SynthsetError as error:
         field = re.split(r"[.:\[]", str(error), maxsplit=1)[0]
         if isinstance(recipe, Recipe) or field not in Recipe.model_fields:
             raise

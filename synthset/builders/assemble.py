@@ -261,12 +261,11 @@ def report_dropped_samples(reports) -> None:
     """Classes that lost samples to the quality gate are said out loud (never emptied silently)."""
     from synthset.builders.validate import format_notes
 
-    for report in reports:
+    for report in reports:  # one line per config: each class that lost samples, emptied ones first
         if report.dropped:
-            logger.warning("%s/%s: %d planned samples were dropped by the quality gate", report.config,
-                           report.split, report.dropped)  # fmt: skip
-            for line in format_notes(report):
-                logger.warning("%s/%s: %s", report.config, report.split, line.strip().removeprefix("note: "))
+            notes = "; ".join(line.strip().removeprefix("note: ") for line in format_notes(report))
+            logger.warning("%s/%s: %d planned samples were dropped by the quality gate: %s", report.config,
+                           report.split, report.dropped, notes)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ def validate_run(run_dir: str | Path | RunDir, fast: bool = False) -> list[Confi
     dropped: dict[tuple[str, str], Counter] = {key: Counter() for key in planned}
     dropped_reasons: dict[tuple[tuple[str, str], int], Counter] = {}
     seen: set[str] = set()
-    for i, name in enumerate(tqdm(names, desc="validate shards", unit="shard", disable=fast)):
+    for i, name in enumerate(tqdm(names, desc="validate shards", unit="shard", disable=True if fast else None)):
         shard = read_planned_shard(plan, i, name)
         problem = shard_problem(run, shard, records, lock.generation_key, not fast)
         if problem is None:
@@ -135,7 +135,7 @@ def validate_run(run_dir: str | Path | RunDir, fast: bool = False) -> list[Confi
             f"{_relative(run, run.shard_file(name))}: not in the plan (`synthset clean {run}` removes it)"
         )
 
-    for name in tqdm(readable, desc="validate rows", unit="shard"):
+    for name in tqdm(readable, desc="validate rows", unit="shard", disable=None):
         path = run.shard_file(name)
         for batch in pq.ParquetFile(path).iter_batches(columns=["sample_id", "config", "split", "label", "image"]):
             for row in batch.to_pylist():

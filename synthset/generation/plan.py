@@ -81,7 +81,7 @@ def iter_plan_shards(
     counts_by_config = {c.name: images_per_class(c, selected, num_classes) for c in recipe.configs}
     total = sum(sum(counts_by_config[c.name].values()) * c.bands for c in recipe.configs)
     llm = next((context.llm for context in contexts.values() if context.llm is not None), None)
-    with tqdm(total=total, unit="row", desc="plan", smoothing=0.05) as bar:
+    with tqdm(total=total, unit="row", desc="plan", smoothing=0.05, disable=None) as bar:
         try:
             for config in recipe.configs:
                 for band in range(config.bands):
