@@ -342,7 +342,10 @@ def write_card(
     quality = None
     if clip_model:
         quality = quality_figures(dataset_dir, data_files, clip_model, clip_pretrained, quality_per_class)
-    samples = write_sample_grid(dataset_dir, data_files)
+    from synthset.run.classes_table import read_class_rows
+
+    class_names = [row["class_name"] for row in read_class_rows(run, ["class_name"])]
+    samples = write_sample_grid(dataset_dir, data_files, class_names)
     screening = screening_section(run)
     content = render_card(run, chosen, stats, quality, repo_id, screening)
     write_text_atomic(dataset_dir / README, content)
