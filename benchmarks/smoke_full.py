@@ -84,7 +84,9 @@ class Outcome:
 
 
 def smoke_env(home: Path) -> dict[str, str]:
-    return {"SYNTHSET_TEST_REPLICAS": "full", "SYNTHSET_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    from synthset.testing.replicas import offline_test_env
+
+    return {**offline_test_env("full"), "SYNTHSET_HOME": str(home), "HF_HUB_OFFLINE": "1"}
 
 
 def write_recipe(case: Case, work: Path, threads: int) -> Path:
@@ -235,8 +237,7 @@ def load_and_check(case: Case, run_dir: Path, outcome: Outcome) -> dict[str, Any
 
 
 def smoke_one(case: Case, work: Path, home: Path, threads: int) -> Outcome:
-    from synthset.models import replica_dir_name
-    from synthset.testing.replicas import REPLICAS, parameter_counts
+    from synthset.testing.replicas import REPLICAS, parameter_counts, replica_dir_name
 
     outcome = Outcome(case.replica)
     env = smoke_env(home)

@@ -50,14 +50,14 @@ def first_image_per_class(dataset_dir: Path, files: list[str], labels: list[int]
     return found
 
 
-def _font(size: int = FONT_SIZE) -> ImageFont.ImageFont:
+def _font(size: int = FONT_SIZE) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)  # a scalable font where Pillow has FreeType
     except (TypeError, OSError):  # older Pillow: the small bitmap font
         return ImageFont.load_default()
 
 
-def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> str:
     """`text`, shortened with an ellipsis until it fits `width` pixels."""
     if draw.textlength(text, font=font) <= width:
         return text

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from synthset.classes import ClassInfo, unique_label_names
+from synthset.classes.info import ClassInfo, unique_label_names
 from synthset.errors import RecipeError
 
 _ENTRY_KEYS = {"name", "wnid", "gloss", "description", "label_name"}

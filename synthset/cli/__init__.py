@@ -23,6 +23,7 @@ from synthset.cli import (
     plan,
     push,
     review,
+    schema,
     status,
     tiny_models,
     train,
@@ -48,6 +49,7 @@ COMMANDS: dict[str, ModuleType] = {
     "validate": validate,
     "status": status,
     "clean": clean,
+    "schema": schema,
     "tiny-models": tiny_models,
 }
 
