@@ -72,12 +72,22 @@ def test_new_refuses_augcond_beside_text_strategies_and_an_existing_file(in_tmp:
         api.new("foxes.txt", model="synthset-testing:tiny-sd")
 
 
-def test_new_augcond_recipe_is_checked_with_real_images(in_tmp: Path):
+def test_new_augcond_recipe_is_conditioned_on_your_photos(in_tmp: Path):
+    from PIL import Image
+
     Path("foxes.txt").write_text("\n".join(FOXES))
-    api.new("foxes.txt", model="synthset-testing:tiny-unclip", strategies=["augcond"], real_images="./photos")
+    for name in FOXES:  # a folder of class folders, named as the class list names them
+        (in_tmp / "photos" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), (40 * i, 80, 120)).save(in_tmp / "photos" / name / f"{i}.png")
+    api.new("foxes.txt", model="synthset-testing:tiny-unclip", strategies=["augcond"], real_images="photos")
     recipe = load_recipe("foxes.yaml")
-    assert recipe.real_images.dataset == "./photos"
-    assert recipe.configs[0].strategy == "augcond"
+    assert (recipe.builder, recipe.real_images.folder, recipe.configs[0].strategy) == (
+        "synth_classes", Path("photos"), "augcond",
+    )  # fmt: skip
+    lines = str(api.check("foxes.yaml")).splitlines()
+    assert lines[0] == "recipe OK: 300 images over 3 classes (augcond: 300); augcond conditions on 9 real images"
+    assert lines[2] == "real images: 9 images of 3 of 3 classes in folder 'photos'"
 
 
 def test_csv_class_list_gives_descriptions_and_wordnet_glosses(tmp_path: Path):
