@@ -8,22 +8,24 @@ features are read (from the dataset card's `dataset_info` where it has one), nev
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from synthset.classes import ClassInfo
 from synthset.errors import RecipeError, first_line
 from synthset.fsutil import looks_local
 
 
-def _features(dataset: str, config: str | None):
+def _features(dataset: str, config: str | None) -> Any:
+    """The source's Features, from its card where it has one, else from its first data file's schema."""
     import datasets
 
-    if looks_local(dataset) and not Path(dataset).expanduser().is_dir():
+    reference = str(Path(dataset).expanduser()) if looks_local(dataset) else dataset
+    if looks_local(dataset) and not Path(reference).is_dir():
         raise RecipeError(f"classes.dataset: no such directory {dataset!r}")
     try:
-        features = datasets.load_dataset_builder(str(Path(dataset).expanduser()) if looks_local(dataset) else dataset,
-                                                 config).info.features  # fmt: skip
+        features = datasets.load_dataset_builder(reference, config).info.features
         if features is None:  # a folder of Parquet files without a card: the first file's schema says it
-            loaded = datasets.load_dataset(dataset, config, streaming=True)
+            loaded = datasets.load_dataset(reference, config, streaming=True)
             features = next(iter(loaded.values())).features
     except Exception as error:  # noqa: BLE001 - missing repo, no network, bad config: one line for the user
         raise RecipeError(f"classes.dataset: cannot read the features of {dataset!r}: {first_line(error)}") from None
