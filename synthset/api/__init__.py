@@ -11,6 +11,7 @@ function's arguments, results and errors.
 
 from synthset.api.results import (
     BuildResult,
+    CancelResult,
     CardWritten,
     CheckResult,
     CleanResult,
@@ -21,6 +22,7 @@ from synthset.api.results import (
     PushDone,
     ReviewResult,
     StatusResult,
+    SubmitResult,
     TrainResult,
     ValidateResult,
     VerifyResult,
@@ -28,6 +30,7 @@ from synthset.api.results import (
 )
 from synthset.api.stages import (
     build,
+    cancel_submitted,
     card,
     check,
     clean,
@@ -37,6 +40,7 @@ from synthset.api.stages import (
     push,
     review,
     status,
+    submit,
     train,
     validate,
     verify,
@@ -45,12 +49,13 @@ from synthset.api.stages import (
 
 # The stages in pipeline order (and the names `synthset.<stage>` resolves to).
 STAGES = (
-    *("new", "check", "plan", "generate", "build", "card", "review", "push"),
+    *("new", "check", "plan", "generate", "submit", "build", "card", "review", "push"),
     *("verify", "versions", "status", "validate", "clean", "train"),
 )
 
 __all__ = [
     "build",
+    "cancel_submitted",
     "card",
     "check",
     "clean",
@@ -60,11 +65,13 @@ __all__ = [
     "push",
     "review",
     "status",
+    "submit",
     "train",
     "validate",
     "verify",
     "versions",
     "BuildResult",
+    "CancelResult",
     "CardWritten",
     "CheckResult",
     "CleanResult",
@@ -75,6 +82,7 @@ __all__ = [
     "PushDone",
     "ReviewResult",
     "StatusResult",
+    "SubmitResult",
     "TrainResult",
     "ValidateResult",
     "VerifyResult",
