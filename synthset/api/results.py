@@ -397,7 +397,7 @@ class CleanResult(Described):
 
 @dataclass(frozen=True)
 class TrainResult(Described):
-    """`synthset.train(config)`: the results table (None on a process that is not the main one)."""
+    """`synthset.training(config)`: the results table (None on a process that is not the main one)."""
 
     results: dict[str, Any] | None
     output_dir: Path
@@ -412,7 +412,7 @@ class TrainResult(Described):
                 f"stopped after epoch {self.results['epochs_done']} of {self.results['epochs']}; "
                 "run the same command to continue"
             ]
-        from synthset.train.results import format_table
+        from synthset.training.results import format_table
 
         lines = [format_table(self.results), f"results: {self.output_dir / 'results.json'}"]
         if self.card_file is not None:

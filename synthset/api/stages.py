@@ -434,8 +434,8 @@ def train(
     Returns:
         The results (None on processes other than the main one).
     """
-    from synthset.train.config import load_train_config
-    from synthset.train.run import run as run_training
+    from synthset.training.config import load_train_config
+    from synthset.training.run import run as run_training
 
     parsed = load_train_config(config, overrides or [])
     results = run_training(parsed, stop_after_epoch=stop_after_epoch)

@@ -305,7 +305,7 @@ def evaluation_tables(run: RunDir) -> list[tuple[str, str]]:
     """(name, table) for every `synthset train --to-card` results file stored beside the dataset."""
     import json
 
-    from synthset.train.results import format_table
+    from synthset.training.results import format_table
 
     tables = []
     for path in sorted(run.evaluation_dir.glob("*.json")):
