@@ -12,7 +12,7 @@ LAUNCH ?= $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(DEMO_PROCE
 # The review page is tested in a real headless Chromium (Debian's `chromium`; `make test` installs it as root).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install demo test lint format bench smoke-full gpu-check gpu-bundle gpu-dry-run clean browser
+.PHONY: install demo test lint format bench smoke-full gpu-check gpu-bundle gpu-dry-run clean system-packages
 
 install: $(VENV)/.installed
 
@@ -46,16 +46,19 @@ demo: install
 	@echo "load it: datasets.load_dataset(\"runs/demo/dataset\", \"lar_cd_sd\", split=\"train\")"
 	@echo "yours:   synthset new --classes my_classes.txt   (a class per line; see the README)"
 
-# `make test` needs Chromium for the page tests: installed here with apt-get when running as root (as .ci/run
-# does); elsewhere it stops with the one command to run.
-browser:
-	@test -x $(CHROMIUM) || [ "$$(id -u)" != 0 ] || { echo "installing Debian's chromium for the page tests" >&2; \
+# `make test` needs Chromium for the page tests and a one-node SLURM (slurm-wlm, munge) for `synthset submit`'s:
+# installed here with apt-get when running as root (as .ci/run does); elsewhere it stops with the one command to run.
+SYSTEM_PACKAGES := chromium slurm-wlm munge
+system-packages:
+	@{ test -x $(CHROMIUM) && command -v slurmctld >/dev/null; } || [ "$$(id -u)" != 0 ] || \
+		{ echo "installing Debian's $(SYSTEM_PACKAGES) for the page and SLURM tests" >&2; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
-	@test -x $(CHROMIUM) || { echo "make test needs Chromium at $(CHROMIUM) for the page tests; run:" \
-		"sudo apt-get install -y chromium   (or set CHROMIUM=/path/to/chromium)" >&2; exit 1; }
+		apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; }
+	@{ test -x $(CHROMIUM) && command -v slurmctld >/dev/null; } || { echo "make test needs Chromium at" \
+		"$(CHROMIUM) and SLURM (slurmctld) for its page and cluster tests; run:" \
+		"sudo apt-get install -y $(SYSTEM_PACKAGES)   (or set CHROMIUM=/path/to/chromium)" >&2; exit 1; }
 
-test: install browser
+test: install system-packages
 	SYNTHSET_TEST_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
 
 lint: install
