@@ -26,6 +26,8 @@ HELP_WIDTH = "100"
 # Examples for the fields no shipped recipe sets (tests/test_docs_reference.py: each names a real field).
 EXAMPLES: dict[str, Any] = {
     "classes.subset": ["tench", "n01443537"],
+    "classes.dataset": "dpdl-benchmark/oxford_flowers102",
+    "classes.dataset_config": "default",
     "generator.revision": "main",
     "quality.checker_revision": "main",
     "configs[].augcond.prompt_strategy": "lar_cd_sd",

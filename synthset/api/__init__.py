@@ -18,6 +18,7 @@ from synthset.api.results import (
     CleanResult,
     Described,
     GenerateResult,
+    NewRecipe,
     PlanResult,
     PushDone,
     ReviewResult,
@@ -35,6 +36,7 @@ from synthset.api.stages import (
     check,
     clean,
     generate,
+    new,
     plan,
     push,
     review,
@@ -48,7 +50,7 @@ from synthset.api.stages import (
 
 # The stages in pipeline order (and the names `synthset.<stage>` resolves to).
 STAGES = (
-    *("check", "plan", "generate", "submit", "build", "card", "review", "push"),
+    *("new", "check", "plan", "generate", "submit", "build", "card", "review", "push"),
     *("verify", "versions", "status", "validate", "clean", "train"),
 )
 
@@ -61,6 +63,7 @@ __all__ = [
     "check",
     "clean",
     "generate",
+    "new",
     "plan",
     "push",
     "review",
@@ -77,6 +80,7 @@ __all__ = [
     "CleanResult",
     "Described",
     "GenerateResult",
+    "NewRecipe",
     "PlanResult",
     "PushDone",
     "ReviewResult",
