@@ -59,16 +59,42 @@ class Strict(BaseModel):
 
 
 class ClassSetSpec(Strict):
-    set: str = Field(
+    set: str | None = Field(
         "imagenet-1k",
         description="A named class set (imagenet-1k, caltech101, flowers102, oxford_pets, food101, dtd, eurosat, "
-        "fgvc_aircraft, stanford_cars, sun397) or a path to a class list file (.yaml, .yml or .txt).",
+        "fgvc_aircraft, stanford_cars, sun397) or a path to a class list file: .txt (one name per line), .csv "
+        "(a `name` column, optional `description` and `wnid`), .yaml or .yml.",
     )
+    dataset: str | None = Field(
+        None,
+        description="Instead of set: the label names of a `datasets` source (a Hub id or local path), read from "
+        "its label_column's ClassLabel.",
+    )
+    dataset_config: str | None = Field(None, description="The dataset's config name, when it has several.")
+    label_column: str = Field("label", description="The dataset's ClassLabel column (with dataset).")
     subset: list[str] | None = Field(
         None,
         description="Class names or wnids to generate; the label space stays the whole set (leave it out for all).",
     )
     limit: Annotated[int, Field(gt=0)] | None = Field(None, description="Generate only the first N classes.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_replaces_the_default_set(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("dataset") is not None and "set" not in data:
+            return {**data, "set": None}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ClassSetSpec:
+        if (self.set is None) == (self.dataset is None):
+            raise ValueError("give exactly one of set (a named set or a class list file) or dataset")
+        return self
+
+    @property
+    def source(self) -> str:
+        """The class source as a reader names it: the set, or `dataset <id>`."""
+        return self.set if self.set is not None else f"dataset {self.dataset}"
 
     @field_validator("subset")
     @classmethod
@@ -87,7 +113,7 @@ class FillUpSpec(Strict):
     """ImageNet-LT style fill-up: each class gets `target - real count` synthetic images."""
 
     train_list: Path = Field(description="The long-tail train list: `<image path> <label>` per line (ImageNet-LT).")
-    target: Annotated[int, Field(gt=0)] = 1280
+    target: Annotated[int, Field(gt=0)] = Field(1280, description="Images each class ends with, real plus synthetic.")
 
 
 class AugCondSpec(Strict):
@@ -174,7 +200,7 @@ class ShotDrawSpec(Strict):
 class ConfigSpec(Strict):
     """One generated dataset config, e.g. `naive` or `lar_cd_sd`; with bands it publishes `<name>_1x` ... ."""
 
-    name: str
+    name: str = Field(description="The config's name on the Hub (lowercase letters, digits, _).")
     strategy: str = Field("naive", description="Prompt strategy; see `synthset.generation.prompts`.")
     images_per_class: Annotated[int, Field(gt=0)] | None = Field(
         None, description="Images per class (per band when bands > 1)."
@@ -195,7 +221,7 @@ class ConfigSpec(Strict):
         description="Draw the k shots as DA-Fusion does for one trial (default: synthset's seeded draw per class).",
     )
     augcond: AugCondSpec | None = Field(None, description="Options of the augcond strategy.")
-    split: str = "train"
+    split: str = Field("train", description="The split its images are published in.")
     sd_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
         0.5, description="lar_cd_sd only: the share of style (SD) prompts; the rest are contextual (CD)."
     )
@@ -263,12 +289,14 @@ class GeneratorSpec(Strict):
     timestep_spacing: Literal["model", "leading", "linspace", "trailing"] = Field(
         "model", description="model: the spacing of the model's own scheduler (kept through a swap)."
     )
-    steps: Annotated[int, Field(gt=0)] = 30
-    guidance: Annotated[float, Field(ge=0)] = 7.5
-    width: Annotated[int, Field(gt=0, multiple_of=8)] = 512
-    height: Annotated[int, Field(gt=0, multiple_of=8)] = 512
-    negative_prompt: str = ""
-    batch_size: Annotated[int, Field(gt=0)] = 8
+    steps: Annotated[int, Field(gt=0)] = Field(30, description="Denoising steps per image.")
+    guidance: Annotated[float, Field(ge=0)] = Field(7.5, description="Classifier-free guidance scale.")
+    width: Annotated[int, Field(gt=0, multiple_of=8)] = Field(512, description="Image width in pixels.")
+    height: Annotated[int, Field(gt=0, multiple_of=8)] = Field(512, description="Image height in pixels.")
+    negative_prompt: str = Field("", description="Sent with every prompt; empty: none.")
+    batch_size: Annotated[int, Field(gt=0)] = Field(
+        8, description="Images per pipeline call; a short last batch is padded, so bytes never depend on it."
+    )
     attention: Literal["auto", "sdpa", "xformers"] = Field(
         "auto", description="auto: xformers when importable and on CUDA, else PyTorch SDPA."
     )
@@ -342,7 +370,7 @@ class LLMSpec(Strict):
         None, description="Hub id or local path (transformers; synthset-testing:tiny-lm offline), or the model "
         "name the server knows (openai).",
     )  # fmt: skip
-    revision: str | None = None
+    revision: str | None = Field(None, description="transformers: Hub branch, tag or commit of the model.")
     base_url: str | list[str] | None = Field(
         None,
         description="openai: e.g. http://localhost:8000/v1 (vLLM, TGI, Ollama), or a list of URLs of servers "
@@ -352,9 +380,9 @@ class LLMSpec(Strict):
         None, description="openai: instead of base_url, servers with their own concurrency or api_key_env."
     )
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: the environment variable holding the key.")
-    temperature: Annotated[float, Field(ge=0)] = 0.8
-    top_p: Annotated[float, Field(gt=0, le=1)] = 0.9
-    max_new_tokens: Annotated[int, Field(gt=0)] = 100
+    temperature: Annotated[float, Field(ge=0)] = Field(0.8, description="LLM sampling temperature.")
+    top_p: Annotated[float, Field(gt=0, le=1)] = Field(0.9, description="LLM nucleus sampling mass.")
+    max_new_tokens: Annotated[int, Field(gt=0)] = Field(100, description="Longest LLM answer, in tokens.")
     batch_size: Annotated[int, Field(gt=0)] = Field(16, description="transformers: prompts per generate call.")
     concurrency: Annotated[int, Field(gt=0)] = Field(
         8, description="openai: requests in flight per server (for vLLM: its --max-num-seqs, e.g. 256)."
@@ -365,7 +393,9 @@ class LLMSpec(Strict):
         description="openai: retries on 5xx, 429, timeouts and lost connections; a server that fails this many "
         "times more in a row, after backoff, is given up, and the plan stops when every server is.",
     )
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="transformers: weights dtype; auto: float16 on CUDA, float32 on CPU."
+    )
 
     @field_validator("base_url", mode="before")
     @classmethod
@@ -446,18 +476,20 @@ DEFAULT_STYLES = (
 class AspectVocabularies(Strict):
     """Words the CD prompts combine; the template backend uses them as they are, an LLM as hints."""
 
-    foreground: list[str] | None = None
-    background: list[str] | None = None
-    lighting: list[str] | None = None
-    camera: list[str] | None = None
+    foreground: list[str] | None = Field(None, description="Foreground words; none: the curated list.")
+    background: list[str] | None = Field(None, description="Background words; none: the curated list.")
+    lighting: list[str] | None = Field(None, description="Lighting words; none: the curated list.")
+    camera: list[str] | None = Field(None, description="Camera words; none: the curated list.")
 
 
 class PromptsSpec(Strict):
-    llm: LLMSpec = LLMSpec()
+    llm: LLMSpec = Field(LLMSpec(), description="The language model that writes descriptions.")
     styles: Annotated[list[str], Field(min_length=1)] = Field(
         list(DEFAULT_STYLES), description="SD styles; replace to change the style list."
     )
-    aspects: AspectVocabularies = AspectVocabularies()
+    aspects: AspectVocabularies = Field(
+        AspectVocabularies(), description="CD's word lists; a list left out keeps the curated one."
+    )
     max_attempts: Annotated[int, Field(gt=0)] = Field(
         3, description="LLM tries per description before the template replaces it (counted)."
     )
@@ -506,9 +538,9 @@ class RealImagesSpec(Strict):
     dataset: str | None = Field(None, description="A `datasets` hub id or local path (load_dataset).")
     config: str | None = Field(None, description="The dataset's config name, when it has several.")
     folder: Path | None = Field(None, description="An image folder: <folder>/<wnid or class name>/*.jpg")
-    split: str = "train"
-    image_column: str = "image"
-    label_column: str = "label"
+    split: str = Field("train", description="The dataset split holding the real images.")
+    image_column: str = Field("image", description="The column holding the images.")
+    label_column: str = Field("label", description="The column holding the labels.")
     match: Literal["index", "name"] = Field(
         "index",
         description="index: the dataset's labels are this class set's labels; name: match label names, compared "
@@ -533,7 +565,7 @@ class LARSpec(Strict):
     )
     clip_pretrained: str | None = Field("openai", description="open_clip pretrained tag (for a model name).")
     images_per_class: Annotated[int, Field(gt=0)] = Field(50, description="Real images scored per class (M).")
-    batch_size: Annotated[int, Field(gt=0)] = 64
+    batch_size: Annotated[int, Field(gt=0)] = Field(64, description="Images per CLIP forward pass.")
     candidates: Literal["wordnet", "llm", "both"] | None = Field(
         None,
         description="Where candidate meanings come from: wordnet (the class's own gloss and every synset sharing "
@@ -543,8 +575,8 @@ class LARSpec(Strict):
 
 
 class StorageSpec(Strict):
-    format: Literal["jpeg", "png", "webp"] = "jpeg"
-    quality: Annotated[int, Field(ge=1, le=100)] = 95
+    format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="How each image is encoded.")
+    quality: Annotated[int, Field(ge=1, le=100)] = Field(95, description="JPEG/WebP quality.")
     resize: Annotated[int, Field(gt=0)] | None = Field(
         None, description="Store images at this square size (e.g. generate at 512, store at 256)."
     )
@@ -634,27 +666,59 @@ class QualitySpec(Strict):
 
 
 class Recipe(Strict):
-    name: str
-    builder: Literal["synth_imagenet", "synth_imagenet_lt", "synth_fewshot"] = Field(
-        "synth_imagenet", description="The dataset family, which fixes the published config names."
+    name: str = Field(description="The run's name: its directory is <output_dir>/<name>.")
+    builder: Literal["synth_imagenet", "synth_imagenet_lt", "synth_fewshot", "synth_classes"] = Field(
+        "synth_imagenet",
+        description="The dataset family, which fixes the published config names. Default: synth_imagenet for "
+        "imagenet-1k, synth_classes (strategy-named configs over any class list) for every other class set.",
     )
-    seed: int = 0
+    seed: int = Field(0, description="The run's seed: every image's seed derives from it and its sample_id.")
     license: str | None = Field(
         None,
         description="Hub license id of the dataset (e.g. creativeml-openrail-m); needed when the generator's "
         "model card does not state one.",
     )
-    output_dir: Path = Field(Path("runs"), description="The run directory is <output_dir>/<name>.")
-    classes: ClassSetSpec = ClassSetSpec()
-    configs: Annotated[list[ConfigSpec], Field(min_length=1)]
-    generator: GeneratorSpec
-    storage: StorageSpec = StorageSpec()
-    prompts: PromptsSpec = PromptsSpec()
-    lar: LARSpec = LARSpec()
-    real_images: RealImagesSpec | None = None
+    output_dir: Path = Field(
+        Path("runs"),
+        description="The run directory is <output_dir>/<name> (a local directory; for an object store, "
+        "`synthset plan --run-dir s3://bucket/runs/<name>`).",
+    )
+    classes: ClassSetSpec = Field(ClassSetSpec(), description="Which classes to generate.")
+    configs: Annotated[list[ConfigSpec], Field(min_length=1)] = Field(
+        description="The dataset configs to generate and publish."
+    )
+    generator: GeneratorSpec = Field(description="The diffusion model and how it samples.")
+    storage: StorageSpec = Field(StorageSpec(), description="How images and shards are written.")
+    prompts: PromptsSpec = Field(PromptsSpec(), description="How prompts are written.")
+    lar: LARSpec = Field(LARSpec(), description="Label Ambiguity Resolution (paper A): picking each class's meaning.")
+    real_images: RealImagesSpec | None = Field(
+        None, description="Real images of each class, for LAR scoring, shots and conditioning."
+    )
     quality: QualitySpec | None = Field(
         None, description="Score every image before it is written (CLIP score, NSFW checker, near-duplicates)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_builder_fits_the_classes(cls, data: Any) -> Any:
+        """Without `builder:`, ImageNet-1k is synth_imagenet and any other class list synth_classes."""
+        if not isinstance(data, dict) or "builder" in data:
+            return data
+        classes = data.get("classes")
+        imagenet = not isinstance(classes, dict) or (
+            classes.get("set", "imagenet-1k") == "imagenet-1k" and classes.get("dataset") is None
+        )
+        return {**data, "builder": "synth_imagenet" if imagenet else "synth_classes"}
+
+    @field_validator("output_dir", mode="before")
+    @classmethod
+    def _output_dir_is_local(cls, value: Any) -> Any:
+        if isinstance(value, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+            raise ValueError(
+                f"{value!r} is a URL; output_dir is a local directory (for an object-store run: "
+                f"synthset plan RECIPE --run-dir {value.rstrip('/')}/<name>)"
+            )
+        return value
 
     @field_validator("name")
     @classmethod
@@ -759,6 +823,9 @@ def read_yaml_file(path: Path, what: str) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        hint = " (a run directory: its recipe is recipe.lock.yaml)" if (path / "recipe.lock.yaml").is_file() else ""
+        raise RecipeError(f"{path}: is a directory, not a {what} file{hint}") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -9,6 +9,7 @@ Every function accepts a local run directory or an `s3://` URL. See `synthset.ap
 function's arguments, results and errors.
 """
 
+from synthset.api.demo import DemoResult, demo
 from synthset.api.results import (
     BuildResult,
     CancelResult,
@@ -17,6 +18,7 @@ from synthset.api.results import (
     CleanResult,
     Described,
     GenerateResult,
+    NewRecipe,
     PlanResult,
     PushDone,
     ReviewResult,
@@ -34,6 +36,7 @@ from synthset.api.stages import (
     check,
     clean,
     generate,
+    new,
     plan,
     push,
     review,
@@ -47,17 +50,20 @@ from synthset.api.stages import (
 
 # The stages in pipeline order (and the names `synthset.<stage>` resolves to).
 STAGES = (
-    *("check", "plan", "generate", "submit", "build", "card", "review", "push"),
+    *("new", "check", "plan", "generate", "submit", "build", "card", "review", "push"),
     *("verify", "versions", "status", "validate", "clean", "train"),
 )
 
 __all__ = [
+    "demo",
+    "DemoResult",
     "build",
     "cancel_submitted",
     "card",
     "check",
     "clean",
     "generate",
+    "new",
     "plan",
     "push",
     "review",
@@ -74,6 +80,7 @@ __all__ = [
     "CleanResult",
     "Described",
     "GenerateResult",
+    "NewRecipe",
     "PlanResult",
     "PushDone",
     "ReviewResult",

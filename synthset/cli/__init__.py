@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
 import sys
 from types import ModuleType
 
@@ -19,7 +18,9 @@ from synthset.cli import (
     build,
     card,
     clean,
+    demo,
     generate,
+    new,
     plan,
     push,
     review,
@@ -32,10 +33,12 @@ from synthset.cli import (
     verify,
     versions,
 )
+from synthset.cli.quiet import configure_output
 from synthset.errors import SynthsetError
 
 # The commands in the order `synthset --help` lists them.
 COMMANDS: dict[str, ModuleType] = {
+    "new": new,
     "plan": plan,
     "generate": generate,
     "submit": submit,
@@ -51,6 +54,7 @@ COMMANDS: dict[str, ModuleType] = {
     "clean": clean,
     "schema": schema,
     "tiny-models": tiny_models,
+    "demo": demo,
 }
 
 # A full disk, a quota, a file size limit, a read-only or forbidden path: the user's to fix, in one line.
@@ -62,6 +66,7 @@ Make a synthetic image-classification dataset with an off-the-shelf diffusion mo
 A run goes through these stages, each restartable and each reading the previous one's files
 in the run directory <output_dir>/<name>/ that the recipe names:
 
+  synthset new --classes foxes.txt         your classes -> a commented recipe (foxes.yaml)
   synthset plan recipes/demo.yaml          recipe -> recipe.lock.yaml, classes.parquet, plan.parquet
   accelerate launch -m synthset generate runs/demo
                                            plan -> shards/ (any number of processes; resumable)
@@ -70,6 +75,8 @@ in the run directory <output_dir>/<name>/ that the recipe names:
   synthset review runs/demo                review.html: every class's images, the gate's rejects, to look at
   synthset push runs/demo --repo org/name --tag v1.0
                                            a new version on the Hub, tagged; `synthset verify` checks it
+
+`synthset demo` runs them all on tiny offline models, from recipes shipped in the package.
 """
 
 
@@ -78,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="synthset", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"synthset {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug messages, every rank's, and the libraries' bars"
+    )
     commands = parser.add_subparsers(dest="command", metavar="<stage>", required=True)
     for command in COMMANDS.values():
         command.register(commands)
@@ -87,11 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="synthset: %(levelname)s: %(message)s",
-    )
-    logging.getLogger("synthset").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    configure_output(args.verbose)
     try:
         return args.func(args)
     except SynthsetError as error:

@@ -201,7 +201,7 @@ class Screener:
             self.checker = SafetyChecker(
                 lock.aux_models["safety_checker"], device, torch_dtype, quality.nsfw_adjustment
             )
-        logger.info("quality gate: clip=%s checker=%s on %s", quality.clip_model, quality.checker, device)
+        logger.debug("quality gate: clip=%s checker=%s on %s", quality.clip_model, quality.checker, device)
 
     def prepare(self, images: list[Image]) -> PreparedBatch:
         """The CPU half of scoring; thread-safe, so the runner calls it on a worker thread."""
