@@ -157,7 +157,10 @@ def _card_data(base: dict[str, Any], recipe: Recipe, license: License, rows: int
 
     # tags name how the dataset was made (the recipe's strategies), never values found in rows (cd, sd)
     strategies = sorted({c.strategy for c in recipe.configs})
-    extra = {k: v for k, v in (("license_name", license.license_name), ("license_link", license.license_link)) if v}
+    # the license's name and link, when given, go to DatasetCardData's **kwargs (typed Any)
+    extra: dict[str, Any] = {
+        k: v for k, v in (("license_name", license.license_name), ("license_link", license.license_link)) if v
+    }
     return DatasetCardData(
         pretty_name=recipe.name,
         license=license.license,

@@ -250,10 +250,10 @@ def _fill_images(
     if rejected and rejects.is_file():
         table = pq.read_table(rejects, columns=["sample_id", "attempt", "prompt", "thumbnail"]).to_pydict()
         for sample_id, attempt, prompt, thumb in zip(*table.values(), strict=True):
-            item = rejected.get((sample_id, attempt))
-            if item is not None:
-                item.image = thumbnail_data(thumb["bytes"]) if rejected_images else ""
-                item.prompt = item.prompt or prompt
+            attempt_item = rejected.get((sample_id, attempt))
+            if attempt_item is not None:
+                attempt_item.image = thumbnail_data(thumb["bytes"]) if rejected_images else ""
+                attempt_item.prompt = attempt_item.prompt or prompt
 
 
 def collect_review(run: RunDir, lock: Lock, per_class: int, with_rejected_images: bool = True) -> list[ConfigReview]:
