@@ -88,8 +88,9 @@ def test_a_local_run_through_the_api_prints_the_lines_the_cli_printed(tmp_path, 
         f"next: accelerate launch -m synthset generate {run}",
     ]
     generated = api.generate(run).lines()
-    assert generated[0].startswith("rank 0/1 (worker ") and " made 12 images in 3 shards (0 of them redone; " in (
-        generated[0]
+    assert (
+        generated[0].startswith("rank 0/1 (worker ")
+        and " made 12 images in 3 shards (0 of them redone; " in (generated[0])
     )
     assert generated[1:] == [f"all shards done; next: synthset build {run}"]
     assert str(api.build(run)).splitlines() == [

@@ -29,6 +29,7 @@ from synthset.builders.assemble import build_dataset
 from synthset.cards import write_card
 from synthset.cards.render import card_for_repo
 from synthset.cli import main
+from synthset.errors import SynthsetError
 from synthset.generation.plan import plan_run
 from synthset.generation.runner import generate_run
 from synthset.hub.manifest import iter_entries
@@ -400,6 +401,81 @@ def test_conflicts_rate_limits_and_lost_answers_are_retried_without_duplicates(r
         if method == "POST" and "/commit/" in path:
             times.setdefault(status, when)
     assert times[500] - times[429] >= 1.0  # Retry-After honoured
+
+
+# Every endpoint each command calls (a clean push of v1 to a new repo, verify and versions of it), with
+# one transient answer each: a rate limit (429 with the Hub's headers) or a 5xx, in turn. The test also
+# asserts that the fault was met, so a command that stops calling an endpoint shows up here.
+PUSH_ENDPOINTS = [
+    *("whoami", "create-repo", "repo-info", "refs", "tree", "discussions", "validate-yaml", "preupload"),
+    *("batch", "upload", "commit", "discussion", "merge", "tag"),
+]
+READ_ENDPOINTS = [("verify", "repo-info"), ("verify", "resolve"), ("verify", "tree"), ("verify", "paths-info")]
+READ_ENDPOINTS += [("versions", "refs"), ("versions", "resolve")]
+TRANSIENT = (429, 500, 503, 502)
+
+
+@pytest.mark.parametrize("endpoint", PUSH_ENDPOINTS)
+def test_one_transient_fault_on_any_endpoint_of_a_push_is_harmless(runs, hub, tmp_path, endpoint):
+    status = TRANSIENT[PUSH_ENDPOINTS.index(endpoint) % len(TRANSIENT)]
+    hub.state.inject(endpoint, status)
+    ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    assert hub.state.pending_faults() == {}, f"push never called {endpoint}"
+    repo = hub.state.repos[("dataset", "org/synth")]
+    assert list(repo.pulls) == [1] and hub.state.commits_applied == 2  # one commit, one merge: nothing twice
+    assert repo.tags["v1.0"] == repo.branches["main"]
+    assert set(hub.files("org/synth", "v1.0")) == {".gitattributes", *published_files(runs["v1"], "org/synth")}
+
+
+@pytest.fixture(scope="module")
+def published(runs, tmp_path_factory):
+    """One loopback Hub holding v1 as pushed, and what verify and versions say of it without a fault."""
+    home = tmp_path_factory.mktemp("hf-home")
+    commands = {"verify": ("verify", "org/synth", "--revision", "v1.0"), "versions": ("versions", "org/synth")}
+    with HubServer(tree_page_size=2) as server:
+        ok(cli(server, home, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+        clean = {name: ok(cli(server, home, *args)) for name, args in commands.items()}
+        yield server, commands, clean
+
+
+@pytest.mark.parametrize(("command", "endpoint"), READ_ENDPOINTS)
+def test_one_transient_fault_on_any_endpoint_of_verify_or_versions_is_harmless(published, tmp_path, command, endpoint):
+    server, commands, clean = published
+    server.state.inject(endpoint, TRANSIENT[READ_ENDPOINTS.index((command, endpoint)) % len(TRANSIENT)])
+    assert ok(cli(server, tmp_path, *commands[command])) == clean[command]  # tmp_path: an empty download cache
+    assert server.state.pending_faults() == {}, f"{command} never called {endpoint}"
+
+
+def test_a_tag_made_by_a_call_whose_answer_was_a_409_is_a_success(runs, hub, tmp_path):
+    hub.state.inject("tag", 409, after=True)  # the tag is made; the answer says it exists (a retry raced it)
+    out = ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    repo = hub.state.repos[("dataset", "org/synth")]
+    assert f"tagged v1.0 -> {repo.branches['main'][:12]}" in out and repo.tags["v1.0"] == repo.branches["main"]
+
+
+def test_giving_up_counts_the_tries_really_made(monkeypatch):
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from synthset.hub import client
+
+    monkeypatch.setattr(client, "RETRY_ATTEMPTS", 3)
+    monkeypatch.setattr(client.time, "sleep", lambda seconds: None)
+    request = httpx2.Request("GET", "http://hub.invalid/api/whoami-v2")
+    calls = []
+
+    def rate_limited():
+        calls.append(1)
+        response = httpx2.Response(429, request=request, headers={"Retry-After": "0"})
+        raise HfHubHTTPError("429 Too Many Requests", response=response, server_message="slow down")
+
+    with pytest.raises(SynthsetError) as error:
+        client.with_retries("whoami", rate_limited)
+    assert str(error.value) == "whoami: HTTP 429: slow down (still failing after 3 tries)" and len(calls) == 3
+    # a call that is never retried does not claim tries
+    with pytest.raises(SynthsetError) as error, client.hub_errors("org/x", None, "http://hub.invalid"):
+        rate_limited()
+    assert str(error.value) == "org/x: HTTP 429: slow down"
 
 
 def test_push_killed_between_commits_resumes_and_sends_nothing_twice(runs, hub, tmp_path):

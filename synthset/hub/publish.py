@@ -209,9 +209,7 @@ class Publisher:
 
     # -- the state of the repo ------------------------------------------------------------------------
     def head(self, revision: str) -> str:
-        return with_retries(
-            f"head of {revision}", lambda: self.api.repo_info(self.repo_id, repo_type=REPO_TYPE, revision=revision).sha
-        )
+        return self.api.repo_info(self.repo_id, repo_type=REPO_TYPE, revision=revision).sha
 
     def holds_staged(self, revision: str) -> bool:
         operations, _ = differences(remote_files(self.api, self.repo_id, revision), self.staged)
@@ -236,14 +234,23 @@ class Publisher:
             if pr.title == self.title(base):
                 current = pr.num
             else:
-                self.api.change_discussion_status(
-                    self.repo_id,
-                    pr.num,
-                    "closed",
-                    repo_type=REPO_TYPE,
-                    comment=f"superseded: {self.branch} moved since this pull request was opened",
-                )
+                self.set_status(pr.num, "closed", f"superseded: {self.branch} moved since this pull request was opened")
         return current
+
+    def set_status(self, num: int, status: str, comment: str | None = None) -> None:
+        """Open or close pull request `num`; a retry first looks whether the last try already did it."""
+
+        def landed() -> bool | None:
+            details = self.api.get_discussion_details(self.repo_id, num, repo_type=REPO_TYPE)
+            return True if details.status == status else None
+
+        with_retries(
+            f"status of pull request #{num}",
+            lambda: self.api.raw.change_discussion_status(
+                self.repo_id, num, status, repo_type=REPO_TYPE, comment=comment
+            ),
+            landed,
+        )
 
     def commit_chunk(
         self, operations: list[tuple[str, str]], ref: str | None, parent: str, message: str, base: str
@@ -252,7 +259,7 @@ class Publisher:
         ops = [_operation(kind, path, self.staged, self.by_path.get(path)) for kind, path in operations]
 
         def call() -> tuple[int, str]:
-            info = self.api.create_commit(
+            info = self.api.raw.create_commit(
                 self.repo_id,
                 ops,
                 repo_type=REPO_TYPE,
@@ -303,7 +310,7 @@ class Publisher:
             )
         details = self.api.get_discussion_details(self.repo_id, num, repo_type=REPO_TYPE)
         if details.status == "draft":  # a draft must be published before it can be merged
-            self.api.change_discussion_status(self.repo_id, num, "open", repo_type=REPO_TYPE)
+            self.set_status(num, "open")
 
         def landed() -> bool | None:
             merged = self.api.get_discussion_details(self.repo_id, num, repo_type=REPO_TYPE).status == "merged"
@@ -311,7 +318,9 @@ class Publisher:
 
         with_retries(
             f"merge of pull request #{num}",
-            lambda: self.api.merge_pull_request(self.repo_id, num, repo_type=REPO_TYPE, comment="synthset: publish"),
+            lambda: self.api.raw.merge_pull_request(
+                self.repo_id, num, repo_type=REPO_TYPE, comment="synthset: publish"
+            ),
             landed,
         )
         merged = self.head(self.branch)
@@ -332,7 +341,7 @@ class Publisher:
 
         with_retries(
             f"tag {self.tag}",
-            lambda: self.api.create_tag(
+            lambda: self.api.raw.create_tag(
                 self.repo_id, tag=self.tag, revision=commit, repo_type=REPO_TYPE, tag_message=self.tag
             ),
             landed,

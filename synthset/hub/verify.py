@@ -94,11 +94,8 @@ class Checker:
         regular = []
         for start in range(0, len(entries), PATHS_INFO_PAGE):
             page = entries[start : start + PATHS_INFO_PAGE]
-            infos = with_retries(
-                "paths-info",
-                lambda page=page: self.api.get_paths_info(
-                    self.repo_id, [e.path for e in page], repo_type=REPO_TYPE, revision=self.commit
-                ),
+            infos = self.api.get_paths_info(
+                self.repo_id, [e.path for e in page], repo_type=REPO_TYPE, revision=self.commit
             )
             found = {info.path: info for info in infos}
             for entry in page:
@@ -120,11 +117,8 @@ class Checker:
         """Download a file afresh (a cached copy proves nothing), compare it; -> images decoded."""
         with tempfile.TemporaryDirectory(prefix="synthset-verify-") as tmp:
             local = Path(
-                with_retries(
-                    f"download of {entry.path}",
-                    lambda: self.api.hf_hub_download(
-                        self.repo_id, entry.path, repo_type=REPO_TYPE, revision=self.commit, local_dir=tmp
-                    ),
+                self.api.hf_hub_download(
+                    self.repo_id, entry.path, repo_type=REPO_TYPE, revision=self.commit, local_dir=tmp
                 )
             )
             size, digest = local.stat().st_size, sha256_file(local)
@@ -267,13 +261,11 @@ def verify_repo(
     api, token = client(require_token=False)
     where = f"{repo_id}@{revision}"
     with hub_errors(where, token, api.endpoint):
-        commit = with_retries("revision", lambda: api.dataset_info(repo_id, revision=revision).sha)
+        commit = api.dataset_info(repo_id, revision=revision).sha
         report = VerifyReport(repo_id, revision, commit, "full" if full else "metadata")
         fs = HfFileSystem(token=token or False)
         checker = Checker(api, fs, repo_id, commit, report)
-        card_path = with_retries(
-            README, lambda: api.hf_hub_download(repo_id, README, repo_type=REPO_TYPE, revision=commit)
-        )
+        card_path = api.hf_hub_download(repo_id, README, repo_type=REPO_TYPE, revision=commit)
         card = DatasetCard.load(card_path).data.to_dict()
         patterns = {p for splits in config_patterns(card).values() for ps in splits.values() for p in ps}
         features = _expected_features(card)
