@@ -559,6 +559,43 @@ def test_a_push_racing_another_writer_is_one_clear_line(runs, hub, tmp_path):
     assert "v2.0" not in repo.tags  # nothing is tagged
 
 
+def test_a_push_never_deletes_another_writers_files_unless_asked_and_names_them(runs, hub, tmp_path):
+    ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    repo = hub.state.repos[("dataset", "org/synth")]
+
+    def someone_commits(files: dict[str, Blob]) -> None:
+        head = repo.commits[repo.branches["main"]]
+        repo.branches["main"] = hub.state.new_commit(repo, head.oid, "someone else", "", {**head.files, **files}).oid
+
+    someone_commits({"other.txt": Blob.regular(b"theirs"), "notes/a.md": Blob.regular(b"theirs too")})
+    out = ok(cli(hub, tmp_path, "push", str(runs["v2"]), "--repo", "org/synth", "--tag", "v2.0"))
+    assert "kept 2 files on main that synthset did not publish: notes/a.md, other.txt (push with " in out
+    v1_only = set(published_files(runs["v1"], "org/synth")) - set(published_files(runs["v2"], "org/synth"))
+    deleted = len(v1_only)
+    assert f", {deleted} deleted, " in out and v1_only  # v1's own files went: synthset published them
+    expected = {".gitattributes", "other.txt", "notes/a.md", *published_files(runs["v2"], "org/synth")}
+    assert set(hub.files("org/synth", "v2.0")) == expected
+    ok(cli(hub, tmp_path, "verify", "org/synth", "--revision", "v2.0"))  # their notes are not read by any config
+
+    # a file of theirs that a config would load cannot be left in place: refused, nothing committed
+    stray = "naive/b0/train-00009-of-00009.parquet"
+    someone_commits({stray: repo.commits[repo.tags["v2.0"]].files[parquet_paths(runs["v2"], "naive")[0]]})
+    applied = hub.state.commits_applied
+    error = one_error_line(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v3.0"))
+    assert error == (
+        f"org/synth: {stray}: on main but not published by synthset, and config naive's data_files "
+        "'naive/b0/train-*.parquet' would load it; delete it on the Hub, or push with --delete-unpublished"
+    )
+    assert hub.state.commits_applied == applied
+    out = ok(
+        cli(hub, tmp_path, *("push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v3.0", "--delete-unpublished"))
+    )
+    assert (
+        f"deleted 3 files that synthset did not publish (--delete-unpublished): {stray}, notes/a.md, other.txt" in out
+    )
+    assert set(hub.files("org/synth", "v3.0")) == {".gitattributes", *published_files(runs["v1"], "org/synth")}
+
+
 # -- tokens ---------------------------------------------------------------------------------------------
 def test_missing_or_rejected_token_is_one_clear_line(runs, hub, tmp_path):
     bad = "hf_this_is_not_a_valid_token_0123456789"

@@ -73,6 +73,7 @@ class Checker:
         self.problems: list[str] = []
         self.pattern_rows: dict[str, int] = {}
         self.pattern_files: dict[str, int] = {}
+        self.patterns: set[str] = set()  # every config's data_files globs
 
     def problem(self, text: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -80,14 +81,16 @@ class Checker:
 
     # -- 2. listing and paths-info ------------------------------------------------------------------------
     def check_folder_listing(self, folder: str, entries: list[Entry]) -> None:
-        """The Hub's listing of `folder` must hold exactly the manifest's files (subfolders aside)."""
+        """The Hub's listing of `folder` must hold the manifest's files, and no other file that a config's
+        `data_files` would load (another writer's notes may sit beside them: `push` leaves those alone)."""
         path = f"{self.root}/{folder}" if folder else self.root
         listing = with_retries(f"listing of {folder or '/'}", lambda: self.fs.ls(path, detail=True, refresh=True))
         names = {item["name"].rsplit("/", 1)[1] for item in listing if item["type"] == "file"}
         ours = {e.path.rsplit("/", 1)[-1] for e in entries}
         extra = sorted(names - ours - ({".gitattributes", MANIFEST_FILE} if not folder else set()))
-        for name in extra:
-            self.problem(f"{folder + '/' if folder else ''}{name}: in the repo but not in the manifest")
+        for path in (f"{folder}/{name}" if folder else name for name in extra):
+            if any(pattern_matches(pattern, path) for pattern in self.patterns):
+                self.problem(f"{path}: in the repo but not in the manifest")
 
     def check_paths_info(self, entries: list[Entry]) -> list[Entry]:
         """Size and LFS sha256 as the Hub reports them; returns the regular (non-LFS) files to hash."""
@@ -268,6 +271,7 @@ def verify_repo(
         card_path = api.hf_hub_download(repo_id, README, repo_type=REPO_TYPE, revision=commit)
         card = DatasetCard.load(card_path).data.to_dict()
         patterns = {p for splits in config_patterns(card).values() for ps in splits.values() for p in ps}
+        checker.patterns = patterns
         features = _expected_features(card)
         try:
             _, entries, handle = _stream_manifest(fs, checker.root)
