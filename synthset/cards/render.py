@@ -37,6 +37,7 @@ from synthset.fsutil import write_text_atomic
 from synthset.run.lock import read_lock_data
 from synthset.run.paths import README_FILE as README
 from synthset.run.paths import RunDir
+from synthset.run.portable import portable
 
 CARD_MARKER = "<!-- synthset-card provenance={provenance} -->"
 BUILD_START, BUILD_END = "<!-- synthset-build:start -->", "<!-- synthset-build:end -->"
@@ -201,7 +202,7 @@ def render_card(
     from huggingface_hub import DatasetCard
 
     dataset_dir = run.dataset_dir
-    lock = read_lock_data(run)
+    lock = portable(read_lock_data(run), run.root)  # the card goes to the Hub: no path of this disk in it
     recipe, resolved = lock["recipe"], lock.get("resolved") or {}
     readme_text = (dataset_dir / README).read_text(encoding="utf-8")
     base = DatasetCard(readme_text).data.to_dict()
