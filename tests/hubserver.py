@@ -420,8 +420,8 @@ def _check_limits(files: dict[str, Blob], limits: HubLimits) -> None:
             entries[parent].add(child)
             folder = parent
     for folder, names in entries.items():
-        if len(names) > limits.files_per_folder:
-            raise HttpError(400, f"Too many files in folder {folder or '/'}: {len(names)} > {limits.files_per_folder}")
+        if len(names) >= limits.files_per_folder:  # the docs' table: entries per folder "< 10k"
+            raise HttpError(400, f"Too many files in folder {folder or '/'}: {len(names)} >= {limits.files_per_folder}")
 
 
 REPO_ENDPOINTS = {  # /api/{type}s/{repo}/<kind>/...: the endpoint names of `inject`

@@ -237,7 +237,7 @@ def _post(url: str, data: bytes, content_type: str, token: str | None = TOKEN) -
 
 
 def test_loopback_server_enforces_the_hubs_per_call_and_repo_limits(runs, tmp_path):
-    with HubServer(limits=HubLimits(files_per_folder=9)) as hub:  # the root holds 8 entries
+    with HubServer(limits=HubLimits(files_per_folder=10)) as hub:  # fewer than 10 per folder; the root holds 8
         ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth"))
         api = f"{hub.url}/api/datasets/org/synth"
         sample = "AAAA"
@@ -256,7 +256,7 @@ def test_loopback_server_enforces_the_hubs_per_call_and_repo_limits(runs, tmp_pa
             return _post(f"{api}/commit/main", "\n".join(json.dumps(x) for x in lines).encode(), "application/x-ndjson")
 
         assert commit([f"many/{i}.txt" for i in range(101)]) == 413  # more operations than one commit takes
-        assert commit([f"folder/{i}.txt" for i in range(10)]) == 400  # a tenth entry in a 9-entry folder
+        assert commit([f"folder/{i}.txt" for i in range(10)]) == 400  # "< 10k": a folder of exactly 10 is over
         assert commit([f"folder/{i}.txt" for i in range(9)]) == 200
         assert commit(["folder/sub/x.txt"]) == 400  # a sub-folder is an entry too
         readme = json.dumps({"content": "---\nx: " + "a" * 1_000_001 + "\n---\n"}).encode()
