@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synthset.errors import first_line
 from synthset.run.classes_table import read_label_names
 from synthset.run.ids import parse_shard_name
 from synthset.run.lock import read_lock
@@ -72,6 +76,21 @@ def _relative(run: RunDir, path: Path) -> str:
     return path.relative_to(run.root).as_posix()
 
 
+def _shard_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of a shard, one batch in memory at a time."""
+    for batch in pq.ParquetFile(path).iter_batches(columns=["sample_id", "config", "split", "label", "image"]):
+        yield from batch.to_pylist()
+
+
+def _settle(rows: Any, checked: set[str], seen: set[str], found: dict[tuple[str, str], Counter]) -> None:
+    """Count a faulty shard's planned rows (those not checked already) as present: the shard's own problem
+    is the finding, and its samples are not reported missing one by one too."""
+    for row in rows.select(["sample_id", "config", "split", "label"]).to_pylist():
+        if row["sample_id"] not in checked:
+            seen.add(row["sample_id"])
+            found.setdefault((row["config"], row["split"]), Counter())[row["label"]] += 1
+
+
 def validate_run(run_dir: str | Path | RunDir, fast: bool = False) -> list[ConfigReport]:
     from tqdm.auto import tqdm
 
@@ -107,7 +126,7 @@ def validate_run(run_dir: str | Path | RunDir, fast: bool = False) -> list[Confi
         shard = read_planned_shard(plan, i, name)
         problem = shard_problem(run, shard, records, lock.generation_key, not fast)
         if problem is None:
-            readable.append(name)
+            readable.append((i, name))
             planned_here = set(shard.sample_ids)
             shard_name = parse_shard_name(name)
             key = (shard_name.config, shard_name.split)
@@ -120,10 +139,7 @@ def validate_run(run_dir: str | Path | RunDir, fast: bool = False) -> list[Confi
                 dropped_reasons.setdefault((key, entry["label"]), Counter())[entry["reason"]] += 1
                 report_for(name).dropped += 1
             continue
-        # The shard's own problem is the finding; its samples are not reported missing one by one too.
-        for row in shard.rows.select(["sample_id", "config", "split", "label"]).to_pylist():
-            seen.add(row["sample_id"])
-            found[(row["config"], row["split"])][row["label"]] += 1
+        _settle(shard.rows, set(), seen, found)
         if problem in ("no record", "shard file missing"):
             report_for(name).add(f"{_relative(run, run.shard_file(name))}: {problem} (run `synthset generate {run}`)")
         else:
@@ -135,25 +151,35 @@ def validate_run(run_dir: str | Path | RunDir, fast: bool = False) -> list[Confi
             f"{_relative(run, run.shard_file(name))}: not in the plan (`synthset clean {run}` removes it)"
         )
 
-    for name in tqdm(readable, desc="validate rows", unit="shard"):
-        path = run.shard_file(name)
-        for batch in pq.ParquetFile(path).iter_batches(columns=["sample_id", "config", "split", "label", "image"]):
-            for row in batch.to_pylist():
-                key = (row["config"], row["split"])
-                report = reports.get(key) or reports.setdefault(key, ConfigReport(*key))
-                report.found += 1
-                sample_id = row["sample_id"]
-                if sample_id in seen:
-                    report.add(f"{sample_id}: appears more than once (or is also recorded as dropped)")
-                seen.add(sample_id)
-                if sample_id not in planned_ids.get(key, ()):
-                    report.add(f"{sample_id}: not in the plan")
-                if not 0 <= row["label"] < num_classes:
-                    report.add(f"{sample_id}: label {row['label']} outside 0..{num_classes - 1}")
-                found.setdefault(key, Counter())[row["label"]] += 1
-                problem = _image_problem(row["image"]["bytes"], expected_size)
-                if problem:
-                    report.add(f"{sample_id}: image {problem} ({_relative(run, path)})")
+    def check_row(row: dict[str, Any], path: Path) -> None:
+        key = (row["config"], row["split"])
+        report = reports.get(key) or reports.setdefault(key, ConfigReport(*key))
+        report.found += 1
+        sample_id = row["sample_id"]
+        if sample_id in seen:
+            report.add(f"{sample_id}: appears more than once (or is also recorded as dropped)")
+        seen.add(sample_id)
+        if sample_id not in planned_ids.get(key, ()):
+            report.add(f"{sample_id}: not in the plan")
+        if not 0 <= row["label"] < num_classes:
+            report.add(f"{sample_id}: label {row['label']} outside 0..{num_classes - 1}")
+        found.setdefault(key, Counter())[row["label"]] += 1
+        problem = _image_problem(row["image"]["bytes"], expected_size)
+        if problem:
+            report.add(f"{sample_id}: image {problem} ({_relative(run, path)})")
+
+    for i, name in tqdm(readable, desc="validate rows", unit="shard"):
+        path, checked = run.shard_file(name), set()
+        try:
+            for row in _shard_rows(path):
+                check_row(row, path)
+                checked.add(row["sample_id"])
+        except (OSError, pa.ArrowException) as error:  # with --fast, a flipped byte gets this far
+            report_for(name).add(
+                f"{_relative(run, path)}: not a readable Parquet file ({first_line(error)}); "
+                f"`synthset generate {run}` makes it again"
+            )
+            _settle(read_planned_shard(plan, i, name).rows, checked, seen, found)
     for key, report in reports.items():
         missing = planned_ids.get(key, set()) - seen
         if missing:
