@@ -13,6 +13,7 @@ checks itself against these names.
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -42,9 +43,11 @@ def check_augmentation_name(name: str) -> tuple[str, bool]:
 
 
 class _Strict(BaseModel):
-    """Unknown keys are errors: a misspelt key silently ignored would change what a run makes."""
+    """Unknown keys are errors: a misspelt key silently ignored would change what a run makes. Values are
+    strict about their type (pydantic's strict mode): `images_per_class: "2"` or `steps: 2.0` is refused,
+    not converted, as a quoted number is more likely a slip than meant. Paths alone come as YAML strings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ClassSetSpec(_Strict):
@@ -75,7 +78,9 @@ class ClassSetSpec(_Strict):
 class FillUpSpec(_Strict):
     """ImageNet-LT style fill-up: each class gets `target - real count` synthetic images."""
 
-    train_list: Path = Field(description="The long-tail train list: `<image path> <label>` per line (ImageNet-LT).")
+    train_list: Path = Field(
+        description="The long-tail train list: `<image path> <label>` per line (ImageNet-LT).", strict=False
+    )
     target: Annotated[int, Field(gt=0)] = 1280
 
 
@@ -494,7 +499,7 @@ class RealImagesSpec(_Strict):
 
     dataset: str | None = Field(None, description="A `datasets` hub id or local path (load_dataset).")
     config: str | None = Field(None, description="The dataset's config name, when it has several.")
-    folder: Path | None = Field(None, description="An image folder: <folder>/<wnid or class name>/*.jpg")
+    folder: Path | None = Field(None, description="An image folder: <folder>/<wnid or class name>/*.jpg", strict=False)
     split: str = "train"
     image_column: str = "image"
     label_column: str = "label"
@@ -625,7 +630,7 @@ class Recipe(_Strict):
         description="Hub license id of the dataset (e.g. creativeml-openrail-m); needed when the generator's "
         "model card does not state one.",
     )
-    output_dir: Path = Field(Path("runs"), description="The run directory is <output_dir>/<name>.")
+    output_dir: Path = Field(Path("runs"), description="The run directory is <output_dir>/<name>.", strict=False)
     classes: ClassSetSpec = ClassSetSpec()
     configs: Annotated[list[ConfigSpec], Field(min_length=1)]
     generator: GeneratorSpec
@@ -734,18 +739,57 @@ def recipe_from_dict(data: Any, source: str) -> Recipe:
         raise RecipeError(describe_validation_error(error, source)) from None
 
 
-def read_yaml_file(path: Path, what: str) -> Any:
-    """A YAML file's data; a missing file or a syntax error is one `SynthsetError` line naming file and line."""
+def read_text_file(path: Path, what: str) -> str:
+    """A text file's contents; a missing or binary file is one `RecipeError` line naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such {what} file") from None
+    except UnicodeDecodeError as error:  # a binary file given by mistake
+        raise RecipeError(f"{path}: not a {what} file: byte {error.start} is not UTF-8 text") from None
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    """A YAML file's data; a missing file or a syntax error is one `SynthsetError` line naming file and line."""
+    text = read_text_file(path, what)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader that refuses repeated keys
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise RecipeError(f"{path}:{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+        raise RecipeError(f"{path}{_yaml_where(error)}: not valid YAML ({_yaml_problem(error)})") from None
+
+
+def _yaml_where(error: yaml.YAMLError) -> str:
+    """`: line N` where the parser stopped, or nothing when it does not say (a reader error)."""
+    mark = getattr(error, "problem_mark", None)
+    return f": line {mark.line + 1}" if mark is not None else ""
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    problem = getattr(error, "problem", None) or str(error)
+    return " ".join(problem.split())  # PyYAML's reader errors span two lines
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a key written twice in one mapping is an error: YAML 1.2 says
+    keys are unique, and PyYAML silently keeps the last, so a recipe's second `configs:` would win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:  # `<<: *base`: a key given here overrides the merged one, as meant
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # PyYAML refuses an unhashable key itself
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is written twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_recipe(path: str | Path) -> Recipe:

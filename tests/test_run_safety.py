@@ -3,6 +3,7 @@ a killed build, a full disk, bad class input, leftovers. Each of these broke bef
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import yaml
 from helpers import REPO, accelerate_launch_command, images_by_sample, shard_hashes, synthset_cli, synthset_command
 
 from synthset.builders.assemble import build_dataset
+from synthset.cli import main
 from synthset.errors import SynthsetError
 from synthset.generation.plan import plan_run
 from synthset.generation.progress import GlobalProgress
@@ -277,6 +279,34 @@ def test_a_full_disk_is_one_line_naming_the_shard_and_leaves_no_record(write_rec
     assert not list(shard.parent.glob(".tmp-*"))
 
 
+def test_a_run_directory_mkdir_may_not_make_is_one_line(write_recipe, tmp_path: Path, monkeypatch, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_mkdir = Path.mkdir
+
+    def immutable(self: Path, *args, **kwargs) -> None:  # `chattr +i locked`: the kernel answers EPERM inside it
+        if self.parent == locked:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", immutable)
+    path = write_recipe({"output_dir": str(locked)}, "eperm.yaml")
+    assert main(["plan", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"synthset: error: {locked / 't'}: operation not permitted"]
+
+
+def test_a_file_size_limit_on_a_file_other_than_a_shard_gives_no_shard_advice(write_recipe):
+    path = write_recipe({}, "efbig-plan.yaml")
+    command = " ".join([*synthset_command(), "plan", str(path)])
+    result = subprocess.run(["bash", "-c", f"ulimit -f 1; exec {command}"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    classes = RunDir(load_recipe(path).run_dir).classes_file  # the first file plan writes, over 1 KB
+    assert result.stderr.splitlines() == [
+        f"synthset: error: {classes}: file too large for this process (see `ulimit -f`): raise the limit, then run "
+        "the same command again"
+    ]
+
+
 def test_an_output_dir_that_is_a_file_is_one_line(write_recipe, tmp_path: Path):
     (tmp_path / "taken").write_text("not a directory")
     path = write_recipe({"output_dir": str(tmp_path / "taken")}, "file.yaml")
@@ -295,6 +325,22 @@ def test_an_output_dir_that_is_a_file_is_one_line(write_recipe, tmp_path: Path):
         ({"subset": []}, "classes.subset: is empty: name at least one class, or leave subset out"),
         ({"subset": ["tench", "   "]}, "classes.subset: entry 1 is blank"),
         ({"subset": ["tench\ngoldfish"]}, "classes.subset: entry 0 ('tench\\ngoldfish') spans several lines"),
+        (
+            {"subset": ["tench", "goldfish", "tench"]},
+            "classes.subset: entry 2 ('tench') names the same class as 'tench'; name each once",
+        ),
+        (
+            {"subset": ["tench", "n01440764"]},  # the same class by its wnid
+            "classes.subset: entry 1 ('n01440764') names the same class as 'tench'; name each once",
+        ),
+        (
+            {"limit": 5000},
+            "classes.limit: 5000 is more classes than imagenet-1k's 1000; lower it or leave it out",
+        ),
+        (
+            {"subset": ["tench", "goldfish"], "limit": 3},
+            "classes.limit: 3 is more classes than the 2 that classes.subset names; lower it or leave it out",
+        ),
     ],
 )
 def test_bad_class_subsets_are_refused_at_plan(write_recipe, classes: dict, message: str):
