@@ -22,6 +22,7 @@ from synthset.builders.assemble import build_dataset
 from synthset.cli import main
 from synthset.errors import SynthsetError
 from synthset.generation.plan import plan_run
+from synthset.generation.processes import ORPHANED_AT_START, orphaned_at_start
 from synthset.generation.progress import GlobalProgress
 from synthset.generation.runner import generate_run
 from synthset.recipe import load_recipe
@@ -130,6 +131,23 @@ def test_killing_the_launchers_process_group_leaves_no_worker_running(reference:
     summary = generate_run(run_dir)  # the restart takes over the dead workers' claims at once
     assert summary.all_shards_done
     assert shard_hashes(run_dir) == shard_hashes(reference)
+
+
+def test_a_worker_orphaned_while_starting_says_so_truly_and_a_pid_1_launcher_is_not_gone(write_recipe, tmp_path):
+    assert orphaned_at_start(1, "/sbin/init splash") and orphaned_at_start(1, None)
+    in_a_container = "/usr/bin/python3 /usr/local/bin/accelerate launch -m synthset generate runs/x"
+    assert not orphaned_at_start(1, in_a_container)  # `accelerate launch` as a container's pid 1: alive
+    assert not orphaned_at_start(4242, "bash")  # a parent still there: watched, not judged
+    run_dir = planned(write_recipe, "orphaned")
+    errors = tmp_path / "worker.err"
+    worker = f"LOCAL_RANK=0 exec {' '.join(synthset_command())} generate {run_dir} 2>{errors}"
+    subprocess.run(["bash", "-c", f"( {worker} & )"], cwd=REPO, check=True)  # its parent exits at once
+    deadline = time.monotonic() + 60
+    while "worker" not in (errors.read_text() if errors.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    lines = [line for line in errors.read_text().splitlines() if line.startswith("synthset: error")]
+    assert len(lines) == 1 and lines[0].startswith(f"synthset: error: {ORPHANED_AT_START}; worker "), lines
+    assert "(pid 1) is gone" not in errors.read_text() and read_records(RunDir(run_dir)) == {}
 
 
 # -- edits after planning ------------------------------------------------------------------------------
