@@ -82,6 +82,25 @@ def test_two_launches_started_together_share_the_run(reference: Path, write_reci
     assert not list(RunDir(run_dir).claims_dir.rglob("*.claim.*"))
 
 
+def test_a_worker_whose_claim_was_taken_over_does_not_count_the_shard_it_dropped(reference: Path, write_recipe):
+    run_dir = planned(write_recipe, "paused", SLOW)
+    first = start_generate(run_dir, "--lease-seconds", "3")
+    wait_for_records(run_dir, 1)
+    time.sleep(0.3)  # inside its second shard (about 1 s each)
+    first.send_signal(signal.SIGSTOP)  # paused mid-shard: its heartbeats stop too
+    try:
+        time.sleep(4)  # past its lease
+        second = start_generate(run_dir, "--lease-seconds", "3")  # takes the paused worker's shard over
+        out2, err2 = second.communicate(timeout=300)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out1, err1 = first.communicate(timeout=300)
+    assert (first.returncode, second.returncode) == (0, 0), err1[-2000:] + err2[-2000:]
+    assert "1 shards made but dropped unrecorded: another worker had taken over their claims" in out1, out1
+    assert shards_made(out1) + shards_made(out2) == 8  # the dropped copy is not counted as made
+    assert shard_hashes(run_dir) == shard_hashes(reference)
+
+
 def test_a_second_launch_joining_a_running_one_shares_the_rest(reference: Path, write_recipe):
     run_dir = planned(write_recipe, "joined", SLOW)
     first = start_generate(run_dir)

@@ -117,6 +117,11 @@ class GenerateResult(Described):
             f"were done before, {s.shards_done_by_others} done by other workers meanwhile) "
             f"in {s.seconds:.1f} s"
         ]
+        if s.shards_dropped:
+            lines.append(
+                f"rank {s.rank}: {s.shards_dropped} shards made but dropped unrecorded: another worker had taken "
+                "over their claims (this worker missed its heartbeats, e.g. while paused)"
+            )
         if s.redraws or s.dropped or s.near_duplicates:
             lines.append(
                 f"quality gate (rank {s.rank}): {s.redraws} images drawn again, {s.dropped} samples "
