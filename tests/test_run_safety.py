@@ -26,9 +26,11 @@ from synthset.generation.processes import ORPHANED_AT_START, orphaned_at_start
 from synthset.generation.progress import GlobalProgress
 from synthset.generation.runner import generate_run
 from synthset.recipe import load_recipe
+from synthset.run.claims import ClaimBook, Worker
 from synthset.run.lock import read_lock
 from synthset.run.paths import RunDir
 from synthset.run.records import read_records
+from synthset.run.status import format_status, run_status
 
 SLOW = {"storage": {"shard_size": 2}, "generator": {"steps": 20}}  # 8 shards of 2 images, ~1 s each
 
@@ -451,8 +453,6 @@ def test_progress_counts_a_redone_shard_once(write_recipe):
 
 # -- synthset status -----------------------------------------------------------------------------------
 def test_status_counts_match_the_records_and_claims(write_recipe):
-    from synthset.run.claims import ClaimBook, Worker
-    from synthset.run.status import format_status, run_status
 
     run_dir = planned(write_recipe, "status", {"storage": {"shard_size": 2}})
     generate_run(run_dir)  # 8 shards of 2, 2, ..., 1 images
@@ -487,3 +487,17 @@ def test_status_counts_match_the_records_and_claims(write_recipe):
     assert "naive/train-b0-00006 (EXPIRED)" in report
     live.close()
     gone.close()
+
+
+def test_status_gives_no_eta_reason_that_contradicts_the_shards_being_made(write_recipe):
+    run_dir = planned(write_recipe, "starting", SLOW)
+    run = RunDir(run_dir)
+    books = [ClaimBook(run, Worker(f"w{i}", "gpu-host", os.getpid()), lease_seconds=3600) for i in range(2)]
+    for book, shard in zip(books, ("naive/train-b0-00000", "naive/train-b0-00001"), strict=True):
+        assert book.try_claim(shard) is not None  # two workers started; neither has recorded a shard
+    report = format_status(run_status(run_dir, lease_seconds=3600)).splitlines()
+    assert report[0] == "shards: 0 done, 2 being made, 0 with an expired lease, 6 pending (of 8)"
+    assert report[3] == "ETA: unknown until a shard is recorded (2 being made, no rate measured yet)"
+    for book in books:
+        book.close()
+    assert format_status(run_status(run_dir)).splitlines()[3] == "ETA: unknown (no live worker)"

@@ -122,13 +122,24 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
+def _eta(status: RunStatus) -> str:
+    """The ETA, or why there is none: a live worker that has recorded no shard yet has no rate to go by."""
+    if status.shards_done == status.shards:
+        return "none: every shard is done"
+    if status.eta_seconds is not None:
+        return _duration(status.eta_seconds)
+    if status.claimed:
+        return f"unknown until a shard is recorded ({len(status.claimed)} being made, no rate measured yet)"
+    return "unknown (no live worker)"
+
+
 def format_status(status: RunStatus) -> str:
     lines = [
         f"shards: {status.shards_done} done, {len(status.claimed)} being made, {len(status.expired)} with an expired "
         f"lease, {status.shards_pending} pending (of {status.shards})",
         f"images: {status.images_done} of {status.images} ({100 * status.images_done / max(status.images, 1):.1f}%)",
         f"GPU-hours spent: {status.gpu_hours:.2f}",
-        "ETA: " + (_duration(status.eta_seconds) if status.eta_seconds is not None else "unknown (no live worker)"),
+        f"ETA: {_eta(status)}",
         "",
         f"{'worker':<40} {'shards':>6} {'images':>8} {'img/s':>7}  {'heartbeat':>10}  holding",
     ]
