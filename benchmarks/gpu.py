@@ -4,8 +4,10 @@
 generator the recipes name, float16, SDPA vs xformers vs torch.compile, channels_last, VAE slicing and
 tiling, SDXL's VAE three ways, batch sizes 1-16, images/s, peak GPU memory beside the memory formula's
 figure, and the fraction of a measured float16 matmul's FLOP/s; one JSON (`--out`, or `$OUT/gpu-check.json`
-when `$OUT` is set, else benchmarks/results/gpu-check-<time>.json). It stops starting new rows after
-`--budget-s` (default 420 s, so the whole check ends within 8 minutes on an H100-class GPU).
+when `$OUT` is set, else benchmarks/results/gpu-check-<time>.json), rewritten after every row so that a run
+cut off leaves what it measured. It starts no new row after `--budget-seconds` (default 420 s, so the whole
+check ends within 8 minutes on an H100-class GPU) and lists what it skipped; `--plan` prints the rows it
+would measure. On the GPU machine it runs through `benchmarks/gpu_run.sh` (benchmarks/README.md).
 `--selftest` runs every code path of it on CPU with the scaled-down replicas at 64 px (xformers is
 reported as skipped there); `--selftest --no-compile` skips torch.compile, the slow part on a CPU.
 
@@ -24,10 +26,16 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import time
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.common import Context, Row
+
+if TYPE_CHECKING:
+    from benchmarks.gpu_replicas import Groups
 
 # stabilityai/stable-diffusion-2-1-base unet/config.json
 SD21_BASE_UNET: dict[str, Any] = {
@@ -220,9 +228,46 @@ def measure(ctx: Context) -> list[Row]:
     return [Row(name, value, "-", "info", {"measured": True, **figures})]
 
 
-def replica_check(args: argparse.Namespace) -> dict[str, Any]:
-    """Every replica's rows (see benchmarks/gpu_replicas.py), with the device's matmul peaks."""
-    import diffusers
+def replica_plans(args: argparse.Namespace) -> list[tuple[str, Groups]]:
+    """(replica, groups) in measuring order: every replica's own rows first, then the torch.compile ones.
+
+    Compiling takes minutes; with a time budget, the rows every replica has (batch sweep, knobs) come first.
+    """
+    from benchmarks.gpu_replicas import plan_groups
+
+    compile_models = set() if args.no_compile else set(args.compile.split(","))
+    batches = [int(b) for b in args.batches.split(",")]
+    plans = [(name, plan_groups(name, batches, args.variant_batch, compile_models)) for name in args.only.split(",")]
+    first = [(name, {g: rows for g, rows in groups.items() if g != "compile"}) for name, groups in plans]
+    return first + [(name, {"compile": groups["compile"]}) for name, groups in plans if "compile" in groups]
+
+
+def print_plan(args: argparse.Namespace) -> None:
+    """`--plan`: the rows the check would measure, in order, and its budget; imports no torch."""
+    from benchmarks.gpu_replicas import COMPILE_RESERVE_S
+
+    plans = replica_plans(args)
+    count = sum(len(rows) for _, groups in plans for rows in groups.values())
+    print(f"plan: {count} rows, dtype {args.dtype or 'float16'}, {args.steps} steps; no row starts after "
+          f"{args.budget_s:.0f} s, compile rows only with {COMPILE_RESERVE_S:.0f} s left")  # fmt: skip
+    for name, groups in plans:
+        for group, rows in groups.items():
+            cells = [", ".join([f"b{batch}", *_changed(knobs)]) for knobs, batch in rows]
+            print(f"  {name} [{group}]: " + "; ".join(cells))
+
+
+def _changed(knobs: dict[str, Any]) -> list[str]:
+    """A row's knobs that differ from plain SDPA (what --plan prints)."""
+    from benchmarks.gpu_replicas import _knobs
+
+    return [k if v is True else f"{k}={v}" for k, v in knobs.items() if v != _knobs()[k]]
+
+
+def replica_check(args: argparse.Namespace, save: Callable[[dict[str, Any]], None] = lambda result: None) -> dict:
+    """Every replica's rows (see benchmarks/gpu_replicas.py), with the device's matmul peaks.
+
+    `save` gets the whole result so far after every row, so a run cut off at the call's limit leaves its rows.
+    """
     import torch
 
     from benchmarks.gpu_replicas import Budget, Device, matmul_flops_per_s, measure_replica
@@ -231,35 +276,62 @@ def replica_check(args: argparse.Namespace) -> dict[str, Any]:
     device = Device("cpu" if args.selftest else "cuda")
     if not args.selftest and not torch.cuda.is_available():
         raise SystemExit("benchmarks.gpu: no CUDA device here; `--selftest` runs the same code on CPU")
+    budget = Budget(args.budget_s)
     dtype = args.dtype or "float16"
     n = 256 if args.selftest else 8192
     matmul = {name: matmul_flops_per_s(device, getattr(torch, name), n, 0.5 if args.selftest else 3.0)
               for name in ("float16", "bfloat16")}  # fmt: skip
-    budget = Budget(args.budget_s)
-    rows = []
-    for name in args.only.split(","):
-        rows += measure_replica(
-            name, "small" if args.selftest else "full", device, dtype,
-            [int(b) for b in args.batches.split(",")], args.variant_batch, args.steps,
-            64 if args.selftest else None, set() if args.no_compile else set(args.compile.split(",")),
-            matmul["float16" if dtype == "float16" else "bfloat16"], budget,
-        )  # fmt: skip
-    return {
+    rows: list[dict[str, Any]] = []
+    result = {
         "device": torch.cuda.get_device_name() if device.cuda else "cpu (selftest: scaled-down replicas, 64 px)",
-        "torch": torch.__version__, "diffusers": diffusers.__version__, "dtype": dtype,
-        "matmul_flops_per_s": matmul, "budget_s": args.budget_s, "elapsed_s": round(time.perf_counter() - started, 1),
-        "rows": rows, "skipped_rows": sum("skipped" in row for row in rows),
+        "torch": torch.__version__, "packages": package_versions(), "dtype": dtype, "matmul_flops_per_s": matmul,
+        "budget_s": args.budget_s, "rows": rows,
     }  # fmt: skip
+
+    def on_row(row: dict[str, Any]) -> None:
+        rows.append(row)
+        save({**result, "elapsed_s": round(time.perf_counter() - started, 1), "finished": False})
+
+    for name, groups in replica_plans(args):
+        measure_replica(name, "small" if args.selftest else "full", device, dtype, groups, args.steps,
+                        64 if args.selftest else None, matmul["float16" if dtype == "float16" else "bfloat16"],
+                        budget, on_row)  # fmt: skip
+    return {**result, "elapsed_s": round(time.perf_counter() - started, 1), "finished": True,
+            "skipped_rows": sum("skipped" in row for row in rows)}  # fmt: skip
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of what the numbers depend on (the GPU image's and the bundle's), None where not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in ("torch", "diffusers", "transformers", "huggingface-hub", "xformers", "triton", "pydantic"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def write_json(out: Path, result: dict[str, Any]) -> None:
+    """Temp file + rename: a reader (or a kill mid-write) never sees half a file."""
+    from synthset.fsutil import write_text_atomic
+
+    write_text_atomic(out, json.dumps(result, indent=2, default=str))
+
+
+def default_out() -> Path:
+    if os.environ.get("OUT"):
+        return Path(os.environ["OUT"]) / "gpu-check.json"
+    return Path(__file__).parent / "results" / f"gpu-check-{time.strftime('%Y%m%dT%H%M%S')}.json"
 
 
 def main(argv: list[str] | None = None) -> None:
-    import os
-    from pathlib import Path
-
     from synthset.testing.replicas import PIPELINE_REPLICAS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--selftest", action="store_true", help="scaled-down replicas on CPU: checks every code path")
+    parser.add_argument("--plan", action="store_true", help="print the rows it would measure and stop (no torch)")
     parser.add_argument("--only", default=",".join(PIPELINE_REPLICAS), help="comma-separated replicas")
     parser.add_argument("--batches", default=None, help="batch sizes (default 1,2,4,8,16; selftest 1,2)")
     parser.add_argument("--variant-batch", type=int, default=None, help="batch of the knob variants (default 8; 2)")
@@ -268,7 +340,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--dtype", default=None, choices=("float16", "bfloat16", "float32"),
                         help="default float16")  # fmt: skip
-    parser.add_argument("--budget-s", type=float, default=420.0, help="start no new row after this many seconds")
+    parser.add_argument("--budget-seconds", "--budget-s", dest="budget_s", type=float, default=420.0,
+                        help="start no new row after this many seconds; the JSON lists what it skipped")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default $OUT/gpu-check.json or results/)")
     parser.add_argument("--unet-only", action="store_true", help="row 7's SD 2.1-base UNet figures instead")
     parser.add_argument("--seconds", type=float, default=20.0, help="--unet-only: minimum seconds per backend")
@@ -283,14 +356,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     args.batches = args.batches or ("1,2" if args.selftest else "1,2,4,8,16")
     args.variant_batch = args.variant_batch or (2 if args.selftest else 8)
-    result = replica_check(args)
-    out = args.out
-    if out is None and os.environ.get("OUT"):
-        out = Path(os.environ["OUT"]) / "gpu-check.json"
-    if out is None:
-        out = Path(__file__).parent / "results" / f"gpu-check-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
+    if args.plan:
+        print_plan(args)
+        return
+    out = args.out or default_out()
+    result = replica_check(args, lambda partial: write_json(out, partial))
+    write_json(out, result)
     print(f"{len(result['rows'])} rows ({result['skipped_rows']} skipped) in {result['elapsed_s']} s: {out}")
 
 

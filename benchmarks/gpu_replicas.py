@@ -20,7 +20,8 @@ torch.compile (replicas named by `--compile`; compile time reported as warm-up),
 three ways (float16 with force_upcast: decoded in float32, as diffusers does by default; bfloat16; the
 fp16-fix VAE's config). At the largest batch, VAE slicing and tiling (tiling engages only above the VAE's
 sample_size, so at native size it should change nothing). A time budget (`--budget-s`) skips what is
-left, saying so in the JSON.
+left, saying so in the JSON; torch.compile rows come after every replica's other rows, and start only with
+`COMPILE_RESERVE_S` of the budget left.
 """
 
 from __future__ import annotations
@@ -263,9 +264,38 @@ def _knobs(**changes: Any) -> dict[str, Any]:
             "vae": "model", **changes}  # fmt: skip
 
 
-def measure_replica(name: str, scale: str, device: Device, dtype_name: str, batches: list[int], variant_batch: int,
-                    steps: int, size: int | None, compile_models: set[str], matmul: float | None,
-                    budget: Budget) -> list[dict[str, Any]]:  # fmt: skip
+Groups = dict[str, list[tuple[dict[str, Any], int]]]
+# torch.compile takes minutes on a big UNet (its first call compiles): a compile group starts only with this
+# much of the budget left, so the budget's last row ends near its deadline. A guess, not a measurement.
+COMPILE_RESERVE_S = 150.0
+
+
+def plan_groups(name: str, batches: list[int], variant_batch: int, compile_models: set[str]) -> Groups:
+    """A replica's rows (knobs, batch), grouped by the pipeline they need, in the order they are measured."""
+    top = max(batches)
+    groups: Groups = {"model": [(_knobs(), b) for b in batches]}
+    groups["model"] += [(_knobs(channels_last=True), variant_batch), (_knobs(attention="xformers"), variant_batch),
+                        (_knobs(vae_slicing=True), top), (_knobs(vae_tiling=True), top)]  # fmt: skip
+    if name == "sdxl-base":
+        groups["bfloat16 vae"] = [(_knobs(vae="bfloat16"), variant_batch)]
+        groups["fp16-fix vae"] = [(_knobs(vae="sdxl-vae-fp16-fix"), variant_batch)]
+    if name in compile_models:
+        groups["compile"] = [(_knobs(compile=True), variant_batch)]
+    return groups
+
+
+def _skip_group(group: str, budget: Budget) -> str | None:
+    if budget.left() <= 0:
+        return "time budget spent"
+    if group == "compile" and budget.left() < COMPILE_RESERVE_S:
+        return f"time budget: {budget.left():.0f} s left, compiling needs ~{COMPILE_RESERVE_S:.0f} s"
+    return None
+
+
+def measure_replica(name: str, scale: str, device: Device, dtype_name: str, groups: Groups, steps: int,
+                    size: int | None, matmul: float | None, budget: Budget,
+                    on_row: Callable[[dict[str, Any]], None] = lambda row: None) -> list[dict[str, Any]]:  # fmt: skip
+    """Measure `groups` (from `plan_groups`) of replica `name`; `on_row` sees each row as it is made."""
     import torch
 
     from synthset.testing.replicas import REPLICAS, assemble_pipeline
@@ -279,21 +309,15 @@ def measure_replica(name: str, scale: str, device: Device, dtype_name: str, batc
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    top = max(batches)
-    # Rows grouped by the pipeline they need; each group's pipeline is built after the last one is freed,
-    # so a row's peak memory holds one copy of the weights.
-    groups: dict[str, list[tuple[dict[str, Any], int]]] = {"model": [(_knobs(), b) for b in batches]}
-    groups["model"] += [(_knobs(channels_last=True), variant_batch), (_knobs(attention="xformers"), variant_batch),
-                        (_knobs(vae_slicing=True), top), (_knobs(vae_tiling=True), top)]  # fmt: skip
-    if name == "sdxl-base":
-        groups["bfloat16 vae"] = [(_knobs(vae="bfloat16"), variant_batch)]
-        groups["fp16-fix vae"] = [(_knobs(vae="sdxl-vae-fp16-fix"), variant_batch)]
-    if name in compile_models:
-        groups["compile"] = [(_knobs(compile=True), variant_batch)]
+    # Each group's pipeline is built after the last one is freed, so a row's peak memory holds one copy of
+    # the weights.
     counted: dict[str, float] | None = None
     for group, planned in groups.items():
-        if budget.left() <= 0:
-            rows += [{"replica": name, "batch": b, **k, "skipped": "time budget spent"} for k, b in planned]
+        reason = _skip_group(group, budget)
+        if reason is not None:
+            for knobs, batch in planned:
+                rows.append({"replica": name, "batch": batch, **knobs, "skipped": reason})
+                on_row(rows[-1])
             continue
         started = time.perf_counter()
         pipe = build("sdxl-vae-fp16-fix" if group == "fp16-fix vae" else None)
@@ -306,6 +330,7 @@ def measure_replica(name: str, scale: str, device: Device, dtype_name: str, batc
             rows.append(_one_row(pipe, name, scale, knobs, batch, size, steps, device, dtype_name, counted, matmul,
                                  budget, build_s))  # fmt: skip
             print(_summary(rows[-1]), flush=True)
+            on_row(rows[-1])
         del pipe
         if device.cuda:
             torch.cuda.empty_cache()
@@ -326,11 +351,17 @@ def _one_row(pipe: Any, name: str, scale: str, knobs: dict[str, Any], batch: int
         row = measure_row(_configure(pipe, knobs), name, scale, knobs, batch, size, steps, device, dtype_name,
                           counted["per_image"], matmul)  # fmt: skip
     except torch.OutOfMemoryError as error:
-        row = {**base, "skipped": f"out of memory: {str(error).splitlines()[0]}"}
+        row = {**base, "skipped": f"out of memory: {_first_line(error)}"}
+    except Exception as error:  # noqa: BLE001 - one knob failing (xformers' kernels, a compile error) must not end the call
+        row = {**base, "skipped": f"failed: {type(error).__name__}: {_first_line(error)}"}
     finally:
         if device.cuda:
             torch.cuda.empty_cache()
     return {**row, "build_s": round(build_s, 2), "flops_breakdown": counted}
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else ""
 
 
 def _bfloat16_vae(pipe: Any) -> None:

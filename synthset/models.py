@@ -135,9 +135,12 @@ def _hub_commit(model: str, revision: str | None, field_name: str) -> str:
     from huggingface_hub import HfApi
 
     try:
-        return HfApi().model_info(model, revision=revision).sha
+        sha = HfApi().model_info(model, revision=revision).sha
     except Exception as error:  # network, auth, 404: all end the same way for the user
         raise ModelError(f"{field_name}: cannot resolve {model!r} on the Hub: {first_line(error)}") from None
+    if sha is None:  # the Hub always answers a commit; a server that does not is not one we can pin
+        raise ModelError(f"{field_name}: the Hub gave no commit for {model!r} at {revision or 'main'}")
+    return sha
 
 
 def resolve_pipeline(model: str, revision: str | None, field_name: str = "generator.model") -> ResolvedModel:

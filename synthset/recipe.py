@@ -797,6 +797,17 @@ def load_recipe(path: str | Path) -> Recipe:
     return recipe_from_dict(read_yaml_file(Path(path), "recipe"), str(path))
 
 
+def recipe_json_schema() -> dict[str, Any]:
+    """The recipe's JSON Schema, from the pydantic models: editors validate and complete recipes with it.
+
+    `synthset schema recipe` prints it; docs/schema/recipe.schema.json is this, kept equal by a test.
+    """
+    schema = Recipe.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "synthset recipe"
+    return schema
+
+
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     """Plain data for YAML: paths as strings, every default written out so the lock is complete."""
     return recipe.model_dump(mode="json")

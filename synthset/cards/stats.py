@@ -17,8 +17,10 @@ from typing import Any
 import pyarrow.parquet as pq
 
 PROMPT_EXAMPLES = 3
-SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
-SIZE_CATEGORIES += ((10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
+SIZE_CATEGORIES: tuple[tuple[int, str], ...] = (
+    *((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")),
+    *((10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")),
+)
 
 
 @dataclass
@@ -101,7 +103,7 @@ def collect_stats(dataset_dir: Path, data_files: dict[str, dict[str, list[str]]]
     """Count every config's files (label, strategy and prompt columns only)."""
     result = []
     for config, splits in data_files.items():
-        stats, seen = ConfigStats(config), set()
+        stats, seen = ConfigStats(config), set[Any]()
         for split, files in splits.items():
             for relative in files:
                 _add_file(stats, dataset_dir / relative, split, seen)

@@ -12,7 +12,7 @@ probe can check that a synthetic set was conditioned on exactly its trial's shot
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -31,7 +31,7 @@ class ClassSplit(Generic[Id]):
 
 
 def dafusion_split(
-    ids_by_label: dict[int, Sequence[Id]], num_classes: int, trial: int, halves: bool
+    ids_by_label: Mapping[int, Sequence[Id]], num_classes: int, trial: int, halves: bool
 ) -> dict[int, ClassSplit[Id]]:
     """label -> ClassSplit for every label 0..num_classes-1, each class's ids in the source's order."""
     import numpy as np

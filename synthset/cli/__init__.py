@@ -22,6 +22,7 @@ from synthset.cli import (
     plan,
     push,
     review,
+    schema,
     status,
     tiny_models,
     train,
@@ -45,6 +46,7 @@ COMMANDS: dict[str, ModuleType] = {
     "validate": validate,
     "status": status,
     "clean": clean,
+    "schema": schema,
     "tiny-models": tiny_models,
 }
 

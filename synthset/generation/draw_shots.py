@@ -59,9 +59,12 @@ def draw_shots(recipe: Recipe, classes: list[ClassInfo], selected: list[ClassInf
         return []
     from synthset.generation.real_images import open_real_images
 
+    assert recipe.real_images is not None, "the recipe's validator requires real_images for few-shot configs"
     source = open_real_images(recipe.real_images, classes)
     draws = []
     for config in configs:
+        k = config.shots
+        assert k is not None  # configs holds the few-shot configs only
         if config.shot_draw is not None:
             from synthset.classes.dafusion import dafusion_split
 
@@ -72,15 +75,13 @@ def draw_shots(recipe: Recipe, classes: list[ClassInfo], selected: list[ClassInf
                 where = "the training half of the real_images source" if draw.halves else "the real_images source"
                 _check_enough(config, info, len(split.train), where)
                 draws.append(
-                    ShotDraw(
-                        config.name, info.label, info.class_name, draw.trial, split.shots(config.shots), split.train
-                    )
+                    ShotDraw(config.name, info.label, info.class_name, draw.trial, split.shots(k), split.train)
                 )
             continue
         for info in selected:
             pool = source.ids_for(info.label)
             _check_enough(config, info, len(pool), "the real_images source")
             seed = sample_seed(recipe.seed, f"shots/{config.name}/{info.label}")
-            shots = random.Random(seed).sample(pool, config.shots)
+            shots = random.Random(seed).sample(pool, k)
             draws.append(ShotDraw(config.name, info.label, info.class_name, seed, shots, list(pool)))
     return draws

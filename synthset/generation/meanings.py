@@ -92,7 +92,7 @@ def resolve_meanings(
         for start in range(0, len(todo), MEANINGS_AT_ONCE):
             chunk = todo[start : start + MEANINGS_AT_ONCE]
             extras: list[list[str] | None] = [None] * len(chunk)
-            if ask_llm:  # one call for the chunk: the LLM servers answer its classes concurrently
+            if ask_llm and llm is not None:  # one call for the chunk: the LLM servers answer its classes concurrently
                 requests = [meanings_request(info, sample_seed(recipe.seed, f"lar/{info.label}")) for info in chunk]
                 extras = [parse_meanings(text) for text in llm.complete(requests)]
             for info, extra in zip(chunk, extras, strict=True):

@@ -24,7 +24,7 @@ from synthset.generation.lookahead import ordered_map
 from synthset.generation.pinning import make_lock
 from synthset.generation.prompts import PROMPT_STRATEGIES, PromptContext, PromptFields
 from synthset.recipe import ConfigSpec, Recipe
-from synthset.run.classes_table import write_classes
+from synthset.run.classes_table import LARResult, write_classes
 from synthset.run.families import check_family
 from synthset.run.ids import make_sample_id, sample_seed, shard_name
 from synthset.run.lock import Lock, read_lock, write_lock
@@ -257,7 +257,9 @@ def plan_run(recipe: Recipe, run: RunDir | None = None) -> PlanSummary:
     make_dirs(run.root)
     llm = _open_llm(recipe, run)
 
-    meanings, lar_key, failures = {}, None, 0
+    meanings: dict[int, LARResult] = {}
+    lar_key: str | None = None
+    failures = 0
     if recipe.uses_lar():
         from synthset.generation.meanings import resolve_meanings
 

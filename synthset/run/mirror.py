@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from synthset.fsutil import TEMP_PREFIX
@@ -106,7 +106,7 @@ class _SyncState:
             row = db.execute("SELECT etag, size, mtime_ns FROM synced WHERE rel = ?", (rel,)).fetchone()
         return {"etag": row[0], "size": row[1], "mtime_ns": row[2]} if row is not None else None
 
-    def update(self, changes: dict[str, dict | None]) -> None:
+    def update(self, changes: Mapping[str, dict | None]) -> None:
         gone = [(rel,) for rel, entry in changes.items() if entry is None]
         kept = [(rel, e["etag"], e["size"], e["mtime_ns"]) for rel, e in changes.items() if e is not None]
         with contextlib.closing(self._connect()) as db, db:

@@ -74,7 +74,7 @@ def read_records(run: RunDir) -> dict[str, ShardRecord]:
 
     For a run on an object store: every record the store held at the last `pull` (see run/mirror.py).
     """
-    records = {}
+    records: dict[str, ShardRecord] = {}
     if not run.shards_dir.is_dir():
         return records
     for path in sorted(run.shards_dir.glob("*/*.json")):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from synthset.errors import SynthsetError
 from synthset.testing.clip_bpe import bytes_to_unicode
@@ -135,7 +136,7 @@ def _build_tiny_sd(out: Path) -> None:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(out, safe_serialization=True)
+    pipe.save_pretrained(out, safe_serialization=True)  # type: ignore[attr-defined]  # diffusers' mixin, untyped
 
 
 TINY_UNCLIP = "tiny-unclip"
@@ -192,7 +193,7 @@ def _build_tiny_unclip(out: Path) -> None:
         ),
         vae=_tiny_vae(),
     )
-    pipe.save_pretrained(out, safe_serialization=True)
+    pipe.save_pretrained(out, safe_serialization=True)  # type: ignore[attr-defined]  # diffusers' mixin, untyped
 
 
 def tiny_unclip_path(home: Path | None = None) -> Path:
@@ -220,7 +221,7 @@ def tiny_sd_path(home: Path | None = None) -> Path:
 TINY_OPEN_CLIP = "tiny-clip"
 
 # open_clip's own format for a local model: what `create_model_and_transforms("local-dir:<dir>")` reads.
-TINY_OPEN_CLIP_CONFIG = {
+TINY_OPEN_CLIP_CONFIG: dict[str, Any] = {
     "model_cfg": {
         "embed_dim": 32,
         "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
