@@ -219,6 +219,7 @@ class HubState:
         self.commit_counter = 0
         self.commits_applied = 0  # commits (to any ref) and merges this server has applied
         self._faults: dict[str, list[tuple[int, dict[str, str], bool]]] = {}
+        self._fault_skips: dict[str, int] = {}  # requests to an endpoint let through before its faults
         self._hold_after: int | None = None
         self._hold_commits_after: int | None = None
         self.before_commit: Callable[[Repo], None] | None = None  # runs as a commit arrives: a racing writer
@@ -229,9 +230,16 @@ class HubState:
 
     # -- fault injection -------------------------------------------------------------------------
     def inject(
-        self, endpoint: str, status: int, times: int = 1, retry_after: int | None = None, after: bool = False
+        self,
+        endpoint: str,
+        status: int,
+        times: int = 1,
+        retry_after: int | None = None,
+        after: bool = False,
+        skip: int = 0,
     ) -> None:
-        """Answer the next `times` requests to `endpoint` (one of ENDPOINTS) with `status`.
+        """Answer the next `times` requests to `endpoint` (one of ENDPOINTS) with `status`, after letting
+        `skip` of them through (a fault on a listing's third page, on the tenth footer read).
 
         A 429 is the Hub's rate limit as its docs (https://huggingface.co/docs/hub/rate-limits) and
         huggingface_hub's `parse_ratelimit_headers` describe it: `RateLimit: "api";r=0;t=<seconds>` with
@@ -247,11 +255,17 @@ class HubState:
             }
         with self.lock:
             self._faults.setdefault(endpoint, []).extend([(status, headers, after)] * times)
+            self._fault_skips[endpoint] = skip
 
     def pending_faults(self) -> dict[str, int]:
         """Faults injected and not yet served, per endpoint (a test asserts its fault was met)."""
         with self.lock:
             return {endpoint: len(queue) for endpoint, queue in self._faults.items() if queue}
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self._faults.clear()
+            self._fault_skips.clear()
 
     def fail_next(self, endpoint: str, times: int = 1) -> None:
         """Answer the next `times` requests to `endpoint` with a 500."""
@@ -261,6 +275,9 @@ class HubState:
         """The injected error for this request to `endpoint` at this point (before or after the work), if any."""
         with self.lock:
             queue = self._faults.get(endpoint) or []
+            if queue and not after and self._fault_skips.get(endpoint):
+                self._fault_skips[endpoint] -= 1  # a request let through before the fault
+                return None
             if queue and queue[0][2] == after:
                 status, headers, _ = queue.pop(0)
                 return HttpError(status, f"injected {status} on {endpoint}", headers=headers)

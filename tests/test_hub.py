@@ -18,12 +18,13 @@ import sys
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import BASE_RECIPE, TINY_QUALITY, deep_update
-from hubserver import Blob, HubLimits, HubServer
+from hubserver import Blob, HubLimits, HubServer, endpoint_of
 
 from synthset.builders.assemble import build_dataset
 from synthset.cards import write_card
@@ -410,15 +411,19 @@ PUSH_ENDPOINTS = [
     *("whoami", "create-repo", "repo-info", "refs", "tree", "discussions", "validate-yaml", "preupload"),
     *("batch", "upload", "commit", "discussion", "merge", "tag"),
 ]
-READ_ENDPOINTS = [("verify", "repo-info"), ("verify", "resolve"), ("verify", "tree"), ("verify", "paths-info")]
-READ_ENDPOINTS += [("versions", "refs"), ("versions", "resolve")]
+# (command, endpoint, which of its requests): the first, and the last, which falls inside the libraries' own
+# calls (HfFileSystem's opens and range reads, datasets' streamed load, a listing's last page).
+READ_ENDPOINTS = [("verify", e, w) for e in ("repo-info", "resolve", "tree", "paths-info") for w in ("first", "last")]
+READ_ENDPOINTS += [("versions", "refs", "first"), ("versions", "resolve", "first"), ("versions", "resolve", "last")]
 TRANSIENT = (429, 500, 503, 502)
 
 
-@pytest.mark.parametrize("endpoint", PUSH_ENDPOINTS)
+@pytest.mark.parametrize("endpoint", [*PUSH_ENDPOINTS, "tree-page-3"])
 def test_one_transient_fault_on_any_endpoint_of_a_push_is_harmless(runs, hub, tmp_path, endpoint):
-    status = TRANSIENT[PUSH_ENDPOINTS.index(endpoint) % len(TRANSIENT)]
-    hub.state.inject(endpoint, status)
+    if endpoint == "tree-page-3":  # a paged listing fails on its third page: the whole listing is read again
+        hub.state.inject("tree", 503, skip=2)
+    else:
+        hub.state.inject(endpoint, TRANSIENT[PUSH_ENDPOINTS.index(endpoint) % len(TRANSIENT)])
     ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
     assert hub.state.pending_faults() == {}, f"push never called {endpoint}"
     repo = hub.state.repos[("dataset", "org/synth")]
@@ -427,23 +432,50 @@ def test_one_transient_fault_on_any_endpoint_of_a_push_is_harmless(runs, hub, tm
     assert set(hub.files("org/synth", "v1.0")) == {".gitattributes", *published_files(runs["v1"], "org/synth")}
 
 
+def endpoints_called(server: HubServer, since: int) -> Counter:
+    """How many requests each endpoint got since request number `since`."""
+    return Counter(endpoint_of(m, [unquote(p) for p in urlsplit(path).path.split("/")[1:]]) for m, path, _ in
+                   server.state.requests[since:])  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def published(runs, tmp_path_factory):
-    """One loopback Hub holding v1 as pushed, and what verify and versions say of it without a fault."""
-    home = tmp_path_factory.mktemp("hf-home")
+    """One loopback Hub holding v1 as pushed; what verify and versions say of it without a fault, and how
+    many requests each of their endpoints gets (each command with an empty download cache)."""
     commands = {"verify": ("verify", "org/synth", "--revision", "v1.0"), "versions": ("versions", "org/synth")}
     with HubServer(tree_page_size=2) as server:
-        ok(cli(server, home, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
-        clean = {name: ok(cli(server, home, *args)) for name, args in commands.items()}
-        yield server, commands, clean
+        ok(
+            cli(
+                server,
+                tmp_path_factory.mktemp("hf-home"),
+                "push",
+                str(runs["v1"]),
+                "--repo",
+                "org/synth",
+                "--tag",
+                "v1.0",
+            )
+        )
+        clean, counts = {}, {}
+        for name, args in commands.items():
+            since = len(server.state.requests)
+            clean[name] = ok(cli(server, tmp_path_factory.mktemp("hf-home"), *args))
+            counts[name] = endpoints_called(server, since)
+        yield server, commands, clean, counts
 
 
-@pytest.mark.parametrize(("command", "endpoint"), READ_ENDPOINTS)
-def test_one_transient_fault_on_any_endpoint_of_verify_or_versions_is_harmless(published, tmp_path, command, endpoint):
-    server, commands, clean = published
-    server.state.inject(endpoint, TRANSIENT[READ_ENDPOINTS.index((command, endpoint)) % len(TRANSIENT)])
-    assert ok(cli(server, tmp_path, *commands[command])) == clean[command]  # tmp_path: an empty download cache
-    assert server.state.pending_faults() == {}, f"{command} never called {endpoint}"
+@pytest.mark.parametrize(("command", "endpoint", "which"), READ_ENDPOINTS)
+def test_one_transient_fault_on_any_endpoint_of_verify_or_versions_is_harmless(
+    published, tmp_path, command, endpoint, which
+):
+    server, commands, clean, counts = published
+    status = TRANSIENT[READ_ENDPOINTS.index((command, endpoint, which)) % len(TRANSIENT)]
+    server.state.inject(endpoint, status, skip=0 if which == "first" else counts[command][endpoint] - 1)
+    try:
+        assert ok(cli(server, tmp_path, *commands[command])) == clean[command]  # tmp_path: an empty cache
+        assert server.state.pending_faults() == {}, f"{command} never made that request to {endpoint}"
+    finally:
+        server.state.clear_faults()  # the server is shared: a fault not met must not reach the next test
 
 
 def test_a_tag_made_by_a_call_whose_answer_was_a_409_is_a_success(runs, hub, tmp_path):

@@ -139,10 +139,14 @@ class Checker:
         import pyarrow.parquet as pq
         from datasets import Features
 
-        try:
+        def read() -> tuple[int, Any]:
             with self.fs.open(f"{self.root}/{entry.path}", "rb") as handle:
                 parquet = pq.ParquetFile(handle)
-                return entry, parquet.metadata.num_rows, Features.from_arrow_schema(parquet.schema_arrow), None
+                return parquet.metadata.num_rows, Features.from_arrow_schema(parquet.schema_arrow)
+
+        try:  # HfFileSystem's open asks the Hub about the file first, unretried: retried here
+            rows, features = with_retries(f"footer of {entry.path}", read)
+            return entry, rows, features, None
         except Exception as error:  # noqa: BLE001 - a footer that cannot be read is a finding
             return entry, None, None, first_line(error)
 
@@ -189,7 +193,7 @@ def _expected_features(card: dict[str, Any]) -> Any:
 
 
 def _stream_manifest(fs: Any, root: str) -> tuple[dict[str, Any], Iterator[Entry], Any]:
-    handle = fs.open(f"{root}/{MANIFEST_FILE}", "r", encoding="utf-8")
+    handle = with_retries(MANIFEST_FILE, lambda: fs.open(f"{root}/{MANIFEST_FILE}", "r", encoding="utf-8"))
     head, entries = read_manifest(iter(handle))
     return head, entries, handle
 
