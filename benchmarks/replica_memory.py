@@ -36,7 +36,7 @@ def measure(name: str, dtype_name: str, batches: list[int], threads: int) -> dic
 
     from benchmarks import rss
     from synthset.generation.diffusion import copy_weights_to_aligned_memory
-    from synthset.generation.pipeline_options import load_kwargs
+    from synthset.generation.families import load_kwargs
     from synthset.testing.replicas import REPLICAS, replica_path
 
     torch.set_num_threads(threads)

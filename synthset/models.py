@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,19 +33,10 @@ from synthset.fsutil import sha256_tree, tree_files, write_text_atomic
 TESTING_SCHEME = "synthset-testing:"
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-REPLICA_ENV = "SYNTHSET_TEST_REPLICAS"
-REPLICA_SCALES = ("full", "small")
-# Hub id -> the replica that stands in for it in offline test mode (synthset.testing builds them).
-REPLICA_OF_HUB_ID = {
-    "stable-diffusion-v1-5/stable-diffusion-v1-5": "sd15",
-    "runwayml/stable-diffusion-v1-5": "sd15",
-    "stabilityai/stable-diffusion-2-1-base": "sd21-base",
-    "stabilityai/stable-diffusion-2-1": "sd21",
-    "stabilityai/stable-diffusion-2-1-unclip": "sd21-unclip",
-    "stabilityai/stable-diffusion-xl-base-1.0": "sdxl-base",
-    "madebyollin/sdxl-vae-fp16-fix": "sdxl-vae-fp16-fix",
-    "CompVis/stable-diffusion-safety-checker": "compvis-safety-checker",
-}
+REPLICA_ENV = "SYNTHSET_TEST_REPLICAS"  # offline test mode's switch (its value goes to the resolver)
+RESOLVER_ENV = "SYNTHSET_TEST_RESOLVER"  # `module:function` resolving a model string in offline test mode
+# (model string, REPLICA_ENV's value, recipe field) -> the directory that stands in for it, or None
+ReplicaResolver = Callable[[str, str, str], "Path | None"]
 
 
 def synthset_home() -> Path:
@@ -60,37 +52,30 @@ def tiny_model_dir(name: str, home: Path | None = None) -> Path:
     return (home if home is not None else synthset_home()) / "models" / name
 
 
-def replica_dir_name(replica: str, scale: str) -> str:
-    """`replica-sd15` (full size) or `replica-sd15-small` (the scaled-down test version)."""
-    return f"replica-{replica}" + ("-small" if scale == "small" else "")
+def replica_resolver() -> ReplicaResolver:
+    """The function RESOLVER_ENV names: the test package's hook into model resolution.
 
+    Raises:
+        ModelError: RESOLVER_ENV is unset or names nothing importable.
+    """
+    import importlib
 
-def replica_scale() -> str | None:
-    """The offline test mode's replica scale, or None in a user's run (the variable unset or empty)."""
-    value = os.environ.get(REPLICA_ENV, "")
-    if not value:
-        return None
-    if value not in REPLICA_SCALES:
-        raise ModelError(f"{REPLICA_ENV}={value!r}: must be one of {', '.join(REPLICA_SCALES)} (or unset)")
-    return value
+    target = os.environ.get(RESOLVER_ENV, "")
+    module, _, name = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ModelError(
+            f"{REPLICA_ENV} is set but {RESOLVER_ENV}={target!r} names no resolver (module:function)"
+        ) from None
 
 
 def replica_dir(model: str, field_name: str) -> Path | None:
-    """In offline test mode, the replica directory that stands in for the Hub id `model`; else None."""
-    scale = replica_scale()
-    if scale is None or not HUB_ID_PATTERN.match(model) or Path(model).expanduser().exists():
+    """In offline test mode, the directory the test package's resolver puts in place of `model`; else None."""
+    mode = os.environ.get(REPLICA_ENV, "")
+    if not mode:
         return None
-    replica = REPLICA_OF_HUB_ID.get(model)
-    if replica is None:
-        known = ", ".join(sorted(REPLICA_OF_HUB_ID))
-        raise ModelError(f"{field_name}: {REPLICA_ENV} is set but {model!r} has no offline replica (known: {known})")
-    path = tiny_model_dir(replica_dir_name(replica, scale))
-    if not path.is_dir():
-        raise ModelError(
-            f"{field_name}: the {scale} replica of {model!r} is not built in {path.parent} "
-            f"(run `synthset tiny-models --replicas {scale}`, or set SYNTHSET_HOME to where it is)"
-        )
-    return path
+    return replica_resolver()(model, mode, field_name)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,16 @@ AUGMENTATION_BASES = ("none", "pixel_mixup", "pixel_cutmix", "embed_mixup", "emb
 # paper: as paper B's text defines them; authors_code: as the authors' public code computes them (see augment.py)
 AUGMENTATION_VARIANTS = ("paper", "authors_code")
 PROMPT_FIELDS = ("class_name", "synonyms")  # what an augcond prompt template may name
+# generator.scheduler name -> the diffusers scheduler class it swaps in ("default" keeps the model's own)
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+SchedulerName = Literal[("default", *SCHEDULERS)]  # type: ignore[valid-type]  # the names come from SCHEDULERS
 
 
 def check_augmentation_name(name: str) -> tuple[str, bool]:
@@ -250,7 +260,7 @@ class GeneratorSpec(_Strict):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="auto: float16 on CUDA, float32 on CPU."
     )
-    scheduler: Literal["default", "ddim", "pndm", "euler", "euler_a", "dpm++", "unipc"] = Field(
+    scheduler: SchedulerName = Field(
         "default",
         description="default: the model's own; a swap keeps the model's prediction type and timestep spacing.",
     )

@@ -41,9 +41,12 @@ def synthset_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     it never downloads one in a user's run: it resolves `synthset-testing:<name>` to this directory.
     """
     from synthset import testing
+    from synthset.models import RESOLVER_ENV
+    from synthset.testing.replicas import RESOLVER
 
     home = Path(os.environ.get("SYNTHSET_TEST_HOME") or tmp_path_factory.mktemp("synthset-home"))
     os.environ["SYNTHSET_HOME"] = str(home)
+    os.environ[RESOLVER_ENV] = RESOLVER  # the hook offline test mode (SYNTHSET_TEST_REPLICAS) resolves through
     testing.build_all(home)
     return home
 

@@ -14,7 +14,7 @@ from synthset.builders.assemble import build_dataset
 from synthset.errors import SynthsetError
 from synthset.generation.plan import plan_run
 from synthset.generation.runner import generate_run
-from synthset.models import REPLICA_ENV, local_model_dir, resolve_pipeline
+from synthset.models import REPLICA_ENV, RESOLVER_ENV, local_model_dir, resolve_pipeline
 from synthset.recipe import load_recipe
 from synthset.testing.replicas import PIPELINE_REPLICAS, REPLICAS, replica_path
 
@@ -63,6 +63,19 @@ def test_test_mode_errors_are_one_line(small_replicas, monkeypatch: pytest.Monke
     monkeypatch.setenv(REPLICA_ENV, "yes")
     with pytest.raises(SynthsetError, match=r"^SYNTHSET_TEST_REPLICAS='yes': must be one of full, small \(or unset\)$"):
         resolve_pipeline(SDXL, None)
+
+
+def test_test_mode_without_a_resolver_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replica table is the test package's: the product reaches it only through the resolver named."""
+    monkeypatch.setenv(REPLICA_ENV, "small")
+    for named in ("", "synthset.testing.replicas", "synthset.testing.replicas:no_such_function", "no.such:module"):
+        monkeypatch.setenv(RESOLVER_ENV, named)
+        expected = (
+            f"SYNTHSET_TEST_REPLICAS is set but SYNTHSET_TEST_RESOLVER={named!r} names no resolver (module:function)"
+        )
+        with pytest.raises(SynthsetError) as raised:
+            resolve_pipeline(SDXL, None)
+        assert str(raised.value) == expected
 
 
 def test_test_mode_leaves_local_paths_alone(small_replicas, monkeypatch, tmp_path: Path) -> None:

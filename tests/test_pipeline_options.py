@@ -13,8 +13,9 @@ import torch
 
 from synthset.errors import SynthsetError
 from synthset.generation.diffusion import generate_images, load_generator
+from synthset.generation.families import load_kwargs
 from synthset.generation.pinning import make_lock
-from synthset.generation.pipeline_options import SAFETY_CHECKER_OFF, load_kwargs, swap_scheduler
+from synthset.generation.pipeline_options import SAFETY_CHECKER_OFF, swap_scheduler
 from synthset.models import REPLICA_ENV
 from synthset.recipe import load_recipe
 from synthset.run.paths import RunDir

@@ -14,10 +14,9 @@ from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionS
 from transformers import CLIPImageProcessor, CLIPTokenizer
 
 from synthset.errors import SynthsetError
-from synthset.models import REPLICA_OF_HUB_ID
 from synthset.testing import replicas
 from synthset.testing.clip_bpe import CLIP_VOCAB_SIZE, clip_vocab
-from synthset.testing.replicas import PIPELINE_REPLICAS, REPLICAS, parameter_counts, replica_path
+from synthset.testing.replicas import PIPELINE_REPLICAS, REPLICA_OF_HUB_ID, REPLICAS, parameter_counts, replica_path
 
 # Parameter counts of the published architectures (meta device, from the configs): the UNet figures are
 # the model cards' "860M" (SD 1.5), "865M" (SD 2.x) and SDXL's 2.6B UNet with its 3.5B total.

@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 
-def builder_class(name: str):
-    """The builder class of a family, imported on demand (datasets is heavy)."""
-    if name == "synth_imagenet":
-        from synthset.builders.synth_imagenet import SynthImagenet
 
-        return SynthImagenet
-    if name == "synth_imagenet_lt":
-        from synthset.builders.synth_imagenet_lt import SynthImagenetLT
+def _synth_imagenet() -> type:
+    from synthset.builders.synth_imagenet import SynthImagenet
 
-        return SynthImagenetLT
-    if name == "synth_fewshot":
-        from synthset.builders.synth_fewshot import SynthFewshot
+    return SynthImagenet
 
-        return SynthFewshot
-    raise KeyError(name)
+
+def _synth_imagenet_lt() -> type:
+    from synthset.builders.synth_imagenet_lt import SynthImagenetLT
+
+    return SynthImagenetLT
+
+
+def _synth_fewshot() -> type:
+    from synthset.builders.synth_fewshot import SynthFewshot
+
+    return SynthFewshot
+
+
+# dataset family (a recipe's `builder:`) -> a function returning its builder class (datasets is heavy)
+BUILDERS: dict[str, Callable[[], type]] = {
+    "synth_imagenet": _synth_imagenet,
+    "synth_imagenet_lt": _synth_imagenet_lt,
+    "synth_fewshot": _synth_fewshot,
+}
+
+
+def builder_class(name: str) -> type:
+    """The builder class of a family, imported on demand.
+
+    Raises:
+        KeyError: `name` is not a dataset family.
+    """
+    return BUILDERS[name]()

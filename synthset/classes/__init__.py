@@ -1,4 +1,4 @@
-"""Class sets as data: one schema (`ClassInfo`), one loader (`load_class_set`).
+"""Class sets as data: one schema (`ClassInfo`, in `info.py`), one loader (`load_class_set`).
 
 A class set fixes the label space: label i is the i-th class of the set, whatever subset a run
 generates, so synthetic rows share labels with the real dataset they extend (ImageNet-1k label 0 is
@@ -7,27 +7,21 @@ tench in both).
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from synthset.classes.info import ClassInfo, normalized_name, unique_label_names
 from synthset.errors import RecipeError
 
-
-@dataclass(frozen=True)
-class ClassInfo:
-    """One class of a set.
-
-    `class_name` is what prompts say ("crane"); `label_name` is the unique name of the `ClassLabel`
-    (two ImageNet classes are both called "crane", so each gets its wnid appended there).
-    """
-
-    label: int
-    class_name: str
-    label_name: str
-    wnid: str | None = None
-    gloss: str | None = None
+__all__ = [
+    "NAMED_SETS",
+    "PACKAGED_SETS",
+    "ClassInfo",
+    "load_class_set",
+    "normalized_name",
+    "select_classes",
+    "unique_label_names",
+]
 
 
 # Few-shot benchmark class lists shipped in `classes/data/<name>.txt` (sources in its README.md). The
@@ -48,20 +42,6 @@ PACKAGED_SETS = (
     "sun397",
 )
 NAMED_SETS = ("imagenet-1k", *PACKAGED_SETS)
-
-
-def normalized_name(name: str) -> str:
-    """A class name as DA-Fusion compares folder names: lowercased, '_' as a space, trimmed."""
-    return " ".join(name.lower().replace("_", " ").split())
-
-
-def unique_label_names(class_names: list[str], wnids: list[str | None]) -> list[str]:
-    """Class names, with the wnid (or label index) appended wherever a name is shared."""
-    counts = Counter(class_names)
-    return [
-        name if counts[name] == 1 else f"{name} ({wnid or index})"
-        for index, (name, wnid) in enumerate(zip(class_names, wnids, strict=True))
-    ]
 
 
 def load_class_set(name_or_path: str) -> list[ClassInfo]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synthset.classes import ClassInfo, unique_label_names
+from synthset.classes.info import ClassInfo, unique_label_names
 from synthset.errors import RecipeError
 from synthset.recipe import read_text_file, read_yaml_file
 

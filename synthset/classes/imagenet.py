@@ -11,7 +11,7 @@ import functools
 from importlib import resources
 from pathlib import Path
 
-from synthset.classes import ClassInfo, unique_label_names
+from synthset.classes.info import ClassInfo, unique_label_names
 
 
 def timm_info_dir() -> Path:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from synthset.classes import ClassInfo, normalized_name
+from synthset.classes.info import ClassInfo, normalized_name
 from synthset.errors import RecipeError
 
 if TYPE_CHECKING:

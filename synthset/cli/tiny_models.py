@@ -16,7 +16,8 @@ DESCRIPTION = (
     "$SYNTHSET_HOME (default ~/.cache/synthset). Recipes name them as synthset-testing:<name>. "
     "With --replicas, build replicas of the real generators (SD 1.5, SD 2.1-base, SD 2.1, SD 2.1-unCLIP, "
     "SDXL base, the SDXL fp16-fix VAE, the CompVis safety checker) as replica-<name>[-small]; with "
-    "SYNTHSET_TEST_REPLICAS=small|full set, a recipe naming their Hub ids runs on them offline (tests only)."
+    "SYNTHSET_TEST_REPLICAS=small|full and SYNTHSET_TEST_RESOLVER=synthset.testing.replicas:resolve_replica "
+    "set, a recipe naming their Hub ids runs on them offline (tests only)."
 )
 
 

@@ -1,7 +1,7 @@
 """`synthset plan --check`: everything the plan stage validates, without writing anything or calling an LLM.
 
 It resolves the model (a Hub id to its commit, a local directory to a hash) and, for a local pipeline,
-checks that its kind fits the strategies (augcond needs an unCLIP image-variation pipeline); loads the
+checks that its family fits the strategies (augcond needs an unCLIP image-variation pipeline); loads the
 class set and the selection; reads every fill-up train list; opens the real images, draws the few-shot
 shots and builds every conditioning pool, so the leak guards (a long-tail fill-up conditions only on its
 train list) run exactly as in a plan; and formats every augcond prompt template. LAR scoring, LLM
@@ -11,19 +11,15 @@ the tests, with tiny models and fixture data standing in for the real ones.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from synthset.classes import load_class_set, select_classes
-from synthset.errors import SynthsetError
 from synthset.generation.draw_shots import draw_shots
+from synthset.generation.families import check_strategies_fit, local_pipeline_class
 from synthset.generation.pinning import make_lock
 from synthset.generation.plan import images_per_class, plan_pools
 from synthset.recipe import Recipe
 from synthset.run.families import check_family
-
-UNCLIP_PIPELINES = ("StableUnCLIPImg2ImgPipeline",)
 
 
 @dataclass(frozen=True)
@@ -41,29 +37,15 @@ class RecipeCheck:
         return sum(self.images_per_config.values())
 
 
-def pipeline_class(load_path: str) -> str | None:
-    """The `_class_name` of a local pipeline directory's model_index.json (None for a Hub id)."""
-    index = Path(load_path) / "model_index.json"
-    if not index.is_file():
-        return None
-    return json.loads(index.read_text(encoding="utf-8")).get("_class_name")
-
-
 def check_recipe(recipe: Recipe) -> RecipeCheck:
     """Validate a recipe as `synthset plan` would, writing nothing; one SynthsetError line on the first problem."""
     check_family(recipe)
     classes = load_class_set(recipe.classes.set)
     selected = select_classes(classes, recipe.classes.subset, recipe.classes.limit, recipe.classes.set)
     lock = make_lock(recipe)
-    kind = pipeline_class(lock.model.load_path)
-    uses_augcond = any(c.strategy == "augcond" for c in recipe.configs)
-    if kind is not None and uses_augcond and kind not in UNCLIP_PIPELINES:
-        raise SynthsetError(
-            f"generator.model: augcond needs an unCLIP image-variation pipeline "
-            f"(e.g. stabilityai/stable-diffusion-2-1-unclip), {recipe.generator.model!r} is a {kind}"
-        )
-    if kind in UNCLIP_PIPELINES and not uses_augcond:
-        raise SynthsetError(f"generator.model: {recipe.generator.model!r} is an unCLIP pipeline: it needs augcond")
+    kind = local_pipeline_class(lock.model.load_path)
+    if kind is not None:
+        check_strategies_fit(kind, recipe.generator.model, any(c.strategy == "augcond" for c in recipe.configs))
     counts = {c.name: sum(images_per_class(c, selected, len(classes)).values()) * c.bands for c in recipe.configs}
     draws = draw_shots(recipe, classes, selected)
     pools = plan_pools(recipe, classes, selected, draws)

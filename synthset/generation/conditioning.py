@@ -14,7 +14,7 @@ the pipeline's `noise_image_embeddings` for one call to multiply each row by its
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,23 +95,7 @@ class Conditioner:
         return images
 
     def _mixed(self, augmentation: Augmentation, images: list, seed: int) -> tuple[torch.Tensor, float | None]:
-        import numpy as np
-        from torchvision.transforms.functional import to_pil_image
-
-        from synthset.generation import augment
-
-        if augmentation.base in ("pixel_mixup", "pixel_cutmix"):
-            mixed, lam = augment.pixel_mix(images[0], images[1], augmentation.base, augmentation.alpha, seed)
-            return self.encode([to_pil_image(mixed)])[0], lam
-        if augmentation.base in ("embed_mixup", "embed_cutmix"):
-            lam = float(np.random.default_rng([seed, _LAMBDA_STREAM]).beta(augmentation.alpha, augmentation.alpha))
-            first, second = self.encode(images[:2])
-            if augmentation.base == "embed_mixup":
-                return augment.embed_mixup(first, second, lam), lam
-            if augmentation.cutmix_on_batch_axis:
-                return augment.embed_cutmix_batch_axis(first, second, lam, self.guidance), lam
-            return augment.embed_cutmix(first, second, lam), lam
-        return self.encode(images[:1])[0], None
+        return EMBEDDINGS[augmentation.base](self, augmentation, images, seed)
 
     def row_embedding(self, row: dict[str, Any]) -> tuple[torch.Tensor, float | None, torch.Tensor | None]:
         """(embedding, lam, the mask to apply after noising or None) of one row."""
@@ -143,6 +127,53 @@ class Conditioner:
             ones = torch.ones(2 * embeddings.shape[-1])
             masks = torch.stack([mask if mask is not None else ones for _, _, mask in encoded])
         return ConditioningBatch(embeddings, [lam for _, lam, _ in encoded], masks)
+
+
+def _one_image(
+    conditioner: Conditioner, augmentation: Augmentation, images: list, seed: int
+) -> tuple[torch.Tensor, float | None]:
+    """`none` and `dropout`: the first image's embedding (dropout acts on it afterwards)."""
+    return conditioner.encode(images[:1])[0], None
+
+
+def _pixel_mix(
+    conditioner: Conditioner, augmentation: Augmentation, images: list, seed: int
+) -> tuple[torch.Tensor, float | None]:
+    """`pixel_mixup` and `pixel_cutmix`: mix the two images, then embed the mix."""
+    from torchvision.transforms.functional import to_pil_image
+
+    from synthset.generation import augment
+
+    mixed, lam = augment.pixel_mix(images[0], images[1], augmentation.base, augmentation.alpha, seed)
+    return conditioner.encode([to_pil_image(mixed)])[0], lam
+
+
+def _embed_mix(
+    conditioner: Conditioner, augmentation: Augmentation, images: list, seed: int
+) -> tuple[torch.Tensor, float | None]:
+    """`embed_mixup` and `embed_cutmix`: embed both images, then mix the embeddings with lam ~ Beta(alpha, alpha)."""
+    import numpy as np
+
+    from synthset.generation import augment
+
+    lam = float(np.random.default_rng([seed, _LAMBDA_STREAM]).beta(augmentation.alpha, augmentation.alpha))
+    first, second = conditioner.encode(images[:2])
+    if augmentation.base == "embed_mixup":
+        return augment.embed_mixup(first, second, lam), lam
+    if augmentation.cutmix_on_batch_axis:
+        return augment.embed_cutmix_batch_axis(first, second, lam, conditioner.guidance), lam
+    return augment.embed_cutmix(first, second, lam), lam
+
+
+# augmentation base (recipe.AUGMENTATION_BASES) -> how a row's conditioning embedding is made from its images
+EMBEDDINGS: dict[str, Callable[[Conditioner, Augmentation, list, int], tuple[torch.Tensor, float | None]]] = {
+    "none": _one_image,
+    "pixel_mixup": _pixel_mix,
+    "pixel_cutmix": _pixel_mix,
+    "embed_mixup": _embed_mix,
+    "embed_cutmix": _embed_mix,
+    "dropout": _one_image,
+}
 
 
 def make_conditioner(pipe: Any, lock: Lock, run: RunDir) -> Conditioner:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from synthset.errors import ModelError, first_line
+from synthset.generation.families import augcond_mismatch, family_for
+from synthset.generation.families.base import LoadedGenerator
+from synthset.generation.host_memory import preload_largest_component, release_freed_memory
 from synthset.generation.pipeline_options import (
     SAFETY_CHECKER_OFF,
-    PipelineOptions,
     apply_knobs,
-    load_kwargs,
     pipeline_options,
     ships_safety_checker,
     swap_scheduler,
@@ -28,27 +28,12 @@ if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
 
-    from synthset.generation.conditioning import Conditioner
-    from synthset.recipe import GeneratorSpec
     from synthset.run.lock import Lock
     from synthset.run.paths import RunDir
 
+__all__ = ["LoadedGenerator", "generate_images", "generator_columns", "load_generator"]
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadedGenerator:
-    """A ready pipeline plus the facts about it that every generated row records."""
-
-    pipe: Any
-    spec: GeneratorSpec
-    device: torch.device
-    dtype: str
-    attention: str
-    scheduler: str
-    options: PipelineOptions
-    conditioner: Conditioner | None = None  # set for augcond runs (unCLIP image variation)
-    safety_checker: str = "none"  # what became of the model's safety checker: "none" or SAFETY_CHECKER_OFF
 
 
 def choose_attention(requested: str, device: torch.device) -> str:
@@ -92,7 +77,10 @@ def load_generator(lock: Lock, device: torch.device, run: RunDir, show_progress:
         kwargs["revision"] = lock.model.hub_revision
     try:
         model_index = diffusers.DiffusionPipeline.load_config(lock.model.load_path, revision=kwargs.get("revision"))
-        kwargs.update(load_kwargs(model_index))
+        family = family_for(model_index.get("_class_name"))
+        kwargs.update(family.load_kwargs(model_index))
+        # The largest component first: its cast-on-load transient then sits on nothing else (host_memory).
+        kwargs.update(preload_largest_component(lock.model.load_path, model_index, kwargs["dtype"], set(kwargs)))
         pipe = diffusers.DiffusionPipeline.from_pretrained(lock.model.load_path, **kwargs)
     except (OSError, ValueError) as error:  # missing or broken files, no network: one line, not a traceback
         raise ModelError(f"generator.model: cannot load {lock.model.load_path!r}: {first_line(error)}") from None
@@ -102,7 +90,7 @@ def load_generator(lock: Lock, device: torch.device, run: RunDir, show_progress:
     pipe.to(device)
     if device.type == "cpu":
         copy_weights_to_aligned_memory(pipe)
-    apply_knobs(pipe, spec)
+    apply_knobs(pipe, spec, family.denoiser)
     pipe.set_progress_bar_config(disable=True)
     options = pipeline_options(pipe, spec)
     logger.info(
@@ -116,16 +104,13 @@ def load_generator(lock: Lock, device: torch.device, run: RunDir, show_progress:
         logger.info("safety checker: %s", SAFETY_CHECKER_OFF)
     conditioner = None
     if any(c.strategy == "augcond" for c in lock.recipe.configs):
-        if getattr(pipe, "image_encoder", None) is None or getattr(pipe, "image_normalizer", None) is None:
-            raise ModelError(
-                f"generator.model: augcond needs an unCLIP image-variation pipeline (e.g. "
-                f"stabilityai/stable-diffusion-2-1-unclip), {spec.model!r} is a {type(pipe).__name__}"
-            )
-        from synthset.generation.conditioning import make_conditioner
-
+        make_conditioner = family.conditioner
+        if make_conditioner is None:
+            raise augcond_mismatch(type(pipe).__name__, spec.model)
         conditioner = make_conditioner(pipe, lock, run)
+    scheduler = type(pipe.scheduler).__name__
     return LoadedGenerator(
-        pipe, spec, device, dtype, attention, type(pipe.scheduler).__name__, options, conditioner, safety_checker
+        pipe, spec, device, dtype, attention, scheduler, options, family, conditioner, safety_checker
     )
 
 
@@ -136,7 +121,8 @@ def copy_weights_to_aligned_memory(pipe: Any) -> None:
     unaligned addresses; under `accelerate launch` the same weights are copied into aligned memory. CPU
     kernels pick their code path by address: a one-row matmul (the unCLIP image encoder's projection of
     a single conditioning image) gave other bits on 1 process than on 2 (measured here). Copying makes
-    the bytes of a sample independent of how the run was launched.
+    the bytes of a sample independent of how the run was launched. The heap the old copies leave is
+    handed back to the OS (3 GiB for SDXL's UNet in float32: `synthset.generation.host_memory`).
     """
     import torch
 
@@ -152,31 +138,22 @@ def copy_module_to_aligned_memory(model: Any) -> None:
             parameter.data = parameter.data.clone()  # the same Parameter: tied weights stay tied
         for name, tensor in list(module.named_buffers(recurse=False)):
             setattr(module, name, tensor.clone())
+    release_freed_memory()
 
 
 def generate_images(generator: LoadedGenerator, rows: list[dict[str, Any]]) -> tuple[list[Image], list[dict]]:
     """One pipeline call for a full batch of plan rows, each with its own seeded generator.
 
-    Returns the images and, per row, the columns generation decided (augcond's `cond_lambda`).
+    Returns the images and, per row, the columns generation decided (augcond's `cond_lambda`). What the
+    call passes beside the prompts (unCLIP's image embeddings) comes from the model's family.
     """
-    import contextlib
-
     import torch
 
     spec = generator.spec
     seeds = [torch.Generator("cpu").manual_seed(row["seed"]) for row in rows]
-    extra: dict[str, Any] = {}
-    decided: list[dict] = [{} for _ in rows]
-    hook: contextlib.AbstractContextManager = contextlib.nullcontext()
-    if generator.conditioner is not None:
-        batch = generator.conditioner.embeddings(rows)
-        pipe_dtype = generator.pipe.image_encoder.dtype
-        embeds = batch.embeddings.to(device=generator.device, dtype=pipe_dtype)
-        extra = {"image_embeds": embeds, "noise_level": spec.noise_level}
-        decided = [{"cond_lambda": lam} for lam in batch.lambdas]
-        hook = batch.after_noising(generator.pipe)  # the authors' dropout acts inside the call
+    inputs = generator.family.call_inputs(generator, rows)
     negative = [row["negative_prompt"] or "" for row in rows]
-    with torch.inference_mode(), hook:
+    with torch.inference_mode(), inputs.hook:
         output = generator.pipe(
             prompt=[row["prompt"] for row in rows],
             # None, not [""] * n, when there is none: SDXL then uses zeros as its unconditional embedding
@@ -188,9 +165,9 @@ def generate_images(generator: LoadedGenerator, rows: list[dict[str, Any]]) -> t
             height=spec.height,
             generator=seeds,
             output_type="pil",
-            **extra,
+            **inputs.kwargs,
         )
-    return output.images, decided
+    return output.images, inputs.decided
 
 
 def generator_columns(generator: LoadedGenerator, lock: Lock) -> dict[str, Any]:

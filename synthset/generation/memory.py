@@ -17,7 +17,8 @@ one counts. The per-image and fixed figures (bytes at the native size with 2-byt
 measured, not guessed: `benchmarks/replica_memory.py` runs each full-size replica at batch 1, 4 and 8 in
 bfloat16 on a CPU and fits a line per phase (benchmarks/README.md has the table, the residuals, and two
 checks of the formula's scaling rules against measurements it was not fitted to: float32, and 768 px).
-A model synthset does not know gets the largest per-pixel figures of the known ones. The GPU check
+A model synthset does not know gets the largest per-pixel figures of the known ones. The figures of each
+known model live in its model family's module (`synthset.generation.families`). The GPU check
 (`python -m benchmarks.gpu`) prints measured GPU peaks beside this formula's.
 """
 
@@ -31,45 +32,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from synthset.errors import SynthsetError
+from synthset.generation.families import family_for, known_memory
+from synthset.generation.families.base import GIB, ModelMemory
 
 if TYPE_CHECKING:
     from synthset.recipe import GeneratorSpec
 
-GIB = 1024**3
 CONTEXT_BYTES = 1 * GIB
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-
-
-@dataclass(frozen=True)
-class ModelMemory:
-    """What the formula needs to know about a generator."""
-
-    parameters: int  # loaded by synthset: every model component but the safety checker
-    vae_parameters: int
-    native_size: int  # px
-    unet_per_image: float  # bytes per image at native size, 2-byte activations: text encoders + UNet (CFG)
-    vae_per_image: float  # the same for the VAE decode
-    vae_upcast: bool  # the VAE config's force_upcast: in float16 it decodes in float32 (SDXL)
-    unet_fixed: float = 0.0  # bytes of the phase that do not grow with the batch (the fit's intercept)
-    vae_fixed: float = 0.0
-
-
-_VAE = 83_653_863
-# Parameters: counted from the published configs (tests/test_replicas.py); per-image bytes: fitted to
-# benchmarks/replica_memory.py on the full replicas, bfloat16, CPU (benchmarks/README.md).
-_SD15 = ModelMemory(1_066_235_307, _VAE, 512, 0.178 * GIB, 0.334 * GIB, False, 0.387 * GIB, 0.502 * GIB)
-_SD21_BASE = ModelMemory(1_289_952_427, _VAE, 512, 0.182 * GIB, 0.356 * GIB, False, 0.324 * GIB, 0.382 * GIB)
-_SD21 = ModelMemory(1_289_952_427, _VAE, 768, 0.329 * GIB, 0.772 * GIB, False, 0.549 * GIB, 0.724 * GIB)
-_SD21_UNCLIP = ModelMemory(1_926_293_675, _VAE, 768, 0.330 * GIB, 0.759 * GIB, False, 0.536 * GIB, 0.755 * GIB)
-_SDXL = ModelMemory(3_468_837_867, _VAE, 1024, 0.387 * GIB, 1.204 * GIB, True, 0.507 * GIB, 1.280 * GIB)
-KNOWN_MODELS: dict[str, ModelMemory] = {
-    "stable-diffusion-v1-5/stable-diffusion-v1-5": _SD15,
-    "runwayml/stable-diffusion-v1-5": _SD15,
-    "stabilityai/stable-diffusion-2-1-base": _SD21_BASE,
-    "stabilityai/stable-diffusion-2-1": _SD21,
-    "stabilityai/stable-diffusion-2-1-unclip": _SD21_UNCLIP,
-    "stabilityai/stable-diffusion-xl-base-1.0": _SDXL,
-}
+# Hub id -> figures measured on its replica; each model family's module holds its own (families/*.py).
+KNOWN_MODELS: dict[str, ModelMemory] = known_memory()
 
 
 @dataclass(frozen=True)
@@ -162,14 +134,15 @@ def model_memory(model: str, load_path: str | None) -> tuple[ModelMemory | None,
     parameters, vae = local_parameters(Path(load_path))
     index = json.loads((Path(load_path) / "model_index.json").read_text("utf-8"))
     vae_config = Path(load_path) / "vae" / "config.json"
-    # Only the SDXL pipelines upcast the VAE (its config's force_upcast, default true) to decode in float16.
+    family = family_for(index.get("_class_name"))
+    # Only some families (SDXL) upcast the VAE (its config's force_upcast, default true) to decode in float16.
     upcast = (
-        "XL" in str(index.get("_class_name"))
+        family.vae_upcasts
         and vae_config.is_file()
         and bool(json.loads(vae_config.read_text("utf-8")).get("force_upcast", True))
     )
-    unet_config = Path(load_path) / "unet" / "config.json"
-    sample = json.loads(unet_config.read_text("utf-8")).get("sample_size", 64) if unet_config.is_file() else 64
+    denoiser_config = Path(load_path) / family.denoiser / "config.json"
+    sample = json.loads(denoiser_config.read_text("utf-8")).get("sample_size", 64) if denoiser_config.is_file() else 64
     native = (sample if isinstance(sample, int) else sample[0]) * 8
     pixels = native**2
 

@@ -14,8 +14,8 @@ Each choice here can change an image's bytes, so each is decided from the recipe
 - **Safety checker.** SD 1.5's repo ships `safety_checker` + `feature_extractor`; diffusers would black
   out any image it flags. synthset loads the pipeline without it (and says so in the generate log):
   a classification set is filtered as a dataset, not by blacking out images one by one.
-- **SDXL's invisible watermark** is applied by diffusers whenever the `invisible-watermark` package
-  happens to be importable; synthset turns it off so the bytes do not depend on the environment.
+- **Load arguments** (no safety checker, no SDXL watermark) and anything else that depends on the kind of
+  pipeline belong to its model family (`synthset.generation.families`).
 - **Knobs** (recipe `generator.*`): `channels_last` (UNet and VAE memory format), `compile`
   (`torch.compile` of the UNet), `vae_slicing` (decode one image at a time: less peak memory at large
   batch), `vae_tiling` (decode in overlapping tiles: only above the VAE's `sample_size`). Each may
@@ -28,18 +28,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from synthset.errors import SynthsetError
+from synthset.recipe import SCHEDULERS
 
 if TYPE_CHECKING:
     from synthset.recipe import GeneratorSpec
 
-SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "pndm": "PNDMScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "dpm++": "DPMSolverMultistepScheduler",
-    "unipc": "UniPCMultistepScheduler",
-}
 SAFETY_CHECKER_OFF = (
     "the model ships a safety checker; the pipeline does not run it, so no image is blacked out; "
     "screen images with the recipe's quality gate instead (README 'Quality gate')"
@@ -74,21 +67,6 @@ def ships_safety_checker(model_index: dict[str, Any]) -> bool:
     return isinstance(entry, list) and len(entry) == 2 and entry[1] is not None
 
 
-def load_kwargs(model_index: dict[str, Any]) -> dict[str, Any]:
-    """from_pretrained arguments that follow from the repo's layout: no safety checker, no watermark."""
-    import inspect
-
-    import diffusers
-
-    kwargs: dict[str, Any] = {}
-    if "safety_checker" in model_index:
-        kwargs.update(safety_checker=None, requires_safety_checker=False)
-    pipeline_class = getattr(diffusers, str(model_index.get("_class_name")), None)
-    if pipeline_class is not None and "add_watermarker" in inspect.signature(pipeline_class.__init__).parameters:
-        kwargs["add_watermarker"] = False
-    return kwargs
-
-
 def swap_scheduler(current: Any, name: str, timestep_spacing: str) -> Any:
     """The scheduler the recipe asks for, with the model's prediction type and (by default) its spacing.
 
@@ -113,19 +91,22 @@ def swap_scheduler(current: Any, name: str, timestep_spacing: str) -> Any:
     return swapped
 
 
-def apply_knobs(pipe: Any, spec: GeneratorSpec) -> None:
-    """channels_last, torch.compile and VAE slicing/tiling as the recipe asks (all off by default)."""
+def apply_knobs(pipe: Any, spec: GeneratorSpec, denoiser: str = "unet") -> None:
+    """channels_last, torch.compile and VAE slicing/tiling as the recipe asks (all off by default).
+
+    `denoiser` names the pipeline component that denoises (its family's: `unet`, or e.g. `transformer`).
+    """
     import torch
 
     if spec.channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
+        getattr(pipe, denoiser).to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
     if spec.vae_slicing:
         pipe.vae.enable_slicing()
     if spec.vae_tiling:
         pipe.vae.enable_tiling()
     if spec.compile:
-        pipe.unet = torch.compile(pipe.unet)
+        setattr(pipe, denoiser, torch.compile(getattr(pipe, denoiser)))
 
 
 def pipeline_options(pipe: Any, spec: GeneratorSpec) -> PipelineOptions:

@@ -8,6 +8,8 @@ here, as data and plain checks, lets generation and builders share them without 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from synthset.classes import PACKAGED_SETS
 from synthset.errors import RecipeError
@@ -21,21 +23,25 @@ TRIALS = 8  # DA-Fusion's default number of trials; `_t<trial>` names a set made
 FEWSHOT_CONFIG = re.compile(r"^(?P<dataset>[a-z0-9_]+)_(?P<k>\d+)shot(?:_t(?P<trial>\d))?$")
 
 
-def config_names(family: str) -> list[str]:
-    """Every config name a family may publish."""
-    if family == "synth_imagenet":
-        return [*STRATEGIES, *(f"{s}_{k}x" for s in STRATEGIES for k in range(1, MAX_SCALE + 1))]
-    if family == "synth_imagenet_lt":
-        return list(STRATEGIES)
-    if family == "synth_fewshot":
-        trials = ["", *(f"_t{t}" for t in range(TRIALS))]
-        return [f"{d}_{k}shot{t}" for d in FEWSHOT_SETS for k in SHOTS for t in trials]
-    raise KeyError(family)
+def _imagenet_configs() -> list[str]:
+    return [*STRATEGIES, *(f"{s}_{k}x" for s in STRATEGIES for k in range(1, MAX_SCALE + 1))]
+
+
+def _imagenet_lt_configs() -> list[str]:
+    return list(STRATEGIES)
+
+
+def _fewshot_configs() -> list[str]:
+    trials = ["", *(f"_t{t}" for t in range(TRIALS))]
+    return [f"{d}_{k}shot{t}" for d in FEWSHOT_SETS for k in SHOTS for t in trials]
 
 
 def fewshot_dataset(config_name: str) -> str:
     """The benchmark a few-shot config belongs to: `caltech101_4shot` -> `caltech101`."""
-    return FEWSHOT_CONFIG.match(config_name)["dataset"]
+    match = FEWSHOT_CONFIG.match(config_name)
+    if match is None:
+        raise RecipeError(f"configs: {config_name!r} is not a few-shot config name (<dataset>_<k>shot[_t<trial>])")
+    return match["dataset"]
 
 
 def _check_imagenet(recipe: Recipe) -> None:
@@ -68,12 +74,30 @@ def _check_fewshot(recipe: Recipe) -> None:
             raise RecipeError(f"configs[{i}].name: {config.name!r} needs classes.set: {dataset}")
 
 
-_CHECKS = {"synth_imagenet": _check_imagenet, "synth_imagenet_lt": _check_imagenet_lt, "synth_fewshot": _check_fewshot}
+@dataclass(frozen=True)
+class DatasetFamily:
+    """One dataset family: the config names it may publish, and the check that a recipe fits it."""
+
+    config_names: Callable[[], list[str]]
+    check: Callable[[Recipe], None]  # raises SynthsetError (one line) when the recipe does not fit
+
+
+# a recipe's `builder:` -> its family; synthset.builders.BUILDERS holds the matching `datasets` builders
+DATASET_FAMILIES: dict[str, DatasetFamily] = {
+    "synth_imagenet": DatasetFamily(_imagenet_configs, _check_imagenet),
+    "synth_imagenet_lt": DatasetFamily(_imagenet_lt_configs, _check_imagenet_lt),
+    "synth_fewshot": DatasetFamily(_fewshot_configs, _check_fewshot),
+}
+
+
+def config_names(family: str) -> list[str]:
+    """Every config name a family may publish (KeyError for an unknown family)."""
+    return DATASET_FAMILIES[family].config_names()
 
 
 def check_family(recipe: Recipe) -> None:
     """Raise SynthsetError (one line) when the recipe's family cannot publish what the recipe makes."""
-    _CHECKS[recipe.builder](recipe)
+    DATASET_FAMILIES[recipe.builder].check(recipe)
     names = set(config_names(recipe.builder))
     for config in published_configs(recipe):
         if config.name not in names:

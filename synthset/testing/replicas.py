@@ -14,8 +14,8 @@ config file back. `DiffusionPipeline.from_pretrained(<dir>)` loads it as it woul
 Two scales: `full` (the published sizes: SDXL is 3.5B parameters, ~7 GB on disk) for `make smoke-full`,
 the memory figures and the GPU check; `small` (`scaled.py`: the same classes and wiring, width 32) for
 the test suite. Both are built on demand into `$SYNTHSET_HOME/models/replica-<name>[-small]`, never
-committed. In offline test mode (`SYNTHSET_TEST_REPLICAS=full|small`) the Hub ids of
-`synthset.models.REPLICA_OF_HUB_ID` resolve to these directories.
+committed. In offline test mode (`SYNTHSET_TEST_REPLICAS=full|small`, with `SYNTHSET_TEST_RESOLVER` naming
+`resolve_replica` here: `offline_test_env`) the Hub ids of `REPLICA_OF_HUB_ID` resolve to these directories.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from synthset.errors import SynthsetError
-from synthset.models import REPLICA_SCALES, replica_dir_name
+from synthset.errors import ModelError, SynthsetError
+from synthset.models import HUB_ID_PATTERN, REPLICA_ENV, RESOLVER_ENV, tiny_model_dir
 from synthset.testing import scaled
 from synthset.testing.clip_bpe import write_clip_bpe_files
 from synthset.testing.store import build_atomically, models_dir
@@ -42,6 +42,19 @@ SEED = 0
 SAFETY_THRESHOLD = 0.5
 
 Kind = Literal["pipeline", "vae", "safety_checker"]
+REPLICA_SCALES = ("full", "small")
+RESOLVER = f"{__name__}:resolve_replica"  # what SYNTHSET_TEST_RESOLVER names in offline test mode
+# Hub id -> the replica that stands in for it in offline test mode (`resolve_replica`).
+REPLICA_OF_HUB_ID = {
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": "sd15",
+    "runwayml/stable-diffusion-v1-5": "sd15",
+    "stabilityai/stable-diffusion-2-1-base": "sd21-base",
+    "stabilityai/stable-diffusion-2-1": "sd21",
+    "stabilityai/stable-diffusion-2-1-unclip": "sd21-unclip",
+    "stabilityai/stable-diffusion-xl-base-1.0": "sdxl-base",
+    "madebyollin/sdxl-vae-fp16-fix": "sdxl-vae-fp16-fix",
+    "CompVis/stable-diffusion-safety-checker": "compvis-safety-checker",
+}
 
 
 @dataclass(frozen=True)
@@ -231,6 +244,39 @@ def _write_component(
     if rel not in configs:
         raise SynthsetError(f"replica: {rel} is missing from the published configs")
     _save_model(class_name, configs[rel], out, files.get(rel), config_name)
+
+
+def replica_dir_name(replica: str, scale: str) -> str:
+    """`replica-sd15` (full size) or `replica-sd15-small` (the scaled-down test version)."""
+    return f"replica-{replica}" + ("-small" if scale == "small" else "")
+
+
+def offline_test_env(scale: str) -> dict[str, str]:
+    """The environment of offline test mode at `scale`: the product's switch and this module's resolver."""
+    return {REPLICA_ENV: scale, RESOLVER_ENV: RESOLVER}
+
+
+def resolve_replica(model: str, scale: str, field_name: str) -> Path | None:
+    """The product's test-mode hook (`synthset.models.replica_dir`): a Hub id's replica directory at `scale`.
+
+    Local paths and non-Hub-id strings are left to the product (None). A Hub id without a replica, or
+    whose replica is not built, is one `ModelError` line naming the recipe field.
+    """
+    if scale not in REPLICA_SCALES:
+        raise ModelError(f"{REPLICA_ENV}={scale!r}: must be one of {', '.join(REPLICA_SCALES)} (or unset)")
+    if not HUB_ID_PATTERN.match(model) or Path(model).expanduser().exists():
+        return None
+    replica = REPLICA_OF_HUB_ID.get(model)
+    if replica is None:
+        known = ", ".join(sorted(REPLICA_OF_HUB_ID))
+        raise ModelError(f"{field_name}: {REPLICA_ENV} is set but {model!r} has no offline replica (known: {known})")
+    path = tiny_model_dir(replica_dir_name(replica, scale))
+    if not path.is_dir():
+        raise ModelError(
+            f"{field_name}: the {scale} replica of {model!r} is not built in {path.parent} "
+            f"(run `synthset tiny-models --replicas {scale}`, or set SYNTHSET_HOME to where it is)"
+        )
+    return path
 
 
 def replica_path(name: str, scale: str = "small", home: Path | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""The few-shot probe: what both protocols share, and the dispatch (`few_shot.protocol`).
+"""The few-shot probe: what both protocols share (the dispatch on `few_shot.protocol` is `fewshot_protocols`).
 
 For each shot count k and trial t the probe trains a linear head on a frozen pretrained backbone with k real
 images per class and scores a real validation split; the numbers are summarized over trials. Synthetic data
@@ -169,14 +169,3 @@ def real_shots_config(config: TrainConfig, k: int, trial: int) -> str:
     spec = config.few_shot
     name = spec.real_shots.config or config.synthetic.name  # type: ignore[union-attr]
     return name.format(k=k, trial=trial)
-
-
-def run_few_shot(config: TrainConfig, accelerator) -> dict[str, Any] | None:
-    """Every (k, trial) job of this rank, then (main process) the summary; None on other ranks."""
-    if config.few_shot.protocol == "fast":
-        from synthset.train.fewshot_fast import run_fast
-
-        return run_fast(config, accelerator)
-    from synthset.train.fewshot_dafusion import run_dafusion
-
-    return run_dafusion(config, accelerator)

@@ -33,7 +33,7 @@ from synthset.train.data import (
     train_transform,
 )
 from synthset.train.dual_bn import prepare_aux_bn
-from synthset.train.fewshot import run_few_shot
+from synthset.train.fewshot_protocols import run_few_shot
 from synthset.train.loop import epoch_seed, evaluate, make_optimizer, make_scheduler, train_epoch
 from synthset.train.losses import BalancedSoftmaxLoss
 from synthset.train.metrics import accuracy_report, class_counts

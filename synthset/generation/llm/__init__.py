@@ -7,7 +7,8 @@
 Importing this package imports neither torch nor transformers; a backend loads what it needs when used.
 """
 
-from synthset.generation.llm.base import LLMBackend, LLMRequest, StreamingBackend, make_backend
+from synthset.generation.llm.backends import make_backend
+from synthset.generation.llm.base import LLMBackend, LLMRequest, StreamingBackend
 from synthset.generation.llm.cache import LLMCache
 
 __all__ = ["LLMBackend", "LLMCache", "LLMRequest", "StreamingBackend", "make_backend"]

@@ -1,21 +1,16 @@
-"""What every LLM backend shares: the request type, the backend protocol, and `make_backend`.
+"""What every LLM backend shares: the request type and the backend protocol (`make_backend` is in `backends`).
 
 Prompt strategies (LAR meanings, CD and SD descriptions) talk to a language model only through
 `LLMBackend.complete`, so the plan stage never knows whether text came from a local causal LM or an
-OpenAI-compatible server, and `LLMCache` can sit in front of either. The heavy backends are imported
-inside `make_backend`, so importing this package costs nothing when the recipe uses the template backend.
+OpenAI-compatible server, and `LLMCache` can sit in front of either. The backends import these types, so
+the registry that imports the backends lives in its own module (`backends.py`): no import cycle.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
-
-from synthset.errors import SynthsetError
-
-if TYPE_CHECKING:
-    from synthset.recipe import LLMSpec
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -62,21 +57,3 @@ def one_line(text: str, limit: int = 200) -> str:
     library exceptions) that may hold newlines or pages of HTML."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def make_backend(spec: LLMSpec) -> LLMBackend:
-    """The backend a recipe's `prompts.llm` names, checked without loading any weights.
-
-    Cheap problems (a missing model directory, an unknown tiny model, no base_url) fail here as one
-    `SynthsetError` line; the weights of a local LM load on the first request, so a re-run whose answers
-    are all cached never loads the model at all.
-    """
-    if spec.backend == "transformers":
-        from synthset.generation.llm.transformers_backend import TransformersBackend
-
-        return TransformersBackend(spec)
-    if spec.backend == "openai":
-        from synthset.generation.llm.openai_backend import OpenAIBackend
-
-        return OpenAIBackend(spec)
-    raise SynthsetError(f"prompts.llm.backend: {spec.backend!r} uses no language model, so it has no LLM backend")
