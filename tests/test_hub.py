@@ -570,7 +570,7 @@ def test_a_push_racing_another_writer_is_one_clear_line(runs, hub, tmp_path):
     def someone_else_commits(repo):
         hub.state.before_commit = hub.state.before_merge = None
         head = repo.commits[repo.branches["main"]]
-        files = {**head.files, "notes.txt": Blob.regular(b"pushed meanwhile")}
+        files = {**head.files, "notes.txt": Blob.regular(b"pushed meanwhile %d" % len(repo.commits))}  # new
         repo.branches["main"] = hub.state.new_commit(repo, head.oid, "someone else", "", files).oid
 
     # main moves just before the pull request is opened: its base is checked by the server (412)
@@ -579,8 +579,10 @@ def test_a_push_racing_another_writer_is_one_clear_line(runs, hub, tmp_path):
     assert error == "org/synth: the branch moved while pushing (another push?); run the push again"
     repo = hub.state.repos[("dataset", "org/synth")]
     assert set(hub.files("org/synth", "main")) == {".gitattributes", "notes.txt"} and not repo.pulls  # theirs
-    ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
-    assert set(hub.files("org/synth", "main")) == {".gitattributes", *published_files(runs["v1"], "org/synth")}
+    out = ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    assert "kept 1 file on main that synthset did not publish: notes.txt (push with --delete-unpublished" in out
+    expected = {".gitattributes", "notes.txt", *published_files(runs["v1"], "org/synth")}  # theirs stays
+    assert set(hub.files("org/synth", "main")) == expected
 
     # main moves while the merge is under way (the Hub's merge takes no parent commit): caught after it
     hub.state.before_merge = someone_else_commits

@@ -254,18 +254,21 @@ class Publisher:
     def __init__(self, api: Any, repo_id: str, branch: str, tag: str | None, staged: Staged) -> None:
         self.api, self.repo_id, self.branch, self.tag, self.staged = api, repo_id, branch, tag, staged
         self.by_path = {e.path: e for e in staged.entries}
-        self.keep: frozenset[str] = frozenset()  # files on the branch that this push leaves alone
+        self.keep: Remote = {}  # files on the branch that this push leaves alone, as they were at its base
 
     # -- the state of the repo ------------------------------------------------------------------------
     def head(self, revision: str) -> str:
         return self.api.repo_info(self.repo_id, repo_type=REPO_TYPE, revision=revision).sha
 
     def holds_staged(self, revision: str) -> bool:
-        operations, _ = self.differences(revision)
-        return not operations
+        """Whether `revision` holds exactly the staged files, and the files left alone exactly as they were
+        (a writer racing the merge changed the branch: its commit is not tagged as this version)."""
+        remote = remote_files(self.api, self.repo_id, revision)
+        operations, _ = differences(remote, self.staged, frozenset(self.keep))
+        return not operations and all(remote.get(path) == state for path, state in self.keep.items())
 
     def differences(self, revision: str) -> tuple[list[tuple[str, str]], dict[str, int]]:
-        return differences(remote_files(self.api, self.repo_id, revision), self.staged, self.keep)
+        return differences(remote_files(self.api, self.repo_id, revision), self.staged, frozenset(self.keep))
 
     def title(self, base: str) -> str:
         version = f" {self.tag}" if self.tag else ""
@@ -441,7 +444,7 @@ def push_dataset(
         foreign = unpublished(remote, staged, published_by_synthset(api, repo_id, base))
         if not delete_unpublished:
             check_not_loaded(foreign, staged, branch)
-            publisher.keep = frozenset(foreign)
+            publisher.keep = {path: remote[path] for path in foreign}
         if tag is not None:
             tags = {t.name: t.target_commit for t in api.list_repo_refs(repo_id, repo_type=REPO_TYPE).tags}
             if tag in tags:
@@ -451,7 +454,7 @@ def push_dataset(
                     f"tag {tag} already names commit {tags[tag][:12]} with other files; "
                     "a published version never changes: push under a new tag"
                 )
-        operations, counts = differences(remote, staged, publisher.keep)
+        operations, counts = differences(remote, staged, frozenset(publisher.keep))
         result = PushResult(repo_id, branch, base, tag, **counts)
         result.kept, result.deleted_unpublished = ([], foreign) if delete_unpublished else (foreign, [])
         if operations:  # else the branch already holds this version (e.g. a rerun after the merge)
