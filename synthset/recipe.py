@@ -52,15 +52,22 @@ def check_augmentation_name(name: str) -> tuple[str, bool]:
     return base, base == "dropout" or extra == "dropout"
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors: a misspelt key silently ignored would change what a run makes. Values are
-    strict about their type (pydantic's strict mode): `images_per_class: "2"` or `steps: 2.0` is refused,
-    not converted, as a quoted number is more likely a slip than meant. Paths alone come as YAML strings."""
+class Strict(BaseModel):
+    """Unknown keys are errors: a misspelt key silently ignored would change what a run makes (or, in a
+    training config, what it measures). Frozen: a validated spec is never edited afterwards."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StrictTypes(Strict):
+    """A recipe's sections are strict about their values' types too (pydantic's strict mode):
+    `images_per_class: "2"` or `steps: 2.0` is refused, not converted, as a quoted number is more likely a
+    slip than meant. Paths alone come as YAML strings (their fields say `strict=False`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class ClassSetSpec(_Strict):
+class ClassSetSpec(StrictTypes):
     set: str = Field(
         "imagenet-1k",
         description="A named class set (imagenet-1k, caltech101, flowers102, oxford_pets, food101, dtd, eurosat, "
@@ -85,7 +92,7 @@ class ClassSetSpec(_Strict):
         return value
 
 
-class FillUpSpec(_Strict):
+class FillUpSpec(StrictTypes):
     """ImageNet-LT style fill-up: each class gets `target - real count` synthetic images."""
 
     train_list: Path = Field(
@@ -94,7 +101,7 @@ class FillUpSpec(_Strict):
     target: Annotated[int, Field(gt=0)] = 1280
 
 
-class AugCondSpec(_Strict):
+class AugCondSpec(StrictTypes):
     """Augmentation-conditioning (paper B): which augmentations condition unCLIP, the prompt, and the pool."""
 
     augmentations: dict[str, Annotated[float, Field(gt=0)]] = Field(
@@ -160,7 +167,7 @@ class AugCondSpec(_Strict):
         return value
 
 
-class ShotDrawSpec(_Strict):
+class ShotDrawSpec(StrictTypes):
     """DA-Fusion's k-shot draw (brandontrabucco/da-fusion, semantic_aug/datasets/*.py), for one trial.
 
     One numpy generator, `default_rng(trial)`, permutes each class's images in label order; with `halves`
@@ -175,7 +182,7 @@ class ShotDrawSpec(_Strict):
     )
 
 
-class ConfigSpec(_Strict):
+class ConfigSpec(StrictTypes):
     """One generated dataset config, e.g. `naive` or `lar_cd_sd`; with bands it publishes `<name>_1x` ... ."""
 
     name: str
@@ -251,7 +258,7 @@ class ConfigSpec(_Strict):
         return value
 
 
-class GeneratorSpec(_Strict):
+class GeneratorSpec(StrictTypes):
     model: str = Field(
         description="A Hub model id, a local directory saved with save_pretrained, "
         "or synthset-testing:<name> for the tiny offline models."
@@ -316,7 +323,7 @@ def _distinct_urls(urls: list[str], what: str) -> None:
         seen.add(url.rstrip("/"))
 
 
-class LLMEndpoint(_Strict):
+class LLMEndpoint(StrictTypes):
     """One OpenAI-compatible server of `prompts.llm.endpoints`; a field left out takes prompts.llm's value."""
 
     base_url: str = Field(description="e.g. http://gpu-node-3:8000/v1")
@@ -334,7 +341,7 @@ class LLMEndpoint(_Strict):
         return value
 
 
-class LLMSpec(_Strict):
+class LLMSpec(StrictTypes):
     """Which language model writes CD/SD descriptions (and extra LAR meanings), and how it samples."""
 
     backend: Literal["template", "transformers", "openai"] = Field(
@@ -447,7 +454,7 @@ DEFAULT_STYLES = (
 )
 
 
-class AspectVocabularies(_Strict):
+class AspectVocabularies(StrictTypes):
     """Words the CD prompts combine; the template backend uses them as they are, an LLM as hints."""
 
     foreground: list[str] | None = None
@@ -456,7 +463,7 @@ class AspectVocabularies(_Strict):
     camera: list[str] | None = None
 
 
-class PromptsSpec(_Strict):
+class PromptsSpec(StrictTypes):
     llm: LLMSpec = LLMSpec()
     styles: Annotated[list[str], Field(min_length=1)] = Field(
         list(DEFAULT_STYLES), description="SD styles; replace to change the style list."
@@ -477,7 +484,7 @@ class PromptsSpec(_Strict):
     )
 
 
-class LargestObjectSpec(_Strict):
+class LargestObjectSpec(StrictTypes):
     """Label each image by its largest object, as DA-Fusion labels COCO and PASCAL VOC for classification.
 
     COCO style (`objects`): the column holds the image's annotations, a struct of lists or a list of structs;
@@ -504,7 +511,7 @@ class LargestObjectSpec(_Strict):
         return self
 
 
-class RealImagesSpec(_Strict):
+class RealImagesSpec(StrictTypes):
     """Real images of each class (for LAR scoring and augmentation-conditioning): a dataset or a folder."""
 
     dataset: str | None = Field(None, description="A `datasets` hub id or local path (load_dataset).")
@@ -531,7 +538,7 @@ class RealImagesSpec(_Strict):
         return self
 
 
-class LARSpec(_Strict):
+class LARSpec(StrictTypes):
     clip_model: str = Field(
         "ViT-B-32", description="open_clip model name, local-dir:<path>, hf-hub:<id>, or synthset-testing:tiny-clip."
     )
@@ -546,7 +553,7 @@ class LARSpec(_Strict):
     )
 
 
-class StorageSpec(_Strict):
+class StorageSpec(StrictTypes):
     format: Literal["jpeg", "png", "webp"] = "jpeg"
     quality: Annotated[int, Field(ge=1, le=100)] = 95
     resize: Annotated[int, Field(gt=0)] | None = Field(
@@ -557,12 +564,20 @@ class StorageSpec(_Strict):
     )
     row_group_size: Annotated[int, Field(gt=0)] = Field(100, description="Rows per Parquet row group.")
 
+    def stored_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of an image generated at `width` x `height` as stored: the shorter side scaled to
+        `resize` when set. The writer resizes to it, validation expects it, the plan sizes the layout by it."""
+        if self.resize is None or min(width, height) == self.resize:
+            return width, height
+        scale = self.resize / min(width, height)
+        return round(width * scale), round(height * scale)
+
 
 NSFW_POLICIES = ("drop", "redraw", "keep")
 DEFAULT_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
 
 
-class NearDuplicateSpec(_Strict):
+class NearDuplicateSpec(StrictTypes):
     """Near-duplicates: an image whose CLIP image embedding is this close to an earlier one of its class."""
 
     threshold: Annotated[float, Field(gt=0, le=1)] = Field(
@@ -571,7 +586,7 @@ class NearDuplicateSpec(_Strict):
     drop: bool = Field(False, description="Drop near-duplicates (the rows are recorded as dropped); else count them.")
 
 
-class QualitySpec(_Strict):
+class QualitySpec(StrictTypes):
     """The quality and safety gate: every generated image is scored before it is written, and the policy
     decides whether it is kept, drawn again with the sample's next seed, or dropped."""
 
@@ -629,7 +644,7 @@ class QualitySpec(_Strict):
         return self
 
 
-class Recipe(_Strict):
+class Recipe(StrictTypes):
     name: str
     builder: Literal["synth_imagenet", "synth_imagenet_lt", "synth_fewshot"] = Field(
         "synth_imagenet", description="The dataset family, which fixes the published config names."

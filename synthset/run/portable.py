@@ -11,11 +11,13 @@ as the run's lock.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from synthset.run.lock import Lock
     from synthset.run.paths import RunDir
 
 PATH_PREFIXES = ("local-dir:", "file://")  # model references that carry a path after a scheme
@@ -46,9 +48,19 @@ def portable(data: Any, run_root: Path) -> Any:
 
 
 def published_lock_text(run: RunDir) -> str:
-    """`recipe.lock.yaml` as it is published: the run's lock with its paths made portable."""
+    """`recipe.lock.yaml` as it is published: the run's lock (already read and checked by the caller) with
+    its paths made portable."""
     import yaml
 
-    from synthset.run.lock import read_lock_data
+    data = yaml.safe_load(run.lock_file.read_text(encoding="utf-8"))
+    return yaml.safe_dump(portable(data, run.root), sort_keys=False, allow_unicode=True)
 
-    return yaml.safe_dump(portable(read_lock_data(run), run.root), sort_keys=False, allow_unicode=True)
+
+def portable_lock(lock: Lock, run_root: Path) -> Lock:
+    """The lock as the card shows it: the recipe, the model's load path and the aux models made portable."""
+    from synthset.models import ResolvedModel
+    from synthset.recipe import recipe_from_dict, recipe_to_dict
+
+    recipe = recipe_from_dict(portable(recipe_to_dict(lock.recipe), run_root), "recipe.lock.yaml")
+    model = ResolvedModel(portable_path(lock.model.load_path, run_root), lock.model.revision, lock.model.source)
+    return dataclasses.replace(lock, recipe=recipe, model=model, aux_models=portable(lock.aux_models, run_root))
