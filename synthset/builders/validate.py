@@ -309,7 +309,7 @@ def check_run(run: RunDir, lock: Lock, fast: bool = False, stop_reading_when_unf
 
     plan = open_plan(run)
     validator = _RunValidator(run, lock, read_label_names(run), fast, stop_reading_when_unfinished)
-    for shard in tqdm(plan.iter_shards(), total=len(plan.shard_names), desc="validate", unit="shard"):
+    for shard in tqdm(plan.iter_shards(), total=len(plan.shard_names), desc="validate", unit="shard", disable=None):
         validator.check(shard)
     validator.check_unplanned_records(set(plan.shard_names))
     planned = {key: tally.planned for key, tally in validator.tallies.items()}

@@ -1,70 +1,106 @@
-"""`samples.jpg`: one row of sample images per config, so a reader sees what each config looks like.
+"""`samples.jpg`: one row of sample images per config, one column per class, so a reader compares configs.
 
-Each row takes the first image of as many different classes as it has columns (then repeats classes if
-there are fewer), read from the published Parquet files one row group at a time: a grid never decodes
-more than it shows, whatever the dataset's size. The images are deterministic (file order), so a rebuilt
-card shows the same grid.
+Column j shows the same class in every row (its name on top), rows follow the ladder's order (naive, lar,
+lar_cd, lar_cd_sd, augcond; a config's scales after it), so the grid reads as the strategies' effect on
+each class. Images are read from the published Parquet files one row group at a time, and only until
+every column has its image: a grid never decodes more than it shows, whatever the dataset's size. The
+images are deterministic (file order), so a rebuilt card shows the same grid.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont
 
 from synthset.fsutil import atomic_path
+from synthset.recipe import STRATEGIES
 
 SAMPLES_FILE = "samples.jpg"
-LABEL_WIDTH = 110
+LABEL_WIDTH = 150
+HEADER_HEIGHT = 28
+FONT_SIZE = 15
 BACKGROUND = (255, 255, 255)
 
 
-def pick_images(dataset_dir: Path, files: list[str], count: int) -> list[Image.Image]:
-    """Up to `count` images, one per class first, in file order."""
-    firsts: list[bytes] = []
-    extras: list[bytes] = []
-    seen: set[int] = set()
+def ladder_order(config: str) -> tuple[int, int, str]:
+    """Sort key: the strategy's place on the ladder, then the plain config before its scales 1x, 2x, ..."""
+    scale = re.fullmatch(r"(.+)_(\d+)x", config)
+    base, k = (scale[1], int(scale[2])) if scale else (config, 0)
+    rank = STRATEGIES.index(base) if base in STRATEGIES else len(STRATEGIES)
+    return rank, k, config
+
+
+def first_image_per_class(dataset_dir: Path, files: list[str], labels: list[int] | None, count: int) -> dict:
+    """label -> the first image's bytes, for `labels` (or the first `count` labels met), in file order."""
+    wanted = set(labels) if labels is not None else None
+    found: dict[int, bytes] = {}
     for relative in files:
         parquet = pq.ParquetFile(dataset_dir / relative)
         for group in range(parquet.num_row_groups):
             table = parquet.read_row_group(group, columns=["image", "label"]).to_pydict()
             for image, label in zip(table["image"], table["label"], strict=True):
-                if label not in seen:
-                    seen.add(label)
-                    firsts.append(image["bytes"])
-                elif len(extras) < count:
-                    extras.append(image["bytes"])
-            if len(firsts) >= count:
-                break
-        if len(firsts) >= count:
-            break
-    chosen = (firsts + extras)[:count]
-    return [Image.open(io.BytesIO(data)).convert("RGB") for data in chosen]
+                if label not in found and (label in wanted if wanted is not None else len(found) < count):
+                    found[label] = image["bytes"]
+            if len(found) >= (len(wanted) if wanted is not None else count):
+                return found
+    return found
 
 
-def sample_grid(rows: dict[str, list[Image.Image]], tile: int = 96, columns: int = 8) -> Image.Image:
-    """One labelled row per config; each image scaled to a `tile`-pixel square."""
-    grid = Image.new("RGB", (LABEL_WIDTH + columns * tile, max(len(rows), 1) * tile), BACKGROUND)
-    draw = ImageDraw.Draw(grid)
-    font = ImageFont.load_default()
+def _font(size: int = FONT_SIZE) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)  # a scalable font where Pillow has FreeType
+    except (TypeError, OSError):  # older Pillow: the small bitmap font
+        return ImageFont.load_default()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> str:
+    """`text`, shortened with an ellipsis until it fits `width` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def sample_grid(rows: dict[str, dict[int, Image.Image]], columns: list[tuple[int, str]], tile: int = 96) -> Image.Image:
+    """One labelled row per config and one named column per class; each image scaled to a `tile` square."""
+    width, height = LABEL_WIDTH + len(columns) * tile, HEADER_HEIGHT + max(len(rows), 1) * tile
+    grid = Image.new("RGB", (width, height), BACKGROUND)
+    draw, font = ImageDraw.Draw(grid), _font()
+    for c, (_, name) in enumerate(columns):
+        draw.text((LABEL_WIDTH + c * tile + 3, 6), _fit(draw, name, font, tile - 6), fill=(0, 0, 0), font=font)
     for r, (config, images) in enumerate(rows.items()):
-        draw.text((6, r * tile + tile // 2 - 6), config, fill=(0, 0, 0), font=font)
-        for c, image in enumerate(images[:columns]):
-            grid.paste(image.resize((tile, tile), Image.Resampling.BICUBIC), (LABEL_WIDTH + c * tile, r * tile))
+        top = HEADER_HEIGHT + r * tile
+        draw.text((6, top + tile // 2 - FONT_SIZE // 2), _fit(draw, config, font, LABEL_WIDTH - 12), fill=(0, 0, 0),
+                  font=font)  # fmt: skip
+        for c, (label, _) in enumerate(columns):
+            if label in images:
+                grid.paste(images[label].resize((tile, tile), Image.Resampling.BICUBIC), (LABEL_WIDTH + c * tile, top))
     return grid
 
 
 def write_sample_grid(
-    dataset_dir: Path, data_files: dict[str, dict[str, list[str]]], columns: int = 8, tile: int = 96
+    dataset_dir: Path,
+    data_files: dict[str, dict[str, list[str]]],
+    label_names: list[str] | None = None,
+    columns: int = 8,
+    tile: int = 96,
 ) -> Path:
-    """Write `dataset/samples.jpg` atomically: the first split of every config, `columns` images each."""
+    """Write `dataset/samples.jpg` atomically: the first split of every config, the same `columns` classes each."""
+    configs = sorted(data_files, key=ladder_order)
+    first_split = {config: next(iter(data_files[config].values()), []) for config in configs}
+    labels = sorted(first_image_per_class(dataset_dir, first_split[configs[0]], None, columns)) if configs else []
+    names = label_names or []
+    header = [(label, names[label] if label < len(names) else str(label)) for label in labels]
     rows = {}
-    for config, splits in data_files.items():
-        first_split = next(iter(splits.values()), [])
-        rows[config] = pick_images(dataset_dir, first_split, columns)
+    for config in configs:
+        found = first_image_per_class(dataset_dir, first_split[config], labels, columns)
+        rows[config] = {label: Image.open(io.BytesIO(data)).convert("RGB") for label, data in found.items()}
     path = dataset_dir / SAMPLES_FILE
     with atomic_path(path) as tmp:
-        sample_grid(rows, tile=tile, columns=columns).save(tmp, format="JPEG", quality=90)
+        sample_grid(rows, header, tile=tile).save(tmp, format="JPEG", quality=90)
     return path
