@@ -13,6 +13,7 @@ checks itself against these names.
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -58,7 +59,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ClassSetSpec(Strict):
+class StrictTypes(Strict):
+    """A recipe's sections are strict about their values' types too (pydantic's strict mode):
+    `images_per_class: "2"` or `steps: 2.0` is refused, not converted, as a quoted number is more likely a
+    slip than meant. Paths alone come as YAML strings (their fields say `strict=False`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ClassSetSpec(StrictTypes):
     set: str | None = Field(
         "imagenet-1k",
         description="A named class set (imagenet-1k, caltech101, flowers102, oxford_pets, food101, dtd, eurosat, "
@@ -109,14 +118,16 @@ class ClassSetSpec(Strict):
         return value
 
 
-class FillUpSpec(Strict):
+class FillUpSpec(StrictTypes):
     """ImageNet-LT style fill-up: each class gets `target - real count` synthetic images."""
 
-    train_list: Path = Field(description="The long-tail train list: `<image path> <label>` per line (ImageNet-LT).")
+    train_list: Path = Field(
+        description="The long-tail train list: `<image path> <label>` per line (ImageNet-LT).", strict=False
+    )
     target: Annotated[int, Field(gt=0)] = Field(1280, description="Images each class ends with, real plus synthetic.")
 
 
-class AugCondSpec(Strict):
+class AugCondSpec(StrictTypes):
     """Augmentation-conditioning (paper B): which augmentations condition unCLIP, the prompt, and the pool."""
 
     augmentations: dict[str, Annotated[float, Field(gt=0)]] = Field(
@@ -182,7 +193,7 @@ class AugCondSpec(Strict):
         return value
 
 
-class ShotDrawSpec(Strict):
+class ShotDrawSpec(StrictTypes):
     """DA-Fusion's k-shot draw (brandontrabucco/da-fusion, semantic_aug/datasets/*.py), for one trial.
 
     One numpy generator, `default_rng(trial)`, permutes each class's images in label order; with `halves`
@@ -197,7 +208,7 @@ class ShotDrawSpec(Strict):
     )
 
 
-class ConfigSpec(Strict):
+class ConfigSpec(StrictTypes):
     """One generated dataset config, e.g. `naive` or `lar_cd_sd`; with bands it publishes `<name>_1x` ... ."""
 
     name: str = Field(description="The config's name on the Hub (lowercase letters, digits, _).")
@@ -273,7 +284,7 @@ class ConfigSpec(Strict):
         return value
 
 
-class GeneratorSpec(Strict):
+class GeneratorSpec(StrictTypes):
     model: str = Field(
         description="A Hub model id, a local directory saved with save_pretrained, "
         "or synthset-testing:<name> for the tiny offline models."
@@ -340,7 +351,7 @@ def _distinct_urls(urls: list[str], what: str) -> None:
         seen.add(url.rstrip("/"))
 
 
-class LLMEndpoint(Strict):
+class LLMEndpoint(StrictTypes):
     """One OpenAI-compatible server of `prompts.llm.endpoints`; a field left out takes prompts.llm's value."""
 
     base_url: str = Field(description="e.g. http://gpu-node-3:8000/v1")
@@ -358,7 +369,7 @@ class LLMEndpoint(Strict):
         return value
 
 
-class LLMSpec(Strict):
+class LLMSpec(StrictTypes):
     """Which language model writes CD/SD descriptions (and extra LAR meanings), and how it samples."""
 
     backend: Literal["template", "transformers", "openai"] = Field(
@@ -473,7 +484,7 @@ DEFAULT_STYLES = (
 )
 
 
-class AspectVocabularies(Strict):
+class AspectVocabularies(StrictTypes):
     """Words the CD prompts combine; the template backend uses them as they are, an LLM as hints."""
 
     foreground: list[str] | None = Field(None, description="Foreground words; none: the curated list.")
@@ -482,7 +493,7 @@ class AspectVocabularies(Strict):
     camera: list[str] | None = Field(None, description="Camera words; none: the curated list.")
 
 
-class PromptsSpec(Strict):
+class PromptsSpec(StrictTypes):
     llm: LLMSpec = Field(LLMSpec(), description="The language model that writes descriptions.")
     styles: Annotated[list[str], Field(min_length=1)] = Field(
         list(DEFAULT_STYLES), description="SD styles; replace to change the style list."
@@ -505,7 +516,7 @@ class PromptsSpec(Strict):
     )
 
 
-class LargestObjectSpec(Strict):
+class LargestObjectSpec(StrictTypes):
     """Label each image by its largest object, as DA-Fusion labels COCO and PASCAL VOC for classification.
 
     COCO style (`objects`): the column holds the image's annotations, a struct of lists or a list of structs;
@@ -532,12 +543,12 @@ class LargestObjectSpec(Strict):
         return self
 
 
-class RealImagesSpec(Strict):
+class RealImagesSpec(StrictTypes):
     """Real images of each class (for LAR scoring and augmentation-conditioning): a dataset or a folder."""
 
     dataset: str | None = Field(None, description="A `datasets` hub id or local path (load_dataset).")
     config: str | None = Field(None, description="The dataset's config name, when it has several.")
-    folder: Path | None = Field(None, description="An image folder: <folder>/<wnid or class name>/*.jpg")
+    folder: Path | None = Field(None, description="An image folder: <folder>/<wnid or class name>/*.jpg", strict=False)
     split: str = Field("train", description="The dataset split holding the real images.")
     image_column: str = Field("image", description="The column holding the images.")
     label_column: str = Field("label", description="The column holding the labels.")
@@ -559,7 +570,7 @@ class RealImagesSpec(Strict):
         return self
 
 
-class LARSpec(Strict):
+class LARSpec(StrictTypes):
     clip_model: str = Field(
         "ViT-B-32", description="open_clip model name, local-dir:<path>, hf-hub:<id>, or synthset-testing:tiny-clip."
     )
@@ -574,7 +585,7 @@ class LARSpec(Strict):
     )
 
 
-class StorageSpec(Strict):
+class StorageSpec(StrictTypes):
     format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="How each image is encoded.")
     quality: Annotated[int, Field(ge=1, le=100)] = Field(95, description="JPEG/WebP quality.")
     resize: Annotated[int, Field(gt=0)] | None = Field(
@@ -598,7 +609,7 @@ NSFW_POLICIES = ("drop", "redraw", "keep")
 DEFAULT_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
 
 
-class NearDuplicateSpec(Strict):
+class NearDuplicateSpec(StrictTypes):
     """Near-duplicates: an image whose CLIP image embedding is this close to an earlier one of its class."""
 
     threshold: Annotated[float, Field(gt=0, le=1)] = Field(
@@ -607,7 +618,7 @@ class NearDuplicateSpec(Strict):
     drop: bool = Field(False, description="Drop near-duplicates (the rows are recorded as dropped); else count them.")
 
 
-class QualitySpec(Strict):
+class QualitySpec(StrictTypes):
     """The quality and safety gate: every generated image is scored before it is written, and the policy
     decides whether it is kept, drawn again with the sample's next seed, or dropped."""
 
@@ -665,7 +676,7 @@ class QualitySpec(Strict):
         return self
 
 
-class Recipe(Strict):
+class Recipe(StrictTypes):
     name: str = Field(description="The run's name: its directory is <output_dir>/<name>.")
     builder: Literal["synth_imagenet", "synth_imagenet_lt", "synth_fewshot", "synth_classes"] = Field(
         "synth_imagenet",
@@ -682,6 +693,7 @@ class Recipe(Strict):
         Path("runs"),
         description="The run directory is <output_dir>/<name> (a local directory; for an object store, "
         "`synthset plan --run-dir s3://bucket/runs/<name>`).",
+        strict=False,
     )
     classes: ClassSetSpec = Field(ClassSetSpec(), description="Which classes to generate.")
     configs: Annotated[list[ConfigSpec], Field(min_length=1)] = Field(
@@ -817,21 +829,60 @@ def recipe_from_dict(data: Any, source: str) -> Recipe:
         raise RecipeError(describe_validation_error(error, source)) from None
 
 
-def read_yaml_file(path: Path, what: str) -> Any:
-    """A YAML file's data; a missing file or a syntax error is one `SynthsetError` line naming file and line."""
+def read_text_file(path: Path, what: str) -> str:
+    """A text file's contents; a missing or binary file is one `RecipeError` line naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such {what} file") from None
     except IsADirectoryError:
         hint = " (a run directory: its recipe is recipe.lock.yaml)" if (path / "recipe.lock.yaml").is_file() else ""
         raise RecipeError(f"{path}: is a directory, not a {what} file{hint}") from None
+    except UnicodeDecodeError as error:  # a binary file given by mistake
+        raise RecipeError(f"{path}: not a {what} file: byte {error.start} is not UTF-8 text") from None
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    """A YAML file's data; a missing file or a syntax error is one `SynthsetError` line naming file and line."""
+    text = read_text_file(path, what)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader that refuses repeated keys
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise RecipeError(f"{path}:{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+        raise RecipeError(f"{path}{_yaml_where(error)}: not valid YAML ({_yaml_problem(error)})") from None
+
+
+def _yaml_where(error: yaml.YAMLError) -> str:
+    """`: line N` where the parser stopped, or nothing when it does not say (a reader error)."""
+    mark = getattr(error, "problem_mark", None)
+    return f": line {mark.line + 1}" if mark is not None else ""
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    problem = getattr(error, "problem", None) or str(error)
+    return " ".join(problem.split())  # PyYAML's reader errors span two lines
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a key written twice in one mapping is an error: YAML 1.2 says
+    keys are unique, and PyYAML silently keeps the last, so a recipe's second `configs:` would win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:  # `<<: *base`: a key given here overrides the merged one, as meant
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # PyYAML refuses an unhashable key itself
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is written twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_recipe(path: str | Path) -> Recipe:
