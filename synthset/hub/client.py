@@ -221,13 +221,20 @@ class RetryingApi:
         return retried
 
 
+def _transport_error() -> type[Exception]:
+    """What the Hub client raises when a connection fails: huggingface_hub 2.x's HTTP client raises its own
+    HTTPError (not an OSError); older versions raise OSErrors."""
+    try:
+        from httpx2 import HTTPError
+    except ImportError:  # pragma: no cover - older huggingface_hub
+        return OSError
+    return HTTPError
+
+
 @contextlib.contextmanager
 def hub_errors(where: str, token: str | None, endpoint: str) -> Iterator[None]:
     """Turn whatever a Hub call raises into one SynthsetError line, with the token scrubbed out."""
-    try:
-        from httpx2 import HTTPError  # huggingface_hub 2.x's HTTP client: its transport errors are not OSErrors
-    except ImportError:  # pragma: no cover - older huggingface_hub
-        HTTPError = OSError  # noqa: N806
+    transport_error = _transport_error()
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
@@ -264,12 +271,12 @@ def hub_errors(where: str, token: str | None, endpoint: str) -> Iterator[None]:
         raise fail(f"file not found: {first_line(error)}") from None
     except RuntimeError as error:
         # a failed LFS upload: huggingface_hub wraps the HTTP error in "Error while uploading '<path>'"
-        if not isinstance(error.__cause__, HTTPError):
+        if not isinstance(error.__cause__, transport_error):
             raise
         raise fail(f"{first_line(error)} ({first_line(error.__cause__)})") from None
     except ValueError as error:
         if "metadata" not in str(error):  # README metadata the server's validate-yaml refused
             raise
         raise fail(first_line(error) + " " + " ".join(str(error).splitlines()[1:2])) from None
-    except HTTPError as error:  # connection refused, timeouts, DNS
+    except transport_error as error:  # connection refused, timeouts, DNS
         raise fail(f"cannot reach {endpoint}: {first_line(error)}") from None

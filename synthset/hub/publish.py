@@ -38,9 +38,10 @@ by sha256 either way.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from synthset.cards.grid import SAMPLES_FILE
 from synthset.cards.render import README, card_for_repo, card_marker
@@ -147,8 +148,8 @@ def stage(run: RunDir, lock: Lock, repo_id: str) -> Staged:
     write_text_atomic(readme, card_for_repo(run.dataset_readme.read_text(encoding="utf-8"), repo_id))
     summary = write_manifest(run, lock, target / MANIFEST_FILE, {README: readme})
     with open(summary.path, encoding="utf-8") as lines:
-        head, entries = read_manifest(lines)
-        entries = list(entries)
+        head, listed = read_manifest(lines)
+        entries = list(listed)
     entries.append(Entry(MANIFEST_FILE, summary.path.stat().st_size, summary.sha256))
     if len(entries) + len(KEEP_ON_HUB) > FILES_PER_REPO:
         raise HubError(
@@ -159,13 +160,22 @@ def stage(run: RunDir, lock: Lock, repo_id: str) -> Staged:
     return Staged(entries, local, run.dataset_dir, summary.sha256, head["name"])
 
 
-def parent_folders(paths: set[str] | dict[str, Any]) -> set[str]:
+class ChangeCounts(TypedDict):
+    """Files a push adds, changes, deletes and leaves unchanged (PushResult's fields of the same names)."""
+
+    added: int
+    changed: int
+    deleted: int
+    unchanged: int
+
+
+def parent_folders(paths: Iterable[str]) -> set[str]:
     return {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
 
 
 def differences(
     remote: Remote, staged: Staged, keep: frozenset[str] = frozenset()
-) -> tuple[list[tuple[str, str]], dict[str, int]]:
+) -> tuple[list[tuple[str, str]], ChangeCounts]:
     """The operations that turn `remote` into the staged files, in commit order, and their counts.
 
     ("folder", path) deletes a folder none of whose files is published any more (one operation);
@@ -175,7 +185,7 @@ def differences(
     """
     wanted = {e.path: e for e in staged.entries}
     folders = parent_folders(wanted) | parent_folders(keep)
-    counts = {"added": 0, "changed": 0, "deleted": 0, "unchanged": 0}
+    counts: ChangeCounts = {"added": 0, "changed": 0, "deleted": 0, "unchanged": 0}
     removed_folders: set[str] = set()
     deletes: list[tuple[str, str]] = []
     for path in sorted(set(remote) - set(wanted) - set(KEEP_ON_HUB) - keep):
@@ -192,7 +202,10 @@ def differences(
         if path in remote and same_content(remote[path], entry, staged.path_of(path)):
             counts["unchanged"] += 1
             continue
-        counts["changed" if path in remote else "added"] += 1
+        if path in remote:
+            counts["changed"] += 1
+        else:
+            counts["added"] += 1
         adds.append(("add", path))
     adds.sort(key=lambda op: (op[1] in LAST, LAST.index(op[1]) if op[1] in LAST else 0, op[1]))
     return [*deletes, *adds], counts
@@ -266,7 +279,7 @@ class Publisher:
         operations, _ = differences(remote, self.staged, frozenset(self.keep))
         return not operations and all(remote.get(path) == state for path, state in self.keep.items())
 
-    def differences(self, revision: str) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    def differences(self, revision: str) -> tuple[list[tuple[str, str]], ChangeCounts]:
         return differences(remote_files(self.api, self.repo_id, revision), self.staged, frozenset(self.keep))
 
     def title(self, base: str) -> str:
@@ -468,7 +481,7 @@ def push_dataset(
                 operations, _ = publisher.differences(f"refs/pr/{num}")
             chunks = [operations[i : i + FILES_PER_COMMIT] for i in range(0, len(operations), FILES_PER_COMMIT)]
             ref = None if num is None else f"refs/pr/{num}"
-            parent = base if num is None else publisher.head(ref)
+            parent = base if ref is None else publisher.head(ref)
             files_done = 0
             with _progress(sum(_chunk_bytes(c, publisher.by_path) for c in chunks)) as bar:
                 for i, chunk in enumerate(chunks):

@@ -291,7 +291,8 @@ def verify_repo(
             if run is not None
             else set()
         )
-        rng, chosen, seen_parquet = random.Random(seed), [], 0
+        chosen: list[Entry] = []
+        rng, seen_parquet = random.Random(seed), 0
         with handle, ThreadPoolExecutor(FOOTER_THREADS, thread_name_prefix="synthset-footer") as pool:
             for folder, group in groupby(entries, key=lambda e: e.folder):
                 folder_entries = list(group)  # one folder: at most the Hub's 10k files
