@@ -27,14 +27,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from synthset.errors import RunStateError
 from synthset.fsutil import atomic_path, replace_dir, write_text_atomic
+from synthset.run import objects
 from synthset.run.classes_table import read_class_rows, read_label_names
 from synthset.run.families import check_family
 from synthset.run.lock import Lock, read_lock
-from synthset.run.paths import DATASET_BUILD_PREFIX, EVALUATION_DIR, README_FILE, RunDir
+from synthset.run.mirror import last_listing, listed
+from synthset.run.paths import DATASET_BUILD_PREFIX, DATASET_DIR, EVALUATION_DIR, README_FILE, RunDir, is_data_file
 from synthset.run.plan import open_plan, plan_shard_names, read_planned_shard
 from synthset.run.published import data_file_patterns, files_of, pattern_matches, published_configs, shard_files
 from synthset.run.records import read_records, shard_problem
@@ -54,11 +54,13 @@ class BuiltSplit:
     download_bytes: int = 0  # the Parquet files' size
 
 
-def parquet_sizes(path: Path) -> tuple[int, int, int]:
-    """(rows, uncompressed data bytes, file bytes) of a Parquet file, from its footer alone."""
-    metadata = pq.ParquetFile(path).metadata
+def parquet_sizes(run: RunDir, path: Path) -> tuple[int, int, int]:
+    """(rows, uncompressed data bytes, file bytes) of a Parquet file, from its footer alone (on an object
+    store, a range request)."""
+    with objects.parquet_file(run, path) as parquet:
+        metadata = parquet.metadata
     data = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
-    return metadata.num_rows, data, path.stat().st_size
+    return metadata.num_rows, data, objects.size(run, path) or 0
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -68,6 +70,34 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
+
+
+def _place(run: RunDir, shard: str, published_path: str, target: Path) -> None:
+    """Put a shard at its published path: a hard link in `target`, or on an object store a copy inside the
+    store (no byte passes through this host; skipped when the published object already is that shard)."""
+    if run.store is None:
+        _link_or_copy(run.shard_file(shard), target / published_path)
+        return
+    source, published = run.rel(run.shard_file(shard)), f"{DATASET_DIR}/{published_path}"
+    listing = last_listing(run)
+    if published not in listing or listing[published].etag != listing[source].etag:
+        run.store.copy(source, published)
+
+
+def remove_unpublished_data(run: RunDir, splits: list[BuiltSplit]) -> int:
+    """On an object store, delete the published Parquet objects a rebuild no longer names: called once the
+    new README is in the store (open_run puts it), so a reader never sees a README naming a missing file.
+
+    Returns how many were deleted (always 0 for a local run: its build swapped the whole folder).
+    """
+    if run.store is None:
+        return 0
+    kept = {f"{DATASET_DIR}/{file}" for split in splits for file in split.files}
+    kept |= {f"{DATASET_DIR}/{file}" for file in objects.local_files(run.dataset_dir)}  # side files build put
+    stale = [rel for rel in listed(run, f"{DATASET_DIR}/") if is_data_file(rel) and rel not in kept]
+    for rel in stale:
+        run.store.delete(rel)
+    return len(stale)
 
 
 def check_finished(run: RunDir, lock: Lock, verify: bool = True) -> list[str]:
@@ -97,9 +127,8 @@ def link_shards(run: RunDir, lock: Lock, names: list[str], target: Path) -> list
     files = shard_files(lock.recipe, names)
     sizes = {}
     for file in files:
-        source = run.shard_file(file.shard)
-        _link_or_copy(source, target / file.published_path)
-        sizes[file.shard] = parquet_sizes(source)
+        _place(run, file.shard, file.published_path, target)
+        sizes[file.shard] = parquet_sizes(run, run.shard_file(file.shard))
     splits = []
     for config in published_configs(lock.recipe):
         chosen = files_of(config, files)
@@ -240,7 +269,9 @@ def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]
     names = check_finished(run, lock, verify=False)
     from synthset.builders.validate import validate_run
 
-    reports = validate_run(run)
+    # On an object store: records, sizes and footers, and the rows' ids and labels by range requests; no
+    # image byte comes to this host (`synthset validate` checks the stored checksums and decodes the images).
+    reports = validate_run(run, fast=run.on_store, images=not run.on_store)
     failed = [report for report in reports if not report.ok]
     if failed:
         raise RunStateError(

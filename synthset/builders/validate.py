@@ -19,8 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
+from synthset.run import objects
 from synthset.run.classes_table import read_label_names
 from synthset.run.ids import parse_shard_name
 from synthset.run.lock import read_lock
@@ -72,7 +71,9 @@ def _relative(run: RunDir, path: Path) -> str:
     return path.relative_to(run.root).as_posix()
 
 
-def validate_run(run_dir: str | Path | RunDir, fast: bool = False) -> list[ConfigReport]:
+def validate_run(run_dir: str | Path | RunDir, fast: bool = False, images: bool = True) -> list[ConfigReport]:
+    """Check a run against its plan (module docstring): `fast` checks file sizes, not sha256; `images=False`
+    reads each shard's ids and labels but no image (build on an object store: no image byte to this host)."""
     from tqdm.auto import tqdm
 
     run = RunDir.planned(run_dir)
@@ -135,25 +136,27 @@ def validate_run(run_dir: str | Path | RunDir, fast: bool = False) -> list[Confi
             f"{_relative(run, run.shard_file(name))}: not in the plan (`synthset clean {run}` removes it)"
         )
 
+    columns = ["sample_id", "config", "split", "label", *(["image"] if images else [])]
     for name in tqdm(readable, desc="validate rows", unit="shard"):
         path = run.shard_file(name)
-        for batch in pq.ParquetFile(path).iter_batches(columns=["sample_id", "config", "split", "label", "image"]):
-            for row in batch.to_pylist():
-                key = (row["config"], row["split"])
-                report = reports.get(key) or reports.setdefault(key, ConfigReport(*key))
-                report.found += 1
-                sample_id = row["sample_id"]
-                if sample_id in seen:
-                    report.add(f"{sample_id}: appears more than once (or is also recorded as dropped)")
-                seen.add(sample_id)
-                if sample_id not in planned_ids.get(key, ()):
-                    report.add(f"{sample_id}: not in the plan")
-                if not 0 <= row["label"] < num_classes:
-                    report.add(f"{sample_id}: label {row['label']} outside 0..{num_classes - 1}")
-                found.setdefault(key, Counter())[row["label"]] += 1
-                problem = _image_problem(row["image"]["bytes"], expected_size)
-                if problem:
-                    report.add(f"{sample_id}: image {problem} ({_relative(run, path)})")
+        with objects.parquet_file(run, path) as parquet:  # on an object store: range requests
+            for batch in parquet.iter_batches(columns=columns):
+                for row in batch.to_pylist():
+                    key = (row["config"], row["split"])
+                    report = reports.get(key) or reports.setdefault(key, ConfigReport(*key))
+                    report.found += 1
+                    sample_id = row["sample_id"]
+                    if sample_id in seen:
+                        report.add(f"{sample_id}: appears more than once (or is also recorded as dropped)")
+                    seen.add(sample_id)
+                    if sample_id not in planned_ids.get(key, ()):
+                        report.add(f"{sample_id}: not in the plan")
+                    if not 0 <= row["label"] < num_classes:
+                        report.add(f"{sample_id}: label {row['label']} outside 0..{num_classes - 1}")
+                    found.setdefault(key, Counter())[row["label"]] += 1
+                    problem = _image_problem(row["image"]["bytes"], expected_size) if images else None
+                    if problem:
+                        report.add(f"{sample_id}: image {problem} ({_relative(run, path)})")
     for key, report in reports.items():
         missing = planned_ids.get(key, set()) - seen
         if missing:

@@ -14,8 +14,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from synthset.fsutil import sha256_file, write_text_atomic
-from synthset.run.mirror import committed, put_finished_shard, refresh_file, stored_size
+from synthset.fsutil import write_text_atomic
+from synthset.run import objects
+from synthset.run.mirror import committed, put_finished_shard, refresh_file
 from synthset.run.paths import RunDir
 from synthset.run.plan import PlannedShard
 
@@ -110,19 +111,15 @@ def record_problem(
 def _file_problem(run: RunDir, path: Path, size: int, digest: str, check_sha: bool) -> str | None:
     """Why a shard's file does not match its record ("missing", a size or a sha256 mismatch), or None.
 
-    On an object store, a file this host does not hold is checked by its size in the store: a put is
-    whole or absent, and `build` hashes every file it reads.
+    On an object store the file is checked in the store (run/objects.py): its size from the listing, its
+    sha256 as the store keeps it (else the object streamed once); nothing is fetched into scratch.
     """
-    if run.store is not None and not path.is_file():
-        stored = stored_size(run, path)
-        if stored is None:
-            return "missing"
-        return f"size {stored} != recorded {size}" if stored != size else None
-    if not path.is_file():
+    found = objects.size(run, path)
+    if found is None:
         return "missing"
-    if path.stat().st_size != size:
-        return f"size {path.stat().st_size} != recorded {size}"
-    if check_sha and sha256_file(path) != digest:
+    if found != size:
+        return f"size {found} != recorded {size}"
+    if check_sha and objects.sha256(run, path) != digest:
         return "sha256 mismatch"
     return None
 
