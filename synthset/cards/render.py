@@ -34,6 +34,7 @@ from synthset.cards.screening import UNSCREENED_WARNING, Screening, screening_se
 from synthset.cards.stats import ConfigStats, collect_stats, config_data_files, size_category, unique_rows
 from synthset.errors import SynthsetError, first_line
 from synthset.fsutil import write_text_atomic
+from synthset.run import objects
 from synthset.run.lock import read_lock_data
 from synthset.run.paths import README_FILE as README
 from synthset.run.paths import RunDir
@@ -207,8 +208,8 @@ def render_card(
     base = DatasetCard(readme_text).data.to_dict()
     if not base.get("configs") or not base.get("dataset_info"):
         raise SynthsetError(f"{dataset_dir / README}: no `configs`/`dataset_info` in its YAML; run `synthset build`")
-    data_files = config_data_files(base, dataset_dir)
-    rows = unique_rows(dataset_dir, data_files)
+    data_files = config_data_files(base, objects.data_files(run, dataset_dir))
+    rows = unique_rows(run, data_files)
     card_data = _card_data(base, lock, license, rows, stats)
     strategy_of = {c["name"]: c.get("strategy", "?") for c in recipe["configs"]}
 
@@ -343,12 +344,13 @@ def write_card(
         raise SynthsetError(
             f"--license-link: {chosen.license_link} is not a file in {dataset_dir}; add it or give a URL"
         )
-    data_files = config_data_files(DatasetCard.load(dataset_dir / README).data.to_dict(), dataset_dir)
-    stats = collect_stats(dataset_dir, data_files)
+    files = objects.data_files(run, dataset_dir)  # on an object store, its Parquet files are read there
+    data_files = config_data_files(DatasetCard.load(dataset_dir / README).data.to_dict(), files)
+    stats = collect_stats(run, data_files)
     quality = None
     if clip_model:
-        quality = quality_figures(dataset_dir, data_files, clip_model, clip_pretrained, quality_per_class)
-    samples = write_sample_grid(dataset_dir, data_files)
+        quality = quality_figures(run, data_files, clip_model, clip_pretrained, quality_per_class)
+    samples = write_sample_grid(run, data_files)
     screening = screening_section(run)
     content = render_card(run, chosen, stats, quality, repo_id, screening)
     write_text_atomic(dataset_dir / README, content)
