@@ -39,17 +39,21 @@ def main() -> None:
     def measure() -> None:
         peak["bytes"] = max(peak["bytes"], folder_bytes(scratch))
 
-    download, release = RunStore.download, publish.release_fetched
+    download, download_many, release = RunStore.download, RunStore.download_many, publish.release_fetched
 
     def watched_download(store, rel, dest):
         download(store, rel, dest)
+        measure()
+
+    def watched_many(store, pairs):
+        download_many(store, pairs)
         measure()
 
     def watched_release(paths):
         measure()
         release(paths)
 
-    RunStore.download, publish.release_fetched = watched_download, watched_release
+    RunStore.download, RunStore.download_many, publish.release_fetched = watched_download, watched_many, watched_release
     started = time.perf_counter()
     if stage == "build":
         api.build(target)

@@ -51,20 +51,23 @@ def runs(tmp_path_factory):
 
 
 class Watched:
-    """What the store sent to scratch during one stage: the paths downloaded, the largest scratch seen."""
+    """What the store sent to scratch during one stage: the paths downloaded."""
 
     def __init__(self, monkeypatch, scratch: Path) -> None:
         self.downloaded: list[str] = []
         self.scratch = scratch
-        self.peak = 0
-        download = RunStore.download
+        download, download_many = RunStore.download, RunStore.download_many
 
         def watched(store, rel, dest):
             download(store, rel, dest)
             self.downloaded.append(rel)
-            self.peak = max(self.peak, data_bytes_in(scratch))
+
+        def watched_many(store, pairs):
+            download_many(store, pairs)
+            self.downloaded += [rel for rel, _ in pairs]
 
         monkeypatch.setattr(RunStore, "download", watched)
+        monkeypatch.setattr(RunStore, "download_many", watched_many)
 
     def check(self) -> None:
         assert [rel for rel in self.downloaded if is_data_file(rel)] == []
@@ -174,7 +177,7 @@ from synthset.run.store import READ_BLOCK, RunStore
 scratch, url, repo = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 seen = {"groups": [], "peak": 0, "downloaded": []}
 publish.FETCH_GROUP = 3
-release, download = publish.release_fetched, RunStore.download
+release, download, download_many = publish.release_fetched, RunStore.download, RunStore.download_many
 
 def released(paths):
     held = sum(p.stat().st_size for p in scratch.rglob("*.parquet") if publish.FETCHED_DIR in p.parts)
@@ -186,7 +189,11 @@ def downloaded(store, rel, dest):
     seen["downloaded"].append(rel)
     download(store, rel, dest)
 
-publish.release_fetched, RunStore.download = released, downloaded
+def downloaded_many(store, pairs):
+    seen["downloaded"] += [rel for rel, _ in pairs]
+    download_many(store, pairs)
+
+publish.release_fetched, RunStore.download, RunStore.download_many = released, downloaded, downloaded_many
 done = api.push(url, repo, tag="v1.0", allow_unscreened=True)
 seen["already"] = done.push.already_published
 print(json.dumps(seen))

@@ -30,6 +30,10 @@ documented for `main`. What is not documented for merges either, and is therefor
 whether the Hub squashes or merges (the branch must hold exactly the manifest afterwards, whichever),
 and what happens if the branch moved (refused before merging; re-checked after).
 
+A run on an object store keeps its Parquet files there: a commit's files are fetched `FETCH_GROUP` at a
+time into the push's staging folder, uploaded (`preupload_lfs_files`, which sends only what the Hub lacks)
+and removed before the commit that references them, so scratch never holds more than a few files.
+
 Nothing here depends on whether huggingface_hub moves the bytes through Xet or LFS: the plan compares
 sizes and the sha256 that the Hub lists for both (`RepoFile.lfs.sha256`), and commits reference content
 by sha256 either way.

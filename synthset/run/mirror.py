@@ -30,6 +30,7 @@ from synthset.fsutil import TEMP_PREFIX
 from synthset.run.paths import CACHE_DIR, DATASET_DIR, LOCK_FILE, README_FILE, SHARDS_DIR, RunDir, is_data_file
 from synthset.run.store import StoredObject
 
+PULL_BATCH = 256  # files fetched at once (concurrently) by a pull; each batch's sync state is kept with it
 SYNC_STATE_FILE = ".store-sync.sqlite"  # in the scratch root: what was last pulled or pushed, per file
 
 # The store's listing from the last pull, per run URL: a restart checks recorded shards against it
@@ -145,17 +146,18 @@ def pull(run: RunDir, wanted: Callable[[str], bool] = everything) -> int:
     state = _SyncState(run)
     known = state.read()
     changes: dict[str, dict | None] = {}
-    fetched = 0
+    stale = []
     for rel, stored in sorted(listing.items()):
         if not (_synced(rel) and wanted(rel)):
             continue
-        local = run.root / rel
         entry = known.get(rel)
-        if entry is not None and entry["etag"] == stored.etag and _unchanged_locally(local, entry):
-            continue
-        run.store.download(rel, local)
-        changes[rel] = _entry(local, stored.etag)
-        fetched += 1
+        if entry is None or entry["etag"] != stored.etag or not _unchanged_locally(run.root / rel, entry):
+            stale.append(rel)
+    for start in range(0, len(stale), PULL_BATCH):
+        batch = stale[start : start + PULL_BATCH]
+        run.store.download_many([(rel, run.root / rel) for rel in batch])
+        changes.update({rel: _entry(run.root / rel, listing[rel].etag) for rel in batch})
+    fetched = len(stale)
     for rel, entry in known.items():
         if rel not in listing and wanted(rel):
             local = run.root / rel
