@@ -96,7 +96,7 @@ def store_bytes(url: str, rel: str) -> bytes:
     return RunStore(url).fs.cat(f"{url.removeprefix('s3://')}/{rel}")
 
 
-def test_build_card_review_on_s3_move_no_image_data_and_equal_a_local_run(runs, fresh_host):
+def test_build_card_review_on_s3_move_no_image_data_and_equal_a_local_run(runs, fresh_host, monkeypatch):
     local, url = runs
     api.build(local)
     host = fresh_host()
@@ -112,6 +112,16 @@ def test_build_card_review_on_s3_move_no_image_data_and_equal_a_local_run(runs, 
         assert store_bytes(url, rel) == (local / rel).read_bytes()
     assert {obj.etag for obj in published.values()} <= {obj.etag for obj in shards.values()}
     assert store_bytes(url, "dataset/README.md").decode() == (local / "dataset" / "README.md").read_text()
+
+    # a rebuild copies nothing already in place and deletes a published object no build names any more
+    stale = "dataset/custom_16shot/b0/train-99999-of-00012.parquet"
+    store.copy("shards/custom_16shot/train-b0-00000.parquet", stale)
+    copies: list[str] = []
+    with monkeypatch.context() as patched:
+        patched.setattr(RunStore, "copy", lambda store, src, dst: copies.append(dst))
+        api.build(url)
+    assert copies == [] and store.stat(stale) is None
+    assert sorted(rel for rel in store.list("dataset/") if rel.endswith(".parquet")) == local_files
 
     api.card(local, license="apache-2.0")
     host = fresh_host()

@@ -1,7 +1,9 @@
 """The build stage: finished shards -> `dataset/`, the Hub layout that `load_dataset` reads as it is.
 
 The published Parquet files *are* the generation shards, hard-linked into place (copied only across
-filesystems), never decoded and re-encoded: at 6x ImageNet a run is hundreds of GB. They already carry
+filesystems), never decoded and re-encoded: at 6x ImageNet a run is hundreds of GB. On an object store they
+are copied inside the store (one CopyObject each; no byte passes through this host) and validation reads
+records, footers and the rows' ids and labels by range requests (run/objects.py). They already carry
 the `datasets` Features in their schema metadata. The README's YAML (`configs` with `data_files`, and
 `dataset_info` with the ClassLabel names, splits and sizes) is made with the `datasets` and
 `huggingface_hub` card classes, so the Hub and `load_dataset` parse exactly what those libraries write.
