@@ -1,13 +1,13 @@
 """Row 8e: build, card, review, validate and push of an s3:// run (moto) vs the same stages on a local run.
 
-One run of `--store-shards` (10^3) one-image shards is synthesized as the hub row does (tests/synthruns.py:
-planned, every shard written by the real ShardWriter), with 64 px images of seeded noise so that image
-bytes outweigh the files' metadata as they do in a real dataset. It lives twice: as a local run, and
-uploaded as it is (every shard put with its SHA-256, as generate puts them) into moto's S3 server on
-loopback (tests/s3server.py). Each stage then runs on each in a fresh child (`benchmarks/store_child.py`),
-the store run from an empty scratch disk as on a fresh host, in alternating order. Push goes to the
-loopback Hub of the tests. Figures, per stage: the most bytes the store run's scratch held ÷ the dataset's
-bytes (its shards), and wall time on the store run ÷ on the local run.
+One run of `--store-shards` (10^3) shards of `IMAGES_PER_SHARD` images is synthesized as the hub row
+does (tests/synthruns.py: planned, every shard written by the real ShardWriter), with 64 px PNGs of
+seeded noise so that image bytes outweigh the files' metadata as in a real dataset (~200 KB a shard).
+It lives twice: as a local run, and uploaded as it is (each shard put with its SHA-256, as generate
+puts them) into moto's S3 server on loopback (tests/s3server.py). Each stage then runs on each in a
+fresh child (`benchmarks/store_child.py`), the store run from an empty scratch disk as on a fresh host,
+in alternating order; push goes to the loopback Hub of the tests. Figures, per stage: the most bytes
+the store run's scratch held / the dataset's bytes (its shards), and wall time store / local.
 """
 
 from __future__ import annotations
@@ -23,20 +23,22 @@ import yaml
 from benchmarks.common import PYTHON, REPO, Context, Row, judged, ratio, run_child
 
 STAGES = ("build", "card", "review", "validate", "push")
+IMAGES_PER_SHARD = 16
 BUCKET = "bench-stages"
 
 
 def _synthesized(root: Path, shards: int) -> Path:
-    """A planned and generated run of `shards` one-image shards (64 px noise); -> its directory."""
+    """A planned and generated run of about `shards` shards of 16 images (64 px noise); -> its directory."""
     sys.path.insert(0, str(REPO / "tests"))
     from synthruns import synth_recipe, write_shards
 
     from synthset.generation.plan import plan_run
     from synthset.recipe import load_recipe
 
-    path = synth_recipe(root, "stages", shards)
+    path = synth_recipe(root, "stages", shards * IMAGES_PER_SHARD)
     data = yaml.safe_load(path.read_text())
     data["generator"].update(width=64, height=64)
+    data["storage"].update(shard_size=IMAGES_PER_SHARD, row_group_size=4)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     recipe = load_recipe(path)
     with contextlib.redirect_stderr(io.StringIO()):

@@ -127,10 +127,12 @@ def check_finished(run: RunDir, lock: Lock, verify: bool = True) -> list[str]:
 def link_shards(run: RunDir, lock: Lock, names: list[str], target: Path) -> list[BuiltSplit]:
     """Hard-link every shard to its published path under `target` and list each config's files."""
     files = shard_files(lock.recipe, names)
-    sizes = {}
-    for file in files:
+
+    def place(file) -> tuple[int, int, int]:
         _place(run, file.shard, file.published_path, target)
-        sizes[file.shard] = parquet_sizes(run, run.shard_file(file.shard))
+        return parquet_sizes(run, run.shard_file(file.shard))
+
+    sizes = dict(zip((file.shard for file in files), objects.each_at_once(run, place, files), strict=True))
     splits = []
     for config in published_configs(lock.recipe):
         chosen = files_of(config, files)

@@ -137,8 +137,8 @@ def validate_run(run_dir: str | Path | RunDir, fast: bool = False, images: bool 
         )
 
     columns = ["sample_id", "config", "split", "label", *(["image"] if images else [])]
-    for name in tqdm(readable, desc="validate rows", unit="shard"):
-        path = run.shard_file(name)
+    paths = objects.read_ahead(run, [run.shard_file(name) for name in readable])  # a store: fetched ahead
+    for path in tqdm(paths, total=len(readable), desc="validate rows", unit="shard"):
         with objects.parquet_file(run, path) as parquet:  # on an object store: range requests
             for batch in parquet.iter_batches(columns=columns):
                 for row in batch.to_pylist():

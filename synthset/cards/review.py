@@ -300,7 +300,7 @@ def collect_review(run: RunDir, per_class: int, with_rejected_images: bool = Tru
         cfg.shards_done += 1
         cfg.settled += record.settled
         done.append(shard)
-    for shard in done:
+    for shard, _ in zip(done, objects.read_ahead(run, [run.shard_file(s) for s in done]), strict=True):
         cfg = configs[parse_shard_name(shard).config]
         _read_rows(run, shard, cfg, min_clip, per_class)
         _read_dropped(records[shard], cfg, names, per_class)

@@ -133,10 +133,12 @@ def collect_screening(run: RunDir) -> Screening:
     configs = []
     for config in published_configs(recipe):
         stats = ConfigScreening(config.name)
-        for file in files_of(config, files):
+        chosen = files_of(config, files)
+        paths = objects.read_ahead(run, [run.dataset_dir / file.published_path for file in chosen])
+        for file, path in zip(chosen, paths, strict=True):
             record = records[file.shard]
             stats.planned += record.settled
-            _count_published(stats, run, run.dataset_dir / file.published_path, min_clip)
+            _count_published(stats, run, path, min_clip)
             _count_dropped(stats, record.dropped, names, min_clip)
         configs.append(stats)
     policy = quality.model_dump(mode="json") if quality is not None else {}

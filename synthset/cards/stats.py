@@ -112,8 +112,8 @@ def collect_stats(run: RunDir, data_files: dict[str, dict[str, list[str]]]) -> l
     for config, splits in data_files.items():
         stats, seen = ConfigStats(config), set[Any]()
         for split, files in splits.items():
-            for relative in files:
-                _add_file(stats, run, run.dataset_dir / relative, split, seen)
+            for path in objects.read_ahead(run, [run.dataset_dir / relative for relative in files]):
+                _add_file(stats, run, path, split, seen)
         result.append(stats)
     return result
 
@@ -122,8 +122,8 @@ def unique_rows(run: RunDir, data_files: dict[str, dict[str, list[str]]]) -> int
     """Images in the repo, counting a file shared by several configs (a scale band) once (footers only)."""
     files = {f for splits in data_files.values() for paths in splits.values() for f in paths}
     total = 0
-    for relative in files:
-        with objects.parquet_file(run, run.dataset_dir / relative) as parquet:
+    for path in objects.read_ahead(run, [run.dataset_dir / relative for relative in sorted(files)]):
+        with objects.parquet_file(run, path) as parquet:
             total += parquet.metadata.num_rows
     return total
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synthset.fsutil import sha256_file
@@ -23,6 +25,37 @@ from synthset.run.mirror import listed, stored_object
 from synthset.run.paths import RunDir, is_data_file
 
 HASH_CHUNK = 8 * 1024 * 1024  # bytes read per request while hashing an object: memory stays at this
+WHOLE_READ = 2 * 1024 * 1024  # a Parquet object up to this size is read in one request, not by parts
+STORE_THREADS = 8  # requests a stage keeps in flight where it has many objects to ask about (a round trip each)
+READ_AHEAD = 32  # small objects fetched ahead of a pass (at most 32 x WHOLE_READ bytes: within RECENT_BYTES)
+RECENT_BYTES = 128 * 1024 * 1024  # small objects kept after a read (a stage's next pass reads them again)
+
+
+class _Recent:
+    """Small objects kept after a read, by (store, path, ETag), least recent first, RECENT_BYTES in all."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str, str], bytes] = {}
+        self.size = 0
+        self.lock = threading.Lock()  # stages read several objects at once (STORE_THREADS)
+
+    def take(self, key: tuple[str, str, str]) -> bytes | None:
+        with self.lock:
+            data = self.items.pop(key, None)
+            self.size -= len(data) if data is not None else 0
+            return data
+
+    def keep(self, key: tuple[str, str, str], data: bytes) -> None:
+        with self.lock:
+            self.items[key] = data
+            self.size += len(data)
+            while self.size > RECENT_BYTES:
+                self.size -= len(self.items.pop(next(iter(self.items))))
+
+
+_RECENT = _Recent()
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def in_store(run: RunDir, path: Path) -> bool:
@@ -56,12 +89,29 @@ def open_data(run: RunDir, path: Path) -> Iterator[BinaryIO]:
 
 @contextlib.contextmanager
 def parquet_file(run: RunDir, path: Path) -> Iterator[pq.ParquetFile]:
-    """A Parquet file's reader: its footer is read at once, columns and row groups only when asked for."""
+    """A Parquet file's reader: its footer is read at once, columns and row groups only when asked for.
+
+    In a store, an object of at most `WHOLE_READ` bytes is read whole, in one request (a footer alone would
+    take two or three), and kept while the process reads others (`_RECENT`, at most `RECENT_BYTES`), so the
+    passes of one stage over the same small file cost one request.
+    """
     if not in_store(run, path):
         yield pq.ParquetFile(path)
         return
+    stored = stored_object(run, path)
+    if stored is not None and stored.size <= WHOLE_READ:
+        yield pq.ParquetFile(pa.BufferReader(_whole(run, path, stored.etag)))
+        return
     with open_data(run, path) as file:
         yield pq.ParquetFile(file)
+
+
+def _whole(run: RunDir, path: Path, etag: str) -> bytes:
+    assert run.store is not None
+    key = (run.store.url, run.rel(path), etag)
+    data = _RECENT.take(key) or run.store.read_whole(run.rel(path))
+    _RECENT.keep(key, data)
+    return data
 
 
 def sha256(run: RunDir, path: Path) -> str:
@@ -103,3 +153,31 @@ def fetch(run: RunDir, path: Path, dest: Path) -> None:
     """Copy a store object into a local file (push hands the Hub files it can read)."""
     assert run.store is not None
     run.store.download(run.rel(path), dest)
+
+
+def each_at_once(run: RunDir, function: Callable[[T], R], items: list[T]) -> list[R]:
+    """`function` over `items`, in order; on an object store `STORE_THREADS` at a time (each is round trips
+    to the store, which overlap), locally one by one."""
+    if run.store is None:
+        return [function(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(STORE_THREADS) as pool:
+        return list(pool.map(function, items))
+
+
+def read_ahead(run: RunDir, paths: list[Path]) -> Iterator[Path]:
+    """`paths` in order; on an object store the small Parquet objects among them are fetched `READ_AHEAD` at a
+    time beforehand, concurrently, so a pass over thousands of small shards is not one round trip after
+    another (`parquet_file` then finds them in `_RECENT`)."""
+    for start in range(0, len(paths), READ_AHEAD):
+        batch = paths[start : start + READ_AHEAD]
+        if run.store is not None:
+            each_at_once(run, lambda path: _warm(run, path), batch)
+        yield from batch
+
+
+def _warm(run: RunDir, path: Path) -> None:
+    stored = stored_object(run, path) if in_store(run, path) else None
+    if stored is not None and stored.size <= WHOLE_READ:
+        _whole(run, path, stored.etag)

@@ -170,6 +170,10 @@ class RunStore:
             lambda: self.fs.open(path, "rb", size=size, block_size=block_size, cache_type="bytes"), f"open {rel}"
         )
 
+    def read_whole(self, rel: str) -> bytes:
+        """A small object's bytes, in one GET."""
+        return self._guarded(lambda: self.fs.cat_file(f"{self.bucket}/{self.key(rel)}"), f"get {rel}")
+
     def sha256(self, rel: str) -> str | None:
         """The object's SHA-256 as the store keeps it (hex), or None where it keeps none for the whole object.
 
