@@ -7,8 +7,6 @@ keeps freed heap mapped, so `trim_heap` hands it back first, or the next peak wo
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 from pathlib import Path
 
 GIB = 1024**3
@@ -33,9 +31,9 @@ def peak_rss() -> int:
 
 def trim_heap() -> None:
     """Return freed malloc memory to the OS (glibc's malloc_trim), so RSS is what is still in use."""
-    name = ctypes.util.find_library("c")
-    if name:
-        ctypes.CDLL(name).malloc_trim(0)
+    from synthset.generation.host_memory import release_freed_memory
+
+    release_freed_memory()
 
 
 def reset_peak_rss() -> bool:

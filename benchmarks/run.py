@@ -37,6 +37,7 @@ MEASUREMENTS = [
     "crash",
     "read",
     "scaleout",
+    "slurm",
     "objectstore",
     "store_stages",
     "hub",
@@ -53,6 +54,8 @@ QUICK = {
     "straggler_images": 128,
     "read_seconds": 2.0,
     "gate_images": 48,
+    "slurm_images": 48,
+    "slurm_rounds": 1,
     "plan_classes": 100,
     "plan_per_class": 10,
     "llm_classes": 4,
@@ -81,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--store-shards", type=int, default=1_000, help="row 8e: one-image shards of the store run")
     parser.add_argument("--read-seconds", type=float, default=40.0, help="row 6: seconds of epochs, both sides")
     parser.add_argument("--gate-images", type=int, default=384, help="row 9: images per case, over all rounds")
+    parser.add_argument("--slurm-images", type=int, default=192, help="row 8e: images per case (3 workers)")
+    parser.add_argument("--slurm-rounds", type=int, default=3, help="row 8e: rounds, the cases alternating")
     parser.add_argument("--plan-classes", type=int, default=1000)
     parser.add_argument("--plan-per-class", type=int, default=100)
     parser.add_argument(
@@ -110,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(
                 f"--{flag.replace('_', '-')} must be a multiple of {CLASSES} x --rounds ({CLASSES} classes per round)"
             )
-    for flag in ("mp_images", "mem_images", "crash_images", "straggler_images"):
+    for flag in ("mp_images", "mem_images", "crash_images", "straggler_images", "slurm_images"):
         if getattr(args, flag) <= 0 or getattr(args, flag) % CLASSES:
             parser.error(f"--{flag.replace('_', '-')} must be a positive multiple of {CLASSES} (the classes)")
     if args.crash_images < 2 * STORAGE["shard_size"]:

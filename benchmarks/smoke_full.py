@@ -21,11 +21,17 @@ hooks on the UNet and VAE (`benchmarks/observe.py`), so the checks see what the 
 - `dtype: auto` gave float32 and `attention: auto` gave SDPA processors, both recorded in the rows;
 - the stored image has the native size.
 
+Memory is a check too: each replica has a peak-RSS bound (`Case.rss_bound_gib`). Every stage's child is
+watched while it runs and stopped once its RSS passes the bound (a clear FAIL line, not the kernel's OOM
+killer taking it at the machine's limit), and the largest peak of any stage is checked against the bound
+at the end. The smoke runs what a CPU run of synthset runs (`dtype: auto` = float32): nothing is switched
+off or down for it.
+
 It prints, per replica: parameters, load time, seconds per UNet call (one denoising step with
-classifier-free guidance) and per VAE decode, and peak RSS; and writes `benchmarks/results/smoke-full-
-<time>.json`. Exit status 1 when a check fails. The full replicas take ~20 GB of disk under
-$SYNTHSET_HOME/models (SD 1.5 2.7, SD 2.1-base 2.6, SD 2.1 2.6, unCLIP 3.9, SDXL 6.9); SDXL needs
-~19 GB of RAM at its peak. Run one replica with `--only sdxl-base`.
+classifier-free guidance) and per VAE decode, and peak RSS against its bound; and writes
+`benchmarks/results/smoke-full-<time>.json`. Exit status 1 when a check fails. The full replicas take
+~20 GB of disk under $SYNTHSET_HOME/models (SD 1.5 2.7, SD 2.1-base 2.6, SD 2.1 2.6, unCLIP 3.9, SDXL
+6.9); SDXL is bounded at 18.5 GiB of RAM. Run one replica with `--only sdxl-base`.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import PYTHON, REPO, run_child
+from benchmarks.common import PYTHON, REPO, ChildResult, kill_tree, start_child, wait_child
 
 STEPS = 2
 NOISE_LEVEL = 100  # unCLIP: a nonzero level, so the check sees it travel from the recipe to the UNet
@@ -56,15 +62,22 @@ class Case:
     expect_prediction: str
     expect_spacing: str  # the model scheduler's effective timestep spacing, kept through a swap
     text_width: int  # encoder_hidden_states width the UNet gets
+    rss_bound_gib: float  # peak RSS of any stage's process; see BOUNDS below
     augcond: bool = False
 
 
+# Peak-RSS bounds, GiB: float32 weights + the VAE decode at native size (the larger phase) + ~0.9 GiB of
+# imports, rounded up, and below this 23 GiB machine with room for the rest of it. SDXL: 12.9 GiB of
+# weights + 3.8 GiB decoding 1024 px; measured 17.69 GiB (README table, 2026-12-06), 22.9 GiB (OOM-killed)
+# before issue 29. Its bound is 18.5: 0.8 GiB above the measurement, so CI (which runs this) does not fail on
+# allocator noise, and still 4.4 GiB below the regression it must catch. The others: their last full runs
+# (README table) with ~10% of room.
 CASES = {
-    "sd15": Case("sd15", "dpm++", "epsilon", "leading", 768),
-    "sd21-base": Case("sd21-base", "default", "epsilon", "leading", 1024),
-    "sd21": Case("sd21", "dpm++", "v_prediction", "leading", 1024),
-    "sd21-unclip": Case("sd21-unclip", "default", "v_prediction", "leading", 1024, augcond=True),
-    "sdxl-base": Case("sdxl-base", "default", "epsilon", "leading", 2048),
+    "sd15": Case("sd15", "dpm++", "epsilon", "leading", 768, 7.5),
+    "sd21-base": Case("sd21-base", "default", "epsilon", "leading", 1024, 8.5),
+    "sd21": Case("sd21", "dpm++", "v_prediction", "leading", 1024, 10.0),
+    "sd21-unclip": Case("sd21-unclip", "default", "v_prediction", "leading", 1024, 13.0, augcond=True),
+    "sdxl-base": Case("sdxl-base", "default", "epsilon", "leading", 2048, 18.5),
 }
 
 
@@ -128,12 +141,74 @@ def write_recipe(case: Case, work: Path, threads: int) -> Path:
     return path
 
 
-def _stage(argv: list[str], work: Path, tag: str, env: dict[str, str], timeout_s: float = 7200):
-    os.environ.update(env)  # run_child passes this process's environment on
-    result = run_child([*PYTHON, *argv], work / "logs", tag, timeout_s=timeout_s)
+class MemoryBoundExceeded(RuntimeError):
+    """A stage's process passed its replica's peak-RSS bound and was stopped."""
+
+
+def process_rss(pid: int) -> int:
+    """Bytes resident in process `pid` now (0 once it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def rss_bound_line(tag: str, peak_bytes: float, bound_gib: float) -> str:
+    """The one line that says a stage's peak RSS against the bound."""
+    verdict = "within" if peak_bytes <= bound_gib * GIB else "over"
+    return f"{tag}: peak RSS {peak_bytes / GIB:.2f} GiB, {verdict} the bound of {bound_gib:g} GiB"
+
+
+def run_bounded(argv: list[str], log_dir: Path, tag: str, bound_gib: float, timeout_s: float = 7200) -> ChildResult:
+    """Run `argv`, stopping it (and raising MemoryBoundExceeded) as soon as its RSS passes `bound_gib`.
+
+    The kernel's OOM killer would only stop it at the machine's limit, as a signal with no reason given,
+    and may take another process instead; this makes a memory regression an ordinary failed check.
+    """
+    started = time.perf_counter()
+    proc, out, err = start_child(argv, log_dir, tag)
+    over: list[int] = []
+
+    def watch() -> None:
+        rss = process_rss(proc.pid)
+        if rss > bound_gib * GIB and not over:
+            over.append(rss)
+            kill_tree(proc.pid)
+        elif time.perf_counter() - started > timeout_s:
+            kill_tree(proc.pid)
+
+    result = wait_child(proc, out, err, started, watch)
+    if over:
+        raise MemoryBoundExceeded(rss_bound_line(tag, over[0], bound_gib) + "; stopped")
+    return result
+
+
+def _stage(argv: list[str], work: Path, tag: str, env: dict[str, str], bound_gib: float, peaks: dict[str, float]):
+    """One stage in a child process under the replica's memory bound; its peak RSS goes to `peaks`."""
+    os.environ.update(env)  # the child gets this process's environment
+    result = run_bounded([*PYTHON, *argv], work / "logs", tag, bound_gib)
+    peaks[tag] = result.max_rss_mib * 2**20
     if result.returncode != 0:
         raise RuntimeError(f"{tag}: {' '.join(argv)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
+
+
+def check_peak_rss(outcome: Outcome, peaks: dict[str, float], bound_gib: float) -> None:
+    """The largest peak of any stage against the replica's bound (a regression fails the smoke)."""
+    tag = max(peaks, key=lambda name: peaks[name])
+    outcome.check(
+        "peak RSS within its bound", peaks[tag] <= bound_gib * GIB, rss_bound_line(tag, peaks[tag], bound_gib)
+    )
+    outcome.figures.update(
+        peak_rss_gib=round(peaks[tag] / GIB, 2),
+        peak_rss_stage=tag,
+        rss_bound_gib=bound_gib,
+        stage_peak_rss_gib={name: round(value / GIB, 2) for name, value in peaks.items()},
+    )
 
 
 def model_scheduler(replica_dir: Path) -> dict[str, Any]:
@@ -241,26 +316,29 @@ def smoke_one(case: Case, work: Path, home: Path, threads: int) -> Outcome:
 
     outcome = Outcome(case.replica)
     env = smoke_env(home)
+    peaks: dict[str, float] = {}
+    bound = case.rss_bound_gib
     print(f"{case.replica} ({REPLICAS[case.replica].hub_id}):", flush=True)
     replica_dir = home / "models" / replica_dir_name(case.replica, "full")
     started = time.perf_counter()
     build = [f"from synthset.testing import replica_path; replica_path({case.replica!r}, 'full')"]
-    _stage(["-c", *build], work, f"{case.replica}-replica", env)
+    _stage(["-c", *build], work, f"{case.replica}-replica", env, bound, peaks)
     outcome.figures["replica_build_or_reuse_s"] = round(time.perf_counter() - started, 1)
     outcome.figures["replica_disk_gib"] = round(
         sum(f.stat().st_size for f in replica_dir.rglob("*") if f.is_file()) / GIB, 2
     )
     recipe = write_recipe(case, work, threads)
     run_dir = work / "runs" / f"smoke-{case.replica}"
-    _stage(["-m", "synthset", "plan", str(recipe)], work, f"{case.replica}-plan", env)
+    _stage(["-m", "synthset", "plan", str(recipe)], work, f"{case.replica}-plan", env, bound, peaks)
     obs_file = work / f"{case.replica}-observed.json"
     generated = _stage(["-m", "benchmarks.smoke_full", "observe", str(run_dir), str(obs_file)], work,
-                       f"{case.replica}-generate", env)  # fmt: skip
+                       f"{case.replica}-generate", env, bound, peaks)  # fmt: skip
     obs = json.loads(obs_file.read_text())
     obs["log"] = generated.stderr
-    _stage(["-m", "synthset", "build", str(run_dir)], work, f"{case.replica}-build", env)
+    _stage(["-m", "synthset", "build", str(run_dir)], work, f"{case.replica}-build", env, bound, peaks)
     obs["row"] = load_and_check(case, run_dir, outcome)
     check_observations(case, obs, outcome, replica_dir)
+    check_peak_rss(outcome, peaks, bound)
     unet = [call["seconds"] for call in obs["unet_calls"]]
     counts = parameter_counts(case.replica, "full")
     outcome.figures.update(
@@ -273,7 +351,7 @@ def smoke_one(case: Case, work: Path, home: Path, threads: int) -> Outcome:
         vae_decode_s=round(sum(d["seconds"] for d in obs["vae_decodes"]), 2),
         generate_wall_s=round(generated.wall_s, 1),
         rss_after_load_gib=round(obs["rss_after_load"] / GIB, 2),
-        peak_rss_gib=round(obs["peak_rss"] / GIB, 2),
+        generate_peak_rss_gib=round(obs["peak_rss"] / GIB, 2),
         pipeline=obs["pipeline"],
         scheduler=obs["scheduler"],
         timesteps=[call["timestep"] for call in obs["unet_calls"]],
@@ -318,7 +396,7 @@ def observe(run_dir: Path, out: Path) -> int:
 
 
 def print_table(outcomes: list[Outcome]) -> None:
-    print("\n| replica | parameters | load s | s / UNet call (CFG) | VAE decode s | peak RSS GiB | checks |")
+    print("\n| replica | parameters | load s | s / UNet call (CFG) | VAE decode s | peak RSS / bound GiB | checks |")
     print("|---|---|---|---|---|---|---|")
     for o in outcomes:
         f = o.figures
@@ -326,7 +404,7 @@ def print_table(outcomes: list[Outcome]) -> None:
         if "parameters" in f:
             print(f"| {o.replica} | {f['parameters'] / 1e9:.3f}B ({f['parameters_loaded'] / 1e9:.3f}B loaded) | "
                   f"{f['load_s']} | {f['s_per_unet_call']} x {f['unet_calls']} | {f['vae_decode_s']} | "
-                  f"{f['peak_rss_gib']} | {passed}/{len(o.checks)} |")  # fmt: skip
+                  f"{f['peak_rss_gib']} / {f['rss_bound_gib']} | {passed}/{len(o.checks)} |")  # fmt: skip
         else:
             print(f"| {o.replica} | - | - | - | - | - | {passed}/{len(o.checks)} (error) |")
 
@@ -360,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         outcome = Outcome(name)
         try:
             outcome = smoke_one(CASES[name], work, home, args.threads)
+        except MemoryBoundExceeded as error:
+            outcome.check("peak RSS within its bound", False, str(error))
         except Exception as error:  # noqa: BLE001 - one replica's failure is reported, the others still run
             outcome.check("ran to the end", False, f"{type(error).__name__}: {str(error)[-2000:]}")
         outcomes.append(outcome)

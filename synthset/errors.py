@@ -10,7 +10,8 @@ anything else is a bug and keeps its traceback.
     ├── RunStateError    the run directory is not in the state a stage needs (not planned, unfinished, edited)
     ├── StoreError       an object store (s3://) cannot be reached or refuses
     ├── HubError         the Hugging Face Hub refused or a published version does not match
-    └── ModelError       a model cannot be resolved, loaded or is not the one the plan pinned
+    ├── ModelError       a model cannot be resolved, loaded or is not the one the plan pinned
+    └── SchedulerError   a cluster scheduler (SLURM) refused a submission or cannot be reached
 """
 
 
@@ -42,3 +43,7 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message (or its type name), for a one-line report."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+class SchedulerError(SynthsetError):
+    """A cluster scheduler (SLURM's sbatch, squeue, scancel) refused a request or is not installed."""

@@ -51,13 +51,14 @@ def check_augmentation_name(name: str) -> tuple[str, bool]:
     return base, base == "dropout" or extra == "dropout"
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors: a misspelt key silently ignored would change what a run makes."""
+class Strict(BaseModel):
+    """Unknown keys are errors: a misspelt key silently ignored would change what a run makes (or, in a
+    training config, what it measures). Frozen: a validated spec is never edited afterwards."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ClassSetSpec(_Strict):
+class ClassSetSpec(Strict):
     set: str = Field(
         "imagenet-1k",
         description="A named class set (imagenet-1k, caltech101, flowers102, oxford_pets, food101, dtd, eurosat, "
@@ -82,14 +83,14 @@ class ClassSetSpec(_Strict):
         return value
 
 
-class FillUpSpec(_Strict):
+class FillUpSpec(Strict):
     """ImageNet-LT style fill-up: each class gets `target - real count` synthetic images."""
 
     train_list: Path = Field(description="The long-tail train list: `<image path> <label>` per line (ImageNet-LT).")
     target: Annotated[int, Field(gt=0)] = 1280
 
 
-class AugCondSpec(_Strict):
+class AugCondSpec(Strict):
     """Augmentation-conditioning (paper B): which augmentations condition unCLIP, the prompt, and the pool."""
 
     augmentations: dict[str, Annotated[float, Field(gt=0)]] = Field(
@@ -155,7 +156,7 @@ class AugCondSpec(_Strict):
         return value
 
 
-class ShotDrawSpec(_Strict):
+class ShotDrawSpec(Strict):
     """DA-Fusion's k-shot draw (brandontrabucco/da-fusion, semantic_aug/datasets/*.py), for one trial.
 
     One numpy generator, `default_rng(trial)`, permutes each class's images in label order; with `halves`
@@ -170,7 +171,7 @@ class ShotDrawSpec(_Strict):
     )
 
 
-class ConfigSpec(_Strict):
+class ConfigSpec(Strict):
     """One generated dataset config, e.g. `naive` or `lar_cd_sd`; with bands it publishes `<name>_1x` ... ."""
 
     name: str
@@ -246,7 +247,7 @@ class ConfigSpec(_Strict):
         return value
 
 
-class GeneratorSpec(_Strict):
+class GeneratorSpec(Strict):
     model: str = Field(
         description="A Hub model id, a local directory saved with save_pretrained, "
         "or synthset-testing:<name> for the tiny offline models."
@@ -311,7 +312,7 @@ def _distinct_urls(urls: list[str], what: str) -> None:
         seen.add(url.rstrip("/"))
 
 
-class LLMEndpoint(_Strict):
+class LLMEndpoint(Strict):
     """One OpenAI-compatible server of `prompts.llm.endpoints`; a field left out takes prompts.llm's value."""
 
     base_url: str = Field(description="e.g. http://gpu-node-3:8000/v1")
@@ -329,7 +330,7 @@ class LLMEndpoint(_Strict):
         return value
 
 
-class LLMSpec(_Strict):
+class LLMSpec(Strict):
     """Which language model writes CD/SD descriptions (and extra LAR meanings), and how it samples."""
 
     backend: Literal["template", "transformers", "openai"] = Field(
@@ -442,7 +443,7 @@ DEFAULT_STYLES = (
 )
 
 
-class AspectVocabularies(_Strict):
+class AspectVocabularies(Strict):
     """Words the CD prompts combine; the template backend uses them as they are, an LLM as hints."""
 
     foreground: list[str] | None = None
@@ -451,7 +452,7 @@ class AspectVocabularies(_Strict):
     camera: list[str] | None = None
 
 
-class PromptsSpec(_Strict):
+class PromptsSpec(Strict):
     llm: LLMSpec = LLMSpec()
     styles: Annotated[list[str], Field(min_length=1)] = Field(
         list(DEFAULT_STYLES), description="SD styles; replace to change the style list."
@@ -472,7 +473,7 @@ class PromptsSpec(_Strict):
     )
 
 
-class LargestObjectSpec(_Strict):
+class LargestObjectSpec(Strict):
     """Label each image by its largest object, as DA-Fusion labels COCO and PASCAL VOC for classification.
 
     COCO style (`objects`): the column holds the image's annotations, a struct of lists or a list of structs;
@@ -499,7 +500,7 @@ class LargestObjectSpec(_Strict):
         return self
 
 
-class RealImagesSpec(_Strict):
+class RealImagesSpec(Strict):
     """Real images of each class (for LAR scoring and augmentation-conditioning): a dataset or a folder."""
 
     dataset: str | None = Field(None, description="A `datasets` hub id or local path (load_dataset).")
@@ -526,7 +527,7 @@ class RealImagesSpec(_Strict):
         return self
 
 
-class LARSpec(_Strict):
+class LARSpec(Strict):
     clip_model: str = Field(
         "ViT-B-32", description="open_clip model name, local-dir:<path>, hf-hub:<id>, or synthset-testing:tiny-clip."
     )
@@ -541,7 +542,7 @@ class LARSpec(_Strict):
     )
 
 
-class StorageSpec(_Strict):
+class StorageSpec(Strict):
     format: Literal["jpeg", "png", "webp"] = "jpeg"
     quality: Annotated[int, Field(ge=1, le=100)] = 95
     resize: Annotated[int, Field(gt=0)] | None = Field(
@@ -552,12 +553,20 @@ class StorageSpec(_Strict):
     )
     row_group_size: Annotated[int, Field(gt=0)] = Field(100, description="Rows per Parquet row group.")
 
+    def stored_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of an image generated at `width` x `height` as stored: the shorter side scaled to
+        `resize` when set. The writer resizes to it, validation expects it, the plan sizes the layout by it."""
+        if self.resize is None or min(width, height) == self.resize:
+            return width, height
+        scale = self.resize / min(width, height)
+        return round(width * scale), round(height * scale)
+
 
 NSFW_POLICIES = ("drop", "redraw", "keep")
 DEFAULT_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
 
 
-class NearDuplicateSpec(_Strict):
+class NearDuplicateSpec(Strict):
     """Near-duplicates: an image whose CLIP image embedding is this close to an earlier one of its class."""
 
     threshold: Annotated[float, Field(gt=0, le=1)] = Field(
@@ -566,7 +575,7 @@ class NearDuplicateSpec(_Strict):
     drop: bool = Field(False, description="Drop near-duplicates (the rows are recorded as dropped); else count them.")
 
 
-class QualitySpec(_Strict):
+class QualitySpec(Strict):
     """The quality and safety gate: every generated image is scored before it is written, and the policy
     decides whether it is kept, drawn again with the sample's next seed, or dropped."""
 
@@ -624,7 +633,7 @@ class QualitySpec(_Strict):
         return self
 
 
-class Recipe(_Strict):
+class Recipe(Strict):
     name: str
     builder: Literal["synth_imagenet", "synth_imagenet_lt", "synth_fewshot"] = Field(
         "synth_imagenet", description="The dataset family, which fixes the published config names."

@@ -109,3 +109,45 @@ def test_build_refuses_an_unfinished_run(write_recipe):
     ):
         build_dataset(recipe.run_dir)
     assert not (Path(recipe.run_dir) / "dataset").exists()
+
+
+def test_build_reads_each_shard_file_once_and_digests_each_shard_once(write_recipe, monkeypatch):
+    """Validation hashes, decodes and sizes a shard from one read, and build takes the sizes from it."""
+    import builtins
+    import io
+    from collections import Counter
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import synthset.fsutil
+    import synthset.run.plan
+    import synthset.run.objects
+
+    recipe = load_recipe(write_recipe(TWO_CONFIGS))
+    plan_run(recipe)
+    generate_run(recipe.run_dir)
+    run = RunDir(recipe.run_dir)
+    shards = {str(run.shard_file(name)) for name in synthset.run.plan.open_plan(run).shard_names}
+    opened: Counter = Counter()
+
+    def counting(function):
+        def opener(source, *args, **kwargs):
+            opened[str(source)] += str(source) in shards
+            return function(source, *args, **kwargs)
+
+        return opener
+
+    readers = [(builtins, "open"), (io, "open"), (pa, "memory_map"), (pa, "OSFile"), (pa, "input_stream")]
+    readers += [(pq, name) for name in ("ParquetFile", "read_table", "read_metadata", "read_schema")]
+    readers += [(synthset.fsutil, "sha256_file"), (synthset.run.objects, "sha256_file")]  # records hash there
+    for module, name in readers:
+        monkeypatch.setattr(module, name, counting(getattr(module, name)))
+    digests = []
+    plan_digest = synthset.run.plan.plan_digest
+    monkeypatch.setattr(synthset.run.plan, "plan_digest", lambda rows: digests.append(rows) or plan_digest(rows))
+
+    build_dataset(recipe.run_dir)
+    assert len(shards) == 4
+    assert {path: opened[path] for path in shards} == dict.fromkeys(shards, 1)
+    assert len(digests) == len(shards)  # one JSON digest per shard, not one per look at it

@@ -25,6 +25,7 @@ from synthset.cli import main
 from synthset.errors import SynthsetError
 from synthset.generation.plan import plan_run
 from synthset.generation.runner import generate_run
+from synthset.models import ResolvedModel
 from synthset.recipe import load_recipe
 
 TWO_CONFIGS = {
@@ -143,21 +144,16 @@ def test_card_refuses_to_guess_the_license(built_run: Path, capsys):
 def test_license_comes_from_the_model_card_and_conflicts_are_refused(tmp_path: Path):
     model = tmp_path / "model"
     model.mkdir()
-    lock = {
-        "recipe": {"generator": {"model": str(model)}},
-        "resolved": {"model": str(model), "model_source": "local", "model_revision": "sha256:0"},
-    }
+    pinned = ResolvedModel(str(model), "sha256:0", "local")
     with pytest.raises(SynthsetError, match="states no license; add `license: <hub license id>` to the recipe"):
-        resolve_license(lock)
-    assert resolve_license(lock, "mit").license == "mit"
+        resolve_license(pinned, None)
+    assert resolve_license(pinned, None, "mit").license == "mit"
     (model / "README.md").write_text("---\nlicense: creativeml-openrail-m\n---\n# a model\n")
-    found = resolve_license(lock)
+    found = resolve_license(pinned, None)
     assert (found.license, found.source) == ("creativeml-openrail-m", f"model card of {model}")
-    lock["recipe"]["license"] = "creativeml-openrail-m"  # agreeing is fine
-    assert resolve_license(lock).license == "creativeml-openrail-m"
-    lock["recipe"]["license"] = "mit"
+    assert resolve_license(pinned, "creativeml-openrail-m").license == "creativeml-openrail-m"  # agreeing is fine
     with pytest.raises(SynthsetError, match="says 'creativeml-openrail-m' but the recipe .* says 'mit'"):
-        resolve_license(lock)
+        resolve_license(pinned, "mit")
 
 
 def test_quality_figures_with_a_tiny_open_clip(built_run: Path):

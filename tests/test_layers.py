@@ -44,3 +44,14 @@ def test_an_import_across_a_layer_breaks_the_contract(scratch_copy: Path, module
     result = lint_imports(scratch_copy)
     assert result.returncode != 0
     assert broken in result.stdout
+
+
+def test_only_the_lock_module_reads_the_lock_as_raw_data():
+    """Every stage reads the typed, checked `Lock`; the raw YAML mapping stays inside run/lock.py."""
+    package = REPO / "synthset"
+    readers = [
+        path.relative_to(package).as_posix()
+        for path in sorted(package.rglob("*.py"))
+        if "read_lock_data" in path.read_text(encoding="utf-8")
+    ]
+    assert readers == ["run/lock.py"]

@@ -88,6 +88,24 @@ def test_the_plan_footer_does_not_grow_with_the_number_of_shards(write_recipe, m
                enumerate(plan.shard_names))  # fmt: skip
 
 
+def test_streaming_the_plan_gives_every_shard_as_random_access_does(write_recipe, monkeypatch):
+    """`iter_shards` (build and validate walk the plan with it) cuts batches that straddle shards and groups."""
+    from synthset.run import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "PLAN_ROW_GROUP_ROWS", 4)
+    monkeypatch.setattr(plan_module, "PLAN_STREAM_ROWS", 5)  # batches of 5 over shards of 3 and groups of 4
+    recipe = load_recipe(write_recipe({"storage": {"shard_size": 3}, "classes": {"limit": 4}}))
+    plan_run(recipe)  # 20 rows in 7 shards
+    plan = open_plan(RunDir(recipe.run_dir))
+    streamed = list(plan.iter_shards())
+    assert [(s.index, s.name, s.rows.num_rows) for s in streamed] == [
+        (i, name, rows) for i, (name, rows) in enumerate(zip(plan.shard_names, plan.shard_rows, strict=True))
+    ]
+    for shard in streamed:
+        expected = read_planned_shard(plan, shard.index, shard.name)
+        assert shard.rows.to_pylist() == expected.rows.to_pylist() and shard.digest == expected.digest
+
+
 def test_a_plan_from_before_the_shard_index_is_still_read(write_recipe):
     recipe = load_recipe(write_recipe())
     plan_run(recipe)

@@ -66,3 +66,23 @@ def test_invalid_yaml_names_the_line(tmp_path: Path):
     path.write_text("name: x\nconfigs: [unclosed\n")
     with pytest.raises(SynthsetError, match=r"r\.yaml: line \d+: not valid YAML"):
         load_recipe(path)
+
+
+@pytest.mark.parametrize(
+    ("resize", "generated", "stored"),
+    [(None, (768, 512), (768, 512)), (512, (768, 512), (768, 512)), (256, (768, 512), (384, 256)),
+     (300, (512, 683), (300, 400)), (64, (100, 100), (64, 64))],
+)  # fmt: skip
+def test_the_stored_image_size_is_the_one_the_writer_makes(resize, generated, stored):
+    """One formula: the plan sizes the Hub layout by it, the writer resizes to it, validation expects it."""
+    import io
+
+    from PIL import Image
+
+    from synthset.generation.writer import encode_image
+    from synthset.recipe import StorageSpec
+
+    storage = StorageSpec(format="png", resize=resize)
+    assert storage.stored_size(*generated) == stored
+    written = encode_image(Image.new("RGB", generated, (200, 10, 10)), storage)
+    assert Image.open(io.BytesIO(written)).size == stored

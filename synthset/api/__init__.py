@@ -11,6 +11,7 @@ function's arguments, results and errors.
 
 from synthset.api.results import (
     BuildResult,
+    CancelResult,
     CardWritten,
     CheckResult,
     CleanResult,
@@ -20,6 +21,7 @@ from synthset.api.results import (
     PushDone,
     ReviewResult,
     StatusResult,
+    SubmitResult,
     TrainResult,
     ValidateResult,
     VerifyResult,
@@ -27,6 +29,7 @@ from synthset.api.results import (
 )
 from synthset.api.stages import (
     build,
+    cancel_submitted,
     card,
     check,
     clean,
@@ -35,6 +38,7 @@ from synthset.api.stages import (
     push,
     review,
     status,
+    submit,
     train,
     validate,
     verify,
@@ -43,12 +47,13 @@ from synthset.api.stages import (
 
 # The stages in pipeline order (and the names `synthset.<stage>` resolves to).
 STAGES = (
-    *("check", "plan", "generate", "build", "card", "review", "push"),
+    *("check", "plan", "generate", "submit", "build", "card", "review", "push"),
     *("verify", "versions", "status", "validate", "clean", "train"),
 )
 
 __all__ = [
     "build",
+    "cancel_submitted",
     "card",
     "check",
     "clean",
@@ -57,11 +62,13 @@ __all__ = [
     "push",
     "review",
     "status",
+    "submit",
     "train",
     "validate",
     "verify",
     "versions",
     "BuildResult",
+    "CancelResult",
     "CardWritten",
     "CheckResult",
     "CleanResult",
@@ -71,6 +78,7 @@ __all__ = [
     "PushDone",
     "ReviewResult",
     "StatusResult",
+    "SubmitResult",
     "TrainResult",
     "ValidateResult",
     "VerifyResult",

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from synthset.hub.versions import Version
     from synthset.run.clean import Unowned
     from synthset.run.status import RunStatus
+    from synthset.scheduling.jobs import TaskState
+    from synthset.scheduling.slurm import Submitted
 
 
 class Described:
@@ -121,6 +123,10 @@ class GenerateResult(Described):
             lines.append(
                 f"quality gate (rank {s.rank}): {s.redraws} images drawn again, {s.dropped} samples "
                 f"dropped, {s.near_duplicates} near-duplicates; `synthset review {self.run}` shows them"
+            )
+        if s.stopped and not s.all_shards_done:
+            lines.append(
+                "stopped by a signal: the shard in hand was released for another worker; run it again to resume"
             )
         if s.all_shards_done:
             lines.append(f"all shards done; next: synthset build {self.run}")
@@ -291,11 +297,51 @@ class StatusResult(Described):
     """`synthset.status(run)`: shards done, being made and pending; the workers; the ETA."""
 
     status: RunStatus
+    slurm_tasks: list[TaskState] = field(default_factory=list)  # the run's SLURM array tasks, if it was submitted
+    warnings: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         from synthset.run.status import format_status
 
-        return format_status(self.status).splitlines()
+        labels = {worker: task.label for task in self.slurm_tasks for worker in task.workers}
+        lines = format_status(self.status, labels).splitlines()
+        if self.slurm_tasks:
+            lines += ["", f"{'SLURM task':<14} {'state':<10} {'restarts':>8}  {'node':<12} workers"]
+            for task in self.slurm_tasks:
+                workers = ", ".join(task.workers) or "-"
+                lines.append(f"{task.name:<14} {task.state:<10} {task.restarts:>8}  {task.node or '-':<12} {workers}")
+        return lines
+
+
+@dataclass(frozen=True)
+class SubmitResult(Described):
+    """`synthset.submit(run, options)`: the array job submitted, or (dry run) the script it would submit."""
+
+    run: str
+    submitted: Submitted | None = None
+    script: str = ""
+
+    def lines(self) -> list[str]:
+        if self.submitted is None:
+            return self.script.splitlines()
+        s = self.submitted
+        return [
+            f"submitted SLURM job {s.job_id}: {s.workers} workers of {s.ranks} process(es) each; logs in {s.logs}",
+            f"follow it with `synthset status {self.run}`; stop it with `synthset submit --cancel {self.run}`",
+        ]
+
+
+@dataclass(frozen=True)
+class CancelResult(Described):
+    """`synthset.cancel_submitted(run)`: the SLURM jobs cancelled."""
+
+    run: str
+    job_ids: list[str]
+
+    def lines(self) -> list[str]:
+        if not self.job_ids:
+            return [f"{self.run}: no submitted job left to cancel"]
+        return [f"cancelled SLURM job(s) {', '.join(self.job_ids)}; finished shards stay, a new submit resumes"]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from synthset.api.results import (
     BuildResult,
+    CancelResult,
     CardWritten,
     CheckResult,
     CleanResult,
@@ -24,6 +25,7 @@ from synthset.api.results import (
     PushDone,
     ReviewResult,
     StatusResult,
+    SubmitResult,
     TrainResult,
     ValidateResult,
     VerifyResult,
@@ -40,6 +42,7 @@ from synthset.run.access import (
 if TYPE_CHECKING:
     from synthset.recipe import Recipe
     from synthset.run.paths import RunDir
+    from synthset.scheduling.options import SlurmOptions
 
 DEFAULT_LEASE_SECONDS = 300.0
 
@@ -117,7 +120,10 @@ def _memory_lines(run: RunDir, budget: int, budget_text: str | None) -> tuple[li
 
 
 def generate(
-    run: str | Path | RunDir, verify: bool = True, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    run: str | Path | RunDir,
+    verify: bool = True,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    stop_on_signals: bool = False,
 ) -> GenerateResult:
     """Generate this process's share of a planned run's unfinished shards (call it on every rank).
 
@@ -125,6 +131,9 @@ def generate(
         run: the planned run (a directory or an `s3://` URL).
         verify: re-hash finished shards on start (else trust their sizes).
         lease_seconds: a claim not renewed for this long is taken over by another worker.
+        stop_on_signals: make SIGTERM and SIGUSR1 (a scheduler's preemption and time-limit warning) stop the
+            worker cleanly: the batch in hand ends, its shard is released at once, `summary.stopped` is set.
+            Call from the main thread only.
 
     Returns:
         What this worker made; `summary.all_shards_done` says whether the whole run is finished.
@@ -133,9 +142,11 @@ def generate(
         RunStateError: the run is not planned, or its lock was edited after planning.
         ModelError: the pinned model changed or is gone.
     """
-    from synthset.generation.runner import generate_run
+    from synthset.generation.processes import stop_on_signals as install_stop
+    from synthset.generation.runner import WorkerOptions, generate_run
 
-    summary = generate_run(run, verify=verify, lease_seconds=lease_seconds)
+    options = WorkerOptions(stop=install_stop().event) if stop_on_signals else None
+    summary = generate_run(run, verify=verify, lease_seconds=lease_seconds, options=options)
     return GenerateResult(summary, str(run))
 
 
@@ -266,7 +277,67 @@ def status(run: str | Path | RunDir, lease_seconds: float = DEFAULT_LEASE_SECOND
     from synthset.run.status import run_status
 
     with open_run(run, READS_PLAN_AND_RECORDS, writes=False) as opened:
-        return StatusResult(run_status(opened, lease_seconds=lease_seconds))
+        report = run_status(opened, lease_seconds=lease_seconds)
+        tasks, warnings = _slurm_tasks(opened)
+        return StatusResult(report, tasks, warnings)
+
+
+def _slurm_tasks(run: RunDir) -> tuple[list, list[str]]:
+    """The run's SLURM tasks when it was submitted; squeue failing is a warning, not a failed status."""
+    from synthset.errors import SchedulerError
+    from synthset.scheduling.jobs import JOBS_FILE, task_states
+
+    if run.store is not None or not (run.slurm_dir / JOBS_FILE).exists():
+        return [], []
+    try:
+        return task_states(run.slurm_dir), []
+    except SchedulerError as error:
+        return [], [f"warning: the SLURM jobs' states are unknown: {error}"]
+
+
+def submit(
+    run: str | Path | RunDir,
+    options: SlurmOptions | None = None,
+    dry_run: bool = False,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+) -> SubmitResult:
+    """Submit a planned run's generate workers to SLURM as one array job (through submitit).
+
+    Each array task is one worker (of `options.gpus_per_worker` ranks); a time limit or a preemption stops
+    it cleanly and requeues it, and any number of submissions share the run exactly once.
+
+    Args:
+        run: the planned run directory, on a filesystem the cluster's nodes share.
+        options: workers, GPUs per worker, time limit, partition and other sbatch settings.
+        dry_run: return the sbatch script instead of submitting it.
+        lease_seconds: a claim not renewed for this long is taken over by another worker.
+
+    Returns:
+        The job id and where the logs go, or (dry run) the script.
+
+    Raises:
+        RunStateError: the run is not planned, or lives on an object store.
+        SchedulerError: an option is invalid, SLURM is not installed, or sbatch refused the job.
+    """
+    from synthset.scheduling.options import SlurmOptions
+    from synthset.scheduling.slurm import sbatch_script, submit_array
+
+    options = options or SlurmOptions()
+    if dry_run:
+        with open_run(run, READS_NOTHING, writes=False, planned=True) as opened:
+            return SubmitResult(str(run), script=sbatch_script(opened, options))
+    return SubmitResult(str(run), submitted=submit_array(run, options, lease_seconds))
+
+
+def cancel_submitted(run: str | Path | RunDir) -> CancelResult:
+    """Cancel (scancel) every SLURM job `submit` started for the run; finished shards stay.
+
+    Raises:
+        SchedulerError: scancel refused.
+    """
+    from synthset.scheduling.slurm import cancel
+
+    return CancelResult(str(run), cancel(run))
 
 
 def clean(run: str | Path | RunDir, remove: bool = False) -> CleanResult:

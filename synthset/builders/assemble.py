@@ -26,20 +26,23 @@ import logging
 import os
 import shutil
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from synthset.builders.validate import FileSizes, Key, check_run, format_notes
 from synthset.errors import RunStateError
 from synthset.fsutil import atomic_path, replace_dir, write_text_atomic
+from synthset.recipe import ConfigSpec
 from synthset.run import objects
 from synthset.run.classes_table import read_class_rows, read_label_names
 from synthset.run.families import check_family
 from synthset.run.lock import Lock, read_lock
 from synthset.run.mirror import last_listing, listed
 from synthset.run.paths import DATASET_BUILD_PREFIX, DATASET_DIR, EVALUATION_DIR, README_FILE, RunDir, is_data_file
-from synthset.run.plan import open_plan, plan_shard_names, read_planned_shard
+from synthset.run.plan import open_plan
 from synthset.run.published import data_file_patterns, files_of, pattern_matches, published_configs, shard_files
-from synthset.run.records import read_records, shard_problem
+from synthset.run.records import read_shard_record, record_problem
 from synthset.run.schema import dataset_features
 
 logger = logging.getLogger(__name__)
@@ -54,15 +57,6 @@ class BuiltSplit:
     num_bytes: int  # uncompressed data, as `datasets` counts a split's size
     patterns: list[str]  # the README's `data_files` globs that select exactly `files`
     download_bytes: int = 0  # the Parquet files' size
-
-
-def parquet_sizes(run: RunDir, path: Path) -> tuple[int, int, int]:
-    """(rows, uncompressed data bytes, file bytes) of a Parquet file, from its footer alone (on an object
-    store, a range request)."""
-    with objects.parquet_file(run, path) as parquet:
-        metadata = parquet.metadata
-    data = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
-    return metadata.num_rows, data, objects.size(run, path) or 0
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -102,37 +96,43 @@ def remove_unpublished_data(run: RunDir, splits: list[BuiltSplit]) -> int:
     return len(stale)
 
 
+def unfinished_error(run: RunDir, unfinished: int, shards: int, first: tuple[str, str]) -> RunStateError:
+    name, problem = first
+    return RunStateError(
+        f"{run}: {unfinished} of {shards} shards are not finished (first: {name}: {problem}); "
+        "run `synthset generate` to make them"
+    )
+
+
 def check_finished(run: RunDir, lock: Lock, verify: bool = True) -> list[str]:
     """The plan's shard names, after checking that every one has a valid record; else a one-line error.
 
-    `verify=False` checks each file's size, not its sha256 (build then hashes once, in validation).
+    `verify=False` checks each file's size, not its sha256. Records are read one shard at a time.
     """
     plan = open_plan(run)
-    names = plan_shard_names(plan)
-    records = read_records(run)
-    problems = [
-        (name, problem)
-        for i, name in enumerate(names)
-        if (problem := shard_problem(run, read_planned_shard(plan, i, name), records, lock.generation_key, verify))
-    ]
-    if problems:
-        name, problem = problems[0]
-        raise RunStateError(
-            f"{run}: {len(problems)} of {len(names)} shards are not finished (first: {name}: {problem}); "
-            "run `synthset generate` to make them"
+    unfinished, first = 0, None
+    for shard in plan.iter_shards():
+        name = shard.name
+        record = read_shard_record(run, name)
+        problem = (
+            "no record"
+            if record is None
+            else record_problem(run, record, shard.sample_ids, lock.generation_key, shard.digest, verify)
         )
-    return names
+        if problem is not None:
+            unfinished, first = unfinished + 1, first or (name, problem)
+    if first is not None:
+        raise unfinished_error(run, unfinished, len(plan.shard_names), first)
+    return plan.shard_names
 
 
-def link_shards(run: RunDir, lock: Lock, names: list[str], target: Path) -> list[BuiltSplit]:
-    """Hard-link every shard to its published path under `target` and list each config's files."""
+def link_shards(
+    run: RunDir, lock: Lock, names: list[str], band_sizes: dict[tuple[str, int], FileSizes], target: Path
+) -> list[BuiltSplit]:
+    """Hard-link every shard to its published path under `target` and list each config's files, sized by
+    the footers validation read (`band_sizes`, per generation config and band): build reads no shard twice."""
     files = shard_files(lock.recipe, names)
-
-    def place(file) -> tuple[int, int, int]:
-        _place(run, file.shard, file.published_path, target)
-        return parquet_sizes(run, run.shard_file(file.shard))
-
-    sizes = dict(zip((file.shard for file in files), objects.each_at_once(run, place, files), strict=True))
+    objects.each_at_once(run, lambda file: _place(run, file.shard, file.published_path, target), files)
     splits = []
     for config in published_configs(lock.recipe):
         chosen = files_of(config, files)
@@ -140,22 +140,29 @@ def link_shards(run: RunDir, lock: Lock, names: list[str], target: Path) -> list
         selected = [f.published_path for f in files if any(pattern_matches(p, f.published_path) for p in patterns)]
         if sorted(selected) != sorted(f.published_path for f in chosen):  # the globs must select exactly these
             raise AssertionError(f"{config.name}: data_files globs {patterns} do not select its {len(chosen)} files")
+        sizes = sum(
+            (band_sizes.get((config.generation_config, band), FileSizes()) for band in range(config.bands)), FileSizes()
+        )
         splits.append(
             BuiltSplit(
                 config.name,
                 config.split,
                 [f.published_path for f in chosen],
-                sum(sizes[f.shard][0] for f in chosen),
-                sum(sizes[f.shard][1] for f in chosen),
+                sizes.rows,
+                sizes.data_bytes,
                 patterns,
-                sum(sizes[f.shard][2] for f in chosen),
+                sizes.file_bytes,
             )
         )
     return splits
 
 
-def render_readme(lock: Lock, run: RunDir, label_names: list[str], splits: list[BuiltSplit]) -> str:
-    """The README: YAML with `configs` and `dataset_info` (written by the libraries' own classes) and a short card."""
+def render_readme(
+    lock: Lock, run: RunDir, label_names: list[str], splits: list[BuiltSplit], planned: dict[Key, Counter]
+) -> str:
+    """The README: YAML with `configs` and `dataset_info` (written by the libraries' own classes) and a short
+    card; `planned` (images per label of each config and split, counted by validation) sizes the long-tail
+    sections."""
     from datasets import DatasetInfo, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
     from datasets.utils.metadata import MetadataConfigs
@@ -191,7 +198,7 @@ def render_readme(lock: Lock, run: RunDir, label_names: list[str], splits: list[
     rows = "\n".join(f"| {s.config} | {s.split} | {s.num_examples} | {len(s.files)} |" for s in splits)
     recipe = lock.recipe
     long_tail = "".join(
-        _long_tail_section(run, config, len(label_names)) for config in recipe.configs if config.fill_up
+        _long_tail_section(run, config, len(label_names), planned) for config in recipe.configs if config.fill_up
     )
     body = f"""
 # {recipe.name}
@@ -215,21 +222,19 @@ ds = load_dataset("<this repo or directory>", "{configs[0]}", split="train")
     return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n{body}").content
 
 
-def _long_tail_section(run: RunDir, config, num_classes: int) -> str:
+def _long_tail_section(run: RunDir, config: ConfigSpec, num_classes: int, planned: dict[Key, Counter]) -> str:
     """Many (> 100 real images) / medium / few (< 20) buckets of a fill-up config's real class counts."""
     from synthset.classes.longtail import bucket_table, read_train_list_counts
 
-    real = read_train_list_counts(config.fill_up.train_list, num_classes)
+    fill_up = config.fill_up
+    assert fill_up is not None, "only fill-up configs have a long-tail section"
+    real = read_train_list_counts(fill_up.train_list, num_classes)
     classes = read_class_rows(run, ["label", "selected"])
     selected = {row["label"]: real[row["label"]] for row in classes if row["selected"]}
-    synthetic: dict[int, int] = {}
-    for batch in open_plan(run).iter_batches(columns=["config", "label"]):
-        for row in batch.to_pylist():
-            if row["config"] == config.name:
-                synthetic[row["label"]] = synthetic.get(row["label"], 0) + 1
+    synthetic: Counter = sum((counts for (name, _), counts in planned.items() if name == config.name), Counter())
     lines = "\n".join(f"| {b} | {n} | {r} | {s} |" for b, n, r, s in bucket_table(selected, synthetic))
     return f"""
-## {config.name}: fill-up to {config.fill_up.target} images per class
+## {config.name}: fill-up to {fill_up.target} images per class
 
 | real-count bucket | classes | real images | synthetic images |
 |---|---|---|---|
@@ -255,8 +260,6 @@ def _remove_stale_builds(run: RunDir) -> None:
 
 def report_dropped_samples(reports) -> None:
     """Classes that lost samples to the quality gate are said out loud (never emptied silently)."""
-    from synthset.builders.validate import format_notes
-
     for report in reports:
         if report.dropped:
             logger.warning("%s/%s: %d planned samples were dropped by the quality gate", report.config,
@@ -270,12 +273,12 @@ def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]
     run = RunDir.planned(run_dir)
     lock = read_lock(run)
     check_family(lock.recipe)
-    names = check_finished(run, lock, verify=False)
-    from synthset.builders.validate import validate_run
-
     # On an object store: records, sizes and footers, and the rows' ids and labels by range requests; no
     # image byte comes to this host (`synthset validate` checks the stored checksums and decodes the images).
-    reports = validate_run(run, fast=run.on_store, images=not run.on_store)
+    checked = check_run(run, lock, fast=run.on_store, stop_reading_when_unfinished=True, images=not run.on_store)
+    if checked.first_unfinished is not None:
+        raise unfinished_error(run, checked.unfinished, len(checked.shards), checked.first_unfinished)
+    reports = checked.reports
     failed = [report for report in reports if not report.ok]
     if failed:
         raise RunStateError(
@@ -289,7 +292,7 @@ def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]
 
     target = Path(tempfile.mkdtemp(prefix=f"{DATASET_BUILD_PREFIX}{owner_token()}-", dir=run.root))
     try:
-        splits = link_shards(run, lock, names, target)
+        splits = link_shards(run, lock, checked.shards, checked.band_sizes, target)
         # The k-shot real image ids and the conditioning pools travel with the data: a reader can check them.
         for side_file in (run.lock_file, run.shots_file, run.pool_file):
             if side_file.is_file():
@@ -297,7 +300,7 @@ def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]
                     shutil.copyfile(side_file, tmp)
         if run.dataset_dir.is_dir():
             _carry_over(run.dataset_dir, target)
-        write_text_atomic(target / README_FILE, render_readme(lock, run, label_names, splits))
+        write_text_atomic(target / README_FILE, render_readme(lock, run, label_names, splits, checked.planned))
         replace_dir(target, run.dataset_dir)
     finally:
         shutil.rmtree(target, ignore_errors=True)

@@ -4,7 +4,19 @@ Per planned shard: a record made with the lock's settings for exactly these plan
 size and sha256 are the recorded ones (`fast=True` checks sizes only). Per generation config and split:
 every planned sample present exactly once (no duplicate `sample_id`, no plan row missing, nothing
 unplanned), exact per-class counts, labels inside the class set, and every image decodes at the size the
-recipe stores. Every problem names the file or sample at fault. Streams shard by shard: memory stays flat.
+recipe stores. Every problem names the file or sample at fault.
+
+One pass, shard by shard, in flat memory: each shard's plan rows, record and file are read once (the file
+is mapped, hashed and decoded from that one read, and its footer's sizes kept for `build`), and nothing is
+held across shards but counts. No set of every sample id is needed: a shard's rows must be exactly its
+planned ids, and plan ids are unique by construction, so "exactly once" is checked within each shard.
+`build` runs this same pass (`check_run`) and takes from it what it needs: the footers' sizes and the
+planned counts per class.
+
+On an object store each shard is read in the store (run/objects.py): a small one whole in one request, a
+large one by range requests a row group at a time; its sha256 is the one the store keeps (else the object
+hashed streamed). `build` of a store run passes `images=False`: no hash and no image column, so no image
+byte comes to the host (records, sizes, footers, ids and labels prove the layout; `validate` does the rest).
 
 With a quality gate, a planned sample may be *dropped* (its shard's record lists it, with the reason and
 every attempt's scores) instead of written: it counts as settled, not missing, and a class's expected
@@ -14,20 +26,34 @@ note, printed with the report; a class left with no image at all is named as suc
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from synthset.run import objects
 from synthset.run.classes_table import read_label_names
 from synthset.run.ids import parse_shard_name
-from synthset.run.lock import read_lock
+from synthset.run.lock import Lock, read_lock
+from synthset.run.mirror import committed
 from synthset.run.paths import RunDir
-from synthset.run.plan import open_plan, plan_shard_names, read_planned_shard
-from synthset.run.records import read_records, shard_problem
+from synthset.run.plan import PlannedShard, open_plan
+from synthset.run.records import (
+    ShardRecord,
+    checksum_problem,
+    read_record,
+    read_shard_record,
+    recorded_shards,
+    unfinished_problem,
+)
 
 MAX_PROBLEMS_LISTED = 5
+ROW_COLUMNS = ["sample_id", "config", "split", "label", "image"]
+Key = tuple[str, str]  # (config, split)
 
 
 @dataclass
@@ -48,11 +74,50 @@ class ConfigReport:
         self.problems.append(problem)
 
 
-def expected_image_size(width: int, height: int, resize: int | None) -> tuple[int, int]:
-    if resize is None or min(width, height) == resize:
-        return width, height
-    scale = resize / min(width, height)
-    return round(width * scale), round(height * scale)
+@dataclass(frozen=True)
+class FileSizes:
+    """Sizes of Parquet files, summed, from their footers: what `build` writes into `dataset_info`."""
+
+    rows: int = 0
+    data_bytes: int = 0  # the row groups' uncompressed size: what `datasets` calls a split's num_bytes
+    file_bytes: int = 0
+
+    def __add__(self, other: FileSizes) -> FileSizes:
+        return FileSizes(self.rows + other.rows, self.data_bytes + other.data_bytes, self.file_bytes + other.file_bytes)
+
+
+def footer_sizes(metadata: pq.FileMetaData, file_bytes: int) -> FileSizes:
+    data = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    return FileSizes(metadata.num_rows, data, file_bytes)
+
+
+@dataclass
+class RunCheck:
+    """What one pass over a run found: the reports `synthset validate` prints, and what `build` needs."""
+
+    reports: list[ConfigReport]
+    shards: list[str]  # the plan's shard names, in plan order
+    band_sizes: dict[tuple[str, int], FileSizes]  # per (generation config, band): its shards' files, summed
+    planned: dict[Key, Counter]  # planned images per label
+    unfinished: int = 0  # shards without a record that proves them finished (checksums aside)
+    first_unfinished: tuple[str, str] | None = None  # (shard, why)
+
+
+@dataclass
+class _Tally:
+    """The counts of one (config, split) while the pass runs."""
+
+    report: ConfigReport
+    planned: Counter = field(default_factory=Counter)
+    found: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)
+    reasons: dict[int, Counter] = field(default_factory=dict)  # label -> why its samples were dropped
+    missing: int = 0
+    first_missing: str | None = None
+
+    def add_missing(self, missing: set[str]) -> None:
+        self.missing += len(missing)
+        self.first_missing = min(missing | ({self.first_missing} if self.first_missing else set()))
 
 
 def _image_problem(data: bytes, expected: tuple[int, int]) -> str | None:
@@ -71,107 +136,197 @@ def _relative(run: RunDir, path: Path) -> str:
     return path.relative_to(run.root).as_posix()
 
 
-def validate_run(run_dir: str | Path | RunDir, fast: bool = False, images: bool = True) -> list[ConfigReport]:
-    """Check a run against its plan (module docstring): `fast` checks file sizes, not sha256; `images=False`
-    reads each shard's ids and labels but no image (build on an object store: no image byte to this host)."""
+def _key_of(shard: str) -> Key:
+    name = parse_shard_name(shard)
+    return name.config, name.split
+
+
+class _RunValidator:
+    """The state of one pass: counts per (config, split), and the sizes `build` needs."""
+
+    def __init__(
+        self, run: RunDir, lock: Lock, label_names: list[str], fast: bool, stop_reading: bool, images: bool = True
+    ) -> None:
+        self.run, self.generation_key, self.label_names = run, lock.generation_key, label_names
+        self.fast, self.stop_reading, self.images = fast, stop_reading, images
+        self.expected_size = lock.recipe.storage.stored_size(lock.recipe.generator.width, lock.recipe.generator.height)
+        self.tallies: dict[Key, _Tally] = {}
+        self.band_sizes: dict[tuple[str, int], FileSizes] = {}
+        self.unfinished = 0
+        self.first_unfinished: tuple[str, str] | None = None
+
+    def tally(self, key: Key) -> _Tally:
+        return self.tallies.get(key) or self.tallies.setdefault(key, _Tally(ConfigReport(*key)))
+
+    def check(self, shard: PlannedShard) -> None:
+        """One planned shard: its record, then (when it proves the shard finished) its file, read once."""
+        for row in shard.rows.select(["config", "split", "label"]).to_pylist():
+            tally = self.tally((row["config"], row["split"]))
+            tally.planned[row["label"]] += 1
+            tally.report.planned += 1
+        record = read_shard_record(self.run, shard.name)
+        problem = "no record" if record is None else self._unfinished(shard, record)
+        if problem is not None:
+            self.unfinished += 1
+            self.first_unfinished = self.first_unfinished or (shard.name, problem)
+            self._shard_problem(shard, problem)
+        elif record is not None and not (self.stop_reading and self.unfinished):  # else build stops anyway
+            self._read(shard, record)
+
+    def _unfinished(self, shard: PlannedShard, record: ShardRecord) -> str | None:
+        return unfinished_problem(self.run, record, shard.sample_ids, self.generation_key, shard.digest)
+
+    def _shard_problem(self, shard: PlannedShard, problem: str) -> None:
+        """The shard's own problem is the finding; its samples are not reported missing one by one too."""
+        for row in shard.rows.select(["config", "split", "label"]).to_pylist():
+            self.tally((row["config"], row["split"])).found[row["label"]] += 1
+        where, run = _relative(self.run, self.run.shard_file(shard.name)), self.run
+        if problem in ("no record", "shard file missing"):
+            self.tally(_key_of(shard.name)).report.add(f"{where}: {problem} (run `synthset generate {run}`)")
+        else:
+            self.tally(_key_of(shard.name)).report.add(f"{where}: {problem}; `synthset generate {run}` makes it again")
+
+    def _read(self, shard: PlannedShard, record: ShardRecord) -> None:
+        """Map the file once: hash it, then decode its rows and read its footer from the same bytes."""
+        path = self.run.shard_file(shard.name)
+        if objects.in_store(self.run, path):
+            self._read_in_store(shard, record, path)
+            return
+        with pa.memory_map(str(path)) as source:
+            data = source.read_buffer()
+            problem = None if self.fast else checksum_problem(self.run, record, hashlib.sha256(data).hexdigest())
+            if problem is not None:
+                self._shard_problem(shard, problem)
+                return
+            parquet = pq.ParquetFile(pa.BufferReader(data))
+            self._add_sizes(shard.name, footer_sizes(parquet.metadata, data.size))
+            self._check_rows(shard, record, parquet, _relative(self.run, path))
+
+    def _read_in_store(self, shard: PlannedShard, record: ShardRecord, path: Path) -> None:
+        """A shard of an object-store run, read where it is: its stored sha256, then its footer and rows."""
+        problem = None if self.fast else checksum_problem(self.run, record)
+        if problem is not None:
+            self._shard_problem(shard, problem)
+            return
+        with objects.parquet_file(self.run, path) as parquet:
+            self._add_sizes(shard.name, footer_sizes(parquet.metadata, objects.size(self.run, path) or 0))
+            self._check_rows(shard, record, parquet, _relative(self.run, path))
+
+    def _add_sizes(self, shard: str, sizes: FileSizes) -> None:
+        """Sum by band, not kept by shard: a published config is a set of whole bands."""
+        name = parse_shard_name(shard)
+        band = (name.config, name.band)
+        self.band_sizes[band] = self.band_sizes.get(band, FileSizes()) + sizes
+
+    def _check_rows(self, shard: PlannedShard, record: ShardRecord, parquet: pq.ParquetFile, where: str) -> None:
+        """The shard's rows and dropped samples are its planned ids, each exactly once."""
+        planned = set(shard.sample_ids)
+        settled = self._check_dropped(shard, record, planned)
+        for batch in parquet.iter_batches(columns=ROW_COLUMNS if self.images else ROW_COLUMNS[:-1]):
+            for row in batch.to_pylist():
+                self._check_row(shard.name, row, planned, settled, where)
+        missing = planned - settled
+        if missing:
+            self.tally(_key_of(shard.name)).add_missing(missing)
+
+    def _check_dropped(self, shard: PlannedShard, record: ShardRecord, planned: set[str]) -> set[str]:
+        """Count the samples the gate dropped (each must be planned here, once); -> their ids."""
+        tally, settled = self.tally(_key_of(shard.name)), set()
+        for entry in record.dropped:
+            if entry["sample_id"] not in planned or entry["sample_id"] in settled:
+                tally.report.add(f"{entry['sample_id']}: recorded as dropped but not planned in {shard.name}")
+                continue
+            settled.add(entry["sample_id"])
+            tally.dropped[entry["label"]] += 1
+            tally.reasons.setdefault(entry["label"], Counter())[entry["reason"]] += 1
+            tally.report.dropped += 1
+        return settled
+
+    def _check_row(self, shard: str, row: dict, planned: set[str], settled: set[str], where: str) -> None:
+        tally = self.tally((row["config"], row["split"]))
+        report, sample_id, label = tally.report, row["sample_id"], row["label"]
+        report.found += 1
+        if sample_id in settled:
+            report.add(f"{sample_id}: appears more than once (or is also recorded as dropped)")
+        settled.add(sample_id)
+        if sample_id not in planned:
+            report.add(f"{sample_id}: not in the plan of {shard}")
+        if not 0 <= label < len(self.label_names):
+            report.add(f"{sample_id}: label {label} outside 0..{len(self.label_names) - 1}")
+        tally.found[label] += 1
+        problem = _image_problem(row["image"]["bytes"], self.expected_size) if "image" in row else None
+        if problem:
+            report.add(f"{sample_id}: image {problem} ({where})")
+
+    def check_unplanned_records(self, planned: set[str]) -> None:
+        """A record of a shard the plan no longer has (a re-plan with fewer images) is a problem to clean."""
+        unplanned = sorted(name for name in recorded_shards(self.run) if name not in planned)
+        for path in map(self.run.record_file, unplanned):
+            if self.run.store is not None and not committed(self.run, path):
+                continue
+            record = read_record(path)
+            if record is not None and record.shard not in planned:
+                where = _relative(self.run, self.run.shard_file(record.shard))
+                self.tally(_key_of(record.shard)).report.add(
+                    f"{where}: not in the plan (`synthset clean {self.run}` removes it)"
+                )
+
+    def reports(self) -> list[ConfigReport]:
+        for tally in self.tallies.values():
+            self._compare_counts(tally)
+        return sorted((t.report for t in self.tallies.values()), key=lambda r: (r.config, r.split))
+
+    def _compare_counts(self, tally: _Tally) -> None:
+        """Missing samples, then each class's count against its plan (less what the gate dropped)."""
+        report = tally.report
+        if tally.missing:
+            report.add(f"{tally.missing} planned samples missing (first: {tally.first_missing})")
+        for label, count in sorted(tally.planned.items()):
+            lost = tally.dropped[label]
+            if tally.found[label] != count - lost:
+                less = f" less {lost} dropped" if lost else ""
+                report.add(f"label {label}: {tally.found[label]} images, planned {count}{less}")
+            elif lost:
+                reasons = ", ".join(f"{n} {why}" for why, n in sorted(tally.reasons[label].items()))
+                emptied = "; NO image left" if lost == count else ""
+                name = f"label {label} ({self.label_names[label]})"
+                report.notes.append(f"{name}: {lost} of {count} planned images dropped ({reasons}){emptied}")
+
+
+def check_run(
+    run: RunDir, lock: Lock, fast: bool = False, stop_reading_when_unfinished: bool = False, images: bool = True
+) -> RunCheck:
+    """Validate a run in one pass over its plan, records and shard files (module docstring).
+
+    Args:
+        run: the planned run; lock: its lock, as the caller read it.
+        fast: check the files' sizes, not their sha256.
+        stop_reading_when_unfinished: once a shard is found unfinished, read no more files (build refuses such
+            a run whatever the files hold, and only counts the unfinished shards).
+        images: read and decode the image column (build of an object-store run reads ids and labels only).
+
+    Returns:
+        The reports, and the footer sizes and planned counts that `build` writes into the README.
+    """
     from tqdm.auto import tqdm
 
-    run = RunDir.planned(run_dir)
-    lock = read_lock(run)
-    recipe = lock.recipe
-    label_names = read_label_names(run)
-    num_classes = len(label_names)
-    expected_size = expected_image_size(recipe.generator.width, recipe.generator.height, recipe.storage.resize)
     plan = open_plan(run)
-    planned: dict[tuple[str, str], Counter] = {}
-    planned_ids: dict[tuple[str, str], set[str]] = {}
-    for batch in plan.iter_batches(columns=["sample_id", "config", "split", "label"]):
-        for row in batch.to_pylist():
-            key = (row["config"], row["split"])
-            planned.setdefault(key, Counter())[row["label"]] += 1
-            planned_ids.setdefault(key, set()).add(row["sample_id"])
-    reports = {key: ConfigReport(key[0], key[1], planned=sum(c.values())) for key, c in planned.items()}
+    validator = _RunValidator(run, lock, read_label_names(run), fast, stop_reading_when_unfinished, images)
+    shards = objects.read_ahead_shards(run, plan.iter_shards())  # on a store: small shards fetched ahead
+    for shard in tqdm(shards, total=len(plan.shard_names), desc="validate", unit="shard"):
+        validator.check(shard)
+    validator.check_unplanned_records(set(plan.shard_names))
+    planned = {key: tally.planned for key, tally in validator.tallies.items()}
+    reports = validator.reports()
+    return RunCheck(
+        reports, plan.shard_names, validator.band_sizes, planned, validator.unfinished, validator.first_unfinished
+    )
 
-    def report_for(shard: str) -> ConfigReport:
-        name = parse_shard_name(shard)
-        key = (name.config, name.split)
-        return reports.get(key) or reports.setdefault(key, ConfigReport(*key))
 
-    records = read_records(run)
-    names = plan_shard_names(plan)
-    readable = []
-    found: dict[tuple[str, str], Counter] = {key: Counter() for key in planned}
-    dropped: dict[tuple[str, str], Counter] = {key: Counter() for key in planned}
-    dropped_reasons: dict[tuple[tuple[str, str], int], Counter] = {}
-    seen: set[str] = set()
-    for i, name in enumerate(tqdm(names, desc="validate shards", unit="shard", disable=fast)):
-        shard = read_planned_shard(plan, i, name)
-        problem = shard_problem(run, shard, records, lock.generation_key, not fast)
-        if problem is None:
-            readable.append(name)
-            planned_here = set(shard.sample_ids)
-            shard_name = parse_shard_name(name)
-            key = (shard_name.config, shard_name.split)
-            for entry in records[name].dropped:
-                if entry["sample_id"] not in planned_here or entry["sample_id"] in seen:
-                    report_for(name).add(f"{entry['sample_id']}: recorded as dropped but not planned in {name}")
-                    continue
-                seen.add(entry["sample_id"])
-                dropped.setdefault(key, Counter())[entry["label"]] += 1
-                dropped_reasons.setdefault((key, entry["label"]), Counter())[entry["reason"]] += 1
-                report_for(name).dropped += 1
-            continue
-        # The shard's own problem is the finding; its samples are not reported missing one by one too.
-        for row in shard.rows.select(["sample_id", "config", "split", "label"]).to_pylist():
-            seen.add(row["sample_id"])
-            found[(row["config"], row["split"])][row["label"]] += 1
-        if problem in ("no record", "shard file missing"):
-            report_for(name).add(f"{_relative(run, run.shard_file(name))}: {problem} (run `synthset generate {run}`)")
-        else:
-            report_for(name).add(
-                f"{_relative(run, run.shard_file(name))}: {problem}; `synthset generate {run}` makes it again"
-            )
-    for name in sorted(set(records) - set(names)):
-        report_for(name).add(
-            f"{_relative(run, run.shard_file(name))}: not in the plan (`synthset clean {run}` removes it)"
-        )
-
-    columns = ["sample_id", "config", "split", "label", *(["image"] if images else [])]
-    paths = objects.read_ahead(run, [run.shard_file(name) for name in readable])  # a store: fetched ahead
-    for path in tqdm(paths, total=len(readable), desc="validate rows", unit="shard"):
-        with objects.parquet_file(run, path) as parquet:  # on an object store: range requests
-            for batch in parquet.iter_batches(columns=columns):
-                for row in batch.to_pylist():
-                    key = (row["config"], row["split"])
-                    report = reports.get(key) or reports.setdefault(key, ConfigReport(*key))
-                    report.found += 1
-                    sample_id = row["sample_id"]
-                    if sample_id in seen:
-                        report.add(f"{sample_id}: appears more than once (or is also recorded as dropped)")
-                    seen.add(sample_id)
-                    if sample_id not in planned_ids.get(key, ()):
-                        report.add(f"{sample_id}: not in the plan")
-                    if not 0 <= row["label"] < num_classes:
-                        report.add(f"{sample_id}: label {row['label']} outside 0..{num_classes - 1}")
-                    found.setdefault(key, Counter())[row["label"]] += 1
-                    problem = _image_problem(row["image"]["bytes"], expected_size) if images else None
-                    if problem:
-                        report.add(f"{sample_id}: image {problem} ({_relative(run, path)})")
-    for key, report in reports.items():
-        missing = planned_ids.get(key, set()) - seen
-        if missing:
-            report.add(f"{len(missing)} planned samples missing (first: {min(missing)})")
-        for label, count in sorted(planned.get(key, Counter()).items()):
-            lost = dropped.get(key, Counter())[label]
-            if found[key][label] != count - lost:
-                less = f" less {lost} dropped" if lost else ""
-                report.add(f"label {label}: {found[key][label]} images, planned {count}{less}")
-            elif lost:
-                reasons = ", ".join(f"{n} {why}" for why, n in sorted(dropped_reasons[(key, label)].items()))
-                emptied = "; NO image left" if lost == count else ""
-                name = f"label {label} ({label_names[label]})"
-                report.notes.append(f"{name}: {lost} of {count} planned images dropped ({reasons}){emptied}")
-    return sorted(reports.values(), key=lambda r: (r.config, r.split))
+def validate_run(run_dir: str | Path | RunDir, fast: bool = False) -> list[ConfigReport]:
+    """`synthset validate`: one report per generation config and split (see the module docstring)."""
+    run = RunDir.planned(run_dir)
+    return check_run(run, read_lock(run), fast).reports
 
 
 def format_reports(reports: list[ConfigReport]) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from synthset.cards.hub_licenses import license_problem
 from synthset.errors import SynthsetError, first_line
+from synthset.models import ResolvedModel
 
 
 @dataclass(frozen=True)
@@ -37,24 +38,22 @@ def _from_card_data(data: Any, source: str) -> License | None:
     return License(value, source, getattr(data, "license_name", None), getattr(data, "license_link", None))
 
 
-def model_card_license(lock_data: dict[str, Any]) -> tuple[License | None, str | None]:
+def model_card_license(model: ResolvedModel) -> tuple[License | None, str | None]:
     """The generator's license from its model card, and why it could not be read (or None)."""
-    resolved = lock_data.get("resolved") or {}
-    model = resolved.get("model") or lock_data["recipe"]["generator"]["model"]
-    if resolved.get("model_source") == "local":
-        readme = Path(model) / "README.md"
+    if model.source == "local":
+        readme = Path(model.load_path) / "README.md"
         if not readme.is_file():
             return None, None
         from huggingface_hub import ModelCard
 
-        return _from_card_data(ModelCard.load(readme).data, f"model card of {model}"), None
+        return _from_card_data(ModelCard.load(readme).data, f"model card of {model.load_path}"), None
     from huggingface_hub import HfApi
 
     try:
-        info = HfApi().model_info(model, revision=resolved.get("model_revision"))
+        info = HfApi().model_info(model.load_path, revision=model.revision)
     except Exception as error:  # noqa: BLE001 - offline, gated, 404: reported, then the recipe decides
         return None, first_line(error)
-    return _from_card_data(info.card_data, f"model card of {model}"), None
+    return _from_card_data(info.card_data, f"model card of {model.load_path}"), None
 
 
 def checked(license: License) -> License:
@@ -66,19 +65,29 @@ def checked(license: License) -> License:
 
 
 def resolve_license(
-    lock_data: dict[str, Any],
+    model: ResolvedModel,
+    recipe_license: str | None,
     override: str | None = None,
     license_name: str | None = None,
     license_link: str | None = None,
 ) -> License:
-    """License for the card: the model card's; else the recipe's `license:` (or `--license`), checked."""
-    stated_value = override or (lock_data.get("recipe") or {}).get("license")
+    """License for the card: the model card's; else the recipe's `license:` (or `--license`), checked.
+
+    Args:
+        model: the generator as the lock pinned it (its model card is read at that revision).
+        recipe_license: the recipe's `license:` (None when it states none).
+        override: `--license`, which replaces the recipe's.
+        license_name, license_link: for `license: other`.
+
+    Raises:
+        SynthsetError: no license at all, one the Hub does not know, or the model card and recipe disagree.
+    """
+    stated_value = override or recipe_license
     stated = None
     if stated_value:
         source = "`--license` option" if override else "recipe (`license:`)"
         stated = checked(License(stated_value, source, license_name, license_link))
-    from_model, problem = model_card_license(lock_data)
-    model = (lock_data.get("resolved") or {}).get("model") or lock_data["recipe"]["generator"]["model"]
+    from_model, problem = model_card_license(model)
     if from_model is not None and stated is not None and from_model.license != stated.license:
         raise SynthsetError(
             f"license: the {from_model.source} says {from_model.license!r} but the {stated.source} says "
@@ -90,6 +99,6 @@ def resolve_license(
         return stated
     why = f"cannot read its model card ({problem})" if problem else "its model card states no license"
     raise SynthsetError(
-        f"license: the generator {model} {why}; add `license: <hub license id>` to the recipe "
+        f"license: the generator {model.load_path} {why}; add `license: <hub license id>` to the recipe "
         "(e.g. creativeml-openrail-m) or pass --license"
     )

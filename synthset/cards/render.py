@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,12 +33,15 @@ from synthset.cards.license import License, resolve_license
 from synthset.cards.quality import ClipModelInfo, QualityFigures, quality_figures
 from synthset.cards.screening import UNSCREENED_WARNING, Screening, screening_section
 from synthset.cards.stats import ConfigStats, collect_stats, config_data_files, size_category, unique_rows
-from synthset.errors import SynthsetError, first_line
+from synthset.errors import RunStateError, SynthsetError, first_line
 from synthset.fsutil import write_text_atomic
+from synthset.recipe import Recipe, StorageSpec
 from synthset.run import objects
-from synthset.run.lock import read_lock_data
+from synthset.run.hub_limits import human_bytes
+from synthset.run.lock import Lock, read_lock
 from synthset.run.paths import README_FILE as README
 from synthset.run.paths import RunDir
+from synthset.run.published import published_configs
 
 CARD_MARKER = "<!-- synthset-card provenance={provenance} -->"
 BUILD_START, BUILD_END = "<!-- synthset-build:start -->", "<!-- synthset-build:end -->"
@@ -84,14 +88,6 @@ def card_for_repo(text: str, repo_id: str) -> str:
     return text.replace(found[0], f"<!-- synthset-card-repo {repo_id} -->")
 
 
-def _human_bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
-
-
 def dataset_infos(card_data: dict[str, Any]) -> list[dict[str, Any]]:
     """`dataset_info` as a list: YAML holds a single config's info as one mapping."""
     infos = card_data.get("dataset_info") or []
@@ -127,19 +123,14 @@ def _default_config(card_data: dict[str, Any]) -> str | None:
     return next((c["config_name"] for c in card_data["configs"] if c.get("default")), None)
 
 
-def _pinned(resolved: dict[str, Any], name: str) -> dict[str, str] | None:
-    """An auxiliary model (clip, llm) as the lock pinned it: model id and revision."""
-    return (resolved.get("aux_models") or {}).get(name)
-
-
-def _describe_llm(recipe: dict[str, Any], resolved: dict[str, Any]) -> str:
-    llm = (recipe.get("prompts") or {}).get("llm") or {}
-    pinned = _pinned(resolved, "llm")
+def _describe_llm(lock: Lock) -> str:
+    llm = lock.recipe.prompts.llm
+    pinned = lock.aux_models.get("llm")
     if pinned is None:
         return "none: prompts come from templates and word lists"
     return (
-        f"`{code_text(pinned['model'])}` ({markdown_text(llm.get('backend'))}) at revision "
-        f"`{code_text(pinned['revision'])}`, temperature {llm.get('temperature')}, top_p {llm.get('top_p')}"
+        f"`{code_text(pinned['model'])}` ({markdown_text(llm.backend)}) at revision "
+        f"`{code_text(pinned['revision'])}`, temperature {llm.temperature}, top_p {llm.top_p}"
     )
 
 
@@ -155,11 +146,10 @@ def _lar_sources(run: RunDir) -> str:
     return ", ".join(f"{n} {LAR_SOURCES.get(source, markdown_text(source))}" for source, n in sorted(counts.items()))
 
 
-def _describe_lar(recipe: dict[str, Any], resolved: dict[str, Any], run: RunDir) -> str | None:
-    strategies = {c.get("strategy", "") for c in recipe.get("configs") or []}
-    if not any(s.startswith("lar") for s in strategies):
+def _describe_lar(lock: Lock, run: RunDir) -> str | None:
+    if not any(c.strategy.startswith("lar") for c in lock.recipe.configs):
         return None
-    pinned = _pinned(resolved, "clip")
+    pinned = lock.aux_models.get("clip")
     clip = (
         f"`{code_text(pinned['model'])}` at revision `{code_text(pinned['revision'])}`"
         if pinned
@@ -169,16 +159,14 @@ def _describe_lar(recipe: dict[str, Any], resolved: dict[str, Any], run: RunDir)
     return clip + (f"; classes: {sources}" if sources else "")
 
 
-def _card_data(
-    base: dict[str, Any], lock: dict[str, Any], license: License, rows: int, stats: list[ConfigStats]
-) -> Any:
+def _card_data(base: dict[str, Any], recipe: Recipe, license: License, rows: int) -> Any:
     from huggingface_hub import DatasetCardData
 
     # tags name how the dataset was made (the recipe's strategies), never values found in rows (cd, sd)
-    strategies = sorted({c["strategy"] for c in lock["recipe"]["configs"]})
+    strategies = sorted({c.strategy for c in recipe.configs})
     extra = {k: v for k, v in (("license_name", license.license_name), ("license_link", license.license_link)) if v}
     return DatasetCardData(
-        pretty_name=lock["recipe"]["name"],
+        pretty_name=recipe.name,
         license=license.license,
         **extra,
         task_categories=["image-classification"],
@@ -190,42 +178,31 @@ def _card_data(
     )
 
 
-def render_card(
-    run: RunDir,
-    license: License,
-    stats: list[ConfigStats],
-    quality: tuple[ClipModelInfo, list[QualityFigures]] | None = None,
-    repo_id: str | None = None,
-    screening: Screening | None = None,
-) -> str:
-    """The README text; `configs`/`dataset_info` come from the README that `synthset build` wrote."""
-    from huggingface_hub import DatasetCard
+def _describe_storage(storage: StorageSpec) -> str:
+    quality = f" (quality {storage.quality}), " if storage.format in ("jpeg", "webp") else ", "
+    size = f"resized to {storage.resize} px, " if storage.resize else "at the generated size, "
+    return f"{storage.format}{quality}{size}{storage.shard_size} images per Parquet shard"
 
-    dataset_dir = run.dataset_dir
-    lock = read_lock_data(run)
-    recipe, resolved = lock["recipe"], lock.get("resolved") or {}
-    readme_text = (dataset_dir / README).read_text(encoding="utf-8")
-    base = DatasetCard(readme_text).data.to_dict()
-    if not base.get("configs") or not base.get("dataset_info"):
-        raise SynthsetError(f"{dataset_dir / README}: no `configs`/`dataset_info` in its YAML; run `synthset build`")
-    data_files = config_data_files(base, objects.data_files(run, dataset_dir))
-    rows = unique_rows(run, data_files)
-    card_data = _card_data(base, lock, license, rows, stats)
-    strategy_of = {c["name"]: c.get("strategy", "?") for c in recipe["configs"]}
+
+def _strategy_of(recipe: Recipe, readme: Path) -> Callable[[ConfigStats], str]:
+    """Each published config's strategy: its generation config's (a scale config `<name>_<k>x` included)."""
+    strategies = {config.name: config.strategy for config in published_configs(recipe)}
 
     def strategy(stats: ConfigStats) -> str:
-        """The recipe config's strategy; a scale config `<name>_<k>x` is its generation config's."""
-        if stats.config in strategy_of:
-            return strategy_of[stats.config]
-        scale = re.fullmatch(r"(.+)_\d+x", stats.config)
-        if scale and scale.group(1) in strategy_of:
-            return strategy_of[scale.group(1)]
-        return ", ".join(sorted(stats.strategies)) or "?"
+        if stats.config not in strategies:
+            raise RunStateError(f"{readme}: config {stats.config!r} is not one of this run's; run `synthset build`")
+        return strategies[stats.config]
 
-    configs = []
+    return strategy
+
+
+def _config_rows(recipe: Recipe, stats: list[ConfigStats], readme: Path) -> list[dict[str, Any]]:
+    """The card's table of configs: one row per published config."""
+    strategy = _strategy_of(recipe, readme)
+    rows = []
     for s in stats:
         low, median, high = s.class_min_median_max
-        configs.append(
+        rows.append(
             {
                 "name": s.config,
                 "strategy": strategy(s),
@@ -234,50 +211,89 @@ def render_card(
                 "classes": s.classes,
                 "per_class": f"{low} / {median:g} / {high}",
                 "files": s.files,
-                "size": _human_bytes(s.bytes),
+                "size": human_bytes(s.bytes),
             }
         )
+    return rows
+
+
+def _prompt_examples(stats: list[ConfigStats]) -> dict[str, list[str]]:
+    """Up to three distinct prompts per strategy, from the configs' sampled rows."""
     examples: dict[str, list[str]] = {}
     for s in stats:
         for strategy, prompts in s.prompt_examples.items():
             examples.setdefault(strategy, [])
             examples[strategy] += [p for p in prompts if p not in examples[strategy]][: 3 - len(examples[strategy])]
-    generator = dict(recipe["generator"])
-    generator["revision"] = resolved.get("model_revision", "unknown")
+    return examples
+
+
+def render_card(
+    run: RunDir,
+    lock: Lock,
+    license: License,
+    stats: list[ConfigStats],
+    quality: tuple[ClipModelInfo, list[QualityFigures]] | None = None,
+    repo_id: str | None = None,
+    screening: Screening | None = None,
+) -> str:
+    """The README text; `configs`/`dataset_info` come from the README that `synthset build` wrote.
+
+    Args:
+        run: the built run.
+        lock: its lock, as the caller read it (the card stage parses it once).
+        license: the dataset's license (`resolve_license`).
+        stats: per published config, counted from its Parquet files (`collect_stats`).
+        quality: the CLIP model and its figures per config, when computed.
+        repo_id: the repo the card names; a placeholder when None (`card_for_repo` fills it at push time).
+        screening: the quality gate's section.
+
+    Returns:
+        The card's text, checked to parse back to build's `configs` and `dataset_info`.
+
+    Raises:
+        SynthsetError: build's README has no configs; RunStateError: it names one this run does not publish.
+    """
+    from huggingface_hub import DatasetCard
+
+    recipe = lock.recipe
+    dataset_dir = run.dataset_dir
+    readme_text = (dataset_dir / README).read_text(encoding="utf-8")
+    base = DatasetCard(readme_text).data.to_dict()
+    if not base.get("configs") or not base.get("dataset_info"):
+        raise SynthsetError(f"{dataset_dir / README}: no `configs`/`dataset_info` in its YAML; run `synthset build`")
+    rows = unique_rows(run, config_data_files(base, objects.data_files(run, dataset_dir)))
+    configs = _config_rows(recipe, stats, dataset_dir / README)
+    generator = {**recipe.generator.model_dump(mode="json"), "revision": lock.model.revision}
     evaluations = [(name, table, fence(table)) for name, table in evaluation_tables(run)]
-    storage = recipe.get("storage") or {}
     clip_info, figures = quality if quality else (None, None)
     template = resources.files("synthset.cards") / "templates" / "dataset_card.md.j2"
     card = DatasetCard.from_template(
-        card_data,
+        _card_data(base, recipe, license, rows),
         template_str=template.read_text(encoding="utf-8"),
-        pretty_name=recipe["name"],
-        provenance=lock["provenance"],
-        generation_key=lock.get("generation_key", "?"),
+        pretty_name=recipe.name,
+        provenance=lock.provenance,
+        generation_key=lock.generation_key,
         total_images=rows,
         selected_classes=len({label for s in stats for label in s.per_class}),
         label_space=_label_space(base),
-        class_set=(recipe.get("classes") or {}).get("set", "?"),
+        class_set=recipe.classes.set,
         configs=configs,
         generator=generator,
-        seed=recipe.get("seed"),
-        storage=f"{storage.get('format', '?')}"
-        + (f" (quality {storage.get('quality')}), " if storage.get("format") in ("jpeg", "webp") else ", ")
-        + (f"resized to {storage['resize']} px, " if storage.get("resize") else "at the generated size, ")
-        + f"{storage.get('shard_size')} images per Parquet shard",
-        llm=_describe_llm(recipe, resolved),
-        lar_clip=_describe_lar(recipe, resolved, run),
+        seed=recipe.seed,
+        storage=_describe_storage(recipe.storage),
+        llm=_describe_llm(lock),
+        lar_clip=_describe_lar(lock, run),
         quality_clip=f"`{code_text(clip_info.name)}` at revision `{code_text(clip_info.revision)}`"
         if clip_info
         else "not computed",
         quality_clip_name=clip_info.name if clip_info else "",
         quality=figures,
         license=license,
-        versions=resolved.get("versions") or {},
+        versions=lock.versions,
         default=next((c for c in configs if c["name"] == _default_config(base)), configs[0]),
         repo_id=repo_id or REPO_PLACEHOLDER,
-        run_dir=f"{recipe.get('output_dir', 'runs')}/{recipe['name']}",
-        prompt_examples=examples,
+        run_dir=f"{recipe.output_dir}/{recipe.name}",
+        prompt_examples=_prompt_examples(stats),
         builder_sections=builder_sections(readme_text),
         evaluations=evaluations,
         build_start=BUILD_START,
@@ -331,7 +347,7 @@ def write_card(
 
     run = RunDir.at(run_dir)
     dataset_dir = run.dataset_dir
-    lock = read_lock_data(run)
+    lock = read_lock(run)
     if not run.dataset_readme.is_file():
         raise SynthsetError(f"{run}: no {dataset_dir.name}/{README}; run `synthset build {run}` first")
     if repo_id is not None:
@@ -339,7 +355,7 @@ def write_card(
             validate_repo_id(repo_id)
         except HFValidationError as error:
             raise SynthsetError(f"--repo: {repo_id!r} is not a Hub repo id: {first_line(error)}") from None
-    chosen = resolve_license(lock, license, license_name, license_link)
+    chosen = resolve_license(lock.model, lock.recipe.license, license, license_name, license_link)
     if chosen.license_link and "://" not in chosen.license_link and not (dataset_dir / chosen.license_link).is_file():
         raise SynthsetError(
             f"--license-link: {chosen.license_link} is not a file in {dataset_dir}; add it or give a URL"
@@ -351,8 +367,8 @@ def write_card(
     if clip_model:
         quality = quality_figures(run, data_files, clip_model, clip_pretrained, quality_per_class)
     samples = write_sample_grid(run, data_files)
-    screening = screening_section(run)
-    content = render_card(run, chosen, stats, quality, repo_id, screening)
+    screening = screening_section(run, lock)
+    content = render_card(run, lock, chosen, stats, quality, repo_id, screening)
     write_text_atomic(dataset_dir / README, content)
     return CardResult(dataset_dir / README, samples, chosen, stats, quality[1] if quality else None)
 

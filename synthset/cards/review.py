@@ -39,7 +39,7 @@ from synthset.errors import SynthsetError
 from synthset.fsutil import write_text_atomic
 from synthset.run import objects
 from synthset.run.ids import parse_shard_name
-from synthset.run.lock import read_lock
+from synthset.run.lock import Lock, read_lock
 from synthset.run.paths import RunDir
 from synthset.run.plan import open_plan, plan_shard_names
 from synthset.run.records import ShardRecord, read_records
@@ -272,11 +272,10 @@ def _fill_group(parquet: pq.ParquetFile, group: int, wanted: dict[str, list[Item
             item.image = thumbnail_data(images[row].as_py()["bytes"])
 
 
-def collect_review(run: RunDir, per_class: int, with_rejected_images: bool = True) -> list[ConfigReview]:
+def collect_review(run: RunDir, lock: Lock, per_class: int, with_rejected_images: bool = True) -> list[ConfigReview]:
     """Per generation config and class: counts, and the images to show (thumbnails filled in)."""
     from synthset.run.classes_table import read_label_names
 
-    lock = read_lock(run)
     quality = lock.recipe.quality
     min_clip = quality.min_clip_score if quality is not None else None
     names = read_label_names(run)
@@ -436,9 +435,10 @@ def write_review(
         raise SynthsetError(f"--per-class must be at least 1, got {per_class}")
     if publish and not run.dataset_readme.is_file():
         raise SynthsetError(f"{run}: no dataset/ to publish the review with; run `synthset build {run}` first")
-    configs = collect_review(run, per_class, with_rejected_images=not publish)
+    lock = read_lock(run)
+    configs = collect_review(run, lock, per_class, with_rejected_images=not publish)
     note = "Rejected attempts are listed with their scores only: their images are not published." if publish else ""
-    text = render_review(read_lock(run).recipe.name, read_lock(run).provenance, configs, note)
+    text = render_review(lock.recipe.name, lock.provenance, configs, note)
     path = out or (run.dataset_dir / run.review_file.name if publish else run.review_file)
     write_text_atomic(path, text)
     return ReviewResult(path, configs, len(text.encode("utf-8")))

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from synthset.fsutil import atomic_path
 from synthset.run import objects
-from synthset.run.lock import read_lock
+from synthset.run.lock import Lock
 from synthset.run.paths import RunDir
 from synthset.run.plan import open_plan, plan_shard_names
 from synthset.run.published import files_of, published_configs, shard_files
@@ -119,11 +119,10 @@ def _count_dropped(stats: ConfigScreening, dropped: list[dict[str, Any]], names:
             _count_attempt(stats, attempt, min_clip)
 
 
-def collect_screening(run: RunDir) -> Screening:
+def collect_screening(run: RunDir, lock: Lock) -> Screening:
     """Count the gate's work per published config, from the published files and the shard records."""
     from synthset.run.classes_table import read_label_names
 
-    lock = read_lock(run)
     recipe = lock.recipe
     quality = recipe.quality
     min_clip = quality.min_clip_score if quality is not None else None
@@ -218,9 +217,9 @@ def write_clip_plot(dataset_dir: Path, configs: list[ConfigScreening], min_clip:
     return CLIP_PLOT_FILE
 
 
-def screening_section(run: RunDir) -> Screening:
+def screening_section(run: RunDir, lock: Lock) -> Screening:
     """Collect the numbers and write the plot: what `render_card` passes to the template's Screening block."""
-    screening = collect_screening(run)
+    screening = collect_screening(run, lock)
     min_clip = screening.policy.get("min_clip_score")
     screening.plot = write_clip_plot(run.dataset_dir, screening.configs, min_clip)
     if screening.plot is None:

@@ -25,6 +25,7 @@ from synthset.cli import (
     review,
     schema,
     status,
+    submit,
     tiny_models,
     train,
     validate,
@@ -37,6 +38,7 @@ from synthset.errors import SynthsetError
 COMMANDS: dict[str, ModuleType] = {
     "plan": plan,
     "generate": generate,
+    "submit": submit,
     "build": build,
     "train": train,
     "card": card,

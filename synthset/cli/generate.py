@@ -6,6 +6,8 @@ import argparse
 
 from synthset.cli.output import show
 
+STOPPED_EXIT_STATUS = 75  # EX_TEMPFAIL: SIGTERM or SIGUSR1 stopped the worker before the run was done
+
 HELP = "generate the planned images into shards (run under `accelerate launch`)"
 DESCRIPTION = (
     "Generate every planned image exactly once. Run it plainly for one process, or as "
@@ -14,7 +16,8 @@ DESCRIPTION = (
     "later) can work on one run directory at once; a worker whose claim goes unrenewed for the lease "
     "time is taken to be dead and its shard is taken over. Restartable: finished shards (checked by "
     "sha256) are skipped, so an interrupted run loses at most the shards in progress, and may resume "
-    "with another number of processes."
+    "with another number of processes. SIGTERM or SIGUSR1 stop a worker cleanly (the batch in hand ends, its "
+    "shard is released at once) with exit status 75, on which a job script may requeue itself."
 )
 
 
@@ -38,5 +41,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from synthset import api
 
-    show(api.generate(args.run, verify=not args.no_verify, lease_seconds=args.lease_seconds))
+    result = api.generate(args.run, verify=not args.no_verify, lease_seconds=args.lease_seconds, stop_on_signals=True)
+    show(result)
+    if result.summary.stopped and not result.summary.all_shards_done:
+        return STOPPED_EXIT_STATUS  # a job script requeues on it (docs/clusters.md)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 HELP = "where a generate run stands: shards done / being made / pending, workers, ETA"
@@ -27,7 +28,10 @@ def run(args: argparse.Namespace) -> int:
     from synthset import api
 
     while True:
-        report = str(api.status(args.run, lease_seconds=args.lease_seconds))
+        result = api.status(args.run, lease_seconds=args.lease_seconds)
+        report = str(result)
+        for warning in result.warnings:  # e.g. squeue unreachable: the shards' status is still shown
+            print(f"synthset: {warning}", file=sys.stderr)
         if not args.watch:
             print(report)
             return 0

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from synthset.errors import ModelError, first_line
 from synthset.generation.families import augcond_mismatch, family_for
 from synthset.generation.families.base import LoadedGenerator
+from synthset.generation.host_memory import preload_largest_component, release_freed_memory
 from synthset.generation.pipeline_options import (
     SAFETY_CHECKER_OFF,
     apply_knobs,
@@ -78,6 +79,8 @@ def load_generator(lock: Lock, device: torch.device, run: RunDir, show_progress:
         model_index = diffusers.DiffusionPipeline.load_config(lock.model.load_path, revision=kwargs.get("revision"))
         family = family_for(model_index.get("_class_name"))
         kwargs.update(family.load_kwargs(model_index))
+        # The largest component first: its cast-on-load transient then sits on nothing else (host_memory).
+        kwargs.update(preload_largest_component(lock.model.load_path, model_index, kwargs["dtype"], set(kwargs)))
         pipe = diffusers.DiffusionPipeline.from_pretrained(lock.model.load_path, **kwargs)
     except (OSError, ValueError) as error:  # missing or broken files, no network: one line, not a traceback
         raise ModelError(f"generator.model: cannot load {lock.model.load_path!r}: {first_line(error)}") from None
@@ -118,7 +121,8 @@ def copy_weights_to_aligned_memory(pipe: Any) -> None:
     unaligned addresses; under `accelerate launch` the same weights are copied into aligned memory. CPU
     kernels pick their code path by address: a one-row matmul (the unCLIP image encoder's projection of
     a single conditioning image) gave other bits on 1 process than on 2 (measured here). Copying makes
-    the bytes of a sample independent of how the run was launched.
+    the bytes of a sample independent of how the run was launched. The heap the old copies leave is
+    handed back to the OS (3 GiB for SDXL's UNet in float32: `synthset.generation.host_memory`).
     """
     import torch
 
@@ -134,6 +138,7 @@ def copy_module_to_aligned_memory(model: Any) -> None:
             parameter.data = parameter.data.clone()  # the same Parameter: tied weights stay tied
         for name, tensor in list(module.named_buffers(recurse=False)):
             setattr(module, name, tensor.clone())
+    release_freed_memory()
 
 
 def generate_images(generator: LoadedGenerator, rows: list[dict[str, Any]]) -> tuple[list[Image], list[dict]]:

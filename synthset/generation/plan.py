@@ -180,19 +180,15 @@ def add_stats(total: PromptStats, part: PromptStats) -> None:
 def check_hub_layout(recipe: Recipe, selected: list[ClassInfo], num_classes: int) -> str:
     """Refuse a recipe whose published layout breaks a Hub limit (one line naming the limit and the setting
     that fixes it), before any GPU hour is spent; else the plan's one-line summary of what the Hub will hold."""
-    from synthset.run.hub_limits import layout_figures, layout_summary, limit_problem, stored_pixels
+    from synthset.run.hub_limits import layout_figures, layout_summary, limit_problem
 
     band_rows = {
         (config.name, band): sum(images_per_class(config, selected, num_classes).values())
         for config in recipe.configs
         for band in range(config.bands)
     }
-    figures = layout_figures(
-        band_rows,
-        recipe.storage.shard_size,
-        stored_pixels(recipe.generator.width, recipe.generator.height, recipe.storage.resize),
-        recipe.storage.format,
-    )
+    width, height = recipe.storage.stored_size(recipe.generator.width, recipe.generator.height)
+    figures = layout_figures(band_rows, recipe.storage.shard_size, width * height, recipe.storage.format)
     problem = limit_problem(figures, recipe.storage.shard_size)
     if problem is not None:
         raise SynthsetError(f"{recipe.name}: the Hub would refuse this dataset: {problem}")

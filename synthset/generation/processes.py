@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from synthset.errors import SynthsetError, first_line
@@ -81,3 +83,34 @@ def exit_with_launcher() -> None:
     if parent == 1:  # orphaned before we started watching
         _stop_orphan(parent)
     threading.Thread(target=_watch_parent, args=(parent,), name="synthset-launcher-watch", daemon=True).start()
+
+
+# A scheduler's warnings: SLURM sends the job's `--signal` (USR1 here) before its time limit and SIGTERM
+# when it preempts, requeues or cancels a job (then SIGKILL after its KillWait).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+@dataclass
+class StopRequest:
+    """Set by a stop signal: the generate loop takes no more work once `event` is set; `signal` says which."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    signal: str | None = None
+
+    def handle(self, signum: int, frame: object = None) -> None:
+        self.signal = signal.Signals(signum).name
+        logger.warning("%s received: finishing the batch in hand, then releasing this worker's shards", self.signal)
+        self.event.set()
+
+
+def stop_on_signals() -> StopRequest:
+    """Make SIGTERM and SIGUSR1 a request to stop (the loop checks it between batches) instead of death.
+
+    A worker that dies mid-shard leaves its claim to expire (a whole lease on another host); one that stops
+    drops its unfinished shard and releases the claim at once, so another worker takes the shard straight away.
+    Must be called from the main thread (Python installs signal handlers there only).
+    """
+    request = StopRequest()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, request.handle)
+    return request

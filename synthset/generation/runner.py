@@ -30,7 +30,7 @@ from synthset.generation.processes import exit_with_launcher, make_process_state
 from synthset.generation.progress import GlobalProgress
 from synthset.models import check_local_model
 from synthset.run.access import READS_PLAN_AND_RECORDS, put_file, refresh
-from synthset.run.claims import DEFAULT_LEASE_SECONDS, ClaimBook, ClaimLost, current_claim
+from synthset.run.claims import DEFAULT_LEASE_SECONDS, ClaimBook, ClaimLost, Worker, current_claim
 from synthset.run.classes_table import read_label_names
 from synthset.run.lock import read_lock
 from synthset.run.paths import RunDir
@@ -67,6 +67,7 @@ class GenerateSummary:
     shards_done_by_others: int  # recorded by other workers while this one ran
     all_shards_done: bool
     seconds: float
+    stopped: bool = False  # a stop signal (SIGTERM, SIGUSR1) ended it before every shard was recorded
     redraws: int = 0  # images made again because the quality gate rejected an attempt
     dropped: int = 0  # planned samples the quality gate dropped
     near_duplicates: int = 0
@@ -110,11 +111,21 @@ def recorded_shard_problems(
     return problems
 
 
+class Stopped(Exception):
+    """The worker was asked to stop (a scheduler's SIGTERM or time-limit warning): it takes no more work."""
+
+
 class ShardMaker:
     """The loaded pipeline and the shard writer of one process: makes whole shards, one call per batch."""
 
     def __init__(
-        self, run: RunDir, lock: Lock, state: PartialState, progress: GlobalProgress, claims: ClaimBook
+        self,
+        run: RunDir,
+        lock: Lock,
+        state: PartialState,
+        progress: GlobalProgress,
+        claims: ClaimBook,
+        stop: threading.Event,
     ) -> None:
         from synthset.generation.diffusion import generator_columns, load_generator
         from synthset.generation.writer import ShardWriter, WriterIdentity
@@ -132,6 +143,7 @@ class ShardMaker:
             self.screener = Screener(lock, run, state.device, self.generator.dtype)
         self.progress = progress
         self.claims = claims
+        self.stop = stop
         self.images_made = self.redraws = self.dropped = self.near_duplicates = 0
         worker = claims.worker
         label_names = read_label_names(run)
@@ -181,6 +193,8 @@ class ShardMaker:
             redraw: list[Attempt] = []
             waiting: _MadeBatch | None = None
             for batch in _batches(pending, self.batch_size):
+                if self.stop.is_set():  # abandon the shard: closing the writer drops its unfinished file
+                    raise Stopped(shard.name)
                 made = self._generate(batch)
                 if made.prepared is None:  # no gate: straight to the writer
                     self._write_unscreened(shard.name, made)
@@ -263,11 +277,15 @@ def _batches(rows: list[Any], size: int) -> list[list[Any]]:
 class _Worker:
     """One generate process: walks the shards in its preferred order, claiming and making what it can."""
 
-    def __init__(self, run: RunDir, lock: Lock, state: PartialState, verify: bool, lease_seconds: float) -> None:
+    def __init__(
+        self, run: RunDir, lock: Lock, state: PartialState, verify: bool, lease_seconds: float, options: WorkerOptions
+    ) -> None:
         self.run, self.lock, self.state, self.verify = run, lock, state, verify
         self.plan = open_plan(run)
         self.names = plan_shard_names(self.plan)
-        self.claims = ClaimBook(run, lease_seconds=lease_seconds)
+        self.claims = ClaimBook(run, worker=options.worker, lease_seconds=lease_seconds)
+        self.stop = options.stop or threading.Event()
+        self.stopped = False
         self.progress = GlobalProgress(run, self.plan.num_rows, lock.generation_key, state.is_main_process)
         self.maker: ShardMaker | None = None
         self.made = self.redone = self.by_others = 0
@@ -277,7 +295,7 @@ class _Worker:
 
     def _load_maker(self) -> ShardMaker:
         if self.maker is None:  # loaded only when there is something to make
-            self.maker = ShardMaker(self.run, self.lock, self.state, self.progress, self.claims)
+            self.maker = ShardMaker(self.run, self.lock, self.state, self.progress, self.claims, self.stop)
             logger.info(
                 "worker %s (rank %d/%d): attention=%s, dtype=%s", self.claims.worker.id, self.state.process_index,
                 self.state.num_processes, self.maker.generator.attention, self.maker.generator.dtype,
@@ -287,6 +305,8 @@ class _Worker:
     def attempt(self, i: int, redo: bool = False) -> str:
         """Claim shard i and make it: "made", "done" (someone recorded it meanwhile) or "held" (a live claim)."""
         name = self.names[i]
+        if self.stop.is_set():
+            raise Stopped(name)
         if self.claims.try_claim(name) is None:
             return "held"
         shard = self.shard(i)
@@ -314,7 +334,7 @@ class _Worker:
             if claim is not None:
                 holders.add(f"{claim.worker.host}:{claim.worker.pid}")
         logger.info("waiting for %d shards held by other workers (%s)", len(held), ", ".join(sorted(holders)))
-        time.sleep(min(MAX_WAIT_POLL_SECONDS, self.claims.lease_seconds / 4))
+        self.stop.wait(min(MAX_WAIT_POLL_SECONDS, self.claims.lease_seconds / 4))
         return [i for i in held if i in redo or not self.is_recorded(i)]
 
     def pass_over(self, indices: list[int], redo: set[int]) -> list[int]:
@@ -355,6 +375,9 @@ class _Worker:
             held += self.pass_over(sorted(redo, key=order.index), redo)
             while held:
                 held = self.pass_over(self.wait_for(held, redo), redo)
+        except Stopped as stopped:
+            self.stopped = True
+            logger.warning("stop requested: shard %s and those after it are left to other workers", stopped)
         finally:
             stop_check.set()
             pool.shutdown(wait=False)
@@ -366,10 +389,27 @@ class _Worker:
                 self.progress.close()  # ends the bar's line, so an error prints on a line of its own
 
 
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a scheduler drives one worker: the identity its claims carry (so that `synthset status` can name
+    the job a worker runs in), and an event that, once set, makes it stop taking work."""
+
+    worker: Worker | None = None
+    stop: threading.Event | None = None
+
+
 def generate_run(
-    run_dir: str | Path | RunDir, verify: bool = True, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    run_dir: str | Path | RunDir,
+    verify: bool = True,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    options: WorkerOptions | None = None,
 ) -> GenerateSummary:
-    """Generate this worker's share of a planned run's unfinished shards; see the module docstring."""
+    """Generate this worker's share of a planned run's unfinished shards; see the module docstring.
+
+    When `options.stop` is set (by a signal handler, see `synthset.generation.processes.stop_on_signals`) the
+    worker finishes the pipeline call in hand, drops its unfinished shard, releases its claims at once (so
+    another worker takes them without waiting for the lease) and returns with `stopped` set.
+    """
     started = time.monotonic()
     run = RunDir.at(run_dir)
     refresh(run, READS_PLAN_AND_RECORDS)  # the plan, and which shards other workers already finished
@@ -380,7 +420,7 @@ def generate_run(
     state = make_process_state()
     for folder in run.shard_folders():
         remove_dead_temp_files(folder)  # left by killed workers of this host (other hosts' stay: see clean)
-    worker = _Worker(run, lock, state, verify, lease_seconds)
+    worker = _Worker(run, lock, state, verify, lease_seconds, options or WorkerOptions())
     recorded_at_start = {
         name for name, record in read_records(run).items() if record.generation_key == lock.generation_key
     }
@@ -408,5 +448,6 @@ def generate_run(
         shards_already_done=len(recorded_at_start & set(worker.names)),
         shards_done_by_others=worker.by_others,
         all_shards_done=all_done,
+        stopped=worker.stopped,
         seconds=round(time.monotonic() - started, 2),
     )

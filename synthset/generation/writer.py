@@ -52,9 +52,8 @@ def encode_image(image: Image, storage: StorageSpec) -> bytes:
     """The stored bytes of an image: optionally resized (shorter side to `resize`), then encoded."""
     from PIL import Image as PILImage
 
-    if storage.resize is not None and min(image.size) != storage.resize:
-        scale = storage.resize / min(image.size)
-        size = (round(image.width * scale), round(image.height * scale))
+    size = storage.stored_size(image.width, image.height)
+    if size != image.size:
         image = image.resize(size, PILImage.Resampling.LANCZOS)
     buffer = io.BytesIO()
     if storage.format == "png":

@@ -22,7 +22,7 @@ from typing import Any
 
 from synthset.fsutil import atomic_path, sha256_file
 from synthset.run import objects
-from synthset.run.lock import read_lock_data
+from synthset.run.lock import Lock
 from synthset.run.mirror import last_listing
 from synthset.run.paths import RunDir
 from synthset.run.published import shard_of
@@ -124,13 +124,13 @@ def iter_entries(run: RunDir, replaced: dict[str, Path] | None = None) -> Iterat
         yield Entry(relative, stat.st_size, sha256_file(path), rows)
 
 
-def header(run: RunDir) -> dict[str, Any]:
-    lock = read_lock_data(run)
+def header(lock: Lock) -> dict[str, Any]:
+    """The manifest's first line: which run's files these are."""
     return {
         "format": FORMAT,
-        "name": lock["recipe"]["name"],
-        "provenance": lock["provenance"],
-        "generation_key": lock.get("generation_key"),
+        "name": lock.recipe.name,
+        "provenance": lock.provenance,
+        "generation_key": lock.generation_key,
     }
 
 
@@ -142,11 +142,11 @@ class ManifestSummary:
     sha256: str  # of the manifest file itself: names this exact version
 
 
-def write_manifest(run: RunDir, target: Path, replaced: dict[str, Path] | None = None) -> ManifestSummary:
-    """Stream the manifest of `dataset/` to `target` (atomically)."""
+def write_manifest(run: RunDir, lock: Lock, target: Path, replaced: dict[str, Path] | None = None) -> ManifestSummary:
+    """Stream the manifest of `dataset/` to `target` (atomically); `lock` is the run's, as the caller read it."""
     files = size = 0
     with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        out.write(json.dumps(header(run), sort_keys=True) + "\n")
+        out.write(json.dumps(header(lock), sort_keys=True) + "\n")
         for entry in iter_entries(run, replaced):
             out.write(entry.to_json() + "\n")
             files += 1

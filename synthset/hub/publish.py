@@ -52,9 +52,10 @@ from synthset.errors import HubError
 from synthset.fsutil import write_text_atomic
 from synthset.hub.client import NOT_CONFLICTS, REPO_TYPE, check_repo_id, client, hub_errors, with_retries
 from synthset.hub.manifest import MANIFEST_FILE, Entry, read_manifest, write_manifest
+from synthset.recipe import Recipe
 from synthset.run import objects
 from synthset.run.hub_limits import FILES_PER_COMMIT, FILES_PER_REPO
-from synthset.run.lock import read_lock_data
+from synthset.run.lock import Lock, read_lock
 from synthset.run.paths import RunDir
 
 KEEP_ON_HUB = (".gitattributes",)  # made by the Hub with the repo; never ours to delete
@@ -128,29 +129,27 @@ class Staged:
         """Whether the file's bytes are in the run's object store (fetched a few at a time to be uploaded)."""
         return self.run is not None and path not in self.local and objects.in_store(self.run, self.path_of(path))
 
-    def fetch(self, path: str) -> Path:
-        """Fetch a file from the store into the push's staging folder; `release_fetched` removes it."""
+    def fetch(self, paths: list[str]) -> list[Path]:
+        """Fetch files from the store into the push's staging folder, at once; `release_fetched` removes them."""
         assert self.run is not None
-        target = self.local[README].parent / FETCHED_DIR / path
-        objects.fetch(self.run, self.path_of(path), target)
-        return target
+        targets = [self.local[README].parent / FETCHED_DIR / path for path in paths]
+        objects.fetch(self.run, [self.path_of(path) for path in paths], targets)
+        return targets
 
 
-def check_publishable(run: RunDir) -> None:
-    """Only a rendered card goes out, and only as many files as the Hub takes."""
-    lock = read_lock_data(run)
+def check_publishable(run: RunDir, lock: Lock) -> None:
+    """Only this run's rendered card goes out (never build's stub, nor a card rendered for another lock)."""
     readme = run.dataset_readme
     if not readme.is_file():
         raise HubError(f"{run}: no {run.dataset_dir.name}/; run `synthset build` and `synthset card` first")
     text = readme.read_text(encoding="utf-8")
-    if card_marker(lock["provenance"]) not in text or not (run.dataset_dir / SAMPLES_FILE).is_file():
+    if card_marker(lock.provenance) not in text or not (run.dataset_dir / SAMPLES_FILE).is_file():
         raise HubError(f"{readme}: not this run's dataset card; run `synthset card {run}` first")
 
 
-def check_screened(run: RunDir, allow_unscreened: bool) -> None:
+def check_screened(run: RunDir, recipe: Recipe, allow_unscreened: bool) -> None:
     """Images no NSFW checker saw are published only when the user says so (the card warns in its first lines)."""
-    quality = (read_lock_data(run).get("recipe") or {}).get("quality") or {}
-    if quality.get("checker") or allow_unscreened:
+    if recipe.screened or allow_unscreened:
         return
     raise HubError(
         f"{run}: its images were never screened for NSFW content (the recipe has no quality.checker); "
@@ -158,13 +157,13 @@ def check_screened(run: RunDir, allow_unscreened: bool) -> None:
     )
 
 
-def stage(run: RunDir, repo_id: str) -> Staged:
+def stage(run: RunDir, lock: Lock, repo_id: str) -> Staged:
     """Write the README as published to `repo_id` and the manifest under RUN/.publish/, and read them back."""
     target = run.root / STAGE_DIR / repo_id.replace("/", "--")
     target.mkdir(parents=True, exist_ok=True)
     readme = target / README
     write_text_atomic(readme, card_for_repo(run.dataset_readme.read_text(encoding="utf-8"), repo_id))
-    summary = write_manifest(run, target / MANIFEST_FILE, {README: readme})
+    summary = write_manifest(run, lock, target / MANIFEST_FILE, {README: readme})
     with open(summary.path, encoding="utf-8") as lines:
         head, entries = read_manifest(lines)
         entries = list(entries)
@@ -301,7 +300,7 @@ class Publisher:
         ]
 
     def preupload(self, paths: list[str], ref: str | None, held: list[Path]) -> dict[str, Any]:
-        fetched = [self.staged.fetch(path) for path in paths]
+        fetched = self.staged.fetch(paths)
         try:
             ops = [_operation("add", p, self.staged, self.by_path[p], f) for p, f in zip(paths, fetched, strict=True)]
             self.api.preupload_lfs_files(
@@ -425,12 +424,13 @@ def push_dataset(
     """Publish `RUN/dataset/` to `branch` of `repo_id` through a pull request, then tag it (module docstring)."""
     run = RunDir.at(run_dir)
     check_repo_id(repo_id)
-    check_publishable(run)
-    check_screened(run, allow_unscreened)
+    lock = read_lock(run)
+    check_publishable(run, lock)
+    check_screened(run, lock.recipe, allow_unscreened)
     api, token = client(require_token=True)
     with hub_errors(repo_id, token, api.endpoint):
         api.whoami()  # a rejected token fails here, before anything is hashed or uploaded
-        staged = stage(run, repo_id)
+        staged = stage(run, lock, repo_id)
         api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
         info = api.repo_info(repo_id, repo_type=REPO_TYPE)
         if private and not info.private:

@@ -77,15 +77,8 @@ def folder_chunks(files_in_band: int) -> int:
     return max(1, math.ceil(files_in_band / FILES_PER_FOLDER))
 
 
-def stored_pixels(width: int, height: int, resize: int | None) -> int:
-    """Pixels of a stored image: generated at width x height, the shorter side scaled to `resize` if set."""
-    if resize is None:
-        return width * height
-    scale = resize / min(width, height)
-    return round(width * scale) * round(height * scale)
-
-
 def human_bytes(size: float) -> str:
+    """A size as people read it, in powers of 1000 as the Hub shows sizes: `4.2 GB`, `512 B`."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if size < 1000 or unit == "TB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

@@ -83,8 +83,9 @@ def write_lock(run: RunDir, lock: Lock) -> None:
     write_text_atomic(run.lock_file, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
-def read_lock_data(run: RunDir) -> dict[str, Any]:
-    """The lock as plain data (the card reads it field by field); a missing or broken file is one line."""
+def _read_lock_data(run: RunDir) -> dict[str, Any]:
+    """The lock's YAML as plain data, for `read_lock` alone (every stage reads the typed, checked `Lock`);
+    a missing or broken file is one line."""
     path = run.lock_file
     if not path.is_file():
         raise RunStateError(f"{run}: not a planned run directory ({path.name} missing; run `synthset plan` first)")
@@ -102,7 +103,7 @@ def read_lock_data(run: RunDir) -> dict[str, Any]:
 def read_lock(run: RunDir) -> Lock:
     """The run's lock, checked: every key present, and its generation key still that of its recipe."""
     path = run.lock_file
-    data = read_lock_data(run)
+    data = _read_lock_data(run)
     try:
         resolved = data["resolved"]
         recipe_data = data["recipe"]

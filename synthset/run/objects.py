@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -55,6 +56,7 @@ class _Recent:
 
 _RECENT = _Recent()
 T = TypeVar("T")
+S = TypeVar("S")
 R = TypeVar("R")
 
 
@@ -149,10 +151,10 @@ def data_files(run: RunDir, folder: Path) -> list[str]:
     return sorted(f for f in found if not any(part.startswith(".") for part in f.split("/")))
 
 
-def fetch(run: RunDir, path: Path, dest: Path) -> None:
-    """Copy a store object into a local file (push hands the Hub files it can read)."""
+def fetch(run: RunDir, paths: list[Path], targets: list[Path]) -> None:
+    """Copy store objects into local files, concurrently (push hands the Hub files it can read)."""
     assert run.store is not None
-    run.store.download(run.rel(path), dest)
+    run.store.download_many([(run.rel(path), target) for path, target in zip(paths, targets, strict=True)])
 
 
 def each_at_once(run: RunDir, function: Callable[[T], R], items: list[T]) -> list[R]:
@@ -172,9 +174,22 @@ def read_ahead(run: RunDir, paths: list[Path]) -> Iterator[Path]:
     another (`parquet_file` then finds them in `_RECENT`)."""
     for start in range(0, len(paths), READ_AHEAD):
         batch = paths[start : start + READ_AHEAD]
-        if run.store is not None:
-            each_at_once(run, lambda path: _warm(run, path), batch)
+        warm(run, batch)
         yield from batch
+
+
+def read_ahead_shards(run: RunDir, shards: Iterable[S]) -> Iterator[S]:
+    """Planned shards (anything with a `name`) in order, their files fetched ahead as `read_ahead` does."""
+    iterator = iter(shards)
+    while batch := list(itertools.islice(iterator, READ_AHEAD)):
+        warm(run, [run.shard_file(shard.name) for shard in batch])
+        yield from batch
+
+
+def warm(run: RunDir, paths: list[Path]) -> None:
+    """Fetch the small store objects among `paths` into `_RECENT`, `STORE_THREADS` at a time (local: nothing)."""
+    if run.store is not None:
+        each_at_once(run, lambda path: _warm(run, path), paths)
 
 
 def _warm(run: RunDir, path: Path) -> None:

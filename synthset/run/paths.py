@@ -12,6 +12,7 @@
     shards/<config>/      ... and <shard>.rejects.parquet: what the quality gate turned down    generate
     shards/.claims/       which live worker is making which shard (leases)                      generate
     dataset/              the Hub layout: README.md, published Parquet files, side files        build, card
+    logs/slurm/           `synthset submit --slurm`: the job ids, each array task's log, its workers  submit
     dataset/evaluation/   training results the card shows (`synthset train --to-card`)         train
     .dataset-build-*/     a build in progress (or a killed one, removed by the next build)     build
 
@@ -43,6 +44,7 @@ CACHE_DIR = "cache"
 SHARDS_DIR = "shards"
 CLAIMS_DIR = ".claims"
 MANIFEST_FILE = "manifest.jsonl"
+SLURM_DIR = "logs/slurm"  # `synthset submit --slurm`: submitit's folder (scripts, pickles, per-task logs)
 DATASET_DIR = "dataset"
 DATASET_BUILD_PREFIX = ".dataset-build-"  # a build in progress: assembled here, then swapped in whole
 EVALUATION_DIR = "evaluation"  # in dataset/: `synthset train --to-card` results, shown by the card
@@ -155,6 +157,10 @@ class RunDir:
     @property
     def claims_dir(self) -> Path:
         return self.shards_dir / CLAIMS_DIR
+
+    @property
+    def slurm_dir(self) -> Path:
+        return self.root / SLURM_DIR
 
     @property
     def manifest_file(self) -> Path:

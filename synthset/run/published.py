@@ -28,6 +28,7 @@ class PublishedConfig:
     generation_config: str
     split: str
     bands: int  # bands 0..bands-1 are included
+    strategy: str  # its generation config's prompt strategy (the card's table names it)
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,10 @@ class ShardFile:
 def published_configs(recipe: Recipe) -> list[PublishedConfig]:
     configs = []
     for config in recipe.configs:
-        configs.append(PublishedConfig(config.name, config.name, config.split, config.bands))
+        scales = [(config.name, config.bands)]
         if config.bands > 1:
-            configs += [
-                PublishedConfig(f"{config.name}_{k}x", config.name, config.split, k) for k in range(1, config.bands + 1)
-            ]
+            scales += [(f"{config.name}_{k}x", k) for k in range(1, config.bands + 1)]
+        configs += [PublishedConfig(name, config.name, config.split, bands, config.strategy) for name, bands in scales]
     return configs
 
 

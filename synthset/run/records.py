@@ -11,6 +11,8 @@ count: that shard is made again.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,57 +72,105 @@ def read_record(path) -> ShardRecord | None:
         return None
 
 
-def read_records(run: RunDir) -> dict[str, ShardRecord]:
-    """Every record on disk, keyed by shard name (temp files are invisible: they start with '.').
+def recorded_shards(run: RunDir) -> Iterator[str]:
+    """The shard name of every record file on disk, in no order, without reading them (temp files are
+    invisible: they start with '.'). Only names: a walk over a whole run holds no list of paths."""
+    for folder in run.shard_folders():
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.endswith(".json") and not entry.name.startswith("."):
+                    yield f"{folder.name}/{entry.name.removesuffix('.json')}"
 
-    For a run on an object store: every record the store held at the last `pull` (see run/mirror.py).
-    """
+
+def record_paths(run: RunDir) -> list[Path]:
+    """Every record file on disk, sorted. For a run on an object store: every record the store held at the
+    last `pull` (see run/mirror.py)."""
+    paths = (run.record_file(name) for name in recorded_shards(run))
+    return sorted(path for path in paths if run.store is None or committed(run, path))
+
+
+def read_records(run: RunDir) -> dict[str, ShardRecord]:
+    """Every record on disk, keyed by shard name. Holds them all (their sample ids too): a stage that walks
+    a whole run reads them one at a time instead (`read_shard_record`)."""
     records: dict[str, ShardRecord] = {}
-    if not run.shards_dir.is_dir():
-        return records
-    for path in sorted(run.shards_dir.glob("*/*.json")):
-        if path.name.startswith(".") or (run.store is not None and not committed(run, path)):
-            continue  # a temp file; or, on an object store, a record its worker never put there
+    for path in record_paths(run):
         record = read_record(path)
         if record is not None:
             records[record.shard] = record
     return records
 
 
+def read_shard_record(run: RunDir, shard: str) -> ShardRecord | None:
+    """The record of one shard as `read_records` would find it, read alone (None: no readable record)."""
+    path = run.record_file(shard)
+    if run.store is not None and not committed(run, path):
+        return None
+    record = read_record(path)
+    return record if record is not None and record.shard == shard else None
+
+
 def record_problem(
-    run: RunDir, record: ShardRecord, sample_ids: list[str], key: str, digest: str, check_sha: bool = True
+    run: RunDir,
+    record: ShardRecord,
+    sample_ids: list[str],
+    key: str,
+    digest: str,
+    check_sha: bool = True,
+    shard_sha256: str | None = None,
 ) -> str | None:
-    """Why a record does not prove its shard finished for this plan, or None if it does."""
+    """Why a record does not prove its shard finished for this plan, or None if it does.
+
+    `shard_sha256` is the shard file's sha256 when the caller already read its bytes (validation reads each
+    shard once: hashed and decoded from one read); else the file is hashed here.
+    """
+    problem = unfinished_problem(run, record, sample_ids, key, digest)
+    if problem is None and check_sha:
+        problem = checksum_problem(run, record, shard_sha256)
+    return problem
+
+
+def unfinished_problem(run: RunDir, record: ShardRecord, sample_ids: list[str], key: str, digest: str) -> str | None:
+    """What a record lacks to prove its shard finished, checksums aside: settings, rows, files and sizes."""
     if record.generation_key != key:
         return "made with other generation settings"
     if record.sample_ids != sample_ids:
         return "sample ids differ from the plan"
     if record.plan_digest != digest:
         return "its plan rows (prompts, seeds) changed"
-    problem = _file_problem(run, run.shard_file(record.shard), record.bytes, record.sha256, check_sha)
+    problem = _size_problem(run, run.shard_file(record.shard), record.bytes)
     if problem is not None:
         return f"shard file {problem}" if problem == "missing" else problem
     if record.rejects_sha256:
         rejects = run.rejects_file(record.shard)
-        problem = _file_problem(run, rejects, record.rejects_bytes, record.rejects_sha256, check_sha)
+        problem = _size_problem(run, rejects, record.rejects_bytes)
         if problem is not None:
             return f"{rejects.name} {problem}" if problem == "missing" else f"{rejects.name}: {problem}"
     return None
 
 
-def _file_problem(run: RunDir, path: Path, size: int, digest: str, check_sha: bool) -> str | None:
-    """Why a shard's file does not match its record ("missing", a size or a sha256 mismatch), or None.
+def checksum_problem(run: RunDir, record: ShardRecord, shard_sha256: str | None = None) -> str | None:
+    """ "sha256 mismatch" when the shard file (or its rejects file) is not the recorded bytes, else None.
 
-    On an object store the file is checked in the store (run/objects.py): its size from the listing, its
-    sha256 as the store keeps it (else the object streamed once); nothing is fetched into scratch.
+    On an object store the files are checked in the store (run/objects.py): the sha256 the store keeps of
+    each, else the object hashed streamed once; nothing is fetched into scratch.
     """
+    shard = run.shard_file(record.shard)
+    if objects.exists(run, shard) and (shard_sha256 or objects.sha256(run, shard)) != record.sha256:
+        return "sha256 mismatch"
+    rejects = run.rejects_file(record.shard)
+    if record.rejects_sha256 and objects.exists(run, rejects) and objects.sha256(run, rejects) != record.rejects_sha256:
+        return f"{rejects.name}: sha256 mismatch"
+    return None
+
+
+def _size_problem(run: RunDir, path: Path, size: int) -> str | None:
+    """Why a file is not the recorded size ("missing", or the sizes), or None; on an object store, a shard
+    or rejects file is checked by its size in the store's listing."""
     found = objects.size(run, path)
     if found is None:
         return "missing"
     if found != size:
         return f"size {found} != recorded {size}"
-    if check_sha and objects.sha256(run, path) != digest:
-        return "sha256 mismatch"
     return None
 
 

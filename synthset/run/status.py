@@ -122,7 +122,9 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def format_status(status: RunStatus) -> str:
+def format_status(status: RunStatus, labels: dict[str, str] | None = None) -> str:
+    """The status as lines; `labels` (worker -> text, e.g. its SLURM task and state) adds a column."""
+    labels = labels or {}
     lines = [
         f"shards: {status.shards_done} done, {len(status.claimed)} being made, {len(status.expired)} with an expired "
         f"lease, {status.shards_pending} pending (of {status.shards})",
@@ -130,13 +132,15 @@ def format_status(status: RunStatus) -> str:
         f"GPU-hours spent: {status.gpu_hours:.2f}",
         "ETA: " + (_duration(status.eta_seconds) if status.eta_seconds is not None else "unknown (no live worker)"),
         "",
-        f"{'worker':<40} {'shards':>6} {'images':>8} {'img/s':>7}  {'heartbeat':>10}  holding",
+        f"{'worker':<40} {'shards':>6} {'images':>8} {'img/s':>7}  {'heartbeat':>10}  "
+        + (f"{'SLURM task':<28}  " if labels else "")
+        + "holding",
     ]
     for worker in status.workers:
         rate = f"{worker.images_per_second:.2f}" if worker.images_per_second is not None else "-"
         beat = f"{status.now - worker.last_heartbeat:.0f}s ago" if worker.last_heartbeat is not None else "-"
         holding = ", ".join(worker.holding) + (" (EXPIRED)" if worker.expired else "") if worker.holding else "-"
-        lines.append(
-            f"{worker.worker:<40} {worker.shards_done:>6} {worker.images_done:>8} {rate:>7}  {beat:>10}  {holding}"
-        )
+        task = f"{labels.get(worker.worker, '-'):<28}  " if labels else ""
+        counts = f"{worker.shards_done:>6} {worker.images_done:>8} {rate:>7}"
+        lines.append(f"{worker.worker:<40} {counts}  {beat:>10}  {task}{holding}")
     return "\n".join(lines)

@@ -6,6 +6,8 @@
 - `replicas`: architecture-true replicas of the real generators (SD 1.5, 2.1-base, 2.1 768-v, 2.1-unCLIP,
   SDXL base, the SDXL fp16-fix VAE, the CompVis safety checker): the published configs with random
   weights, at full size or scaled down.
+- `slurm_cluster`: a real one-node SLURM cluster on loopback (Debian's slurm-wlm and munge), for the tests
+  and the bench of `synthset submit --slurm`.
 
 Each is saved with `save_pretrained` under `$SYNTHSET_HOME/models/<name>` and loaded by the code under test
 through `from_pretrained`, the path a Hub id takes. Recipes name them `synthset-testing:<name>`.

@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from synthset.errors import RecipeError
-from synthset.recipe import LargestObjectSpec, describe_validation_error
+from synthset.recipe import LargestObjectSpec, Strict, describe_validation_error
 
 Mode = Literal["aux_bn", "long_tail", "few_shot"]
 LossName = Literal["cross_entropy", "balanced_softmax"]
@@ -24,13 +24,7 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors: a misspelt key silently ignored would change what a run measures."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DataSource(_Strict):
+class DataSource(Strict):
     """One split of a `datasets` dataset: a local directory of Parquet files or a Hub dataset id."""
 
     path: str = Field(
@@ -85,7 +79,7 @@ class OODSource(DataSource):
         return self.title or f"{self.path}/{self.split}"
 
 
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     name: str = Field(description="A timm model name, e.g. resnet50 or deit_small_patch16_224.")
     pretrained: bool = Field(False, description="Load timm's pretrained weights (from the Hub).")
     weights: Path | None = Field(
@@ -107,7 +101,7 @@ class ModelSpec(_Strict):
         return value
 
 
-class TrainSpec(_Strict):
+class TrainSpec(Strict):
     """Supervised training from real + synthetic batches (modes aux_bn and long_tail)."""
 
     epochs: PositiveInt = 90
@@ -151,7 +145,7 @@ class TrainSpec(_Strict):
         return value.lower()
 
 
-class RealShotsSpec(_Strict):
+class RealShotsSpec(Strict):
     """The k-shot draws a synthset few-shot dataset recorded, to train the probe on the same real images."""
 
     path: Path = Field(
@@ -164,7 +158,7 @@ class RealShotsSpec(_Strict):
     )
 
 
-class FewShotSpec(_Strict):
+class FewShotSpec(Strict):
     """The few-shot probe: a linear head on a frozen pretrained backbone, k real images per class, per trial.
 
     protocol dafusion (default) is DA-Fusion's train_classifier.py as paper B ran it: DA-Fusion's split per
@@ -255,14 +249,14 @@ class FewShotSpec(_Strict):
         return self
 
 
-class Buckets(_Strict):
+class Buckets(Strict):
     """ImageNet-LT's split of classes by real training images: many > 100, few < 20, medium between."""
 
     many_above: Annotated[int, Field(ge=0)] = 100
     few_below: Annotated[int, Field(ge=0)] = 20
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     mode: Mode = Field(
         description="aux_bn: paper A, real + synthetic with auxiliary BatchNorm; long_tail: paper B, "
         "Balanced Softmax with real class frequencies; few_shot: DA-Fusion linear probe."
