@@ -121,8 +121,8 @@ def test_build_reads_each_shard_file_once_and_digests_each_shard_once(write_reci
     import pyarrow.parquet as pq
 
     import synthset.fsutil
-    import synthset.run.plan
     import synthset.run.objects
+    import synthset.run.plan
 
     recipe = load_recipe(write_recipe(TWO_CONFIGS))
     plan_run(recipe)
