@@ -9,10 +9,10 @@ DEMO_PROCESSES ?= 2
 LAUNCH ?= $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(DEMO_PROCESSES) --num_machines 1 \
 	--mixed_precision no --dynamo_backend no
 
-# The review page is tested in a real headless Chromium (Debian's `chromium`; .ci/run installs it).
+# The review page is tested in a real headless Chromium (Debian's `chromium`; `make test` installs it as root).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install demo test lint format bench smoke-full gpu-check gpu-bundle gpu-dry-run clean browser
+.PHONY: install demo test lint format bench smoke-full gpu-check gpu-bundle gpu-dry-run clean system-packages
 
 install: $(VENV)/.installed
 
@@ -22,27 +22,43 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e ".[dev]"
 	touch $@
 
+# The demo prints what each stage did (about 60 lines); `make demo SYNTHSET="-m synthset --verbose"` shows the
+# libraries' bars and every rank's log lines too. A second `synthset build` keeps the card when the data is unchanged.
+SYNTHSET ?= -m synthset
 demo: install
-	$(PY) -m synthset tiny-models
-	$(PY) -m synthset plan recipes/demo.yaml
-	$(LAUNCH) -m synthset generate runs/demo
-	$(PY) -m synthset build runs/demo
-	$(PY) -m synthset card runs/demo --license apache-2.0
-	$(PY) -m synthset review runs/demo
+	@$(PY) $(SYNTHSET) tiny-models > /dev/null
+	@echo "$$ synthset plan, accelerate launch ... generate, build, card, review: recipes/demo.yaml on tiny offline models"
+	@$(PY) $(SYNTHSET) plan recipes/demo.yaml
+	@$(LAUNCH) $(SYNTHSET) generate runs/demo
+	@$(PY) $(SYNTHSET) build runs/demo
+	@$(PY) $(SYNTHSET) card runs/demo --license apache-2.0
+	@$(PY) $(SYNTHSET) review runs/demo
 	@echo "--- augmentation-conditioning (unCLIP), conditioned on the demo's naive images ---"
-	$(PY) -m synthset plan recipes/demo-augcond.yaml
-	$(LAUNCH) -m synthset generate runs/demo-augcond
-	$(PY) -m synthset build runs/demo-augcond
-	$(PY) -m synthset card runs/demo-augcond --license apache-2.0
-	$(PY) -m synthset review runs/demo-augcond
-	@echo "--- the demo dataset (paper A's ladder): card runs/demo/dataset/README.md, review runs/demo/review.html ---"
-	@$(PY) -m synthset build runs/demo | tail -n 6
+	@$(PY) $(SYNTHSET) plan recipes/demo-augcond.yaml
+	@$(LAUNCH) $(SYNTHSET) generate runs/demo-augcond
+	@$(PY) $(SYNTHSET) build runs/demo-augcond
+	@$(PY) $(SYNTHSET) card runs/demo-augcond --license apache-2.0
+	@$(PY) $(SYNTHSET) review runs/demo-augcond
+	@echo "--- done. The tiny models have random weights: every image is noise, by design (a real model makes real ones)"
+	@echo "card:    runs/demo/dataset/README.md   (samples.jpg and clip_scores.png beside it)"
+	@echo "review:  runs/demo/review.html         (every class's images and the quality gate's rejects)"
+	@echo "dataset: runs/demo/dataset             (augmentation-conditioning: runs/demo-augcond/dataset)"
+	@echo "load it: datasets.load_dataset(\"runs/demo/dataset\", \"lar_cd_sd\", split=\"train\")"
+	@echo "yours:   synthset new --classes my_classes.txt   (a class per line; see the README)"
 
-browser:
-	@test -x $(CHROMIUM) || { echo "make test needs Debian's chromium at $(CHROMIUM) for the review page test:" \
-		"apt-get install -y chromium (.ci/run does), or set CHROMIUM=/path/to/chromium" >&2; exit 1; }
+# `make test` needs Chromium for the page tests and a one-node SLURM (slurm-wlm, munge) for `synthset submit`'s:
+# installed here with apt-get when running as root (as .ci/run does); elsewhere it stops with the one command to run.
+SYSTEM_PACKAGES := chromium slurm-wlm munge
+system-packages:
+	@{ test -x $(CHROMIUM) && command -v slurmctld >/dev/null; } || [ "$$(id -u)" != 0 ] || \
+		{ echo "installing Debian's $(SYSTEM_PACKAGES) for the page and SLURM tests" >&2; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; }
+	@{ test -x $(CHROMIUM) && command -v slurmctld >/dev/null; } || { echo "make test needs Chromium at" \
+		"$(CHROMIUM) and SLURM (slurmctld) for its page and cluster tests; run:" \
+		"sudo apt-get install -y $(SYSTEM_PACKAGES)   (or set CHROMIUM=/path/to/chromium)" >&2; exit 1; }
 
-test: install browser
+test: install system-packages
 	SYNTHSET_TEST_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
 
 lint: install

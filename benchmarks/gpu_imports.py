@@ -30,6 +30,8 @@ ENTRY = "benchmarks.gpu"
 MODULE_LEVEL_ONLY = {
     "benchmarks.common": "gpu.py takes Context and Row from it; its functions (plan_run, ...) run other benches",
     "synthset": "its PEP 562 __getattr__ loads synthset.api for `synthset.plan` & co.; the check uses submodules",
+    "synthset.generation.families.unclip": "the check reads its memory figures and call inputs; `conditioner()`'s "
+    "lazy import (augcond's real-image conditioning: datasets, torchvision) serves augcond runs, not made by it",
 }
 # Imported on the check's path by a library rather than by our code: diffusers imports xformers.ops when a
 # row asks for attention="xformers" (`enable_xformers_memory_efficient_attention`).

@@ -53,6 +53,7 @@ QUICK = {
     "crash_trials": 1,
     "straggler_images": 128,
     "read_seconds": 2.0,
+    "read_rows": 500,
     "gate_images": 48,
     "slurm_images": 48,
     "slurm_rounds": 1,
@@ -83,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--straggler-images", type=int, default=256, help="rows 8a-8d: images per run (shards of 32)")
     parser.add_argument("--store-shards", type=int, default=1_000, help="row 8e: one-image shards of the store run")
     parser.add_argument("--read-seconds", type=float, default=40.0, help="row 6: seconds of epochs, both sides")
+    parser.add_argument("--read-rows", type=int, default=4000, help="row 6c: N (the Parquet sets have N and 8N rows)")
     parser.add_argument("--gate-images", type=int, default=384, help="row 9: images per case, over all rounds")
     parser.add_argument("--slurm-images", type=int, default=192, help="row 8e: images per case (3 workers)")
     parser.add_argument("--slurm-rounds", type=int, default=3, help="row 8e: rounds, the cases alternating")

@@ -120,6 +120,32 @@ def sha256_tree(root: Path) -> str:
     return digest.hexdigest()
 
 
+def looks_local(value: str) -> bool:
+    """Whether a dataset or model reference means a local path: `./`, `../`, `/`, `~`, or an existing
+    directory. Such a value is never looked up on the Hub (where `data/photos` could be a repo id)."""
+    return value.startswith(("./", "../", "/", "~")) or Path(value).expanduser().is_dir()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (from /proc where it is, else set and restored)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(prefix: str, parent: Path) -> Path:
+    """A new uniquely named directory in `parent`, with the user's umask (mkdtemp alone makes it 0700,
+    and it is renamed into place: a dataset others on a shared machine could not read)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    path.chmod(0o777 & ~current_umask())
+    return path
+
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 

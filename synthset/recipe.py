@@ -59,16 +59,42 @@ class Strict(BaseModel):
 
 
 class ClassSetSpec(Strict):
-    set: str = Field(
+    set: str | None = Field(
         "imagenet-1k",
         description="A named class set (imagenet-1k, caltech101, flowers102, oxford_pets, food101, dtd, eurosat, "
-        "fgvc_aircraft, stanford_cars, sun397) or a path to a class list file (.yaml, .yml or .txt).",
+        "fgvc_aircraft, stanford_cars, sun397) or a path to a class list file: .txt (one name per line), .csv "
+        "(a `name` column, optional `description` and `wnid`), .yaml or .yml.",
     )
+    dataset: str | None = Field(
+        None,
+        description="Instead of set: the label names of a `datasets` source (a Hub id or local path), read from "
+        "its label_column's ClassLabel.",
+    )
+    dataset_config: str | None = Field(None, description="The dataset's config name, when it has several.")
+    label_column: str = Field("label", description="The dataset's ClassLabel column (with dataset).")
     subset: list[str] | None = Field(
         None,
         description="Class names or wnids to generate; the label space stays the whole set (leave it out for all).",
     )
     limit: Annotated[int, Field(gt=0)] | None = Field(None, description="Generate only the first N classes.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_replaces_the_default_set(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("dataset") is not None and "set" not in data:
+            return {**data, "set": None}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ClassSetSpec:
+        if (self.set is None) == (self.dataset is None):
+            raise ValueError("give exactly one of set (a named set or a class list file) or dataset")
+        return self
+
+    @property
+    def source(self) -> str:
+        """The class source as a reader names it: the set, or `dataset <id>`."""
+        return self.set if self.set is not None else f"dataset {self.dataset}"
 
     @field_validator("subset")
     @classmethod
@@ -635,8 +661,10 @@ class QualitySpec(Strict):
 
 class Recipe(Strict):
     name: str
-    builder: Literal["synth_imagenet", "synth_imagenet_lt", "synth_fewshot"] = Field(
-        "synth_imagenet", description="The dataset family, which fixes the published config names."
+    builder: Literal["synth_imagenet", "synth_imagenet_lt", "synth_fewshot", "synth_classes"] = Field(
+        "synth_imagenet",
+        description="The dataset family, which fixes the published config names. Default: synth_imagenet for "
+        "imagenet-1k, synth_classes (strategy-named configs over any class list) for every other class set.",
     )
     seed: int = 0
     license: str | None = Field(
@@ -644,7 +672,11 @@ class Recipe(Strict):
         description="Hub license id of the dataset (e.g. creativeml-openrail-m); needed when the generator's "
         "model card does not state one.",
     )
-    output_dir: Path = Field(Path("runs"), description="The run directory is <output_dir>/<name>.")
+    output_dir: Path = Field(
+        Path("runs"),
+        description="The run directory is <output_dir>/<name> (a local directory; for an object store, "
+        "`synthset plan --run-dir s3://bucket/runs/<name>`).",
+    )
     classes: ClassSetSpec = ClassSetSpec()
     configs: Annotated[list[ConfigSpec], Field(min_length=1)]
     generator: GeneratorSpec
@@ -655,6 +687,28 @@ class Recipe(Strict):
     quality: QualitySpec | None = Field(
         None, description="Score every image before it is written (CLIP score, NSFW checker, near-duplicates)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_builder_fits_the_classes(cls, data: Any) -> Any:
+        """Without `builder:`, ImageNet-1k is synth_imagenet and any other class list synth_classes."""
+        if not isinstance(data, dict) or "builder" in data:
+            return data
+        classes = data.get("classes")
+        imagenet = not isinstance(classes, dict) or (
+            classes.get("set", "imagenet-1k") == "imagenet-1k" and classes.get("dataset") is None
+        )
+        return {**data, "builder": "synth_imagenet" if imagenet else "synth_classes"}
+
+    @field_validator("output_dir", mode="before")
+    @classmethod
+    def _output_dir_is_local(cls, value: Any) -> Any:
+        if isinstance(value, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+            raise ValueError(
+                f"{value!r} is a URL; output_dir is a local directory (for an object-store run: "
+                f"synthset plan RECIPE --run-dir {value.rstrip('/')}/<name>)"
+            )
+        return value
 
     @field_validator("name")
     @classmethod
@@ -759,6 +813,9 @@ def read_yaml_file(path: Path, what: str) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        hint = " (a run directory: its recipe is recipe.lock.yaml)" if (path / "recipe.lock.yaml").is_file() else ""
+        raise RecipeError(f"{path}: is a directory, not a {what} file{hint}") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -129,3 +129,9 @@ def test_errors_are_typed_and_still_synthset_errors(tmp_path, write_recipe):
     with pytest.raises(RecipeError, match="generator.stepz: unknown key"):
         api.plan(bad)
     assert all(issubclass(e, SynthsetError) for e in (RecipeError, RunStateError, StoreError))
+
+
+def test_synthset_train_is_the_api_function_even_after_the_harness_is_imported():
+    """The harness package is `synthset.training`, so `synthset.train` stays the stage, whatever is imported."""
+    code = "import synthset, synthset.training.config; assert synthset.train is synthset.api.train"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -22,15 +22,15 @@ from synthset.cli import main
         ),
         (
             {"classes": {"set": "imagenet-1k", "subset": ["tench", "unicorn"]}},
-            "classes.subset: unknown class 'unicorn' in imagenet-1k",
+            "{recipe}: classes.subset: unknown class 'unicorn' in imagenet-1k",
         ),
         (
             {"generator": {"model": "/nonexistent/tiny-sd"}},
-            "generator.model: no such model directory: '/nonexistent/tiny-sd' (model_index.json missing)",
+            "{recipe}: generator.model: no such model directory: '/nonexistent/tiny-sd' (model_index.json missing)",
         ),
         (
             {"generator": {"model": "synthset-testing:huge-sd"}},
-            "generator.model: tiny model 'synthset-testing:huge-sd' is not built",
+            "{recipe}: generator.model: tiny model 'synthset-testing:huge-sd' is not built",
         ),
     ],
 )

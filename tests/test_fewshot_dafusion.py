@@ -16,10 +16,17 @@ from synthset.classes.dafusion import dafusion_split
 from synthset.errors import SynthsetError
 from synthset.run.paths import RunDir
 from synthset.run.shots import write_shots
-from synthset.train.config import train_config_from_dict
-from synthset.train.fewshot import swap_with_synthetic
-from synthset.train.fewshot_dafusion import best_epoch_summary, mean_per_class_accuracy, trial_split
-from synthset.train.run import run
+from synthset.training.config import train_config_from_dict
+from synthset.training.fewshot import swap_with_synthetic
+from synthset.training.fewshot_dafusion import (
+    best_epoch_summary,
+    mean_per_class_accuracy,
+    per_trial_best_summary,
+    shot_seed,
+    trial_split,
+    validation_items,
+)
+from synthset.training.run import run
 
 
 def dafusion_reference(class_sizes: list[int], seed: int, halves: bool, k: int) -> list[list[int]]:
@@ -107,6 +114,7 @@ def test_dafusion_probe_trains_on_the_trials_shots_and_scores_the_other_half(squ
             assert record["eval_images"] == sum(n // 2 for n in REAL_COUNTS)
             assert len(record["epoch_accuracy"]) == 2 and all(0 <= a <= 1 for a in record["epoch_accuracy"])
             assert record["swapped_fraction"] == pytest.approx(0.5, abs=0.15)
+            assert record["eval_swapped_fraction"] == 0.0 and record["shot_seed"] == trial
         summary = results["few_shot"][str(k)]
         assert summary["best_epoch"] in (1, 2) and len(summary["trials"]) == 2
 
@@ -114,9 +122,9 @@ def test_dafusion_probe_trains_on_the_trials_shots_and_scores_the_other_half(squ
 def test_batchnorm_adapts_while_the_backbone_stays_frozen(squares, tmp_path):  # noqa: F811
     from accelerate import Accelerator
 
-    from synthset.train.data import load_split
-    from synthset.train.fewshot_dafusion import Trial
-    from synthset.train.models import build_model
+    from synthset.training.data import load_split
+    from synthset.training.fewshot_dafusion import Trial
+    from synthset.training.models import build_model
 
     config = train_config_from_dict(_dafusion_config(squares, tmp_path, swap_probability=0.0), "x")
     real = load_split(config.real, "real")
@@ -125,10 +133,10 @@ def test_batchnorm_adapts_while_the_backbone_stays_frozen(squares, tmp_path):  #
     split = trial_split(real, 4, 0, True)
     shots = np.array(sorted(p for s in split.values() for p in s.shots(2)))
     val = np.array(sorted(p for s in split.values() for p in s.val))
-    curve, swapped = Trial(config, Accelerator(cpu=True), backbone, 4, 2, 0).run(
+    curve, swapped, eval_swapped = Trial(config, Accelerator(cpu=True), backbone, 4, 2, 0).run(
         real, None, shots, real.labels[shots], {}, real, val
     )
-    assert swapped == 0 and len(curve) == 2
+    assert swapped == 0 == eval_swapped and len(curve) == 2
     after = backbone.state_dict()
     running = [n for n in before if n.endswith("running_mean")]
     assert running and all(not torch.equal(before[n], after[n]) for n in running), "BN must use batch statistics"
@@ -279,3 +287,82 @@ def pq_rows(path: Path) -> list[dict]:
     import pyarrow.parquet as pq
 
     return pq.read_table(path).to_pylist()
+
+
+# ---------------------------------------------------------------- paper_b_code: the authors' fine_tune.py
+
+
+def test_paper_b_code_validation_draws_swap_for_their_class():
+    """fine_tune.py:73-75 builds the val set with the default synthetic_probability 0.5, and the dataset's
+    __getitem__ swaps whatever the split (data/coco.py:167-170): so validation draws are swapped like training."""
+    labels = np.repeat(np.arange(4), 25)  # eval rows 0..99, 25 per class
+    pool = {c: np.arange(100 * c, 100 * c + 16) for c in range(3)}  # class 3 has no synthetic image
+    positions = np.random.default_rng(1).integers(0, 100, 20000)
+    items, swapped = validation_items(labels, positions, pool, 0.5, np.random.default_rng(2))
+    synthetic = np.array([i.source == 1 for i in items])
+    assert swapped == synthetic.sum() and synthetic[labels[positions] < 3].mean() == pytest.approx(0.5, abs=0.02)
+    assert not synthetic[labels[positions] == 3].any(), "a class without synthetic images is never swapped"
+    assert all(i.index // 100 == labels[p] for i, p in zip(items, positions, strict=True) if i.source == 1)
+    assert [i.index for i in items if i.source == 0] == positions[~synthetic].tolist()
+    # dafusion (no pool) and p = 0 keep every draw real, in order.
+    for no_swap in (validation_items(labels, positions, {}, 0.5, np.random.default_rng(2)),
+                    validation_items(labels, positions, pool, 0.0, np.random.default_rng(2))):  # fmt: skip
+        assert [i.index for i in no_swap[0]] == positions.tolist() and no_swap[1] == 0
+
+
+def test_paper_b_code_every_trial_uses_the_seed_0_shots():
+    """fine_tune.py:60-63 passes no seed to the train set (default 0); the val set gets the trial (line 75)."""
+    for trial in range(4):
+        dafusion = train_config_from_dict({**_minimal_few_shot(), "seed": 2}, "x")
+        authors = train_config_from_dict({**_minimal_few_shot(protocol="paper_b_code"), "seed": 2}, "x")
+        assert shot_seed(dafusion, trial) == 2 + trial and shot_seed(authors, trial) == 2
+
+
+def test_paper_b_code_reports_each_trials_own_best_epoch():
+    """FineTuneResults.ipynb: `acc = val_accs.max()` per trial, then the mean over trials."""
+    records = [
+        {"k": 1, "trial": 0, "epoch_accuracy": [0.1, 0.5, 0.4], "swapped_fraction": 0.5, "real_images": 4,
+         "eval_swapped_fraction": 0.5},
+        {"k": 1, "trial": 1, "epoch_accuracy": [0.2, 0.3, 0.6], "swapped_fraction": 0.5, "real_images": 4,
+         "eval_swapped_fraction": 0.5},
+    ]  # fmt: skip
+    summary = per_trial_best_summary(records)["1"]
+    assert summary["trials"] == [0.5, 0.6] and summary["best_epoch"] == [2, 3]
+    assert summary["mean"] == pytest.approx(0.55)
+    assert best_epoch_summary(records)["1"]["mean"] == pytest.approx(0.5), "dafusion: one epoch for all trials"
+    assert summary["std"] == pytest.approx(np.std([0.5, 0.6], ddof=1))
+
+
+def _minimal_few_shot(**few_shot) -> dict:
+    return {
+        "mode": "few_shot", "output_dir": "out", "model": {"name": "test_resnet", "pretrained": True},
+        "real": {"path": "data/real"}, "synthetic": {"path": "data/synthetic"},
+        "few_shot": {"halves": True, **few_shot},
+    }  # fmt: skip
+
+
+def test_paper_b_code_probe_run(squares, tmp_path):  # noqa: F811
+    """A whole run: seed-0 shots in every trial, the trial's own validation half, validation draws all synthetic
+    at p = 1, and the reported mean the mean of each trial's best epoch."""
+    output = tmp_path / "fs"
+    data = _dafusion_config(squares, tmp_path, protocol="paper_b_code", swap_probability=1.0)
+    results = run(train_config_from_dict(data, "x"))
+    assert results["protocol"] == "paper_b_code" and results["metric"].startswith("mean over trials of each trial's")
+    starts = np.cumsum([0, *REAL_COUNTS])
+    assert dafusion_reference(REAL_COUNTS, 0, True, 2) != dafusion_reference(REAL_COUNTS, 1, True, 2)
+    for k in (1, 2):
+        records = [json.loads((output / "few_shot" / f"k{k:03d}-trial{t:02d}.json").read_text()) for t in range(2)]
+        seed_0_shots = dafusion_reference(REAL_COUNTS, 0, True, k)
+        for record in records:
+            assert record["shot_seed"] == 0 and record["trial_seed"] == record["trial"]
+            assert record["real_rows"] == sorted(int(starts[c]) + i for c in range(4) for i in seed_0_shots[c])
+            assert record["eval_images"] == sum(n // 2 for n in REAL_COUNTS)
+            assert record["swapped_fraction"] == 1.0 and record["eval_swapped_fraction"] == 1.0
+        summary = results["few_shot"][str(k)]
+        assert summary["trials"] == [max(r["epoch_accuracy"]) for r in records]
+        assert summary["mean"] == pytest.approx(np.mean(summary["trials"]))
+        assert summary["best_epoch"] == [int(np.argmax(r["epoch_accuracy"])) + 1 for r in records]
+    with pytest.raises(SynthsetError, match="few_shot: protocol paper_b_code pools synthetic images per class"):
+        train_config_from_dict(
+            _dafusion_config(squares, tmp_path, protocol="paper_b_code", synthetic_pool="per_real"), "x"
+        )

@@ -16,8 +16,8 @@ from synthset.classes.dafusion import dafusion_split
 from synthset.classes.labeling import largest_instance_class
 from synthset.generation.real_images import open_real_images
 from synthset.recipe import LargestObjectSpec, RealImagesSpec
-from synthset.train.config import DataSource
-from synthset.train.data import load_split
+from synthset.training.config import DataSource
+from synthset.training.data import load_split
 
 
 def _png(array: np.ndarray) -> dict:

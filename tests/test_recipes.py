@@ -17,7 +17,7 @@ from synthset.generation.plan import plan_run
 from synthset.generation.runner import generate_run
 from synthset.recipe import load_recipe
 from synthset.run.families import check_family
-from synthset.train.config import load_train_config
+from synthset.training.config import load_train_config
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 TRAIN_CONFIGS = sorted((REPO / "configs" / "train").glob("*.yaml"))

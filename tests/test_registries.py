@@ -23,8 +23,8 @@ from synthset.recipe import AUGMENTATION_BASES, SCHEDULERS, STRATEGIES, Generato
 from synthset.run.families import DATASET_FAMILIES, config_names
 from synthset.testing.replicas import PIPELINE_REPLICAS, REPLICA_OF_HUB_ID, REPLICAS, read_configs
 from synthset.testing.tiny import TINY_MODELS, TINY_SD, TINY_UNCLIP
-from synthset.train.config import FewShotSpec
-from synthset.train.fewshot_protocols import PROTOCOLS
+from synthset.training.config import FewShotSpec
+from synthset.training.fewshot_protocols import PROTOCOLS
 
 
 def literal_names(model: type, field: str) -> set[str]:

@@ -201,7 +201,7 @@ def test_a_model_missing_its_unet_weights_stops_at_plan(write_recipe, local_mode
     result = synthset_cli("plan", str(path))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"synthset: error: generator.model: component 'unet' (UNet2DConditionModel) has no weights in "
+        f"synthset: error: {path}: generator.model: component 'unet' (UNet2DConditionModel) has no weights in "
         f"{str(local_model / 'unet')!r}"
     ]
 
@@ -283,7 +283,7 @@ def test_an_output_dir_that_is_a_file_is_one_line(write_recipe, tmp_path: Path):
     result = synthset_cli("plan", str(path))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"synthset: error: output_dir: {str(tmp_path / 'taken')!r} is a file, not a directory; choose another "
+        f"synthset: error: {path}: output_dir: {str(tmp_path / 'taken')!r} is a file, not a directory; choose another "
         "output_dir"
     ]
 

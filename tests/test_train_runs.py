@@ -26,11 +26,11 @@ from PIL import Image
 from synthset.cli import main
 from synthset.errors import SynthsetError
 from synthset.run.paths import RunDir
-from synthset.train.config import train_config_from_dict
-from synthset.train.data import ImageSettings, MixedRows, eval_transform, load_split
-from synthset.train.results import format_table
-from synthset.train.run import run
-from synthset.train.sampler import MixedBatchSampler
+from synthset.training.config import train_config_from_dict
+from synthset.training.data import ImageSettings, MixedRows, eval_transform, load_split
+from synthset.training.results import format_table
+from synthset.training.run import run
+from synthset.training.sampler import MixedBatchSampler
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 70, 220), "yellow": (230, 220, 50)}
 REAL_COUNTS = [40, 24, 12, 6]
@@ -162,7 +162,7 @@ def test_tiny_cnn_learns_with_aux_bn_through_the_cli(squares, tmp_path, capsys):
     assert "aux BN:" in (output / "train.log").read_text()
     # --to-card stores the results beside the dataset; the card renders them as a table.
     from synthset.cards.render import evaluation_tables
-    from synthset.train.results import format_table
+    from synthset.training.results import format_table
 
     stored = json.loads((card_run / "dataset" / "evaluation" / "run.json").read_text())
     assert stored["eval"] == results["eval"]
@@ -246,7 +246,7 @@ def test_few_shot_probe_swaps_at_p_and_resumes_per_trial(squares, tmp_path, monk
     table = format_table(results).splitlines()
     assert table[0] == "few_shot · test_resnet · fast" and [line.split()[0] for line in table[3:]] == ["1", "4"]
     # A rerun finds every trial done and trains no head.
-    import synthset.train.fewshot_fast as fewshot_fast
+    import synthset.training.fewshot_fast as fewshot_fast
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished trial was trained again")

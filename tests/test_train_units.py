@@ -15,8 +15,8 @@ import yaml
 
 from synthset.cli import build_parser, main
 from synthset.errors import SynthsetError
-from synthset.train.config import batch_composition, config_fingerprint, train_config_from_dict
-from synthset.train.dual_bn import (
+from synthset.training.config import batch_composition, config_fingerprint, train_config_from_dict
+from synthset.training.dual_bn import (
     DualBatchNorm,
     convert_to_dual_bn,
     domain,
@@ -25,12 +25,12 @@ from synthset.train.dual_bn import (
     prepare_aux_bn,
     to_single_bn,
 )
-from synthset.train.fewshot import swap_with_synthetic, synthetic_pool
-from synthset.train.fewshot_fast import kshot_indices, summarize
-from synthset.train.losses import BalancedSoftmaxLoss, balanced_softmax_loss, log_prior
-from synthset.train.metrics import ClassTally, accuracy_report, shot_buckets
-from synthset.train.ood import subset_indices
-from synthset.train.sampler import REAL, SYNTHETIC, MixedBatchSampler, default_steps_per_epoch
+from synthset.training.fewshot import swap_with_synthetic, synthetic_pool
+from synthset.training.fewshot_fast import kshot_indices, summarize
+from synthset.training.losses import BalancedSoftmaxLoss, balanced_softmax_loss, log_prior
+from synthset.training.metrics import ClassTally, accuracy_report, shot_buckets
+from synthset.training.ood import subset_indices
+from synthset.training.sampler import REAL, SYNTHETIC, MixedBatchSampler, default_steps_per_epoch, steps_per_epoch
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -208,6 +208,37 @@ def test_half_real_half_synthetic_batches_compose_exactly():
     assert list(MixedBatchSampler(real_n, synthetic_n, real_per, synthetic_per, steps, epoch=0, seed=4)) != batches
 
 
+def test_weight_decay_skips_norm_and_bias_unless_asked():
+    from synthset.training.loop import make_optimizer
+
+    model = timm.create_model("test_resnet", num_classes=3)
+    one_d = {id(p) for p in model.parameters() if p.ndim <= 1}
+    for decay_all in (False, True):
+        spec = train_config_from_dict(_with({"train.decay_norm_and_bias": decay_all, "train.weight_decay": 0.05}), "x")
+        groups = make_optimizer(model, spec.train).param_groups
+        decayed = {id(p) for g in groups if g["weight_decay"] == 0.05 for p in g["params"]}
+        undecayed = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+        assert len(decayed) + len(undecayed) == len(list(model.parameters()))
+        assert undecayed == (set() if decay_all else one_d), "biases and norm weights: decayed only when asked"
+
+
+def test_epoch_length_is_the_configured_pass_or_step_count():
+    # 1,000 real and 3,000 synthetic rows, batches of 8 real + 8 synthetic
+    assert steps_per_epoch("real", 1000, 3000, 8, 8) == 125
+    assert steps_per_epoch("synthetic", 1000, 3000, 8, 8) == 375
+    assert steps_per_epoch("longest", 1000, 3000, 8, 8) == 375 == default_steps_per_epoch(1000, 3000, 8, 8)
+    assert steps_per_epoch("real", 1001, 3000, 8, 8) == 126  # the last partial batch counts
+    assert steps_per_epoch(4547, 1000, 3000, 8, 8) == 4547
+    assert steps_per_epoch("real", 1000, 6 * 3000, 8, 8) == 125, "a real epoch does not grow with the synthetic set"
+    with pytest.raises(ValueError, match="an epoch of real rows needs real rows in every batch"):
+        steps_per_epoch("real", 1000, 3000, 0, 16)
+    # The default: real, or synthetic when batches hold synthetic rows only; given values are kept.
+    assert train_config_from_dict(BASE, "x").epoch_length == "real"
+    assert train_config_from_dict(_with({"train.synthetic_fraction": 1.0}), "x").epoch_length == "synthetic"
+    assert train_config_from_dict(_with({"train.epoch": "synthetic"}), "x").epoch_length == "synthetic"
+    assert train_config_from_dict(_with({"train.epoch": 12}), "x").epoch_length == 12
+
+
 def test_sampler_ranks_draw_disjoint_rows_and_real_only_baseline():
     per_rank = [list(MixedBatchSampler(40, 40, 2, 2, 10, epoch=0, seed=0, rank=r, world_size=2)) for r in range(2)]
     for source in (REAL, SYNTHETIC):
@@ -329,7 +360,23 @@ _DELETE = object()
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"train.epoch": 3}, "{cfg}: train.epoch: unknown key"),
+        ({"train.epochz": 3}, "{cfg}: train.epochz: unknown key"),
+        (
+            {"train.synthetic_fraction": 1.0, "train.epoch": "real"},
+            "{cfg}: train.epoch: real, but train.synthetic_fraction leaves no real image in a batch",
+        ),
+        (
+            {"train.synthetic_fraction": 0, "synthetic": _DELETE, "train.epoch": "synthetic"},
+            "{cfg}: train.epoch: synthetic, but train.synthetic_fraction leaves no synthetic image in a batch",
+        ),
+        (
+            {"train.epoch": 0},
+            "{cfg}: train.epoch: expected real, synthetic, longest or a positive number of steps (got 0)",
+        ),
+        (
+            {"train.epoch": "passes"},
+            "{cfg}: train.epoch: expected real, synthetic, longest or a positive number of steps",
+        ),
         ({"mode": "fancy"}, "{cfg}: mode: Input should be 'aux_bn', 'long_tail' or 'few_shot' (got 'fancy')"),
         ({"model.name": "resnet5000"}, "{cfg}: model.name: unknown timm model 'resnet5000'"),
         ({"train.optimizer": "sgdd"}, "{cfg}: train.optimizer: unknown timm optimizer 'sgdd'"),

@@ -17,6 +17,7 @@ from synthset.api.results import (
     CleanResult,
     Described,
     GenerateResult,
+    NewRecipe,
     PlanResult,
     PushDone,
     ReviewResult,
@@ -34,6 +35,7 @@ from synthset.api.stages import (
     check,
     clean,
     generate,
+    new,
     plan,
     push,
     review,
@@ -47,7 +49,7 @@ from synthset.api.stages import (
 
 # The stages in pipeline order (and the names `synthset.<stage>` resolves to).
 STAGES = (
-    *("check", "plan", "generate", "submit", "build", "card", "review", "push"),
+    *("new", "check", "plan", "generate", "submit", "build", "card", "review", "push"),
     *("verify", "versions", "status", "validate", "clean", "train"),
 )
 
@@ -58,6 +60,7 @@ __all__ = [
     "check",
     "clean",
     "generate",
+    "new",
     "plan",
     "push",
     "review",
@@ -74,6 +77,7 @@ __all__ = [
     "CleanResult",
     "Described",
     "GenerateResult",
+    "NewRecipe",
     "PlanResult",
     "PushDone",
     "ReviewResult",

@@ -39,6 +39,22 @@ class Described:
 
 
 @dataclass(frozen=True)
+class NewRecipe(Described):
+    """`synthset.new(classes)`: the recipe written for the user's classes."""
+
+    recipe: Path
+    classes: int
+    model: str
+    strategies: tuple[str, ...]
+
+    def lines(self) -> list[str]:
+        return [
+            f"wrote {self.recipe}: {self.classes} classes, {', '.join(self.strategies)} on {self.model}",
+            f"next: synthset plan --check {self.recipe}   (then synthset plan {self.recipe})",
+        ]
+
+
+@dataclass(frozen=True)
 class CheckResult(Described):
     """`synthset.check(recipe)`: what the recipe would plan; nothing was written."""
 
@@ -48,10 +64,15 @@ class CheckResult(Described):
         checked = self.check
         per_config = ", ".join(f"{name}: {n}" for name, n in checked.images_per_config.items())
         pools = "".join(f"; {name} conditions on {n} real images" for name, n in checked.pools.items())
-        return [
+        lines = [
             f"recipe OK: {checked.images} images over {checked.classes} classes ({per_config}){pools}",
             f"model: {checked.model} @ {checked.model_revision}; nothing was written",
         ]
+        if checked.real_images is not None:
+            lines.append(f"real images: {checked.real_images}")
+        if checked.unchecked:
+            lines.append(f"not loaded by --check (plan and generate load them): {', '.join(checked.unchecked)}")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -80,10 +101,9 @@ def _lar_lines(summary: PlanSummary) -> list[str]:
         return []
     sources = ", ".join(f"{source}: {n}" for source, n in sorted(summary.lar_sources.items()))
     winners = ", ".join(f"{source}: {n}" for source, n in sorted(summary.lar_meaning_from.items()))
-    return [
-        f"label ambiguity resolution: {sources}; real images skipped (undecodable): {summary.real_image_failures}",
-        f"LAR meanings from: {winners}",
-    ]
+    skipped = summary.real_image_failures
+    failures = f"; real images skipped (undecodable): {skipped}" if skipped else ""
+    return [f"label ambiguity resolution: {sources} (meanings from {winners}){failures}"]
 
 
 def _llm_lines(summary: PlanSummary) -> list[str]:
@@ -128,7 +148,7 @@ class GenerateResult(Described):
             lines.append(
                 "stopped by a signal: the shard in hand was released for another worker; run it again to resume"
             )
-        if s.all_shards_done:
+        if s.all_shards_done and s.rank == 0:  # every rank sees it (they meet at the end): said once
             lines.append(f"all shards done; next: synthset build {self.run}")
         return lines
 
@@ -140,10 +160,12 @@ class BuildResult(Described):
     dataset: str  # local path, or the folder's URL on the run's store
     on_store: bool
     splits: list[BuiltSplit]
+    card_note: str | None = None  # what happened to the previous build's card, if it had one
 
     def lines(self) -> list[str]:
         lines = [f"{s.config}/{s.split}: {s.num_examples} images in {len(s.files)} files" for s in self.splits]
-        lines += [f"dataset: {self.dataset}", "load it:"]
+        lines += [f"dataset: {self.dataset}"] + ([f"card: {self.card_note}"] if self.card_note else [])
+        lines += ["load it:"]
         for split in self.splits:
             if self.on_store:  # a Hub-layout folder on S3: read through fsspec with its data_files globs
                 files = [f"{self.dataset}/{pattern}" for pattern in split.patterns]
@@ -375,7 +397,7 @@ class CleanResult(Described):
 
 @dataclass(frozen=True)
 class TrainResult(Described):
-    """`synthset.train(config)`: the results table (None on a process that is not the main one)."""
+    """`synthset.training(config)`: the results table (None on a process that is not the main one)."""
 
     results: dict[str, Any] | None
     output_dir: Path
@@ -390,7 +412,7 @@ class TrainResult(Described):
                 f"stopped after epoch {self.results['epochs_done']} of {self.results['epochs']}; "
                 "run the same command to continue"
             ]
-        from synthset.train.results import format_table
+        from synthset.training.results import format_table
 
         lines = [format_table(self.results), f"results: {self.output_dir / 'results.json'}"]
         if self.card_file is not None:

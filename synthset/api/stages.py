@@ -11,6 +11,7 @@ and `synthset --help` stay fast.
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from synthset.api.results import (
     CheckResult,
     CleanResult,
     GenerateResult,
+    NewRecipe,
     PlanResult,
     PushDone,
     ReviewResult,
@@ -31,6 +33,7 @@ from synthset.api.results import (
     VerifyResult,
     VersionsResult,
 )
+from synthset.errors import SynthsetError
 from synthset.run.access import (
     READS_ALL_BUT_DATA,
     READS_NOTHING,
@@ -47,10 +50,69 @@ if TYPE_CHECKING:
 DEFAULT_LEASE_SECONDS = 300.0
 
 
+@contextlib.contextmanager
+def naming_the_recipe(recipe: str | Path | Recipe):
+    """An error about a recipe field (`classes.set: ...`) names the recipe file first, as load_recipe's do."""
+    from synthset.recipe import Recipe
+
+    try:
+        yield
+    except SynthsetError as error:
+        field = re.split(r"[.:\[]", str(error), maxsplit=1)[0]
+        if isinstance(recipe, Recipe) or field not in Recipe.model_fields:
+            raise
+        raise type(error)(f"{recipe}: {error}") from None
+
+
 def _recipe(recipe: str | Path | Recipe) -> Recipe:
     from synthset.recipe import Recipe, load_recipe
 
     return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+
+def new(
+    classes: str,
+    out: str | Path | None = None,
+    model: str | None = None,
+    images_per_class: int = 100,
+    strategies: tuple[str, ...] | list[str] = ("naive", "lar", "lar_cd", "lar_cd_sd"),
+    real_images: str | None = None,
+    name: str | None = None,
+    overwrite: bool = False,
+) -> NewRecipe:
+    """Write a commented recipe for your own classes, validated as `plan` reads it.
+
+    Args:
+        classes: a class list file (.txt, .csv, .yaml), a named set, or a `datasets` source whose label
+            names become the classes.
+        out: the recipe file (default `<name>.yaml`).
+        model: the generator (default SD 1.5, or SD 2.1 unCLIP for augcond).
+        images_per_class: images per class of each config.
+        strategies: naive, lar, lar_cd, lar_cd_sd (one recipe), or augcond (a recipe of its own).
+        real_images: a folder of class folders or a dataset of your photos (augcond needs it).
+        name: the run's name (default: the class list's file name).
+        overwrite: replace an existing `out`.
+
+    Raises:
+        RecipeError: a bad choice or class list, or `out` exists.
+    """
+    from synthset.api.new_recipe import DEFAULT_TEXT_MODEL, DEFAULT_UNCLIP_MODEL, RecipeChoices, write_new_recipe
+
+    strategies = tuple(strategies)
+    name = name or _run_name(classes)
+    default_model = DEFAULT_UNCLIP_MODEL if "augcond" in strategies else DEFAULT_TEXT_MODEL
+    choices = RecipeChoices(classes, name, model or default_model, images_per_class, strategies, real_images)
+    path = Path(out) if out is not None else Path(f"{name}.yaml")
+    count = write_new_recipe(choices, path, overwrite)
+    return NewRecipe(path, count, choices.model, strategies)
+
+
+def _run_name(classes: str) -> str:
+    """A run name from the class source: `data/foxes.txt` -> `foxes`, `org/pets` -> `pets`."""
+    import re
+
+    stem = Path(classes.rstrip("/")).stem if Path(classes).suffix else classes.rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "my-classes"
 
 
 def check(recipe: str | Path | Recipe) -> CheckResult:
@@ -68,7 +130,8 @@ def check(recipe: str | Path | Recipe) -> CheckResult:
     """
     from synthset.generation.check import check_recipe
 
-    return CheckResult(check_recipe(_recipe(recipe)))
+    with naming_the_recipe(recipe):
+        return CheckResult(check_recipe(_recipe(recipe)))
 
 
 def plan(
@@ -94,7 +157,10 @@ def plan(
 
     budget = _parse_gpu_memory(gpu_memory)  # a bad size fails before any planning
     parsed = _recipe(recipe)
-    with open_run(run_dir, READS_PLAN_FILES) if run_dir else contextlib.nullcontext() as run:
+    with (
+        naming_the_recipe(recipe),
+        open_run(run_dir, READS_PLAN_FILES) if run_dir else contextlib.nullcontext() as run,
+    ):
         summary = plan_run(parsed, run)
     memory, warnings = _memory_lines(summary.run, budget, gpu_memory) if budget is not None else ([], [])
     return PlanResult(summary, str(summary.run), memory, warnings)
@@ -162,9 +228,9 @@ def build(run: str | Path | RunDir) -> BuildResult:
     from synthset.builders.assemble import build_dataset, remove_unpublished_data
 
     with open_run(run, READS_ALL_BUT_DATA) as opened:  # an s3:// run's shards stay there: copied in the store
-        dataset_dir, splits = build_dataset(opened)
-    remove_unpublished_data(opened, splits)  # after the new README is in the store
-    return BuildResult(opened.location(dataset_dir), opened.on_store, splits)
+        built = build_dataset(opened)
+    remove_unpublished_data(opened, built.splits)  # after the new README is in the store
+    return BuildResult(opened.location(built.path), opened.on_store, built.splits, built.card_note)
 
 
 def card(
@@ -375,8 +441,8 @@ def train(
     Returns:
         The results (None on processes other than the main one).
     """
-    from synthset.train.config import load_train_config
-    from synthset.train.run import run as run_training
+    from synthset.training.config import load_train_config
+    from synthset.training.run import run as run_training
 
     parsed = load_train_config(config, overrides or [])
     results = run_training(parsed, stop_after_epoch=stop_after_epoch)

@@ -23,11 +23,18 @@ def _synth_fewshot() -> type:
     return SynthFewshot
 
 
+def _synth_classes() -> type:
+    from synthset.builders.synth_classes import SynthClasses
+
+    return SynthClasses
+
+
 # dataset family (a recipe's `builder:`) -> a function returning its builder class (datasets is heavy)
 BUILDERS: dict[str, Callable[[], type]] = {
     "synth_imagenet": _synth_imagenet,
     "synth_imagenet_lt": _synth_imagenet_lt,
     "synth_fewshot": _synth_fewshot,
+    "synth_classes": _synth_classes,
 }
 
 

@@ -25,21 +25,28 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from synthset.builders.validate import FileSizes, Key, check_run, format_notes
 from synthset.errors import RunStateError
-from synthset.fsutil import atomic_path, replace_dir, write_text_atomic
+from synthset.fsutil import atomic_path, make_temp_dir, replace_dir, write_text_atomic
 from synthset.recipe import ConfigSpec
 from synthset.run import objects
 from synthset.run.classes_table import read_class_rows, read_label_names
 from synthset.run.families import check_family
 from synthset.run.lock import Lock, read_lock
 from synthset.run.mirror import last_listing, listed
-from synthset.run.paths import DATASET_BUILD_PREFIX, DATASET_DIR, EVALUATION_DIR, README_FILE, RunDir, is_data_file
+from synthset.run.paths import (
+    DATASET_BUILD_PREFIX,
+    DATASET_DIR,
+    EVALUATION_DIR,
+    README_FILE,
+    RunDir,
+    card_marker,
+    is_data_file,
+)
 from synthset.run.plan import open_plan
 from synthset.run.published import data_file_patterns, files_of, pattern_matches, published_configs, shard_files
 from synthset.run.records import read_shard_record, record_problem
@@ -249,6 +256,44 @@ def _carry_over(previous: Path, target: Path) -> None:
         shutil.copytree(evaluation, target / EVALUATION_DIR)
 
 
+def _data_files(root: Path) -> dict[str, int]:
+    """A dataset folder's Parquet files (relative path -> size): what its configs select."""
+    return {p.relative_to(root).as_posix(): p.stat().st_size for p in root.rglob("*.parquet") if p.is_file()}
+
+
+def _card_yaml(readme: str) -> tuple[object, object]:
+    from huggingface_hub import DatasetCard
+
+    data = DatasetCard(readme).data.to_dict()
+    return data.get("configs"), data.get("dataset_info")
+
+
+def keep_card(run: RunDir, target: Path, build_readme: str, provenance: str) -> str | None:
+    """Carry the previous build's card (README, samples.jpg, figures, published review) into `target`
+    when the data it describes is unchanged; else say that the card was dropped. None: there was no card.
+
+    Unchanged means: the card was rendered for this provenance, its `configs`/`dataset_info` are what
+    this build writes, and the same Parquet files (path and size) are published.
+    """
+    previous = run.dataset_dir
+    old_readme = previous / README_FILE
+    if not old_readme.is_file() or "<!-- synthset-card " not in (text := old_readme.read_text(encoding="utf-8")):
+        return None
+    unchanged = (
+        card_marker(provenance) in text
+        and _card_yaml(text) == _card_yaml(build_readme)
+        and _data_files(previous) == _data_files(target)
+    )
+    if not unchanged:
+        return f"the data changed: the card in {previous} was dropped; run `synthset card {run}` to render it again"
+    for path in sorted(previous.rglob("*")):
+        copy = target / path.relative_to(previous)
+        if path.is_file() and not copy.exists() and not path.name.startswith("."):
+            _link_or_copy(path, copy)
+    shutil.copyfile(old_readme, target / README_FILE)
+    return "the data is unchanged: the card, its figures and pages were kept"
+
+
 def _remove_stale_builds(run: RunDir) -> None:
     """Delete build directories of killed builds (their pid no longer runs on this host)."""
     from synthset.fsutil import owner_is_dead
@@ -260,15 +305,29 @@ def _remove_stale_builds(run: RunDir) -> None:
 
 def report_dropped_samples(reports) -> None:
     """Classes that lost samples to the quality gate are said out loud (never emptied silently)."""
-    for report in reports:
+    for report in reports:  # one line per config: each class that lost samples, emptied ones first
         if report.dropped:
-            logger.warning("%s/%s: %d planned samples were dropped by the quality gate", report.config,
-                           report.split, report.dropped)  # fmt: skip
-            for line in format_notes(report):
-                logger.warning("%s/%s: %s", report.config, report.split, line.strip().removeprefix("note: "))
+            notes = "; ".join(line.strip().removeprefix("note: ") for line in format_notes(report))
+            logger.warning("%s/%s: %d planned samples were dropped by the quality gate: %s", report.config,
+                           report.split, report.dropped, notes)  # fmt: skip
 
 
-def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]:
+@dataclass(frozen=True)
+class BuiltDataset:
+    """What a build made: the folder, its splits, and what happened to a card the previous build had.
+
+    It unpacks as `(path, splits)`, as build's result did before it reported on the card.
+    """
+
+    path: Path
+    splits: list[BuiltSplit]
+    card_note: str | None = None  # None: there was no card to keep
+
+    def __iter__(self):
+        return iter((self.path, self.splits))
+
+
+def build_dataset(run_dir: str | Path | RunDir) -> BuiltDataset:
     """Assemble `dataset/` from a fully generated run; refuses while any shard is missing or corrupt."""
     run = RunDir.planned(run_dir)
     lock = read_lock(run)
@@ -290,7 +349,7 @@ def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]
     _remove_stale_builds(run)
     from synthset.fsutil import owner_token
 
-    target = Path(tempfile.mkdtemp(prefix=f"{DATASET_BUILD_PREFIX}{owner_token()}-", dir=run.root))
+    target = make_temp_dir(f"{DATASET_BUILD_PREFIX}{owner_token()}-", run.root)
     try:
         splits = link_shards(run, lock, checked.shards, checked.band_sizes, target)
         # The k-shot real image ids and the conditioning pools travel with the data: a reader can check them.
@@ -300,8 +359,10 @@ def build_dataset(run_dir: str | Path | RunDir) -> tuple[Path, list[BuiltSplit]]
                     shutil.copyfile(side_file, tmp)
         if run.dataset_dir.is_dir():
             _carry_over(run.dataset_dir, target)
-        write_text_atomic(target / README_FILE, render_readme(lock, run, label_names, splits, checked.planned))
+        readme = render_readme(lock, run, label_names, splits, checked.planned)
+        write_text_atomic(target / README_FILE, readme)
+        card_note = keep_card(run, target, readme, lock.provenance)
         replace_dir(target, run.dataset_dir)
     finally:
         shutil.rmtree(target, ignore_errors=True)
-    return run.dataset_dir, splits
+    return BuiltDataset(run.dataset_dir, splits, card_note)

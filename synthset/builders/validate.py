@@ -313,7 +313,7 @@ def check_run(
     plan = open_plan(run)
     validator = _RunValidator(run, lock, read_label_names(run), fast, stop_reading_when_unfinished, images)
     shards = objects.read_ahead_shards(run, plan.iter_shards())  # on a store: small shards fetched ahead
-    for shard in tqdm(shards, total=len(plan.shard_names), desc="validate", unit="shard"):
+    for shard in tqdm(shards, total=len(plan.shard_names), desc="validate", unit="shard", disable=None):
         validator.check(shard)
     validator.check_unplanned_records(set(plan.shard_names))
     planned = {key: tally.planned for key, tally in validator.tallies.items()}

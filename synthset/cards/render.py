@@ -39,11 +39,10 @@ from synthset.recipe import Recipe, StorageSpec
 from synthset.run import objects
 from synthset.run.hub_limits import human_bytes
 from synthset.run.lock import Lock, read_lock
+from synthset.run.paths import CARD_MARKER, RunDir, card_marker
 from synthset.run.paths import README_FILE as README
-from synthset.run.paths import RunDir
 from synthset.run.published import published_configs
 
-CARD_MARKER = "<!-- synthset-card provenance={provenance} -->"
 BUILD_START, BUILD_END = "<!-- synthset-build:start -->", "<!-- synthset-build:end -->"
 REPO_PLACEHOLDER = "ORG/NAME"
 REPO_MARKER = re.compile(r"<!-- synthset-card-repo (\S+) -->")
@@ -71,11 +70,6 @@ class CardResult:
     license: License
     stats: list[ConfigStats]
     quality: list[QualityFigures] | None
-
-
-def card_marker(provenance: str) -> str:
-    """The line that tells `synthset push` the README is this run's rendered card, not build's stub."""
-    return CARD_MARKER.format(provenance=provenance)
 
 
 def card_for_repo(text: str, repo_id: str) -> str:
@@ -312,7 +306,7 @@ def evaluation_tables(run: RunDir) -> list[tuple[str, str]]:
     """(name, table) for every `synthset train --to-card` results file stored beside the dataset."""
     import json
 
-    from synthset.train.results import format_table
+    from synthset.training.results import format_table
 
     tables = []
     for path in sorted(run.evaluation_dir.glob("*.json")):
@@ -366,7 +360,10 @@ def write_card(
     quality = None
     if clip_model:
         quality = quality_figures(run, data_files, clip_model, clip_pretrained, quality_per_class)
-    samples = write_sample_grid(run, data_files)
+    from synthset.run.classes_table import read_class_rows
+
+    class_names = [row["class_name"] for row in read_class_rows(run, ["class_name"])]
+    samples = write_sample_grid(run, data_files, class_names)
     screening = screening_section(run, lock)
     content = render_card(run, lock, chosen, stats, quality, repo_id, screening)
     write_text_atomic(dataset_dir / README, content)

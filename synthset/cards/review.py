@@ -60,13 +60,16 @@ th:first-child,td:first-child{text-align:left}
 section.cls{border-top:1px solid #ddd;margin-top:1em}
 h3 small{font-weight:normal;color:#555}
 .sheet{display:flex;flex-wrap:wrap;gap:4px;margin:.3em 0}
-figure{margin:0;width:68px;font-size:10px;text-align:center}
+figure{margin:0;width:68px;font-size:10px;text-align:center;overflow:hidden}
+figcaption{overflow-wrap:anywhere;line-height:1.25}
+nav.contents{columns:2 22em;margin:.5em 0 1em}nav.contents div{break-inside:avoid;margin-bottom:.6em}
+nav.contents a{margin-right:.5em;white-space:nowrap}
 figure img{width:64px;height:64px;border:2px solid #fff;image-rendering:auto}
 figure.nsfw img{border-color:#c00;filter:blur(6px)}figure.nsfw:hover img{filter:none}
 figure.low img{border-color:#e80}figure.dup img{border-color:#88f}
 figure.rejected{opacity:.85}figure.kept-final img{border-color:#080}
 .group{display:flex;gap:2px;padding:2px;border:1px dashed #bbb;margin:2px}
-.tag{color:#c00}
+.tag{color:#c00;display:block}
 """
 
 
@@ -321,7 +324,11 @@ def collect_review(run: RunDir, lock: Lock, per_class: int, with_rejected_images
 
 # -- HTML ------------------------------------------------------------------------------------------------
 def _score(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    """A score as a person reads it: rounded, never `-0.00` (a tiny negative shown as zero), `-` when absent."""
+    return "-" if value is None else f"{round(value, digits) + 0.0:.{digits}f}"
+
+
+STATUS_LABELS = {"near_duplicate": "near-dup.", "low_clip": "low CLIP", "nsfw": "NSFW"}  # short: fits a caption
 
 
 def figure(item: Item, classes: str = "") -> str:
@@ -334,8 +341,9 @@ def figure(item: Item, classes: str = "") -> str:
         + (f"\nnear-duplicate of {item.near_duplicate_of}" if item.near_duplicate_of else "")
     )
     css = [classes, STATUS_CLASS.get(item.status, ""), "nsfw" if item.nsfw else ""]
-    tag = "" if item.status in ("kept", "kept-final") else f' <span class="tag">{esc(item.status)}</span>'
-    nsfw = verdict if item.nsfw is not False else _score(item.nsfw_score, 2)
+    label = STATUS_LABELS.get(item.status, item.status)
+    tag = "" if item.status in ("kept", "kept-final") else f'<span class="tag">{esc(label)}</span>'
+    nsfw = verdict  # the checker's raw score (a margin around its threshold) is in the hover text
     if item.image:
         image = f'<img src="{esc(item.image)}" alt="{esc(item.sample_id)}" width="{THUMB_PX}" height="{THUMB_PX}">'
     else:  # a published review leaves the rejected attempts' images out
@@ -346,10 +354,35 @@ def figure(item: Item, classes: str = "") -> str:
     )
 
 
+def _anchor(cls: ClassReview) -> str:
+    """The id of a class's section: `<config>-<label>` (config names are identifiers, labels integers)."""
+    return f"{esc(cls.config)}-{cls.label}"
+
+
+def _links(classes: list[ClassReview], suffix: str = "") -> str:
+    return "".join(f'<a href="#{_anchor(c)}{suffix}">{esc(c.class_name)}</a>' for c in classes) or "none"
+
+
+def table_of_contents(configs: list[ConfigReview]) -> str:
+    """Links to every config and class (worst first, as the page orders them), and to each class's flagged
+    images and its redrawn and dropped samples, so a long page is read from its problems down."""
+    blocks = []
+    for cfg in configs:
+        classes = sorted(cfg.classes.values(), key=ClassReview.worst_first_key)
+        blocks.append(
+            f'<div><a href="#config-{esc(cfg.name)}"><b>{esc(cfg.name)}</b></a><br>'
+            f"flagged: {_links([c for c in classes if c.flagged])}<br>"
+            f"redrawn: {_links([c for c in classes if c.redraws], '-redrawn')}<br>"
+            f"dropped: {_links([c for c in classes if c.drops], '-dropped')}<br>"
+            f"classes: {_links(classes)}</div>"
+        )
+    return '<nav class="contents" id="contents"><h2>Contents</h2>' + "\n".join(blocks) + "</nav>"
+
+
 def _class_section(cls: ClassReview) -> str:
     mean = "-" if cls.mean_clip is None else f"{cls.mean_clip:.2f}"
     parts = [
-        f'<section class="cls" id="{esc(cls.config)}-{cls.label}" data-config="{esc(cls.config)}" '
+        f'<section class="cls" id="{_anchor(cls)}" data-config="{esc(cls.config)}" '
         f'data-label="{cls.label}" data-published="{cls.published}" data-dropped="{cls.dropped}" '
         f'data-redrawn="{cls.redrawn}" data-shown="{len(cls.shown)}">',
         f"<h3>{esc(cls.class_name)} <small>{esc(cls.config)} · label {cls.label} · {cls.published} published · "
@@ -362,7 +395,10 @@ def _class_section(cls: ClassReview) -> str:
         )
     if cls.redraws:
         first = f", first {len(cls.redraws)}" if cls.redrawn > len(cls.redraws) else ""
-        parts.append(f"<h4>Redrawn ({cls.redrawn}{first}): rejected attempts, then the kept image</h4>")
+        parts.append(
+            f'<h4 id="{_anchor(cls)}-redrawn">Redrawn ({cls.redrawn}{first}): rejected attempts, '
+            "then the kept image</h4>"
+        )
         groups = [
             '<div class="group">'
             + "".join(figure(a, "rejected") for a in tries)
@@ -372,7 +408,7 @@ def _class_section(cls: ClassReview) -> str:
         ]
         parts.append('<div class="sheet redrawn">' + "".join(groups) + "</div>")
     if cls.drops:
-        parts.append(f"<h4>Dropped ({cls.dropped}): every attempt</h4>")
+        parts.append(f'<h4 id="{_anchor(cls)}-dropped">Dropped ({cls.dropped}): every attempt</h4>')
         groups = [
             '<div class="group">' + "".join(figure(a, "rejected") for a in tries) + "</div>" for _, tries in cls.drops
         ]
@@ -414,6 +450,7 @@ Hover over an image for its sample id, prompt, seed and attempt. {esc(note)}</p>
 <th>dropped</th><th>why</th><th>NSFW flagged</th><th>near-duplicates</th></tr>
 {chr(10).join(rows)}
 </table>
+{table_of_contents(configs)}
 {chr(10).join(sections)}
 </body></html>
 """

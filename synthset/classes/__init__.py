@@ -9,15 +9,20 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from synthset.classes.info import ClassInfo, normalized_name, unique_label_names
 from synthset.errors import RecipeError
+
+if TYPE_CHECKING:
+    from synthset.recipe import ClassSetSpec
 
 __all__ = [
     "NAMED_SETS",
     "PACKAGED_SETS",
     "ClassInfo",
     "load_class_set",
+    "load_recipe_classes",
     "normalized_name",
     "select_classes",
     "unique_label_names",
@@ -44,8 +49,27 @@ PACKAGED_SETS = (
 NAMED_SETS = ("imagenet-1k", *PACKAGED_SETS)
 
 
+CLASS_LIST_SUFFIXES = (".txt", ".csv", ".yaml", ".yml")
+
+
+def _unknown_set(name: str) -> RecipeError:
+    """One line: the named sets, and the closest one when the name looks like a typo of it."""
+    import difflib
+
+    closest = difflib.get_close_matches(name.lower(), NAMED_SETS, n=1, cutoff=0.6)
+    hint = f"; did you mean {closest[0]!r}?" if closest else ""
+    return RecipeError(
+        f"classes.set: unknown class set {name!r} "
+        f"(named sets: {', '.join(NAMED_SETS)}; or a .txt, .csv or .yaml class list file){hint}"
+    )
+
+
 def load_class_set(name_or_path: str) -> list[ClassInfo]:
-    """The whole class set in label order: a named set or a custom list file."""
+    """The whole class set in label order: a named set or a custom list file.
+
+    Raises:
+        RecipeError: an unknown set name (naming the closest known one) or a bad class list file.
+    """
     if name_or_path == "imagenet-1k":
         from synthset.classes.imagenet import load_imagenet_1k
 
@@ -56,14 +80,20 @@ def load_class_set(name_or_path: str) -> list[ClassInfo]:
         with resources.as_file(resources.files("synthset.classes") / "data" / f"{name_or_path}.txt") as path:
             return load_class_list(path)
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml", ".txt"):
+    if path.suffix.lower() in CLASS_LIST_SUFFIXES:
         from synthset.classes.custom import load_class_list
 
         return load_class_list(path)
-    raise RecipeError(
-        f"classes.set: unknown class set {name_or_path!r} "
-        f"(named sets: {', '.join(NAMED_SETS)}; or a .yaml/.txt class list file)"
-    )
+    raise _unknown_set(name_or_path)
+
+
+def load_recipe_classes(spec: ClassSetSpec) -> list[ClassInfo]:
+    """The classes a recipe's `classes:` names: a set or list file, or a `datasets` source's label names."""
+    if spec.dataset is not None:
+        from synthset.classes.from_dataset import load_dataset_labels
+
+        return load_dataset_labels(spec.dataset, spec.dataset_config, spec.label_column)
+    return load_class_set(spec.set or "imagenet-1k")  # the recipe holds exactly one of set and dataset
 
 
 def select_classes(

@@ -1,7 +1,10 @@
-"""Custom class lists: a text file (one class name per line) or a YAML list.
+"""Custom class lists: a text file (one class name per line), a CSV file or a YAML list.
 
-YAML entries are either names or mappings with `name` and optional `wnid` and `gloss`; a mapping may
-also give `label_name` when two classes share a prompt name.
+CSV files have a header row with a `name` column and optional `description` (or `gloss`), `wnid` and
+`label_name` columns. YAML entries are either names or mappings with the same keys. A description is the
+class's meaning in the user's words: LAR takes it as a candidate (and keeps it when nothing else competes).
+A WordNet id without a description brings that synset's gloss. `label_name` sets the ClassLabel name when
+two classes share a prompt name.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import yaml
 from synthset.classes.info import ClassInfo, unique_label_names
 from synthset.errors import RecipeError
 
-_ENTRY_KEYS = {"name", "wnid", "gloss", "label_name"}
+_ENTRY_KEYS = {"name", "wnid", "gloss", "description", "label_name"}
 
 
 def check_class_name(name: str, where: str) -> None:
@@ -46,14 +49,53 @@ def _entries_from_yaml(path: Path) -> list[dict[str, str]]:
     return entries
 
 
+def _entries_from_csv(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as file:
+        reader = csv.DictReader(line for line in file if not line.startswith("#"))
+        columns = [c.strip() for c in reader.fieldnames or []]
+        if "name" not in columns:
+            raise RecipeError(f"{path}: a CSV class list needs a header row with a 'name' column")
+        unknown = set(columns) - _ENTRY_KEYS
+        if unknown:
+            known = ", ".join(sorted(_ENTRY_KEYS))
+            raise RecipeError(f"{path}: unknown column {sorted(unknown)[0]!r} (columns: {known})")
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    return [{k: v for k, v in row.items() if v} for row in rows if any(row.values())]
+
+
+def _entries(path: Path) -> list[dict[str, str]]:
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [{"name": line.strip()} for line in lines if line.strip() and not line.startswith("#")]
+    if suffix == ".csv":
+        return _entries_from_csv(path)
+    return _entries_from_yaml(path)
+
+
+def _gloss(entry: dict[str, str], where: str) -> str | None:
+    """The user's description, else the gloss of the WordNet id the entry gives (if WordNet knows it)."""
+    if "gloss" in entry and "description" in entry:
+        raise RecipeError(f"{where}: give description or gloss, not both")
+    given = entry.get("description") or entry.get("gloss")
+    if given or not entry.get("wnid"):
+        return given or None
+    from synthset.classes.imagenet import wordnet_glosses
+
+    return wordnet_glosses().get(entry["wnid"])
+
+
 def load_class_list(path: Path) -> list[ClassInfo]:
+    """The classes of a .txt, .csv or .yaml class list file, in file order (label i is the i-th entry).
+
+    Raises:
+        RecipeError: the file is missing, empty, malformed, or names a class twice.
+    """
     if not path.is_file():
         raise RecipeError(f"classes.set: no such class list file {str(path)!r}")
-    if path.suffix == ".txt":
-        lines = path.read_text(encoding="utf-8").splitlines()
-        entries = [{"name": line.strip()} for line in lines if line.strip() and not line.startswith("#")]
-    else:
-        entries = _entries_from_yaml(path)
+    entries = _entries(path)
     if not entries:
         raise RecipeError(f"{path}: the class list is empty")
     for i, entry in enumerate(entries):
@@ -75,6 +117,7 @@ def load_class_list(path: Path) -> list[ClassInfo]:
             raise RecipeError(f"{path}: class {name!r} appears more than once")
         seen.add(name)
     return [
-        ClassInfo(label=i, class_name=names[i], label_name=label_names[i], wnid=wnids[i], gloss=e.get("gloss"))
+        ClassInfo(label=i, class_name=names[i], label_name=label_names[i], wnid=wnids[i], gloss=_gloss(e, where))
         for i, e in enumerate(entries)
+        for where in [f"{path}: entry {i}"]
     ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
 import sys
 from types import ModuleType
 
@@ -20,6 +19,7 @@ from synthset.cli import (
     card,
     clean,
     generate,
+    new,
     plan,
     push,
     review,
@@ -32,10 +32,12 @@ from synthset.cli import (
     verify,
     versions,
 )
+from synthset.cli.quiet import configure_output
 from synthset.errors import SynthsetError
 
 # The commands in the order `synthset --help` lists them.
 COMMANDS: dict[str, ModuleType] = {
+    "new": new,
     "plan": plan,
     "generate": generate,
     "submit": submit,
@@ -62,6 +64,7 @@ Make a synthetic image-classification dataset with an off-the-shelf diffusion mo
 A run goes through these stages, each restartable and each reading the previous one's files
 in the run directory <output_dir>/<name>/ that the recipe names:
 
+  synthset new --classes foxes.txt         your classes -> a commented recipe (foxes.yaml)
   synthset plan recipes/demo.yaml          recipe -> recipe.lock.yaml, classes.parquet, plan.parquet
   accelerate launch -m synthset generate runs/demo
                                            plan -> shards/ (any number of processes; resumable)
@@ -78,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="synthset", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"synthset {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug messages, every rank's, and the libraries' bars"
+    )
     commands = parser.add_subparsers(dest="command", metavar="<stage>", required=True)
     for command in COMMANDS.values():
         command.register(commands)
@@ -87,11 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="synthset: %(levelname)s: %(message)s",
-    )
-    logging.getLogger("synthset").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    configure_output(args.verbose)
     try:
         return args.func(args)
     except SynthsetError as error:

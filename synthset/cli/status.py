@@ -10,7 +10,8 @@ HELP = "where a generate run stands: shards done / being made / pending, workers
 DESCRIPTION = (
     "Read RUN's shard records and claims (nothing is asked of the workers) and print shards done, "
     "being made, with an expired lease and pending; per worker its shards, images per second, last "
-    "heartbeat and the shards it holds; the ETA at the live workers' rate; and the GPU-hours spent."
+    "heartbeat and the shards it holds; the ETA at the live workers' rate; and the worker-hours spent "
+    "(GPU-hours for GPU workers)."
 )
 
 

@@ -37,10 +37,12 @@ weight_decay: 5.0e-4 for paper B). few_shot: replace train: by
   few_shot: {shots: [1, 2, 4, 8, 16], trials: 4, swap_probability: 0.5, synthetic_pool: per_class}
 and give model pretrained: true or weights: FILE. The default protocol is DA-Fusion's (its split per
 trial, BatchNorm adapting, 50 x 200 Adam steps, best-epoch mean per-class accuracy); protocol: fast is a
-quick cached-feature probe. To train each (k, trial) on the very real images a synthset few-shot dataset
+quick cached-feature probe; protocol: paper_b_code adds the quirks of paper B's authors' code, to compare
+with their published numbers only (docs/papers.md). train.epoch: real (default), synthetic, longest or a
+number of steps says what an epoch is. To train each (k, trial) on the very real images a synthset few-shot dataset
 was made from, add real_shots: {path: runs/X/dataset, config: coco_{k}shot_t{trial}}.
 The papers' own settings ship in configs/train/ (README: Reproduce the papers); --set KEY=VALUE changes
-one of them, e.g. --set synthetic.name=lar_cd. Every key is checked; see synthset/train/config.py.
+one of them, e.g. --set synthetic.name=lar_cd. Every key is checked; see synthset/training/config.py.
 """
 
 

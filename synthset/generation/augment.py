@@ -9,8 +9,10 @@ Augmentations, by name (each may be followed by `+dropout`):
   embed_cutmix  the first floor((1 - lam) * d) dimensions from e2, the rest from e1
   dropout       p of the embedding's dimensions zeroed
 
-Where paper B's text and its authors' code (JiahuiKChen/diffusers, `pipeline_stable_unclip_img2img.py`)
-disagree, the default (`variant: paper`) follows the text and `variant: authors_code` reproduces the code:
+Where the method as described (research notes on paper B's abstract and code: its full text was not read) and
+its authors' code (JiahuiKChen/diffusers, `pipeline_stable_unclip_img2img.py`) disagree, the default
+(`variant: paper`) follows the description and `variant: authors_code` reproduces the code, the only one that
+can chase a published number (docs/papers.md):
 
   dropout       paper: torch's inverted dropout on the 1024-d CLIP image embedding before unCLIP's noise
                 augmentation (survivors scaled by 1 / (1 - p)).

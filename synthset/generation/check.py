@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from synthset.classes import load_class_set, select_classes
+from synthset.classes import load_recipe_classes, select_classes
 from synthset.generation.draw_shots import draw_shots
 from synthset.generation.families import check_strategies_fit, local_pipeline_class
 from synthset.generation.pinning import make_lock
@@ -31,6 +31,8 @@ class RecipeCheck:
     model: str
     model_revision: str
     pools: dict[str, int] = field(default_factory=dict)  # config -> real images its pools hold in all
+    real_images: str | None = None  # what opening real_images found, e.g. "240 images of 3 of 3 classes"
+    unchecked: list[str] = field(default_factory=list)  # what only `synthset plan` (or generate) will load
 
     @property
     def images(self) -> int:
@@ -40,8 +42,8 @@ class RecipeCheck:
 def check_recipe(recipe: Recipe) -> RecipeCheck:
     """Validate a recipe as `synthset plan` would, writing nothing; one SynthsetError line on the first problem."""
     check_family(recipe)
-    classes = load_class_set(recipe.classes.set)
-    selected = select_classes(classes, recipe.classes.subset, recipe.classes.limit, recipe.classes.set)
+    classes = load_recipe_classes(recipe.classes)
+    selected = select_classes(classes, recipe.classes.subset, recipe.classes.limit, recipe.classes.source)
     lock = make_lock(recipe)
     kind = local_pipeline_class(lock.model.load_path)
     if kind is not None:
@@ -58,4 +60,36 @@ def check_recipe(recipe: Recipe) -> RecipeCheck:
     pooled: dict[str, int] = {}
     for row in pools:
         pooled[row.config] = pooled.get(row.config, 0) + len(row.real_ids)
-    return RecipeCheck(counts, len(selected), lock.model.load_path, lock.model.revision, pooled)
+    return RecipeCheck(
+        counts,
+        len(selected),
+        lock.model.load_path,
+        lock.model.revision,
+        pooled,
+        real_images=_real_images_found(recipe, classes, selected),
+        unchecked=unchecked_parts(recipe),
+    )
+
+
+def _real_images_found(recipe: Recipe, classes: list, selected: list) -> str | None:
+    """Open `real_images` (as LAR and augcond will) and count what it holds for the selected classes."""
+    if recipe.real_images is None:
+        return None
+    from synthset.generation.real_images import open_real_images
+
+    source = open_real_images(recipe.real_images, classes)
+    counts = [len(source.ids_for(info.label)) for info in selected]
+    found = sum(1 for n in counts if n)
+    return f"{sum(counts)} images of {found} of {len(selected)} classes in {source.describe()}"
+
+
+def unchecked_parts(recipe: Recipe) -> list[str]:
+    """What --check does not load: it writes nothing, calls no LLM and loads no scoring model."""
+    parts = []
+    if recipe.uses_lar():
+        parts.append(f"LAR's CLIP ({recipe.lar.clip_model})")
+        if recipe.prompts.llm.backend != "template":
+            parts.append(f"the LLM ({recipe.prompts.llm.backend})")
+    if recipe.quality is not None:
+        parts += [f"the quality gate's {name}" for name in ("checker", "clip_model") if getattr(recipe.quality, name)]
+    return parts

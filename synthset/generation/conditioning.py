@@ -178,13 +178,13 @@ EMBEDDINGS: dict[str, Callable[[Conditioner, Augmentation, list, int], tuple[tor
 
 def make_conditioner(pipe: Any, lock: Lock, run: RunDir) -> Conditioner:
     """The conditioner of an augcond run: its real-image source and the pools the plan recorded."""
-    from synthset.classes import load_class_set
     from synthset.generation.real_images import open_real_images
+    from synthset.run.classes_table import read_class_infos
     from synthset.run.pools import read_pools
 
     recipe = lock.recipe
     if recipe.real_images is None:
         raise SynthsetError("real_images: augcond needs the real images that condition the generation")
-    classes = load_class_set(recipe.classes.set)
+    classes = read_class_infos(run)
     source = open_real_images(recipe.real_images, classes)
     return Conditioner(pipe, source, read_pools(run), guidance=recipe.generator.guidance > 1.0)

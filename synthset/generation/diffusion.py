@@ -57,12 +57,13 @@ def choose_dtype(requested: str, device: torch.device) -> str:
 
 
 def load_generator(lock: Lock, device: torch.device, run: RunDir, show_progress: bool = True) -> LoadedGenerator:
-    """Load the locked model; only the main process shows the libraries' loading bars."""
+    """Load the locked model; the libraries' loading bars show only on the main process, and only with
+    debug logging (`synthset --verbose`)."""
     import diffusers
     import torch
     import transformers
 
-    if not show_progress:
+    if not (show_progress and logger.isEnabledFor(logging.DEBUG)):
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
 

@@ -66,8 +66,8 @@ def judge(quality: QualitySpec, scores: ImageScores, attempt: int, near_duplicat
         if quality.nsfw == "redraw" and attempt < quality.max_redraws:
             return Verdict(REDRAW, "nsfw")
         return Verdict(DROP, "nsfw")
-    low = quality.min_clip_score is not None and scores.clip_score is not None
-    if low and scores.clip_score < quality.min_clip_score:
+    minimum, score = quality.min_clip_score, scores.clip_score
+    if minimum is not None and score is not None and score < minimum:
         if attempt < quality.max_redraws:
             return Verdict(REDRAW, "low_clip")
         if quality.low_clip == "drop":

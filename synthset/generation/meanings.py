@@ -87,7 +87,7 @@ def resolve_meanings(
     ask_llm = llm is not None and source in ("llm", "both")
     with (
         open(partial_path, "a", encoding="utf-8") as partial,
-        tqdm(total=len(todo), desc="label ambiguity resolution", unit="class", disable=not todo) as bar,
+        tqdm(total=len(todo), desc="label ambiguity resolution", unit="class", disable=None if todo else True) as bar,
     ):
         for start in range(0, len(todo), MEANINGS_AT_ONCE):
             chunk = todo[start : start + MEANINGS_AT_ONCE]

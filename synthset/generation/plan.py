@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from synthset.classes import ClassInfo, load_class_set, select_classes
+from synthset.classes import ClassInfo, load_recipe_classes, select_classes
 from synthset.errors import SynthsetError
 from synthset.fsutil import atomic_path
 from synthset.generation.diversify import PromptStats
@@ -81,7 +81,7 @@ def iter_plan_shards(
     counts_by_config = {c.name: images_per_class(c, selected, num_classes) for c in recipe.configs}
     total = sum(sum(counts_by_config[c.name].values()) * c.bands for c in recipe.configs)
     llm = next((context.llm for context in contexts.values() if context.llm is not None), None)
-    with tqdm(total=total, unit="row", desc="plan", smoothing=0.05) as bar:
+    with tqdm(total=total, unit="row", desc="plan", smoothing=0.05, disable=None) as bar:
         try:
             for config in recipe.configs:
                 for band in range(config.bands):
@@ -238,8 +238,8 @@ def plan_run(recipe: Recipe, run: RunDir | None = None) -> PlanSummary:
     scratch copy).
     """
     check_family(recipe)
-    classes = load_class_set(recipe.classes.set)
-    selected = select_classes(classes, recipe.classes.subset, recipe.classes.limit, recipe.classes.set)
+    classes = load_recipe_classes(recipe.classes)
+    selected = select_classes(classes, recipe.classes.subset, recipe.classes.limit, recipe.classes.source)
     hub_layout = check_hub_layout(recipe, selected, len(classes))
     run = run if run is not None else RunDir(recipe.run_dir)
     for path in (run.root.parent, run.root):

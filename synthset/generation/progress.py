@@ -32,7 +32,7 @@ class GlobalProgress:
         self._lock = threading.Lock()
         self._last_refresh = 0.0
         initial = self._recorded_rows() if enabled else 0
-        self.bar = tqdm(total=total, initial=initial, unit="img", desc="generate", disable=not enabled)
+        self.bar = tqdm(total=total, initial=initial, unit="img", desc="generate", disable=None if enabled else True)
 
     def _recorded_rows(self) -> int:
         for path in self.run.shards_dir.glob("*/*.json"):

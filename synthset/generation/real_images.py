@@ -129,16 +129,23 @@ def _from_folder(spec: RealImagesSpec, classes: list[ClassInfo]) -> RealImageSou
 def _from_dataset(spec: RealImagesSpec, classes: list[ClassInfo]) -> RealImageSource:
     import datasets
 
+    from synthset.fsutil import looks_local
+
+    local = looks_local(spec.dataset)
+    path = Path(spec.dataset).expanduser()
+    if local and not path.is_dir():
+        raise SynthsetError(f"real_images.dataset: no such directory {spec.dataset!r}")
     try:
-        if Path(spec.dataset).is_dir() and (Path(spec.dataset) / "dataset_info.json").is_file():
-            dataset = datasets.load_from_disk(spec.dataset)
+        if local and (path / "dataset_info.json").is_file():
+            dataset = datasets.load_from_disk(str(path))
             if isinstance(dataset, datasets.DatasetDict):
                 dataset = dataset[spec.split]
         else:
-            dataset = datasets.load_dataset(spec.dataset, spec.config, split=spec.split)
+            dataset = datasets.load_dataset(str(path) if local else spec.dataset, spec.config, split=spec.split)
     except Exception as error:  # noqa: BLE001 - missing path, unknown repo, bad split: one line for the user
+        hint = "" if local else " (looked up on the Hub: a local path starts with ./ or /)"
         raise SynthsetError(
-            f"real_images.dataset: cannot load {spec.dataset!r} split {spec.split!r}: {first_line(error)}"
+            f"real_images.dataset: cannot load {spec.dataset!r} split {spec.split!r}: {first_line(error)}{hint}"
         ) from None
     columns = [spec.image_column] + ([spec.label_column] if spec.label_from is None else [])
     for column in columns:

@@ -152,7 +152,9 @@ class ShardMaker:
             dataset_features(label_names),
             lock.recipe.storage,
             lock.generation_key,
-            WriterIdentity(f"{worker.host}.{worker.pid}.{worker.id}", state.process_index, state.num_processes),
+            WriterIdentity(
+                f"{worker.host}.{worker.pid}.{worker.id}", state.process_index, state.num_processes, state.device.type
+            ),
             may_publish=self._still_ours,
             on_shard_done=self._recorded,
             on_shard_discarded=self._discarded,
@@ -289,6 +291,7 @@ class _Worker:
         self.progress = GlobalProgress(run, self.plan.num_rows, lock.generation_key, state.is_main_process)
         self.maker: ShardMaker | None = None
         self.made = self.redone = self.by_others = 0
+        self.last_wait = ""
 
     def shard(self, i: int) -> PlannedShard:
         return read_planned_shard(self.plan, i, self.names[i])
@@ -296,7 +299,7 @@ class _Worker:
     def _load_maker(self) -> ShardMaker:
         if self.maker is None:  # loaded only when there is something to make
             self.maker = ShardMaker(self.run, self.lock, self.state, self.progress, self.claims, self.stop)
-            logger.info(
+            logger.debug(
                 "worker %s (rank %d/%d): attention=%s, dtype=%s", self.claims.worker.id, self.state.process_index,
                 self.state.num_processes, self.maker.generator.attention, self.maker.generator.dtype,
             )  # fmt: skip
@@ -333,7 +336,10 @@ class _Worker:
             claim = current_claim(self.run, self.names[i])
             if claim is not None:
                 holders.add(f"{claim.worker.host}:{claim.worker.pid}")
-        logger.info("waiting for %d shards held by other workers (%s)", len(held), ", ".join(sorted(holders)))
+        message = f"waiting for {len(held)} shards held by other workers ({', '.join(sorted(holders))})"
+        if message != self.last_wait:  # said once while nothing changes, not once per poll
+            logger.info("%s", message)
+            self.last_wait = message
         self.stop.wait(min(MAX_WAIT_POLL_SECONDS, self.claims.lease_seconds / 4))
         return [i for i in held if i in redo or not self.is_recorded(i)]
 

@@ -103,6 +103,7 @@ class SafetyChecker:
 
         location, revision = _model_location(pinned)
         try:
+            revision = revision or "main"  # transformers' own default; a local directory ignores it
             self.processor = CLIPImageProcessor.from_pretrained(location, revision=revision)
             model = StableDiffusionSafetyChecker.from_pretrained(location, revision=revision, dtype=dtype)
         except (OSError, ValueError) as error:
@@ -110,7 +111,7 @@ class SafetyChecker:
                 f"quality.checker: cannot load {pinned['model']!r} as a StableDiffusionSafetyChecker with its "
                 f"preprocessor_config.json: {first_line(error)}"
             ) from None
-        model.to(device).eval()
+        model.to(device).eval()  # type: ignore[arg-type]  # transformers types .to() as a dtype-only call
         if device.type == "cpu":
             copy_module_to_aligned_memory(model)
         self.model, self.device, self.dtype, self.adjustment = model, device, dtype, adjustment
@@ -200,7 +201,7 @@ class Screener:
             self.checker = SafetyChecker(
                 lock.aux_models["safety_checker"], device, torch_dtype, quality.nsfw_adjustment
             )
-        logger.info("quality gate: clip=%s checker=%s on %s", quality.clip_model, quality.checker, device)
+        logger.debug("quality gate: clip=%s checker=%s on %s", quality.clip_model, quality.checker, device)
 
     def prepare(self, images: list[Image]) -> PreparedBatch:
         """The CPU half of scoring; thread-safe, so the runner calls it on a worker thread."""

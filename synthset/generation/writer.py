@@ -88,6 +88,7 @@ class WriterIdentity:
     worker: str
     rank: int
     world_size: int
+    device: str = ""  # the torch device type it generated on: cuda, cpu, ...
 
 
 class ShardWriter:
@@ -300,6 +301,7 @@ class ShardWriter:
             world_size=self.identity.world_size,
             seconds=round(time.monotonic() - shard.started, 3),
             worker=self.identity.worker,
+            device=self.identity.device,
             dropped=shard.dropped,
             rejects_sha256=rejects_digest,
             rejects_bytes=rejects_size,

@@ -77,12 +77,27 @@ def retry_after_seconds(error: BaseException) -> float | None:
     return float(match[1]) if match else None
 
 
+def name_not_resolved(error: BaseException) -> bool:
+    """Whether the host's name could not be resolved (offline, a typo in the endpoint): no retry will help."""
+    import socket
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def is_transient(error: BaseException, statuses: tuple[int, ...] = RETRY_STATUSES) -> bool:
-    """409 (commit in progress), 429 (rate limit), 5xx, or the connection failing."""
+    """409 (commit in progress), 429 (rate limit), 5xx, or the connection failing (but not a host name that
+    does not resolve: that fails at once rather than after minutes of retries)."""
     from huggingface_hub.errors import HfHubHTTPError
 
     if isinstance(error, HfHubHTTPError):
         return http_status(error) in statuses
+    if name_not_resolved(error):
+        return False
     try:
         import httpx2
 

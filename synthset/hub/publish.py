@@ -406,11 +406,16 @@ class Publisher:
         )
 
 
-def _progress(total: int, initial: int) -> Any:
-    from huggingface_hub.utils import are_progress_bars_disabled
+def _progress(total_bytes: int) -> Any:
+    """The push's one bar: bytes uploaded, with files as its postfix (huggingface_hub's per-file bars are off
+    unless `synthset --verbose`); off where stderr is not a terminal."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="commit", desc="push", disable=are_progress_bars_disabled())
+    return tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="push", disable=None)
+
+
+def _chunk_bytes(chunk: list[tuple[str, str]], by_path: dict[str, Entry]) -> int:
+    return sum(by_path[path].bytes for kind, path in chunk if kind == "add" and path in by_path)
 
 
 def push_dataset(
@@ -457,13 +462,16 @@ def push_dataset(
             chunks = [operations[i : i + FILES_PER_COMMIT] for i in range(0, len(operations), FILES_PER_COMMIT)]
             ref = None if num is None else f"refs/pr/{num}"
             parent = base if num is None else publisher.head(ref)
-            with _progress(len(chunks), 0) as bar:
+            files_done = 0
+            with _progress(sum(_chunk_bytes(c, publisher.by_path) for c in chunks)) as bar:
                 for i, chunk in enumerate(chunks):
                     message = publisher.title(base) if ref is None else f"synthset: part {i + 1} of {len(chunks)}"
                     num, parent = publisher.commit_chunk(chunk, ref, parent, message, base)
                     ref = f"refs/pr/{num}"
                     result.commits += 1
-                    bar.update(1)
+                    files_done += len(chunk)
+                    bar.set_postfix_str(f"{files_done}/{len(operations)} files", refresh=False)
+                    bar.update(_chunk_bytes(chunk, publisher.by_path))
             if num is None:
                 raise AssertionError("a push with operations always has a pull request")
             if not publisher.holds_staged(f"refs/pr/{num}"):

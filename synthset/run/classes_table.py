@@ -94,6 +94,15 @@ def read_label_names(run: RunDir) -> list[str]:
         raise SynthsetError(f"{run}: no {run.classes_file.name}; run `synthset plan` first") from None
 
 
+def read_class_infos(run: RunDir) -> list[ClassInfo]:
+    """The run's whole class set as the plan recorded it: a later stage never re-reads the user's class list
+    (a worker may not have that file, and it may have been edited since)."""
+    from synthset.classes import ClassInfo
+
+    columns = ["label", "class_name", "label_name", "wnid", "gloss"]
+    return [ClassInfo(**row) for row in read_class_rows(run, columns)]
+
+
 def read_class_rows(run: RunDir, columns: list[str]) -> list[dict]:
     """Rows of classes.parquet (one per class of the set), restricted to `columns`."""
     return pq.read_table(run.classes_file, columns=columns).to_pylist()

@@ -44,14 +44,25 @@ def fewshot_dataset(config_name: str) -> str:
     return match["dataset"]
 
 
-def _check_imagenet(recipe: Recipe) -> None:
-    if recipe.classes.set != "imagenet-1k":
-        raise RecipeError("classes.set: synth_imagenet needs imagenet-1k")
+def _check_strategy_named(recipe: Recipe) -> None:
+    """synth_imagenet and synth_classes: one config per strategy, named after it (bands give its scales)."""
     for i, config in enumerate(recipe.configs):
         if config.fill_up is not None:
-            raise RecipeError(f"configs[{i}].fill_up: synth_imagenet has no fill-up; use synth_imagenet_lt")
+            raise RecipeError(f"configs[{i}].fill_up: {recipe.builder} has no fill-up; use synth_imagenet_lt")
         if config.name != config.strategy:
-            raise RecipeError(f"configs[{i}].name: synth_imagenet names each config after its strategy")
+            raise RecipeError(
+                f"configs[{i}].name: {recipe.builder} names each config after its strategy "
+                f"(name: {config.strategy}, not {config.name!r})"
+            )
+
+
+def _check_imagenet(recipe: Recipe) -> None:
+    if recipe.classes.set != "imagenet-1k":
+        raise RecipeError(
+            f"classes.set: synth_imagenet needs imagenet-1k, not {recipe.classes.source!r} "
+            "(leave builder out, or use builder: synth_classes, for any other class list)"
+        )
+    _check_strategy_named(recipe)
 
 
 def _check_imagenet_lt(recipe: Recipe) -> None:
@@ -87,6 +98,8 @@ DATASET_FAMILIES: dict[str, DatasetFamily] = {
     "synth_imagenet": DatasetFamily(_imagenet_configs, _check_imagenet),
     "synth_imagenet_lt": DatasetFamily(_imagenet_lt_configs, _check_imagenet_lt),
     "synth_fewshot": DatasetFamily(_fewshot_configs, _check_fewshot),
+    # any class list (a text/CSV/YAML file, a named set, a dataset's label names): synth_imagenet's configs
+    "synth_classes": DatasetFamily(_imagenet_configs, _check_strategy_named),
 }
 
 

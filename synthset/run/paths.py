@@ -49,6 +49,7 @@ DATASET_DIR = "dataset"
 DATASET_BUILD_PREFIX = ".dataset-build-"  # a build in progress: assembled here, then swapped in whole
 EVALUATION_DIR = "evaluation"  # in dataset/: `synthset train --to-card` results, shown by the card
 README_FILE = "README.md"
+CARD_MARKER = "<!-- synthset-card provenance={provenance} -->"  # the first line of a rendered card's body
 REVIEW_FILE = "review.html"  # `synthset review`: the contact sheets to look at before publishing
 SHARD_SUFFIXES = (".rejects.parquet", ".parquet", ".json")  # a shard's files: rejects, data, record
 
@@ -199,3 +200,9 @@ class RunDir:
     @property
     def evaluation_dir(self) -> Path:
         return self.dataset_dir / EVALUATION_DIR
+
+
+def card_marker(provenance: str) -> str:
+    """The line that tells `synthset push` and `build` that the README is this run's rendered card, not
+    build's stub."""
+    return CARD_MARKER.format(provenance=provenance)

@@ -42,6 +42,7 @@ class ShardRecord:
     dropped: list[dict] = field(default_factory=list)
     rejects_sha256: str = ""  # the shard's rejects file (thumbnails of rejected attempts), when it has one
     rejects_bytes: int = 0
+    device: str = ""  # the device type the worker generated on (cuda, cpu); "" in records made before it was kept
 
     @property
     def settled(self) -> int:

@@ -4,8 +4,8 @@ Done shards come from the records (each says which worker made it, how many rows
 work in progress from the live claims (holder, when taken, last heartbeat). From those: shards done /
 claimed / pending, per worker its images per second and last heartbeat, expired leases (a worker that
 stopped renewing: its shard is up for takeover), the ETA of the whole run at the current workers' rate,
-and the GPU-hours spent (worker-seconds on recorded shards plus the time live claims have been held,
-one worker per GPU).
+and the worker-hours spent (worker-seconds on recorded shards plus the time live claims have been held),
+of which GPU-hours are those of records made on a GPU (one worker per GPU).
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ class RunStatus:
     claimed: list[Claim]
     expired: list[Claim]
     workers: list[WorkerStatus]
-    gpu_hours: float
+    gpu_hours: float  # worker-hours on GPUs (records made on cuda)
     eta_seconds: float | None
     now: float
+    worker_hours: float = 0.0  # every worker's time: recorded shards plus live claims, on any device
 
     @property
     def shards_pending(self) -> int:
@@ -99,7 +100,8 @@ def run_status(run_dir, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> RunStat
     images_done = sum(r.settled for r in records.values())
     images = sum(sizes.values())
     in_progress = sum(now - c.since for c in claimed)
-    gpu_hours = (sum(r.seconds for r in records.values()) + in_progress) / 3600
+    worker_hours = (sum(r.seconds for r in records.values()) + in_progress) / 3600
+    gpu_hours = sum(r.seconds for r in records.values() if r.device == "cuda") / 3600
     live_rate = sum(w.images_per_second or 0.0 for w in workers.values() if w.holding and not w.expired)
     eta = (images - images_done) / live_rate if live_rate > 0 else None
     return RunStatus(
@@ -111,6 +113,7 @@ def run_status(run_dir, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> RunStat
         expired=expired,
         workers=sorted(workers.values(), key=lambda w: w.worker),
         gpu_hours=gpu_hours,
+        worker_hours=worker_hours,
         eta_seconds=eta,
         now=now,
     )
@@ -122,6 +125,12 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
+def _hours_line(status: RunStatus) -> str:
+    """Worker-hours, and of them GPU-hours only where a worker generated on a GPU (a CPU run has none)."""
+    line = f"worker-hours spent: {status.worker_hours:.2f}"
+    return line + (f" (GPU-hours: {status.gpu_hours:.2f})" if status.gpu_hours > 0 else " (no GPU worker)")
+
+
 def format_status(status: RunStatus, labels: dict[str, str] | None = None) -> str:
     """The status as lines; `labels` (worker -> text, e.g. its SLURM task and state) adds a column."""
     labels = labels or {}
@@ -129,7 +138,7 @@ def format_status(status: RunStatus, labels: dict[str, str] | None = None) -> st
         f"shards: {status.shards_done} done, {len(status.claimed)} being made, {len(status.expired)} with an expired "
         f"lease, {status.shards_pending} pending (of {status.shards})",
         f"images: {status.images_done} of {status.images} ({100 * status.images_done / max(status.images, 1):.1f}%)",
-        f"GPU-hours spent: {status.gpu_hours:.2f}",
+        _hours_line(status),
         "ETA: " + (_duration(status.eta_seconds) if status.eta_seconds is not None else "unknown (no live worker)"),
         "",
         f"{'worker':<40} {'shards':>6} {'images':>8} {'img/s':>7}  {'heartbeat':>10}  "

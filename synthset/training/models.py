@@ -14,8 +14,8 @@ from torch import nn
 
 from synthset.errors import SynthsetError
 from synthset.fsutil import atomic_path
-from synthset.train.config import ModelSpec
-from synthset.train.dual_bn import to_single_bn
+from synthset.training.config import ModelSpec
+from synthset.training.dual_bn import to_single_bn
 
 
 def build_model(spec: ModelSpec, num_classes: int) -> nn.Module:

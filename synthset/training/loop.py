@@ -19,20 +19,26 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from synthset.train.config import TrainSpec
-from synthset.train.data import ImageRows, LoadedSplit
-from synthset.train.dual_bn import mixed_batch
-from synthset.train.metrics import ClassTally
+from synthset.training.config import TrainSpec
+from synthset.training.data import ImageRows, LoadedSplit
+from synthset.training.dual_bn import mixed_batch
+from synthset.training.metrics import ClassTally
 
 POSTFIX_SECONDS = 2.0
 
 
 def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
-    """timm's optimizer factory: no weight decay on biases and norm parameters, as timm trains."""
+    """timm's optimizer factory. Biases and norm parameters (every 1-d parameter) go without weight decay, as timm
+    trains, unless `decay_norm_and_bias` (paper B's authors put every parameter in one SGD group)."""
     from timm.optim import create_optimizer_v2
 
     return create_optimizer_v2(
-        model, opt=spec.optimizer, lr=spec.lr, weight_decay=spec.weight_decay, momentum=spec.momentum
+        model,
+        opt=spec.optimizer,
+        lr=spec.lr,
+        weight_decay=spec.weight_decay,
+        momentum=spec.momentum,
+        filter_bias_and_bn=not spec.decay_norm_and_bias,
     )
 
 
@@ -62,6 +68,12 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.default_rng([seed, 3, epoch, rank]).integers(0, 2**62))
 
 
+def step_seed(seed: int, global_step: int, rank: int) -> int:
+    """The global torch seed for one training step on a rank: a function of (seed, step, rank), so a run resumed
+    at any step draws the same dropout and drop-path as an uninterrupted one."""
+    return int(np.random.default_rng([seed, 9, global_step, rank]).integers(0, 2**62))
+
+
 @dataclass(frozen=True)
 class EpochStats:
     loss: float
@@ -81,8 +93,12 @@ def train_epoch(
     dual_bn: bool,
     clip_grad_norm: float | None = None,
     desc: str = "train",
+    after_step: Callable[[int], None] | None = None,
+    step_seed: Callable[[int], int] | None = None,
 ) -> EpochStats:
-    """One pass over the loader's batches (real rows first, then synthetic); returns loss and top-1 over all ranks."""
+    """One pass over the loader's batches (real rows first, then synthetic); returns loss and top-1 over all ranks.
+    `step_seed(n)` seeds torch's global RNG (dropout, drop-path) before the n-th step of this pass, so a run
+    resumed mid-epoch draws what an uninterrupted one would; `after_step(n)` runs after it (a checkpoint)."""
     model.train()
     device = accelerator.device
     started = time.monotonic()
@@ -90,7 +106,9 @@ def train_epoch(
     seen = 0
     bar = tqdm(loader, desc=desc, unit="step", dynamic_ncols=True, disable=not accelerator.is_main_process)
     shown = 0.0
-    for images, labels, synthetic in bar:
+    for done, (images, labels, synthetic) in enumerate(bar, start=1):
+        if step_seed is not None:
+            torch.manual_seed(step_seed(done))
         real_rows = int((~synthetic).sum())
         if synthetic[:real_rows].any():
             raise RuntimeError("a batch must hold its real rows first")
@@ -108,6 +126,8 @@ def train_epoch(
         with torch.no_grad():
             seen += labels.numel()
             sums += torch.stack([loss.detach().double() * labels.numel(), (logits.argmax(1) == labels).sum().double()])
+        if after_step is not None:
+            after_step(done)
         if not bar.disable and time.monotonic() - shown > POSTFIX_SECONDS:  # .item() waits for the device
             shown = time.monotonic()
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}", refresh=False)

@@ -1,10 +1,12 @@
 """Real and synthetic splits through `datasets`, and the torchvision v2 transforms that feed the model.
 
 A split is named the way a user names it anywhere else (a local directory or a Hub id, a config, a
-revision, a split) and loaded with `datasets.load_dataset`, so a synthetic set published by synthset
-and ImageNet from the Hub are read by the same code. Only the image and label columns are kept. The
-labels are read once as one Arrow column (never by decoding rows): they give class frequencies,
-few-shot draws and shot buckets without touching an image.
+revision, a split). A local split stored as Parquet (a synthset dataset, any `datasets` Parquet directory)
+is read in place (`synthset.training.parquet_rows`: no Arrow cache, no second copy on disk); anything else
+(a Hub id, an image folder, a split relabelled by `classes` or `label_from`) goes through
+`datasets.load_dataset`. Only the image and label columns are kept. The labels are read once as one
+column (never by decoding rows): they give class frequencies, few-shot draws and shot buckets without
+touching an image.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import torch
 from torchvision.transforms import v2
 
 from synthset.errors import SynthsetError
-from synthset.train.config import DataSource
-from synthset.train.sampler import SYNTHETIC, Item
+from synthset.training.config import DataSource
+from synthset.training.sampler import SYNTHETIC, Item
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ class LoadedSplit:
 
     field: str  # the config key it came from, for error messages
     source: DataSource
-    dataset: Any  # datasets.Dataset
+    dataset: Any  # datasets.Dataset, or ParquetRows (read in place; its row groups drive the sampler's order)
     labels: np.ndarray
     class_names: list[str] | None
     source_rows: np.ndarray | None = None
@@ -53,6 +55,13 @@ class LoadedSplit:
         """The source row number of every position."""
         return self.source_rows if self.source_rows is not None else np.arange(len(self.labels))
 
+    @property
+    def row_groups(self) -> list[int] | None:
+        """Row counts of the row groups the split is read by (in file order), None for a `datasets` split."""
+        from synthset.training.parquet_rows import ParquetRows
+
+        return self.dataset.group_sizes if isinstance(self.dataset, ParquetRows) else None
+
     def position_of(self) -> dict[int, int]:
         """Source row number -> position in this split."""
         return {int(row): i for i, row in enumerate(self.rows())}
@@ -63,8 +72,66 @@ def is_local_path(path: str) -> bool:
     return Path(path).expanduser().exists() or path.startswith(("/", ".", "~")) or path.count("/") > 1
 
 
-def load_split(source: DataSource, field: str) -> LoadedSplit:
-    """Load one split; every problem (path, config, split, column) is one line naming `field`."""
+def _checked_labels(labels: np.ndarray, source: DataSource, field: str) -> np.ndarray:
+    if len(labels) == 0:
+        raise SynthsetError(f"{field}: {source.describe()} has no rows")
+    if labels.min() < 0:
+        raise SynthsetError(f"{field}.label_column: negative label {labels.min()} in {source.describe()}")
+    return labels
+
+
+def _class_names(feature: Any, source: DataSource, field: str) -> list[str] | None:
+    """A ClassLabel's names, None for a plain integer column; anything else is not a class label."""
+    import datasets
+
+    class_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    if class_names is None and getattr(feature, "dtype", "").rstrip("0123456789") not in ("int", "uint"):
+        raise SynthsetError(f"{field}.label_column: {source.label_column!r} is {feature}, not a class label")
+    return class_names
+
+
+def load_parquet_split(source: DataSource, field: str, directory: Path) -> LoadedSplit | None:
+    """A local Parquet split read in place (see the module docstring), or None when it is not one."""
+    import datasets
+
+    from synthset.training.parquet_rows import (
+        ParquetRows,
+        index_row_groups,
+        parquet_files,
+        read_column,
+        schema_features,
+    )
+
+    if source.classes is not None or source.label_from is not None:
+        return None
+    files = parquet_files(directory, source.name, source.split)
+    if files is None:
+        return None
+    features = schema_features(files[0])
+    if features is None:
+        import pyarrow.parquet as pq
+
+        features = datasets.Features.from_arrow_schema(pq.read_schema(files[0]))
+    for key, column in (("image_column", source.image_column), ("label_column", source.label_column)):
+        if column not in features:
+            columns = ", ".join(features)
+            raise SynthsetError(f"{field}.{key}: no column {column!r} in {source.describe()} (columns: {columns})")
+    class_names = _class_names(features[source.label_column], source, field)
+    groups = index_row_groups(files, source.limit)
+    labels = np.asarray(read_column(groups, source.label_column).to_numpy(), dtype=np.int64)
+    first_cond = None
+    if "cond_images" in features:
+        first_cond = [ids[0] if ids else None for ids in read_column(groups, "cond_images").to_pylist()]
+    rows = ParquetRows(groups, _checked_labels(labels, source, field), source.image_column, source.label_column)
+    logger.info("%s: %s read in place, %d rows in %d row groups", field, source.describe(), len(rows), len(groups))
+    return LoadedSplit(field, source, rows, rows.labels, class_names, first_cond_images=first_cond)
+
+
+def load_split(source: DataSource, field: str, in_place: bool = True) -> LoadedSplit:
+    """Load one split; every problem (path, config, split, column) is one line naming `field`.
+
+    `in_place=False` always goes through `datasets` (its memory-mapped Arrow cache): for readers that pick rows
+    at random over the whole split (the few-shot probes), which row-group reads would make slow."""
     import datasets
 
     path = source.path
@@ -74,6 +141,9 @@ def load_split(source: DataSource, field: str) -> LoadedSplit:
             raise SynthsetError(f"{field}.path: no such dataset directory: {path!r}")
         if source.revision is not None:
             raise SynthsetError(f"{field}.revision: only for Hub dataset ids, not the local directory {path!r}")
+        read_in_place = load_parquet_split(source, field, local) if in_place else None
+        if read_in_place is not None:
+            return read_in_place
         path = str(local)
     try:
         dataset = datasets.load_dataset(path, source.name, revision=source.revision, split=source.split)
@@ -96,15 +166,9 @@ def load_split(source: DataSource, field: str) -> LoadedSplit:
     if source.label_from is not None or source.classes is not None:
         return _relabelled(source, field, dataset, first_cond)
     dataset = dataset.select_columns([source.image_column, source.label_column])
-    feature = dataset.features[source.label_column]
-    class_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-    if class_names is None and getattr(feature, "dtype", "").rstrip("0123456789") not in ("int", "uint"):
-        raise SynthsetError(f"{field}.label_column: {source.label_column!r} is {feature}, not a class label")
+    class_names = _class_names(dataset.features[source.label_column], source, field)
     labels = np.asarray(dataset.with_format("arrow")[source.label_column].to_numpy(), dtype=np.int64)
-    if len(labels) == 0:
-        raise SynthsetError(f"{field}: {source.describe()} has no rows")
-    if labels.min() < 0:
-        raise SynthsetError(f"{field}.label_column: negative label {labels.min()} in {source.describe()}")
+    labels = _checked_labels(labels, source, field)
     return LoadedSplit(field, source, dataset, labels, class_names, first_cond_images=first_cond)
 
 

@@ -25,6 +25,13 @@ Per (k, trial):
 
 Every random draw (shots aside) comes from (seed, k, trial) and every image's augmentation from its own seed,
 so a trial is reproducible on one process or many.
+
+`few_shot.protocol: paper_b_code` runs the same probe with the three quirks of paper B's authors' fine_tune.py
+(JiahuiKChen/LT-classification, the code behind their published few-shot numbers; docs/papers.md cites the
+lines): validation draws are swapped for synthetic images of their class with the training p
+(`validation_items`), every trial trains on the seed-0 shots (`shot_seed`), and each trial's own best epoch
+is averaged (`per_trial_best_summary`). Only for comparing with those numbers: the first quirk scores partly
+synthetic images, the third picks the best epoch per trial on the scored set.
 """
 
 from __future__ import annotations
@@ -44,9 +51,9 @@ from tqdm.auto import tqdm
 from synthset.classes.dafusion import ClassSplit, dafusion_split
 from synthset.errors import SynthsetError
 from synthset.fsutil import write_text_atomic
-from synthset.train.config import TrainConfig, config_fingerprint
-from synthset.train.data import ImageRows, LoadedSplit, MixedRows, label_space, load_split
-from synthset.train.fewshot import (
+from synthset.training.config import TrainConfig, config_fingerprint
+from synthset.training.data import LoadedSplit, MixedRows, label_space, load_split
+from synthset.training.fewshot import (
     SyntheticSets,
     job_path,
     parse_real_id,
@@ -57,13 +64,19 @@ from synthset.train.fewshot import (
     swap_with_synthetic,
     synthetic_pool,
 )
-from synthset.train.models import build_model
-from synthset.train.sampler import REAL, SYNTHETIC, Item
+from synthset.training.models import build_model
+from synthset.training.sampler import REAL, SYNTHETIC, Item
 
 logger = logging.getLogger(__name__)
 
 MEAN = STD = (0.5, 0.5, 0.5)
 ROTATION_DEGREES = 15.0
+METRICS = {
+    "dafusion": "mean per-class accuracy at the best epoch",
+    "paper_b_code": "mean over trials of each trial's best-epoch mean per-class accuracy, validation draws swapped "
+    "for synthetic images with the training p (paper B's fine_tune.py)",
+}
+EvalSwap = tuple[LoadedSplit | None, dict[int, np.ndarray]]  # (synthetic split, class pool) validation draws use
 
 
 def train_transform(size: int) -> v2.Compose:
@@ -135,6 +148,27 @@ def per_real_pool(
     return pool
 
 
+def shot_seed(config: TrainConfig, trial: int) -> int:
+    """The numpy seed of a trial's shots: `seed + trial`, or (paper_b_code) `seed` for every trial, as the authors'
+    fine_tune.py builds its train set with the dataset's default seed 0 (its validation set gets the trial's)."""
+    return config.seed if config.few_shot.protocol == "paper_b_code" else config.seed + trial
+
+
+def validation_items(
+    labels: np.ndarray, positions: np.ndarray, pool: dict[int, np.ndarray], p: float, rng: np.random.Generator
+) -> tuple[list[Item], int]:
+    """The validation draws as `Item`s (real positions of the eval split) and how many were swapped: with a class
+    pool (paper_b_code), each draw is replaced with probability p by a synthetic image of its class."""
+    if not pool or p == 0:
+        return [Item(REAL, int(position), 0) for position in positions], 0
+    swapped, synthetic_rows = swap_with_synthetic(labels[positions], pool, p, rng)
+    items = [
+        Item(SYNTHETIC, int(synthetic_rows[i]), 0) if swapped[i] else Item(REAL, int(position), 0)
+        for i, position in enumerate(positions)
+    ]
+    return items, int(swapped.sum())
+
+
 def mean_per_class_accuracy(correct: np.ndarray, seen: np.ndarray) -> float:
     """DA-Fusion's validation metric: the mean over all classes of correct / max(seen, 1)."""
     return float((np.asarray(correct, dtype=np.float64) / np.maximum(np.asarray(seen), 1)).mean())
@@ -154,6 +188,25 @@ def best_epoch_summary(records: list[dict[str, Any]]) -> dict[str, dict[str, Any
             "best_epoch": best + 1,
             "trials": [float(v) for v in values],
             "swapped_fraction": float(np.mean([r["swapped_fraction"] for r in trials])),
+            "real_images": int(trials[0]["real_images"]),
+        }
+    return out
+
+
+def per_trial_best_summary(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per k (paper_b_code): every trial's own best epoch, and their mean (the authors' FineTuneResults.ipynb takes
+    `val_accs.max()` per trial, then the mean over trials), which is at least the best-mean-epoch number."""
+    out: dict[str, dict[str, Any]] = {}
+    for k in sorted({r["k"] for r in records}):
+        trials = sorted((r for r in records if r["k"] == k), key=lambda r: r["trial"])
+        values = np.array([max(r["epoch_accuracy"]) for r in trials])
+        out[str(k)] = {
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "best_epoch": [int(np.argmax(r["epoch_accuracy"])) + 1 for r in trials],
+            "trials": [float(v) for v in values],
+            "swapped_fraction": float(np.mean([r["swapped_fraction"] for r in trials])),
+            "eval_swapped_fraction": float(np.mean([r["eval_swapped_fraction"] for r in trials])),
             "real_images": int(trials[0]["real_images"]),
         }
     return out
@@ -186,26 +239,31 @@ class Trial:
         batches = [items[i : i + spec.batch_size] for i in range(0, n, spec.batch_size)]
         return batches, int(swapped.sum())
 
-    def validate(self, head: nn.Module, eval_split: LoadedSplit, positions: np.ndarray, epoch: int) -> float:
+    def validate(
+        self, head: nn.Module, eval_split: LoadedSplit, positions: np.ndarray, epoch: int, swap: EvalSwap
+    ) -> tuple[float, int]:
+        """Mean per-class accuracy over this epoch's validation draws, and how many of them were synthetic."""
         spec, accelerator = self.spec, self.accelerator
+        rng = np.random.default_rng([self.config.seed, 8, self.k, self.trial, epoch])
         if spec.eval_draws is not None:
-            rng = np.random.default_rng([self.config.seed, 8, self.k, self.trial, epoch])
             positions = positions[rng.integers(0, len(positions), spec.eval_draws)]
+        synthetic, pool = swap
+        items, swapped = validation_items(eval_split.labels, positions, pool, spec.swap_probability, rng)
         loader = torch.utils.data.DataLoader(
-            ImageRows(eval_split, eval_transform(spec.input_size), positions),
-            batch_size=spec.batch_size,
+            MixedRows(eval_split, synthetic, eval_transform(spec.input_size)),
+            batch_sampler=[items[i : i + spec.batch_size] for i in range(0, len(items), spec.batch_size)],
             num_workers=spec.num_workers,
         )
         correct = np.zeros(self.num_classes)
         seen = np.zeros(self.num_classes)
         self.backbone.eval()
         with torch.no_grad(), accelerator.autocast():
-            for images, labels in loader:
+            for images, labels, _ in loader:
                 predicted = head(self.backbone(images.to(accelerator.device)).float()).argmax(1).cpu().numpy()
                 labels = labels.numpy()
                 np.add.at(seen, labels, 1)
                 np.add.at(correct, labels, predicted == labels)
-        return mean_per_class_accuracy(correct, seen)
+        return mean_per_class_accuracy(correct, seen), swapped
 
     def run(
         self,
@@ -216,7 +274,8 @@ class Trial:
         pool: dict[int, np.ndarray],
         eval_split: LoadedSplit,
         eval_positions: np.ndarray,
-    ) -> tuple[list[float], float]:
+    ) -> tuple[list[float], float, float]:
+        """The trial's per-epoch validation accuracy, and the swapped share of training and validation draws."""
         spec, accelerator = self.spec, self.accelerator
         generator = torch.Generator().manual_seed(int(self.rng.integers(0, 2**62)))
         head = nn.Linear(self.backbone.num_features, self.num_classes)
@@ -227,7 +286,8 @@ class Trial:
         head = head.to(accelerator.device)
         optimizer = torch.optim.Adam(head.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
         rows = MixedRows(real, synthetic, train_transform(spec.input_size))
-        curve, swapped_total = [], 0
+        curve, swapped_total, eval_swapped, eval_drawn = [], 0, 0, 0
+        swap: EvalSwap = (synthetic, pool if self.spec.protocol == "paper_b_code" else {})
         for epoch in range(spec.epochs):
             batches, swapped = self.draw_epoch(shots, keys, pool)
             swapped_total += swapped
@@ -241,15 +301,19 @@ class Trial:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            curve.append(self.validate(head, eval_split, eval_positions, epoch))
-        return curve, swapped_total / (spec.epochs * spec.iterations_per_epoch * spec.batch_size)
+            accuracy, swapped_in_eval = self.validate(head, eval_split, eval_positions, epoch, swap)
+            curve.append(accuracy)
+            eval_swapped += swapped_in_eval
+            eval_drawn += spec.eval_draws or len(eval_positions)
+        drawn = spec.epochs * spec.iterations_per_epoch * spec.batch_size
+        return curve, swapped_total / drawn, eval_swapped / eval_drawn
 
 
 def run_dafusion(config: TrainConfig, accelerator) -> dict[str, Any] | None:
     """Every (k, trial) job of this rank, then (main process) the best-epoch summary; None on other ranks."""
     spec, fingerprint = config.few_shot, config_fingerprint(config)
-    real = load_split(config.real, "real")
-    eval_split = real if spec.halves else load_split(config.eval, "eval")  # type: ignore[arg-type]
+    real = load_split(config.real, "real", in_place=False)  # drawn at random: the memory-mapped Arrow cache
+    eval_split = real if spec.halves else load_split(config.eval, "eval", in_place=False)  # type: ignore[arg-type]
     synthetic_sets = SyntheticSets(config)
     shots_table = read_real_shots(spec.real_shots) if spec.real_shots is not None else None
     jobs = [(k, trial) for k in spec.shots for trial in range(spec.trials)]
@@ -265,12 +329,13 @@ def run_dafusion(config: TrainConfig, accelerator) -> dict[str, Any] | None:
         path = job_path(config.output_dir, k, trial)
         if read_job(path, fingerprint) is not None:
             continue
-        trial_seed = config.seed + trial
-        split = trial_split(real, num_classes, trial_seed, spec.halves)
-        own = {label: [position_of[r] for r in s.shots(k)] for label, s in split.items() if s.train}
+        trial_seed, shots_seed = config.seed + trial, shot_seed(config, trial)
+        split = trial_split(real, num_classes, trial_seed, spec.halves)  # validation: the trial's half
+        shot_split = split if shots_seed == trial_seed else trial_split(real, num_classes, shots_seed, spec.halves)
+        own = {label: [position_of[r] for r in s.shots(k)] for label, s in shot_split.items() if s.train}
         if shots_table is not None:
             name = real_shots_config(config, k, trial)
-            check_recorded(recorded_shots(shots_table, name, k, real), own, name, trial_seed)
+            check_recorded(recorded_shots(shots_table, name, k, real), own, name, shots_seed)
         shots = np.array(sorted(p for positions in own.values() for p in positions), dtype=np.int64)
         if spec.halves:
             eval_positions = np.array(sorted(position_of[r] for s in split.values() for r in s.val), dtype=np.int64)
@@ -289,15 +354,17 @@ def run_dafusion(config: TrainConfig, accelerator) -> dict[str, Any] | None:
             if not pool:
                 logger.warning("k=%d trial %d: no synthetic image fits these shots: nothing is swapped", k, trial)
         backbone.load_state_dict(pretrained)  # every trial adapts BatchNorm from the pretrained statistics
-        curve, swapped = Trial(config, accelerator, backbone, num_classes, k, trial).run(
+        curve, swapped, eval_swapped = Trial(config, accelerator, backbone, num_classes, k, trial).run(
             real, synthetic, shots, keys, pool, eval_split, eval_positions
         )
         record = {
             "k": k,
             "trial": trial,
             "trial_seed": trial_seed,
+            "shot_seed": shots_seed,
             "epoch_accuracy": curve,
             "swapped_fraction": swapped,
+            "eval_swapped_fraction": eval_swapped,
             "real_images": len(shots),
             "real_rows": real.rows()[shots].tolist(),  # source rows the head saw: the trial can be redone
             "eval_images": len(eval_positions),
@@ -309,10 +376,12 @@ def run_dafusion(config: TrainConfig, accelerator) -> dict[str, Any] | None:
     if not accelerator.is_main_process:
         return None
     records = [read_job(job_path(config.output_dir, k, trial), fingerprint) for k, trial in jobs]
+    authors = spec.protocol == "paper_b_code"
+    summarize = per_trial_best_summary if authors else best_epoch_summary
     return {
         "mode": "few_shot",
-        "protocol": "dafusion",
-        "metric": "mean per-class accuracy at the best epoch",
+        "protocol": spec.protocol,
+        "metric": METRICS[spec.protocol],
         "model": config.model.name,
         "fingerprint": fingerprint,
         "num_classes": num_classes,
@@ -326,5 +395,5 @@ def run_dafusion(config: TrainConfig, accelerator) -> dict[str, Any] | None:
             "eval": {"source": "second half of real" if spec.halves else config.eval.describe()},  # type: ignore[union-attr]
             "real_shots": str(spec.real_shots.path) if spec.real_shots else None,
         },
-        "few_shot": best_epoch_summary([r for r in records if r is not None]),
+        "few_shot": summarize([r for r in records if r is not None]),
     }

@@ -1,6 +1,6 @@
 """The few-shot protocol registry: `few_shot.protocol` -> the function that runs every (k, trial) job.
 
-Both protocols import the shared probe code of `synthset.train.fewshot`; this registry imports them, so it
+The protocols import the shared probe code of `synthset.training.fewshot`; this registry imports them, so it
 lives apart from that shared code (no import cycle). Each entry imports its protocol (torch) when called.
 """
 
@@ -9,25 +9,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from synthset.train.config import TrainConfig
+from synthset.training.config import TrainConfig
 
 ProtocolRunner = Callable[[TrainConfig, Any], "dict[str, Any] | None"]
 
 
 def _dafusion() -> ProtocolRunner:
-    from synthset.train.fewshot_dafusion import run_dafusion
+    from synthset.training.fewshot_dafusion import run_dafusion
 
     return run_dafusion
 
 
 def _fast() -> ProtocolRunner:
-    from synthset.train.fewshot_fast import run_fast
+    from synthset.training.fewshot_fast import run_fast
 
     return run_fast
 
 
 # protocol name (TrainConfig's few_shot.protocol) -> a function returning the protocol's runner
-PROTOCOLS: dict[str, Callable[[], ProtocolRunner]] = {"dafusion": _dafusion, "fast": _fast}
+# paper_b_code is the dafusion runner with the authors' quirks switched on by the config (fewshot_dafusion)
+PROTOCOLS: dict[str, Callable[[], ProtocolRunner]] = {"dafusion": _dafusion, "paper_b_code": _dafusion, "fast": _fast}
 
 
 def run_few_shot(config: TrainConfig, accelerator: Any) -> dict[str, Any] | None:

@@ -31,14 +31,19 @@ def _rows_to_text(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _epochs(best: int | list[int]) -> str:
+    """The best epoch over the trials' mean (dafusion), or each trial's own (paper_b_code: `12/9/14/12`)."""
+    return "/".join(map(str, best)) if isinstance(best, list) else str(best)
+
+
 def format_table(results: dict[str, Any]) -> str:
     """Top-1 (%) per evaluation split with the shot buckets, or per shot count for the few-shot probe."""
     title = f"{results['mode']} · {results['model']}"
     if results["mode"] == "few_shot":
-        dafusion = results.get("protocol") == "dafusion"
+        dafusion = results.get("protocol") in ("dafusion", "paper_b_code")
         rows = [
             [k, f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}", str(len(r["trials"])), f"{r['swapped_fraction']:.3f}"]
-            + ([str(r["best_epoch"])] if dafusion else [])
+            + ([_epochs(r["best_epoch"])] if dafusion else [])
             for k, r in results["few_shot"].items()
         ]
         metric = "per-class acc % (mean ± std)" if dafusion else "top-1 % (mean ± std)"

@@ -21,9 +21,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from synthset.fsutil import write_text_atomic
-from synthset.train.config import FewShotSpec, TrainConfig, config_fingerprint
-from synthset.train.data import ImageRows, ImageSettings, LoadedSplit, eval_transform, label_space, load_split
-from synthset.train.fewshot import (
+from synthset.training.config import FewShotSpec, TrainConfig, config_fingerprint
+from synthset.training.data import ImageRows, ImageSettings, LoadedSplit, eval_transform, label_space, load_split
+from synthset.training.fewshot import (
     SyntheticSets,
     by_class,
     job_path,
@@ -34,8 +34,8 @@ from synthset.train.fewshot import (
     swap_with_synthetic,
     synthetic_pool,
 )
-from synthset.train.metrics import ClassTally, accuracy_report
-from synthset.train.models import build_model
+from synthset.training.metrics import ClassTally, accuracy_report
+from synthset.training.models import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +132,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def run_fast(config: TrainConfig, accelerator) -> dict[str, Any] | None:
     """Every (k, trial) job of this rank, then (main process) the summary; None on other ranks."""
     spec, fingerprint = config.few_shot, config_fingerprint(config)
-    real = load_split(config.real, "real")
-    eval_split = load_split(config.eval, "eval")
+    real = load_split(config.real, "real", in_place=False)  # drawn at random: the memory-mapped Arrow cache
+    eval_split = load_split(config.eval, "eval", in_place=False)
     synthetic_for = SyntheticSets(config).get
     shots_table = read_real_shots(spec.real_shots) if spec.real_shots is not None else None
     jobs = [(k, trial) for k in spec.shots for trial in range(spec.trials)]

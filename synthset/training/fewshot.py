@@ -6,9 +6,11 @@ enters one way only: each time a real training image is drawn, with probability 
 synthetic image (made from that very real image, or of its class). So the head sees the same number of draws
 with or without synthetic data, and the baseline is the same run with p = 0.
 
-- `dafusion` (default, `synthset.train.fewshot_dafusion`): DA-Fusion's classifier as paper B ran it, the
-  protocol behind the numbers both papers report.
-- `fast` (`synthset.train.fewshot_fast`): cached eval-mode features and last-step top-1; quick, but not
+- `dafusion` (default, `synthset.training.fewshot_dafusion`): DA-Fusion's classifier as DA-Fusion runs it, the
+  sound protocol.
+- `paper_b_code` (same module): that classifier with the three quirks of paper B's authors' fine_tune.py, the
+  code behind paper B's published few-shot numbers (docs/papers.md); for comparing with those only.
+- `fast` (`synthset.training.fewshot_fast`): cached eval-mode features and last-step top-1; quick, but not
   comparable with those tables.
 
 A synthetic set made by synthset for few-shot conditions only on the k real images per class it drew at
@@ -31,8 +33,8 @@ import pyarrow.parquet as pq
 
 from synthset.errors import SynthsetError
 from synthset.run.paths import SHOTS_FILE
-from synthset.train.config import RealShotsSpec, TrainConfig
-from synthset.train.data import LoadedSplit, load_split
+from synthset.training.config import RealShotsSpec, TrainConfig
+from synthset.training.data import LoadedSplit, load_split
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +163,7 @@ class SyntheticSets:
             return None
         name = source.name.format(k=k, trial=trial) if source.name else None
         if name not in self._loaded:
-            self._loaded[name] = load_split(source.model_copy(update={"name": name}), "synthetic")
+            self._loaded[name] = load_split(source.model_copy(update={"name": name}), "synthetic", in_place=False)
         return self._loaded[name]
 
 

@@ -9,10 +9,11 @@ continues at the next epoch. A finished run that is started again skips training
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,9 @@ import numpy as np
 import torch
 
 from synthset.errors import SynthsetError
-from synthset.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from synthset.train.config import OODSource, TrainConfig, batch_composition, config_fingerprint
-from synthset.train.data import (
+from synthset.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from synthset.training.config import OODSource, TrainConfig, batch_composition, config_fingerprint
+from synthset.training.data import (
     ImageSettings,
     LoadedSplit,
     MixedRows,
@@ -32,15 +33,15 @@ from synthset.train.data import (
     load_split,
     train_transform,
 )
-from synthset.train.dual_bn import prepare_aux_bn
-from synthset.train.fewshot_protocols import run_few_shot
-from synthset.train.loop import epoch_seed, evaluate, make_optimizer, make_scheduler, train_epoch
-from synthset.train.losses import BalancedSoftmaxLoss
-from synthset.train.metrics import accuracy_report, class_counts
-from synthset.train.models import build_model, export_weights
-from synthset.train.ood import subset_indices
-from synthset.train.results import write_results
-from synthset.train.sampler import MixedBatchSampler, default_steps_per_epoch
+from synthset.training.dual_bn import prepare_aux_bn
+from synthset.training.fewshot_protocols import run_few_shot
+from synthset.training.loop import epoch_seed, evaluate, make_optimizer, make_scheduler, step_seed, train_epoch
+from synthset.training.losses import BalancedSoftmaxLoss
+from synthset.training.metrics import accuracy_report, class_counts
+from synthset.training.models import build_model, export_weights
+from synthset.training.ood import subset_indices
+from synthset.training.results import write_results
+from synthset.training.sampler import MixedBatchSampler, steps_per_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def run_log(output_dir: Path, main_process: bool) -> Iterator[None]:
     Other processes keep only their warnings, so N processes do not print every line N times.
     """
     if not main_process:
-        harness = logging.getLogger("synthset.train")
+        harness = logging.getLogger("synthset.training")
         level = harness.level
         harness.setLevel(logging.WARNING)
         try:
@@ -162,8 +163,38 @@ def plan_batches(config: TrainConfig, data: SupervisedData, world: int) -> tuple
             f"evenly over {world} processes"
         )
     num_synthetic = len(data.synthetic) if data.synthetic else 0
-    steps = spec.steps_per_epoch or default_steps_per_epoch(len(data.real), num_synthetic, real_rows, synthetic_rows)
+    steps = steps_per_epoch(config.epoch_length, len(data.real), num_synthetic, real_rows, synthetic_rows)
+    logger.info(
+        "an epoch is %s: %d steps of %d real + %d synthetic", config.epoch_length, steps, real_rows, synthetic_rows
+    )
     return real_rows, synthetic_rows, steps
+
+
+def size_row_group_caches(data: SupervisedData, buffer: int) -> None:
+    """Let each worker hold a whole shuffle window's row groups (plus the boundary ones) of a split read in place."""
+    for split in (data.real, data.synthetic):
+        if split is not None and split.row_groups:
+            split.dataset.cache_groups = -(-buffer // min(split.row_groups)) + 2
+
+
+def seed_of_step(seed: int, before_first: int, rank: int, done: int) -> int:
+    """The torch seed of the `done`-th step of a pass that starts after global step `before_first`."""
+    return step_seed(seed, before_first + done, rank)
+
+
+def mid_epoch_saver(
+    every: int | None, steps: int, first_step: int, save: Callable[[int], None]
+) -> Callable[[int], None] | None:
+    """After every `every`-th step of the epoch (not its last: the epoch checkpoint follows), save that step."""
+    if every is None:
+        return None
+
+    def after_step(done: int) -> None:
+        step = first_step + done
+        if step % every == 0 and step < steps:
+            save(step)
+
+    return after_step
 
 
 def make_criterion(config: TrainConfig, train_counts: np.ndarray) -> torch.nn.Module:
@@ -195,15 +226,32 @@ def run_supervised(config: TrainConfig, accelerator, stop_after_epoch: int | Non
     scheduler = make_scheduler(optimizer, spec, steps)
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    start_epoch, history = 0, []
+    start_epoch, start_step, history = 0, 0, []
     latest = latest_checkpoint(config.output_dir)
     if latest is not None:
         state = load_checkpoint(latest, fingerprint)
         accelerator.unwrap_model(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start_epoch, history = state["epoch"], state["history"]
-        logger.info("resumed from %s (epoch %d of %d done)", latest, start_epoch, spec.epochs)
+        start_epoch, start_step, history = state["epoch"], state.get("step", 0), state["history"]
+        logger.info(
+            "resumed from %s (epoch %d of %d done, %d steps of the next)", latest, start_epoch, spec.epochs, start_step
+        )
+    size_row_group_caches(data, spec.shuffle_buffer)
+
+    def save(epoch: int, step: int = 0) -> None:
+        """Checkpoint `epoch` finished epochs and `step` steps of the next (main process only, no barrier)."""
+        if accelerator.is_main_process:
+            state = {
+                "epoch": epoch,
+                "step": step,
+                "fingerprint": fingerprint,
+                "model": accelerator.unwrap_model(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": history,
+            }
+            save_checkpoint(config.output_dir, epoch, state, spec.keep_checkpoints, step)
 
     eval_tf = eval_transform(settings)
     dataset = MixedRows(data.real, data.synthetic, train_transform(settings, spec.augment))
@@ -228,7 +276,10 @@ def run_supervised(config: TrainConfig, accelerator, stop_after_epoch: int | Non
             seed=config.seed,
             rank=rank,
             world_size=world,
+            row_groups=(data.real.row_groups, data.synthetic.row_groups if data.synthetic else None),
+            buffer=spec.shuffle_buffer,
         )
+        sampler.first_step, first_step, start_step = start_step, start_step, 0
         loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=sampler, num_workers=spec.num_workers, pin_memory=torch.cuda.is_available()
         )
@@ -242,6 +293,8 @@ def run_supervised(config: TrainConfig, accelerator, stop_after_epoch: int | Non
             dual_bn=converted > 0,
             clip_grad_norm=spec.clip_grad_norm,
             desc=f"epoch {epoch + 1}/{spec.epochs}",
+            after_step=mid_epoch_saver(spec.checkpoint_every, steps, first_step, functools.partial(save, epoch)),
+            step_seed=functools.partial(seed_of_step, config.seed, epoch * steps + first_step - 1, rank),
         )
         entry: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -256,16 +309,7 @@ def run_supervised(config: TrainConfig, accelerator, stop_after_epoch: int | Non
         history.append(entry)
         numbers = ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "epoch")
         logger.info("epoch %d/%d: %s", epoch + 1, spec.epochs, numbers)
-        if accelerator.is_main_process:
-            state = {
-                "epoch": epoch + 1,
-                "fingerprint": fingerprint,
-                "model": accelerator.unwrap_model(model).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "history": history,
-            }
-            save_checkpoint(config.output_dir, epoch + 1, state, spec.keep_checkpoints)
+        save(epoch + 1)
         accelerator.wait_for_everyone()
 
     done = history[-1]["epoch"] if history else 0
@@ -277,6 +321,7 @@ def run_supervised(config: TrainConfig, accelerator, stop_after_epoch: int | Non
         "epochs_done": done,
         "complete": done == spec.epochs,
         "world_size": world,
+        "epoch_length": config.epoch_length,
         "steps_per_epoch": steps,
         "batch": {"size": spec.batch_size, "real": real_rows, "synthetic": synthetic_rows},
         "loss": config.loss_name,
