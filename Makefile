@@ -12,7 +12,7 @@ LAUNCH ?= $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(DEMO_PROCE
 # The review page is tested in a real headless Chromium (Debian's `chromium`; `make test` installs it as root).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install demo test lint format bench smoke-full gpu-check gpu-bundle gpu-dry-run clean system-packages
+.PHONY: install demo test lint docs format bench smoke-full gpu-check gpu-bundle gpu-dry-run clean system-packages
 
 install: $(VENV)/.installed
 
@@ -65,6 +65,11 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+
+# The documentation site, into site/ (ignored); the recipe, CLI and Python references are generated from the
+# code while it builds (tools/mkdocs_hooks.py, mkdocstrings). --strict: a broken link or a warning fails.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 _API = frozenset(
     {"check", "plan", "generate", "build", "card", "review", "push", "verify", "versions", "status", "validate"}
-    | {"clean", "submit", "train"}
+    | {"clean", "demo", "submit", "train"}
 )
 
 

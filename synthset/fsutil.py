@@ -71,15 +71,35 @@ def remove_dead_temp_files(directory: Path) -> int:
 
 
 @contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An OSError raised while writing `path` names it: a write() or a pyarrow writer raises one without a
+    filename, and `describe_os_error(error, error.filename)` (the CLI's one line) must say which file."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(path)
+        raise
+
+
+def make_dirs(path: Path) -> None:
+    """`mkdir -p path`, an error naming the directory it could not make (EPERM, EACCES, EROFS, ...)."""
+    with naming(path):
+        path.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temp path to write to; on success fsync it and rename it to `path`, on error remove it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Yield a temp path to write to; on success fsync it and rename it to `path`, on error remove it.
+    A filesystem error on the way names `path` (see `naming`)."""
+    make_dirs(path.parent)
     tmp = temp_path_for(path)
     try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with naming(path):
+            yield tmp
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -180,11 +200,11 @@ def replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old)
 
 
+# The filesystem's faults that are the user's to fix, each in one line (the CLI catches these errnos).
 _OS_ERROR_ADVICE = {
     errno.ENOSPC: "no space left on the device: free some space, then run the same command again",
     errno.EDQUOT: "the disk quota is exceeded: free some space, then run the same command again",
-    errno.EFBIG: "file too large for this process (see `ulimit -f`): raise the limit or use a smaller "
-    "storage.shard_size, then run the same command again",
+    errno.EFBIG: "file too large for this process (see `ulimit -f`): raise the limit, then run the same command again",
     errno.EROFS: "the filesystem is read-only",
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
@@ -193,7 +213,17 @@ _OS_ERROR_ADVICE = {
 }
 
 
-def describe_os_error(error: OSError, path: Path | str) -> str:
-    """One line for a filesystem error: the path it happened at and what to do about it."""
+FILESYSTEM_FAULTS = frozenset(_OS_ERROR_ADVICE)
+SHARD_TOO_LARGE = (
+    "file too large for this process (see `ulimit -f`): raise the limit or use a smaller storage.shard_size, "
+    "then run the same command again"
+)
+
+
+def describe_os_error(error: OSError, path: Path | str, shard: bool = False) -> str:
+    """One line for a filesystem error: the path it happened at and what to do about it. Only a shard's
+    size follows from the recipe (storage.shard_size), so only for a shard (`shard`) is that advised."""
     reason = _OS_ERROR_ADVICE.get(error.errno) if error.errno is not None else None
+    if shard and error.errno == errno.EFBIG:
+        reason = SHARD_TOO_LARGE
     return f"{path}: {reason or error.strerror or error}"

@@ -13,6 +13,7 @@ checks itself against these names.
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -58,7 +59,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ClassSetSpec(Strict):
+class StrictTypes(Strict):
+    """A recipe's sections are strict about their values' types too (pydantic's strict mode):
+    `images_per_class: "2"` or `steps: 2.0` is refused, not converted, as a quoted number is more likely a
+    slip than meant. Paths alone come as YAML strings (their fields say `strict=False`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ClassSetSpec(StrictTypes):
     set: str | None = Field(
         "imagenet-1k",
         description="A named class set (imagenet-1k, caltech101, flowers102, oxford_pets, food101, dtd, eurosat, "
@@ -109,14 +118,16 @@ class ClassSetSpec(Strict):
         return value
 
 
-class FillUpSpec(Strict):
+class FillUpSpec(StrictTypes):
     """ImageNet-LT style fill-up: each class gets `target - real count` synthetic images."""
 
-    train_list: Path = Field(description="The long-tail train list: `<image path> <label>` per line (ImageNet-LT).")
-    target: Annotated[int, Field(gt=0)] = 1280
+    train_list: Path = Field(
+        description="The long-tail train list: `<image path> <label>` per line (ImageNet-LT).", strict=False
+    )
+    target: Annotated[int, Field(gt=0)] = Field(1280, description="Images each class ends with, real plus synthetic.")
 
 
-class AugCondSpec(Strict):
+class AugCondSpec(StrictTypes):
     """Augmentation-conditioning (paper B): which augmentations condition unCLIP, the prompt, and the pool."""
 
     augmentations: dict[str, Annotated[float, Field(gt=0)]] = Field(
@@ -182,7 +193,7 @@ class AugCondSpec(Strict):
         return value
 
 
-class ShotDrawSpec(Strict):
+class ShotDrawSpec(StrictTypes):
     """DA-Fusion's k-shot draw (brandontrabucco/da-fusion, semantic_aug/datasets/*.py), for one trial.
 
     One numpy generator, `default_rng(trial)`, permutes each class's images in label order; with `halves`
@@ -197,10 +208,10 @@ class ShotDrawSpec(Strict):
     )
 
 
-class ConfigSpec(Strict):
+class ConfigSpec(StrictTypes):
     """One generated dataset config, e.g. `naive` or `lar_cd_sd`; with bands it publishes `<name>_1x` ... ."""
 
-    name: str
+    name: str = Field(description="The config's name on the Hub (lowercase letters, digits, _).")
     strategy: str = Field("naive", description="Prompt strategy; see `synthset.generation.prompts`.")
     images_per_class: Annotated[int, Field(gt=0)] | None = Field(
         None, description="Images per class (per band when bands > 1)."
@@ -221,7 +232,7 @@ class ConfigSpec(Strict):
         description="Draw the k shots as DA-Fusion does for one trial (default: synthset's seeded draw per class).",
     )
     augcond: AugCondSpec | None = Field(None, description="Options of the augcond strategy.")
-    split: str = "train"
+    split: str = Field("train", description="The split its images are published in.")
     sd_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
         0.5, description="lar_cd_sd only: the share of style (SD) prompts; the rest are contextual (CD)."
     )
@@ -273,7 +284,7 @@ class ConfigSpec(Strict):
         return value
 
 
-class GeneratorSpec(Strict):
+class GeneratorSpec(StrictTypes):
     model: str = Field(
         description="A Hub model id, a local directory saved with save_pretrained, "
         "or synthset-testing:<name> for the tiny offline models."
@@ -289,12 +300,14 @@ class GeneratorSpec(Strict):
     timestep_spacing: Literal["model", "leading", "linspace", "trailing"] = Field(
         "model", description="model: the spacing of the model's own scheduler (kept through a swap)."
     )
-    steps: Annotated[int, Field(gt=0)] = 30
-    guidance: Annotated[float, Field(ge=0)] = 7.5
-    width: Annotated[int, Field(gt=0, multiple_of=8)] = 512
-    height: Annotated[int, Field(gt=0, multiple_of=8)] = 512
-    negative_prompt: str = ""
-    batch_size: Annotated[int, Field(gt=0)] = 8
+    steps: Annotated[int, Field(gt=0)] = Field(30, description="Denoising steps per image.")
+    guidance: Annotated[float, Field(ge=0)] = Field(7.5, description="Classifier-free guidance scale.")
+    width: Annotated[int, Field(gt=0, multiple_of=8)] = Field(512, description="Image width in pixels.")
+    height: Annotated[int, Field(gt=0, multiple_of=8)] = Field(512, description="Image height in pixels.")
+    negative_prompt: str = Field("", description="Sent with every prompt; empty: none.")
+    batch_size: Annotated[int, Field(gt=0)] = Field(
+        8, description="Images per pipeline call; a short last batch is padded, so bytes never depend on it."
+    )
     attention: Literal["auto", "sdpa", "xformers"] = Field(
         "auto", description="auto: xformers when importable and on CUDA, else PyTorch SDPA."
     )
@@ -338,7 +351,7 @@ def _distinct_urls(urls: list[str], what: str) -> None:
         seen.add(url.rstrip("/"))
 
 
-class LLMEndpoint(Strict):
+class LLMEndpoint(StrictTypes):
     """One OpenAI-compatible server of `prompts.llm.endpoints`; a field left out takes prompts.llm's value."""
 
     base_url: str = Field(description="e.g. http://gpu-node-3:8000/v1")
@@ -356,7 +369,7 @@ class LLMEndpoint(Strict):
         return value
 
 
-class LLMSpec(Strict):
+class LLMSpec(StrictTypes):
     """Which language model writes CD/SD descriptions (and extra LAR meanings), and how it samples."""
 
     backend: Literal["template", "transformers", "openai"] = Field(
@@ -368,7 +381,7 @@ class LLMSpec(Strict):
         None, description="Hub id or local path (transformers; synthset-testing:tiny-lm offline), or the model "
         "name the server knows (openai).",
     )  # fmt: skip
-    revision: str | None = None
+    revision: str | None = Field(None, description="transformers: Hub branch, tag or commit of the model.")
     base_url: str | list[str] | None = Field(
         None,
         description="openai: e.g. http://localhost:8000/v1 (vLLM, TGI, Ollama), or a list of URLs of servers "
@@ -378,9 +391,9 @@ class LLMSpec(Strict):
         None, description="openai: instead of base_url, servers with their own concurrency or api_key_env."
     )
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: the environment variable holding the key.")
-    temperature: Annotated[float, Field(ge=0)] = 0.8
-    top_p: Annotated[float, Field(gt=0, le=1)] = 0.9
-    max_new_tokens: Annotated[int, Field(gt=0)] = 100
+    temperature: Annotated[float, Field(ge=0)] = Field(0.8, description="LLM sampling temperature.")
+    top_p: Annotated[float, Field(gt=0, le=1)] = Field(0.9, description="LLM nucleus sampling mass.")
+    max_new_tokens: Annotated[int, Field(gt=0)] = Field(100, description="Longest LLM answer, in tokens.")
     batch_size: Annotated[int, Field(gt=0)] = Field(16, description="transformers: prompts per generate call.")
     concurrency: Annotated[int, Field(gt=0)] = Field(
         8, description="openai: requests in flight per server (for vLLM: its --max-num-seqs, e.g. 256)."
@@ -391,7 +404,9 @@ class LLMSpec(Strict):
         description="openai: retries on 5xx, 429, timeouts and lost connections; a server that fails this many "
         "times more in a row, after backoff, is given up, and the plan stops when every server is.",
     )
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="transformers: weights dtype; auto: float16 on CUDA, float32 on CPU."
+    )
 
     @field_validator("base_url", mode="before")
     @classmethod
@@ -469,21 +484,23 @@ DEFAULT_STYLES = (
 )
 
 
-class AspectVocabularies(Strict):
+class AspectVocabularies(StrictTypes):
     """Words the CD prompts combine; the template backend uses them as they are, an LLM as hints."""
 
-    foreground: list[str] | None = None
-    background: list[str] | None = None
-    lighting: list[str] | None = None
-    camera: list[str] | None = None
+    foreground: list[str] | None = Field(None, description="Foreground words; none: the curated list.")
+    background: list[str] | None = Field(None, description="Background words; none: the curated list.")
+    lighting: list[str] | None = Field(None, description="Lighting words; none: the curated list.")
+    camera: list[str] | None = Field(None, description="Camera words; none: the curated list.")
 
 
-class PromptsSpec(Strict):
-    llm: LLMSpec = LLMSpec()
+class PromptsSpec(StrictTypes):
+    llm: LLMSpec = Field(LLMSpec(), description="The language model that writes descriptions.")
     styles: Annotated[list[str], Field(min_length=1)] = Field(
         list(DEFAULT_STYLES), description="SD styles; replace to change the style list."
     )
-    aspects: AspectVocabularies = AspectVocabularies()
+    aspects: AspectVocabularies = Field(
+        AspectVocabularies(), description="CD's word lists; a list left out keeps the curated one."
+    )
     max_attempts: Annotated[int, Field(gt=0)] = Field(
         3, description="LLM tries per description before the template replaces it (counted)."
     )
@@ -499,7 +516,7 @@ class PromptsSpec(Strict):
     )
 
 
-class LargestObjectSpec(Strict):
+class LargestObjectSpec(StrictTypes):
     """Label each image by its largest object, as DA-Fusion labels COCO and PASCAL VOC for classification.
 
     COCO style (`objects`): the column holds the image's annotations, a struct of lists or a list of structs;
@@ -526,15 +543,15 @@ class LargestObjectSpec(Strict):
         return self
 
 
-class RealImagesSpec(Strict):
+class RealImagesSpec(StrictTypes):
     """Real images of each class (for LAR scoring and augmentation-conditioning): a dataset or a folder."""
 
     dataset: str | None = Field(None, description="A `datasets` hub id or local path (load_dataset).")
     config: str | None = Field(None, description="The dataset's config name, when it has several.")
-    folder: Path | None = Field(None, description="An image folder: <folder>/<wnid or class name>/*.jpg")
-    split: str = "train"
-    image_column: str = "image"
-    label_column: str = "label"
+    folder: Path | None = Field(None, description="An image folder: <folder>/<wnid or class name>/*.jpg", strict=False)
+    split: str = Field("train", description="The dataset split holding the real images.")
+    image_column: str = Field("image", description="The column holding the images.")
+    label_column: str = Field("label", description="The column holding the labels.")
     match: Literal["index", "name"] = Field(
         "index",
         description="index: the dataset's labels are this class set's labels; name: match label names, compared "
@@ -553,13 +570,13 @@ class RealImagesSpec(Strict):
         return self
 
 
-class LARSpec(Strict):
+class LARSpec(StrictTypes):
     clip_model: str = Field(
         "ViT-B-32", description="open_clip model name, local-dir:<path>, hf-hub:<id>, or synthset-testing:tiny-clip."
     )
     clip_pretrained: str | None = Field("openai", description="open_clip pretrained tag (for a model name).")
     images_per_class: Annotated[int, Field(gt=0)] = Field(50, description="Real images scored per class (M).")
-    batch_size: Annotated[int, Field(gt=0)] = 64
+    batch_size: Annotated[int, Field(gt=0)] = Field(64, description="Images per CLIP forward pass.")
     candidates: Literal["wordnet", "llm", "both"] | None = Field(
         None,
         description="Where candidate meanings come from: wordnet (the class's own gloss and every synset sharing "
@@ -568,9 +585,9 @@ class LARSpec(Strict):
     )
 
 
-class StorageSpec(Strict):
-    format: Literal["jpeg", "png", "webp"] = "jpeg"
-    quality: Annotated[int, Field(ge=1, le=100)] = 95
+class StorageSpec(StrictTypes):
+    format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="How each image is encoded.")
+    quality: Annotated[int, Field(ge=1, le=100)] = Field(95, description="JPEG/WebP quality.")
     resize: Annotated[int, Field(gt=0)] | None = Field(
         None, description="Store images at this square size (e.g. generate at 512, store at 256)."
     )
@@ -592,7 +609,7 @@ NSFW_POLICIES = ("drop", "redraw", "keep")
 DEFAULT_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
 
 
-class NearDuplicateSpec(Strict):
+class NearDuplicateSpec(StrictTypes):
     """Near-duplicates: an image whose CLIP image embedding is this close to an earlier one of its class."""
 
     threshold: Annotated[float, Field(gt=0, le=1)] = Field(
@@ -601,7 +618,7 @@ class NearDuplicateSpec(Strict):
     drop: bool = Field(False, description="Drop near-duplicates (the rows are recorded as dropped); else count them.")
 
 
-class QualitySpec(Strict):
+class QualitySpec(StrictTypes):
     """The quality and safety gate: every generated image is scored before it is written, and the policy
     decides whether it is kept, drawn again with the sample's next seed, or dropped."""
 
@@ -659,14 +676,14 @@ class QualitySpec(Strict):
         return self
 
 
-class Recipe(Strict):
-    name: str
+class Recipe(StrictTypes):
+    name: str = Field(description="The run's name: its directory is <output_dir>/<name>.")
     builder: Literal["synth_imagenet", "synth_imagenet_lt", "synth_fewshot", "synth_classes"] = Field(
         "synth_imagenet",
         description="The dataset family, which fixes the published config names. Default: synth_imagenet for "
         "imagenet-1k, synth_classes (strategy-named configs over any class list) for every other class set.",
     )
-    seed: int = 0
+    seed: int = Field(0, description="The run's seed: every image's seed derives from it and its sample_id.")
     license: str | None = Field(
         None,
         description="Hub license id of the dataset (e.g. creativeml-openrail-m); needed when the generator's "
@@ -676,14 +693,19 @@ class Recipe(Strict):
         Path("runs"),
         description="The run directory is <output_dir>/<name> (a local directory; for an object store, "
         "`synthset plan --run-dir s3://bucket/runs/<name>`).",
+        strict=False,
     )
-    classes: ClassSetSpec = ClassSetSpec()
-    configs: Annotated[list[ConfigSpec], Field(min_length=1)]
-    generator: GeneratorSpec
-    storage: StorageSpec = StorageSpec()
-    prompts: PromptsSpec = PromptsSpec()
-    lar: LARSpec = LARSpec()
-    real_images: RealImagesSpec | None = None
+    classes: ClassSetSpec = Field(ClassSetSpec(), description="Which classes to generate.")
+    configs: Annotated[list[ConfigSpec], Field(min_length=1)] = Field(
+        description="The dataset configs to generate and publish."
+    )
+    generator: GeneratorSpec = Field(description="The diffusion model and how it samples.")
+    storage: StorageSpec = Field(StorageSpec(), description="How images and shards are written.")
+    prompts: PromptsSpec = Field(PromptsSpec(), description="How prompts are written.")
+    lar: LARSpec = Field(LARSpec(), description="Label Ambiguity Resolution (paper A): picking each class's meaning.")
+    real_images: RealImagesSpec | None = Field(
+        None, description="Real images of each class, for LAR scoring, shots and conditioning."
+    )
     quality: QualitySpec | None = Field(
         None, description="Score every image before it is written (CLIP score, NSFW checker, near-duplicates)."
     )
@@ -807,21 +829,60 @@ def recipe_from_dict(data: Any, source: str) -> Recipe:
         raise RecipeError(describe_validation_error(error, source)) from None
 
 
-def read_yaml_file(path: Path, what: str) -> Any:
-    """A YAML file's data; a missing file or a syntax error is one `SynthsetError` line naming file and line."""
+def read_text_file(path: Path, what: str) -> str:
+    """A text file's contents; a missing or binary file is one `RecipeError` line naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such {what} file") from None
     except IsADirectoryError:
         hint = " (a run directory: its recipe is recipe.lock.yaml)" if (path / "recipe.lock.yaml").is_file() else ""
         raise RecipeError(f"{path}: is a directory, not a {what} file{hint}") from None
+    except UnicodeDecodeError as error:  # a binary file given by mistake
+        raise RecipeError(f"{path}: not a {what} file: byte {error.start} is not UTF-8 text") from None
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    """A YAML file's data; a missing file or a syntax error is one `SynthsetError` line naming file and line."""
+    text = read_text_file(path, what)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader that refuses repeated keys
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise RecipeError(f"{path}:{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+        raise RecipeError(f"{path}{_yaml_where(error)}: not valid YAML ({_yaml_problem(error)})") from None
+
+
+def _yaml_where(error: yaml.YAMLError) -> str:
+    """`: line N` where the parser stopped, or nothing when it does not say (a reader error)."""
+    mark = getattr(error, "problem_mark", None)
+    return f": line {mark.line + 1}" if mark is not None else ""
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    problem = getattr(error, "problem", None) or str(error)
+    return " ".join(problem.split())  # PyYAML's reader errors span two lines
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a key written twice in one mapping is an error: YAML 1.2 says
+    keys are unique, and PyYAML silently keeps the last, so a recipe's second `configs:` would win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:  # `<<: *base`: a key given here overrides the merged one, as meant
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # PyYAML refuses an unhashable key itself
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is written twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -44,11 +44,12 @@ commit with `create_pr=1` is open. A merge puts the pull request's changes onto 
 commit (a three-way apply: a path changed on both sides since the base is a 409 conflict).
 
 Tests count what crosses the wire (`state.uploads`, `state.put_bytes`, `state.requests`, `state.timeline`)
-and inject faults: `inject("commit", 409)` (or 429 with a Retry-After, or any 5xx) answers the next
-request(s) to an endpoint with that status, before or (`after=True`) after doing the work, as a Hub whose
-answer is lost does; `fail_next("commit")` is a 500; `before_commit` lets a racing writer commit first;
-`before_merge` likewise; `hold_uploads_after(n)` and `hold_commits_after(n)` let n uploads / commits
-through and park the next (never applied) until `release_held()`, for a client to be killed there;
+and inject faults on every endpoint (`ENDPOINTS`, named by `endpoint_of`): `inject("commit", 409)` (or a
+429 with the Hub's rate-limit headers, or any 5xx) answers the next request(s) to an endpoint with that
+status, before or (`after=True`) after doing the work, as a Hub whose answer is lost does;
+`fail_next("commit")` is a 500; `before_commit` lets a racing writer commit first; `before_merge` likewise;
+`hold_uploads_after(n)` and `hold_commits_after(n)` let n uploads / commits through and park the next
+(never applied) until `release_held()`, for a client to be killed there;
 `tamper()` changes the stored bytes of a file behind the metadata's back.
 Use it as a context manager; `stop()` shuts it down.
 
@@ -218,6 +219,7 @@ class HubState:
         self.commit_counter = 0
         self.commits_applied = 0  # commits (to any ref) and merges this server has applied
         self._faults: dict[str, list[tuple[int, dict[str, str], bool]]] = {}
+        self._fault_skips: dict[str, int] = {}  # requests to an endpoint let through before its faults
         self._hold_after: int | None = None
         self._hold_commits_after: int | None = None
         self.before_commit: Callable[[Repo], None] | None = None  # runs as a commit arrives: a racing writer
@@ -228,14 +230,42 @@ class HubState:
 
     # -- fault injection -------------------------------------------------------------------------
     def inject(
-        self, endpoint: str, status: int, times: int = 1, retry_after: int | None = None, after: bool = False
+        self,
+        endpoint: str,
+        status: int,
+        times: int = 1,
+        retry_after: int | None = None,
+        after: bool = False,
+        skip: int = 0,
     ) -> None:
-        """Answer the next `times` requests to `endpoint` ("commit", "preupload", "batch", "upload",
-        "paths-info", "tree", "merge", "tag", "discussions") with `status`; a 429 carries `Retry-After`.
-        With `after`, the request is carried out first and its answer replaced: a write whose reply is lost."""
+        """Answer the next `times` requests to `endpoint` (one of ENDPOINTS) with `status`, after letting
+        `skip` of them through (a fault on a listing's third page, on the tenth footer read).
+
+        A 429 is the Hub's rate limit as its docs (https://huggingface.co/docs/hub/rate-limits) and
+        huggingface_hub's `parse_ratelimit_headers` describe it: `RateLimit: "api";r=0;t=<seconds>` with
+        its `RateLimit-Policy`, and `Retry-After` (1 s unless `retry_after` says). With `after`, the request
+        is carried out first and its answer replaced: a write that landed although its reply was lost."""
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        if status == 429:
+            wait = 1 if retry_after is None else retry_after
+            headers = {
+                "Retry-After": str(wait),
+                "RateLimit": f'"api";r=0;t={wait}',
+                "RateLimit-Policy": '"fixed window";"api";q=500;w=300',
+            }
         with self.lock:
             self._faults.setdefault(endpoint, []).extend([(status, headers, after)] * times)
+            self._fault_skips[endpoint] = skip
+
+    def pending_faults(self) -> dict[str, int]:
+        """Faults injected and not yet served, per endpoint (a test asserts its fault was met)."""
+        with self.lock:
+            return {endpoint: len(queue) for endpoint, queue in self._faults.items() if queue}
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self._faults.clear()
+            self._fault_skips.clear()
 
     def fail_next(self, endpoint: str, times: int = 1) -> None:
         """Answer the next `times` requests to `endpoint` with a 500."""
@@ -245,6 +275,9 @@ class HubState:
         """The injected error for this request to `endpoint` at this point (before or after the work), if any."""
         with self.lock:
             queue = self._faults.get(endpoint) or []
+            if queue and not after and self._fault_skips.get(endpoint):
+                self._fault_skips[endpoint] -= 1  # a request let through before the fault
+                return None
             if queue and queue[0][2] == after:
                 status, headers, _ = queue.pop(0)
                 return HttpError(status, f"injected {status} on {endpoint}", headers=headers)
@@ -404,8 +437,56 @@ def _check_limits(files: dict[str, Blob], limits: HubLimits) -> None:
             entries[parent].add(child)
             folder = parent
     for folder, names in entries.items():
-        if len(names) > limits.files_per_folder:
-            raise HttpError(400, f"Too many files in folder {folder or '/'}: {len(names)} > {limits.files_per_folder}")
+        if len(names) >= limits.files_per_folder:  # the docs' table: entries per folder "< 10k"
+            raise HttpError(400, f"Too many files in folder {folder or '/'}: {len(names)} >= {limits.files_per_folder}")
+
+
+REPO_ENDPOINTS = {  # /api/{type}s/{repo}/<kind>/...: the endpoint names of `inject`
+    "": "repo-info",
+    "revision": "repo-info",
+    "tree": "tree",
+    "paths-info": "paths-info",
+    "commits": "commits",
+    "refs": "refs",
+    "preupload": "preupload",
+    "commit": "commit",
+    "branch": "branch",
+    "tag": "tag",
+}
+
+
+def endpoint_of(method: str, parts: list[str]) -> str:
+    """The name `inject` uses for the endpoint of a request (see ENDPOINTS)."""
+    if parts[:1] == ["lfs-upload"]:
+        return "upload"
+    if parts[:2] == ["api", "whoami-v2"]:
+        return "whoami"
+    if parts[:3] == ["api", "repos", "create"]:
+        return "create-repo"
+    if parts[:2] == ["api", "validate-yaml"]:
+        return "validate-yaml"
+    if parts[:1] == ["api"] and len(parts) >= 4 and parts[1] in ("datasets", "models", "spaces"):
+        kind = parts[4] if len(parts) > 4 else ""
+        if kind == "discussions":
+            return _discussion_endpoint(method, parts[5:])
+        return REPO_ENDPOINTS.get(kind, kind)
+    if parts[-4:] == ["info", "lfs", "objects", "batch"]:
+        return "batch"
+    return "resolve" if "resolve" in parts else "other"
+
+
+def _discussion_endpoint(method: str, rest: list[str]) -> str:
+    if not rest:
+        return "discussions" if method == "GET" else "open-pull-request"
+    action = rest[1] if len(rest) > 1 else ""
+    return {"": "discussion", "status": "discussion-status", "merge": "merge"}.get(action, "discussion")
+
+
+ENDPOINTS = (
+    *sorted(set(REPO_ENDPOINTS.values())),
+    *("whoami", "create-repo", "validate-yaml", "upload", "batch", "resolve"),
+    *("discussions", "open-pull-request", "discussion", "discussion-status", "merge"),
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -416,7 +497,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # -- plumbing ----------------------------------------------------------------------------------
-    def _body(self) -> bytes:
+    def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks = []
             while True:
@@ -430,7 +511,12 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
+    def _body(self) -> bytes:
+        return self._request_body
+
     def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        if status < 400 and (error := self.state.fault(self._endpoint, after=True)):
+            return self._error(error)  # the work is done, its answer is lost: a write that landed unseen
         self.send_response(status)
         headers = {"Content-Length": str(len(body)), **(headers or {})}
         for key, value in headers.items():
@@ -454,7 +540,14 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         parts = [unquote(p) for p in url.path.split("/")[1:]]
         query = parse_qs(url.query)
+        self._request_body = self._read_body()  # read first: a fault answers a request that was sent whole
+        self._endpoint = endpoint_of(self.command, parts)
+        if self._endpoint == "upload":
+            with self.state.lock:
+                self.state.put_bytes += len(self._request_body)
         try:
+            if error := self.state.fault(self._endpoint):
+                raise error
             self._route(parts, query)
         except HttpError as error:
             self._error(error)
@@ -520,14 +613,10 @@ class _Handler(BaseHTTPRequestHandler):
                 }
             )
         if kind == "tree":
-            if error := state.fault("tree"):
-                raise error
             return self._tree(repo, parts[1], "/".join(parts[2:]), query)
         if kind == "discussions":
             return self._discussions(repo, user, parts[1:], query)
         if kind == "paths-info":
-            if error := state.fault("paths-info"):
-                raise error
             form = parse_qs(self._body().decode())
             if len(form.get("paths", [])) > state.limits.paths_info_per_call:
                 raise HttpError(413, "Payload Too Large: too many parameters")
@@ -640,8 +729,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(page, headers=headers)
 
     def _preupload(self, repo: Repo, revision: str) -> None:
-        if error := self.state.fault("preupload"):
-            raise error
         payload = json.loads(self._body())
         if len(payload["files"]) > self.state.limits.preupload_per_call:
             raise HttpError(413, f"at most {self.state.limits.preupload_per_call} files per preupload call")
@@ -665,8 +752,6 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.state
         if not state.can_write(user, repo.repo_id.split("/")[0]):
             raise HttpError(403, "You don't have the rights to write to this repo")
-        if error := state.fault("batch"):
-            raise error
         payload = json.loads(self._body())
         if len(payload["objects"]) > state.limits.lfs_batch_per_call:
             raise HttpError(413, f"at most {state.limits.lfs_batch_per_call} objects per LFS batch call")
@@ -693,10 +778,6 @@ class _Handler(BaseHTTPRequestHandler):
         if state.upload_sigs.get(oid) != query.get("sig", [None])[0]:
             raise HttpError(403, "bad upload signature")
         data = self._body()
-        with state.lock:
-            state.put_bytes += len(data)
-        if error := state.fault("upload"):
-            raise error
         if hashlib.sha256(data).hexdigest() != oid or len(data) != int(query.get("size", ["-1"])[0]):
             raise HttpError(400, "uploaded content does not match its oid or size")
         with state.lock:  # decide and store in one step, so concurrent uploads cannot all slip under the limit
@@ -715,8 +796,6 @@ class _Handler(BaseHTTPRequestHandler):
         lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
         if state.before_commit is not None:
             state.before_commit(repo)
-        if error := state.fault("commit"):
-            raise error
         with state.lock:
             park = state._hold_commits_after is not None and state.commits_applied >= state._hold_commits_after
         if park:  # an interrupted commit: it arrived, it is never applied
@@ -760,8 +839,6 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 repo.branches[revision] = commit.oid  # the one moment readers switch to the new snapshot
             state.commits_applied += 1
-        if error := state.fault("commit", after=True):
-            raise error
         base = f"http://{self.headers['Host']}/{TYPE_PREFIX[repo.repo_type]}{repo.repo_id}"
         answer = {"success": True, "commitOid": commit.oid, "commitUrl": f"{base}/commit/{commit.oid}"}
         if create_pr:
@@ -782,8 +859,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _discussions(self, repo: Repo, user: str | None, parts: list[str], query: dict[str, list[str]]) -> None:
         state = self.state
-        if error := state.fault("discussions"):
-            raise error
         if not parts:
             if self.command == "POST":
                 payload = json.loads(self._body() or b"{}")
@@ -839,8 +914,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _merge(self, repo: Repo, pull: PullRequest) -> None:
         state = self.state
-        if error := state.fault("merge"):
-            raise error
         if state.before_merge is not None:
             state.before_merge(repo)
         with state.lock:
@@ -875,8 +948,6 @@ class _Handler(BaseHTTPRequestHandler):
             repo.branches[pull.target] = commit.oid
             pull.status, pull.merge_commit = "merged", commit.oid
             state.commits_applied += 1
-        if error := state.fault("merge", after=True):
-            raise error
         self._json({})
 
     def _branch(self, repo: Repo, branch: str) -> None:
@@ -896,8 +967,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._json({})
 
     def _tag(self, repo: Repo, name: str) -> None:
-        if self.command == "POST" and (error := self.state.fault("tag")):
-            raise error
         with self.state.lock:
             if self.command == "DELETE":
                 if name not in repo.tags:

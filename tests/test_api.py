@@ -82,7 +82,7 @@ def test_a_local_run_through_the_api_prints_the_lines_the_cli_printed(tmp_path, 
     run = tmp_path / "runs" / "t"
     assert str(api.plan(recipe)).splitlines() == [
         "planned 12 images in 3 shards (naive: 12)",
-        "hub: 9 files in 1 data folders (fullest: 7 of 10,000 entries), about 19.7 KB, 1 commits of 50 files "
+        "hub: 9 files in 1 data folders (fullest: 7 of 9,000 entries), about 19.7 KB, 1 commits of 50 files "
         "per version",
         f"run directory: {run}",
         f"next: accelerate launch -m synthset generate {run}",

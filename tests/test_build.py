@@ -17,6 +17,7 @@ from synthset.generation.plan import plan_run
 from synthset.generation.runner import generate_run
 from synthset.recipe import load_recipe
 from synthset.run.paths import RunDir
+from synthset.run.portable import portable
 
 TWO_CONFIGS = {
     "configs": [
@@ -61,7 +62,10 @@ def test_published_files_are_the_shards_not_copies(built_run):
     run_dir, dataset_dir, _ = built_run
     published = dataset_dir / "naive" / "b0" / "train-00001-of-00003.parquet"
     assert os.path.samefile(published, RunDir(run_dir).shard_file("naive/train-b0-00001"))
-    assert (dataset_dir / "recipe.lock.yaml").read_bytes() == (run_dir / "recipe.lock.yaml").read_bytes()
+    # the lock travels with the data, its paths relative (output_dir is absolute here: a tmp directory)
+    published_lock = yaml.safe_load((dataset_dir / "recipe.lock.yaml").read_text())
+    assert published_lock == portable(yaml.safe_load((run_dir / "recipe.lock.yaml").read_text()), run_dir)
+    assert published_lock["recipe"]["output_dir"] == "runs" and str(run_dir.parent) not in str(published_lock)
 
 
 def test_readme_yaml_names_configs_and_class_labels(built_run):

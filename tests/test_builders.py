@@ -214,6 +214,24 @@ def test_validate_catches_a_same_size_byte_flip_and_names_the_file(write_recipe,
         build_dataset(recipe.run_dir)
 
 
+def test_validate_fast_names_a_shard_whose_footer_is_corrupt_in_one_line(write_recipe, capsys):
+    recipe, _ = make_run(write_recipe, {})
+    path = RunDir(recipe.run_dir).shard_file("naive/train-b0-00001")
+    data = bytearray(path.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little")
+    data[len(data) - 8 - footer] ^= 0xFF  # the first byte of the Parquet footer (thrift): same size, unreadable
+    path.write_bytes(bytes(data))
+    expected = (
+        "shards/naive/train-b0-00001.parquet: not a readable Parquet file (Couldn't deserialize thrift: "
+        f"TProtocolException: Invalid data); `synthset generate {recipe.run_dir}` makes it again"
+    )
+    assert [r.problems for r in validate_run(recipe.run_dir, fast=True)] == [[expected]]  # nothing else: no cascade
+    capsys.readouterr()
+    assert main(["validate", "--fast", str(recipe.run_dir)]) == 1
+    captured = capsys.readouterr()
+    assert expected in captured.out and "Traceback" not in captured.out + captured.err
+
+
 def test_fewshot_draws_k_real_images_per_class_with_a_recorded_seed(write_recipe, tmp_path: Path):
     from test_lar import make_image_folder
 

@@ -27,6 +27,8 @@ from synthset.generation.plan import plan_run
 from synthset.generation.runner import generate_run
 from synthset.models import ResolvedModel
 from synthset.recipe import load_recipe
+from synthset.run.paths import RunDir
+from synthset.run.portable import portable
 
 TWO_CONFIGS = {
     "configs": [
@@ -110,7 +112,7 @@ def test_card_yaml_round_trips_and_keeps_configs(built_run: Path):
     assert "| `lar` | lar | train | 6 | 3 | 2 / 2 / 2 | 1 |" in body
     assert "- a photo of a tench" in body and "- a photo of a goldfish" in body
     assert 'load_dataset("org/synth", "naive", split="train")' in body
-    assert "synthset plan recipe.yaml" in body and f"synthset build {lock['recipe']['output_dir']}/t" in body
+    assert "synthset plan recipe.yaml" in body and "\nsynthset build runs/t\n" in body  # not the tmp dir it is in
     assert "![One row of samples per config](samples.jpg)" in body
     assert "arXiv:2312.02253" in body and "arXiv:2502.04475" in body
     assert "## Bias, Risks, and Limitations" in body
@@ -250,6 +252,33 @@ def test_card_for_repo_names_the_repo_it_is_published_to(built_run: Path):
     assert main(["card", str(built_run), "--license", "apache-2.0", "--repo", "org/a--b"]) == 2
 
 
+def test_nothing_of_the_publishers_file_system_reaches_the_card_or_published_files(built_run: Path):
+    write_card(built_run, license="apache-2.0")
+    run = RunDir(built_run)
+    root = str(built_run.parent.parent)  # the tmp directory the recipe's output_dir points into
+    for path in run.dataset_dir.rglob("*"):
+        if path.is_file() and path.suffix in (".md", ".yaml", ".jsonl", ".json"):
+            assert root not in path.read_text(), path
+    name = built_run.name
+    assert f"accelerate launch -m synthset generate runs/{name}\n" in (run.dataset_dir / "README.md").read_text()
+
+
+def test_portable_paths_are_relative_to_the_run(tmp_path: Path):
+    run_root = tmp_path / "runs" / "demo"
+    data = {
+        "output_dir": str(tmp_path / "runs"),
+        "classes": {"set": str(tmp_path / "lists" / "birds.yaml"), "limit": 3},
+        "generator": {"model": f"local-dir:{run_root / 'models' / 'sd'}", "steps": 2},
+        "real": [str(run_root / "real"), "imagenet-1k", "hf-hub:org/model", "relative/dir"],
+    }
+    assert portable(data, run_root) == {
+        "output_dir": "runs",
+        "classes": {"set": "birds.yaml", "limit": 3},
+        "generator": {"model": "local-dir:models/sd", "steps": 2},
+        "real": ["real", "imagenet-1k", "hf-hub:org/model", "relative/dir"],
+    }
+
+
 @pytest.mark.parametrize(
     ("given", "message"),
     [
@@ -329,7 +358,10 @@ def test_untrusted_class_names_and_llm_answers_are_escaped(tmp_path: Path):
     assert "<script" not in html
     assert "<img" not in html.replace('<img src="samples.jpg"', "")
     assert 'href="javascript:' not in html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html or "alert(1)" not in html  # shown as text, or removed
+    prompt_list = html.split("Prompt examples")[1].split("Who are the source")[0]
+    assert "<li>a cat &lt;script&gt;alert(1)&lt;/script&gt; " in prompt_list  # the class name, kept as text
+    assert "&lt;img src=x onerror=&quot;alert(2)&quot;&gt;" in prompt_list
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # shown as text, never removed
     assert "[x](javascript:alert(3))" in html  # the link syntax is shown literally, not made a link
     assert "<hr" not in html.split("Prompt examples")[1].split("Who are the source")[0]  # no `---` line
     assert markdown_text(INJECTIONS[3]) == "\\--- license: mit ---"  # one line, not a thematic break

@@ -18,17 +18,19 @@ import sys
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import BASE_RECIPE, TINY_QUALITY, deep_update
-from hubserver import Blob, HubLimits, HubServer
+from hubserver import Blob, HubLimits, HubServer, endpoint_of
 
 from synthset.builders.assemble import build_dataset
 from synthset.cards import write_card
 from synthset.cards.render import card_for_repo
 from synthset.cli import main
+from synthset.errors import SynthsetError
 from synthset.generation.plan import plan_run
 from synthset.generation.runner import generate_run
 from synthset.hub.manifest import iter_entries
@@ -236,7 +238,7 @@ def _post(url: str, data: bytes, content_type: str, token: str | None = TOKEN) -
 
 
 def test_loopback_server_enforces_the_hubs_per_call_and_repo_limits(runs, tmp_path):
-    with HubServer(limits=HubLimits(files_per_folder=9)) as hub:  # the root holds 8 entries
+    with HubServer(limits=HubLimits(files_per_folder=10)) as hub:  # fewer than 10 per folder; the root holds 8
         ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth"))
         api = f"{hub.url}/api/datasets/org/synth"
         sample = "AAAA"
@@ -255,7 +257,7 @@ def test_loopback_server_enforces_the_hubs_per_call_and_repo_limits(runs, tmp_pa
             return _post(f"{api}/commit/main", "\n".join(json.dumps(x) for x in lines).encode(), "application/x-ndjson")
 
         assert commit([f"many/{i}.txt" for i in range(101)]) == 413  # more operations than one commit takes
-        assert commit([f"folder/{i}.txt" for i in range(10)]) == 400  # a tenth entry in a 9-entry folder
+        assert commit([f"folder/{i}.txt" for i in range(10)]) == 400  # "< 10k": a folder of exactly 10 is over
         assert commit([f"folder/{i}.txt" for i in range(9)]) == 200
         assert commit(["folder/sub/x.txt"]) == 400  # a sub-folder is an entry too
         readme = json.dumps({"content": "---\nx: " + "a" * 1_000_001 + "\n---\n"}).encode()
@@ -402,6 +404,112 @@ def test_conflicts_rate_limits_and_lost_answers_are_retried_without_duplicates(r
     assert times[500] - times[429] >= 1.0  # Retry-After honoured
 
 
+# Every endpoint each command calls (a clean push of v1 to a new repo, verify and versions of it), with
+# one transient answer each: a rate limit (429 with the Hub's headers) or a 5xx, in turn. The test also
+# asserts that the fault was met, so a command that stops calling an endpoint shows up here.
+PUSH_ENDPOINTS = [
+    *("whoami", "create-repo", "repo-info", "refs", "tree", "discussions", "validate-yaml", "preupload"),
+    *("batch", "upload", "commit", "discussion", "merge", "tag"),
+]
+# (command, endpoint, which of its requests): the first, and the last, which falls inside the libraries' own
+# calls (HfFileSystem's opens and range reads, datasets' streamed load, a listing's last page).
+READ_ENDPOINTS = [("verify", e, w) for e in ("repo-info", "resolve", "tree", "paths-info") for w in ("first", "last")]
+READ_ENDPOINTS += [("versions", "refs", "first"), ("versions", "resolve", "first"), ("versions", "resolve", "last")]
+TRANSIENT = (429, 500, 503, 502)
+
+
+@pytest.mark.parametrize("endpoint", [*PUSH_ENDPOINTS, "tree-page-3"])
+def test_one_transient_fault_on_any_endpoint_of_a_push_is_harmless(runs, hub, tmp_path, endpoint):
+    if endpoint == "tree-page-3":  # a paged listing fails on its third page: the whole listing is read again
+        hub.state.inject("tree", 503, skip=2)
+    else:
+        hub.state.inject(endpoint, TRANSIENT[PUSH_ENDPOINTS.index(endpoint) % len(TRANSIENT)])
+    ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    assert hub.state.pending_faults() == {}, f"push never called {endpoint}"
+    repo = hub.state.repos[("dataset", "org/synth")]
+    assert list(repo.pulls) == [1] and hub.state.commits_applied == 2  # one commit, one merge: nothing twice
+    assert repo.tags["v1.0"] == repo.branches["main"]
+    assert set(hub.files("org/synth", "v1.0")) == {".gitattributes", *published_files(runs["v1"], "org/synth")}
+
+
+def endpoints_called(server: HubServer, since: int) -> Counter:
+    """How many requests each endpoint got since request number `since`."""
+    return Counter(endpoint_of(m, [unquote(p) for p in urlsplit(path).path.split("/")[1:]]) for m, path, _ in
+                   server.state.requests[since:])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def published(runs, tmp_path_factory):
+    """One loopback Hub holding v1 as pushed; what verify and versions say of it without a fault, and how
+    many requests each of their endpoints gets (each command with an empty download cache)."""
+    commands = {"verify": ("verify", "org/synth", "--revision", "v1.0"), "versions": ("versions", "org/synth")}
+    with HubServer(tree_page_size=2) as server:
+        ok(
+            cli(
+                server,
+                tmp_path_factory.mktemp("hf-home"),
+                "push",
+                str(runs["v1"]),
+                "--repo",
+                "org/synth",
+                "--tag",
+                "v1.0",
+            )
+        )
+        clean, counts = {}, {}
+        for name, args in commands.items():
+            since = len(server.state.requests)
+            clean[name] = ok(cli(server, tmp_path_factory.mktemp("hf-home"), *args))
+            counts[name] = endpoints_called(server, since)
+        yield server, commands, clean, counts
+
+
+@pytest.mark.parametrize(("command", "endpoint", "which"), READ_ENDPOINTS)
+def test_one_transient_fault_on_any_endpoint_of_verify_or_versions_is_harmless(
+    published, tmp_path, command, endpoint, which
+):
+    server, commands, clean, counts = published
+    status = TRANSIENT[READ_ENDPOINTS.index((command, endpoint, which)) % len(TRANSIENT)]
+    server.state.inject(endpoint, status, skip=0 if which == "first" else counts[command][endpoint] - 1)
+    try:
+        assert ok(cli(server, tmp_path, *commands[command])) == clean[command]  # tmp_path: an empty cache
+        assert server.state.pending_faults() == {}, f"{command} never made that request to {endpoint}"
+    finally:
+        server.state.clear_faults()  # the server is shared: a fault not met must not reach the next test
+
+
+def test_a_tag_made_by_a_call_whose_answer_was_a_409_is_a_success(runs, hub, tmp_path):
+    hub.state.inject("tag", 409, after=True)  # the tag is made; the answer says it exists (a retry raced it)
+    out = ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    repo = hub.state.repos[("dataset", "org/synth")]
+    assert f"tagged v1.0 -> {repo.branches['main'][:12]}" in out and repo.tags["v1.0"] == repo.branches["main"]
+
+
+def test_giving_up_counts_the_tries_really_made(monkeypatch):
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from synthset.hub import client
+
+    monkeypatch.setattr(client, "RETRY_ATTEMPTS", 3)
+    monkeypatch.setattr(client.time, "sleep", lambda seconds: None)
+    request = httpx2.Request("GET", "http://hub.invalid/api/whoami-v2")
+    calls = []
+
+    def rate_limited():
+        calls.append(1)
+        response = httpx2.Response(429, request=request, headers={"Retry-After": "0"})
+        raise HfHubHTTPError("429 Too Many Requests", response=response, server_message="slow down")
+
+    with pytest.raises(SynthsetError) as error:
+        client.with_retries("whoami", rate_limited)
+    assert str(error.value) == "whoami: HTTP 429: slow down (still failing after 3 tries)" and len(calls) == 3
+    # a call that is never retried does not claim tries
+    with pytest.raises(SynthsetError) as error, client.hub_errors("org/x", None, "http://hub.invalid"):
+        rate_limited()
+    assert str(error.value) == "org/x: HTTP 429: slow down"
+
+
 def test_push_killed_between_commits_resumes_and_sends_nothing_twice(runs, hub, tmp_path):
     ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
     hub.state.hold_commits_after(hub.state.commits_applied)  # the v2 pull request's first commit parks
@@ -462,7 +570,7 @@ def test_a_push_racing_another_writer_is_one_clear_line(runs, hub, tmp_path):
     def someone_else_commits(repo):
         hub.state.before_commit = hub.state.before_merge = None
         head = repo.commits[repo.branches["main"]]
-        files = {**head.files, "notes.txt": Blob.regular(b"pushed meanwhile")}
+        files = {**head.files, "notes.txt": Blob.regular(b"pushed meanwhile %d" % len(repo.commits))}  # new
         repo.branches["main"] = hub.state.new_commit(repo, head.oid, "someone else", "", files).oid
 
     # main moves just before the pull request is opened: its base is checked by the server (412)
@@ -471,8 +579,10 @@ def test_a_push_racing_another_writer_is_one_clear_line(runs, hub, tmp_path):
     assert error == "org/synth: the branch moved while pushing (another push?); run the push again"
     repo = hub.state.repos[("dataset", "org/synth")]
     assert set(hub.files("org/synth", "main")) == {".gitattributes", "notes.txt"} and not repo.pulls  # theirs
-    ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
-    assert set(hub.files("org/synth", "main")) == {".gitattributes", *published_files(runs["v1"], "org/synth")}
+    out = ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    assert "kept 1 file on main that synthset did not publish: notes.txt (push with --delete-unpublished" in out
+    expected = {".gitattributes", "notes.txt", *published_files(runs["v1"], "org/synth")}  # theirs stays
+    assert set(hub.files("org/synth", "main")) == expected
 
     # main moves while the merge is under way (the Hub's merge takes no parent commit): caught after it
     hub.state.before_merge = someone_else_commits
@@ -481,6 +591,43 @@ def test_a_push_racing_another_writer_is_one_clear_line(runs, hub, tmp_path):
         error.startswith("org/synth: main at ") and "does not hold exactly the published files after merging" in error
     )
     assert "v2.0" not in repo.tags  # nothing is tagged
+
+
+def test_a_push_never_deletes_another_writers_files_unless_asked_and_names_them(runs, hub, tmp_path):
+    ok(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v1.0"))
+    repo = hub.state.repos[("dataset", "org/synth")]
+
+    def someone_commits(files: dict[str, Blob]) -> None:
+        head = repo.commits[repo.branches["main"]]
+        repo.branches["main"] = hub.state.new_commit(repo, head.oid, "someone else", "", {**head.files, **files}).oid
+
+    someone_commits({"other.txt": Blob.regular(b"theirs"), "notes/a.md": Blob.regular(b"theirs too")})
+    out = ok(cli(hub, tmp_path, "push", str(runs["v2"]), "--repo", "org/synth", "--tag", "v2.0"))
+    assert "kept 2 files on main that synthset did not publish: notes/a.md, other.txt (push with " in out
+    v1_only = set(published_files(runs["v1"], "org/synth")) - set(published_files(runs["v2"], "org/synth"))
+    deleted = len(v1_only)
+    assert f", {deleted} deleted, " in out and v1_only  # v1's own files went: synthset published them
+    expected = {".gitattributes", "other.txt", "notes/a.md", *published_files(runs["v2"], "org/synth")}
+    assert set(hub.files("org/synth", "v2.0")) == expected
+    ok(cli(hub, tmp_path, "verify", "org/synth", "--revision", "v2.0"))  # their notes are not read by any config
+
+    # a file of theirs that a config would load cannot be left in place: refused, nothing committed
+    stray = "naive/b0/train-00009-of-00009.parquet"
+    someone_commits({stray: repo.commits[repo.tags["v2.0"]].files[parquet_paths(runs["v2"], "naive")[0]]})
+    applied = hub.state.commits_applied
+    error = one_error_line(cli(hub, tmp_path, "push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v3.0"))
+    assert error == (
+        f"org/synth: {stray}: on main but not published by synthset, and config naive's data_files "
+        "'naive/b0/train-*.parquet' would load it; delete it on the Hub, or push with --delete-unpublished"
+    )
+    assert hub.state.commits_applied == applied
+    out = ok(
+        cli(hub, tmp_path, *("push", str(runs["v1"]), "--repo", "org/synth", "--tag", "v3.0", "--delete-unpublished"))
+    )
+    assert (
+        f"deleted 3 files that synthset did not publish (--delete-unpublished): {stray}, notes/a.md, other.txt" in out
+    )
+    assert set(hub.files("org/synth", "v3.0")) == {".gitattributes", *published_files(runs["v1"], "org/synth")}
 
 
 # -- tokens ---------------------------------------------------------------------------------------------

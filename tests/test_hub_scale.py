@@ -19,9 +19,9 @@ from hubserver import HubServer
 from synthruns import synthesize_run
 from test_hub import LOAD_SCRIPT, REPO_ROOT, cli, hub_env, ok, published_files
 
-from synthset.run.hub_limits import FILES_PER_COMMIT, FILES_PER_FOLDER
+from synthset.run.hub_limits import FILES_PER_COMMIT, FOLDER_ENTRIES_MAX
 
-SHARDS = 12_000  # one scale band over the Hub's 10k files per folder: spread over p00 (10,000) and p01 (2,000)
+SHARDS = 12_000  # one scale band over the Hub's 10k files per folder: spread over p00 (9,000) and p01 (3,000)
 
 
 def load_main(hub: HubServer, home: Path) -> list[list]:
@@ -69,7 +69,7 @@ def test_a_12k_file_version_publishes_in_many_commits_resumes_and_verifies(tmp_p
     small = synthesize_run(tmp_path, "small", 24)
     big = synthesize_run(tmp_path, "big", SHARDS)
     band = big / "dataset" / "custom_16shot" / "b0"
-    assert [len(list(p.iterdir())) for p in sorted(band.iterdir())] == [FILES_PER_FOLDER, SHARDS - FILES_PER_FOLDER]
+    assert [len(list(p.iterdir())) for p in sorted(band.iterdir())] == [FOLDER_ENTRIES_MAX, SHARDS - FOLDER_ENTRIES_MAX]
     readme = (big / "dataset" / "README.md").read_bytes()
     assert len(readme) < 16_000, len(readme)  # two globs, whatever the number of files
     assert b"custom_16shot/b0/p00/train-*.parquet" in readme and b"custom_16shot/b0/p01/train-*.parquet" in readme

@@ -3,6 +3,7 @@ a killed build, a full disk, bad class input, leftovers. Each of these broke bef
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -18,14 +19,18 @@ import yaml
 from helpers import REPO, accelerate_launch_command, images_by_sample, shard_hashes, synthset_cli, synthset_command
 
 from synthset.builders.assemble import build_dataset
+from synthset.cli import main
 from synthset.errors import SynthsetError
 from synthset.generation.plan import plan_run
+from synthset.generation.processes import ORPHANED_AT_START, orphaned_at_start
 from synthset.generation.progress import GlobalProgress
 from synthset.generation.runner import generate_run
 from synthset.recipe import load_recipe
+from synthset.run.claims import ClaimBook, Worker
 from synthset.run.lock import read_lock
 from synthset.run.paths import RunDir
 from synthset.run.records import read_records
+from synthset.run.status import format_status, run_status
 
 SLOW = {"storage": {"shard_size": 2}, "generator": {"steps": 20}}  # 8 shards of 2 images, ~1 s each
 
@@ -79,6 +84,25 @@ def test_two_launches_started_together_share_the_run(reference: Path, write_reci
     assert not list(RunDir(run_dir).claims_dir.rglob("*.claim.*"))
 
 
+def test_a_worker_whose_claim_was_taken_over_does_not_count_the_shard_it_dropped(reference: Path, write_recipe):
+    run_dir = planned(write_recipe, "paused", SLOW)
+    first = start_generate(run_dir, "--lease-seconds", "3")
+    wait_for_records(run_dir, 1)
+    time.sleep(0.3)  # inside its second shard (about 1 s each)
+    first.send_signal(signal.SIGSTOP)  # paused mid-shard: its heartbeats stop too
+    try:
+        time.sleep(4)  # past its lease
+        second = start_generate(run_dir, "--lease-seconds", "3")  # takes the paused worker's shard over
+        out2, err2 = second.communicate(timeout=300)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out1, err1 = first.communicate(timeout=300)
+    assert (first.returncode, second.returncode) == (0, 0), err1[-2000:] + err2[-2000:]
+    assert "1 shards made but dropped unrecorded: another worker had taken over their claims" in out1, out1
+    assert shards_made(out1) + shards_made(out2) == 8  # the dropped copy is not counted as made
+    assert shard_hashes(run_dir) == shard_hashes(reference)
+
+
 def test_a_second_launch_joining_a_running_one_shares_the_rest(reference: Path, write_recipe):
     run_dir = planned(write_recipe, "joined", SLOW)
     first = start_generate(run_dir)
@@ -128,6 +152,23 @@ def test_killing_the_launchers_process_group_leaves_no_worker_running(reference:
     summary = generate_run(run_dir)  # the restart takes over the dead workers' claims at once
     assert summary.all_shards_done
     assert shard_hashes(run_dir) == shard_hashes(reference)
+
+
+def test_a_worker_orphaned_while_starting_says_so_truly_and_a_pid_1_launcher_is_not_gone(write_recipe, tmp_path):
+    assert orphaned_at_start(1, "/sbin/init splash") and orphaned_at_start(1, None)
+    in_a_container = "/usr/bin/python3 /usr/local/bin/accelerate launch -m synthset generate runs/x"
+    assert not orphaned_at_start(1, in_a_container)  # `accelerate launch` as a container's pid 1: alive
+    assert not orphaned_at_start(4242, "bash")  # a parent still there: watched, not judged
+    run_dir = planned(write_recipe, "orphaned")
+    errors = tmp_path / "worker.err"
+    worker = f"LOCAL_RANK=0 exec {' '.join(synthset_command())} generate {run_dir} 2>{errors}"
+    subprocess.run(["bash", "-c", f"( {worker} & )"], cwd=REPO, check=True)  # its parent exits at once
+    deadline = time.monotonic() + 60
+    while "worker" not in (errors.read_text() if errors.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    lines = [line for line in errors.read_text().splitlines() if line.startswith("synthset: error")]
+    assert len(lines) == 1 and lines[0].startswith(f"synthset: error: {ORPHANED_AT_START}; worker "), lines
+    assert "(pid 1) is gone" not in errors.read_text() and read_records(RunDir(run_dir)) == {}
 
 
 # -- edits after planning ------------------------------------------------------------------------------
@@ -277,6 +318,34 @@ def test_a_full_disk_is_one_line_naming_the_shard_and_leaves_no_record(write_rec
     assert not list(shard.parent.glob(".tmp-*"))
 
 
+def test_a_run_directory_mkdir_may_not_make_is_one_line(write_recipe, tmp_path: Path, monkeypatch, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_mkdir = Path.mkdir
+
+    def immutable(self: Path, *args, **kwargs) -> None:  # `chattr +i locked`: the kernel answers EPERM inside it
+        if self.parent == locked:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", immutable)
+    path = write_recipe({"output_dir": str(locked)}, "eperm.yaml")
+    assert main(["plan", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"synthset: error: {locked / 't'}: operation not permitted"]
+
+
+def test_a_file_size_limit_on_a_file_other_than_a_shard_gives_no_shard_advice(write_recipe):
+    path = write_recipe({}, "efbig-plan.yaml")
+    command = " ".join([*synthset_command(), "plan", str(path)])
+    result = subprocess.run(["bash", "-c", f"ulimit -f 1; exec {command}"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    classes = RunDir(load_recipe(path).run_dir).classes_file  # the first file plan writes, over 1 KB
+    assert result.stderr.splitlines() == [
+        f"synthset: error: {classes}: file too large for this process (see `ulimit -f`): raise the limit, then run "
+        "the same command again"
+    ]
+
+
 def test_an_output_dir_that_is_a_file_is_one_line(write_recipe, tmp_path: Path):
     (tmp_path / "taken").write_text("not a directory")
     path = write_recipe({"output_dir": str(tmp_path / "taken")}, "file.yaml")
@@ -295,6 +364,22 @@ def test_an_output_dir_that_is_a_file_is_one_line(write_recipe, tmp_path: Path):
         ({"subset": []}, "classes.subset: is empty: name at least one class, or leave subset out"),
         ({"subset": ["tench", "   "]}, "classes.subset: entry 1 is blank"),
         ({"subset": ["tench\ngoldfish"]}, "classes.subset: entry 0 ('tench\\ngoldfish') spans several lines"),
+        (
+            {"subset": ["tench", "goldfish", "tench"]},
+            "classes.subset: entry 2 ('tench') names the same class as 'tench'; name each once",
+        ),
+        (
+            {"subset": ["tench", "n01440764"]},  # the same class by its wnid
+            "classes.subset: entry 1 ('n01440764') names the same class as 'tench'; name each once",
+        ),
+        (
+            {"limit": 5000},
+            "classes.limit: 5000 is more classes than imagenet-1k's 1000; lower it or leave it out",
+        ),
+        (
+            {"subset": ["tench", "goldfish"], "limit": 3},
+            "classes.limit: 3 is more classes than the 2 that classes.subset names; lower it or leave it out",
+        ),
     ],
 )
 def test_bad_class_subsets_are_refused_at_plan(write_recipe, classes: dict, message: str):
@@ -368,8 +453,6 @@ def test_progress_counts_a_redone_shard_once(write_recipe):
 
 # -- synthset status -----------------------------------------------------------------------------------
 def test_status_counts_match_the_records_and_claims(write_recipe):
-    from synthset.run.claims import ClaimBook, Worker
-    from synthset.run.status import format_status, run_status
 
     run_dir = planned(write_recipe, "status", {"storage": {"shard_size": 2}})
     generate_run(run_dir)  # 8 shards of 2, 2, ..., 1 images
@@ -404,3 +487,17 @@ def test_status_counts_match_the_records_and_claims(write_recipe):
     assert "naive/train-b0-00006 (EXPIRED)" in report
     live.close()
     gone.close()
+
+
+def test_status_gives_no_eta_reason_that_contradicts_the_shards_being_made(write_recipe):
+    run_dir = planned(write_recipe, "starting", SLOW)
+    run = RunDir(run_dir)
+    books = [ClaimBook(run, Worker(f"w{i}", "gpu-host", os.getpid()), lease_seconds=3600) for i in range(2)]
+    for book, shard in zip(books, ("naive/train-b0-00000", "naive/train-b0-00001"), strict=True):
+        assert book.try_claim(shard) is not None  # two workers started; neither has recorded a shard
+    report = format_status(run_status(run_dir, lease_seconds=3600)).splitlines()
+    assert report[0] == "shards: 0 done, 2 being made, 0 with an expired lease, 6 pending (of 8)"
+    assert report[3] == "ETA: unknown until a shard is recorded (2 being made, no rate measured yet)"
+    for book in books:
+        book.close()
+    assert format_status(run_status(run_dir)).splitlines()[3] == "ETA: unknown (no live worker)"

@@ -342,7 +342,9 @@ def doc_block(language: str, first_line: str) -> str:
     from markdown_it import MarkdownIt
 
     tokens = MarkdownIt().parse((REPO / "docs" / "clusters.md").read_text())
-    blocks = [t.content for t in tokens if t.type == "fence" and t.info.strip() == language]
+    blocks = [
+        t.content for t in tokens if t.type == "fence" and t.info.split()[:1] == [language]
+    ]  # info: lang title=...
     matching = [block for block in blocks if block.startswith(first_line)]
     assert len(matching) == 1, f"docs/clusters.md: {len(matching)} {language} blocks start with {first_line!r}"
     return matching[0]

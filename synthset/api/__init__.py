@@ -9,6 +9,7 @@ Every function accepts a local run directory or an `s3://` URL. See `synthset.ap
 function's arguments, results and errors.
 """
 
+from synthset.api.demo import DemoResult, demo
 from synthset.api.results import (
     BuildResult,
     CancelResult,
@@ -54,6 +55,8 @@ STAGES = (
 )
 
 __all__ = [
+    "demo",
+    "DemoResult",
     "build",
     "cancel_submitted",
     "card",

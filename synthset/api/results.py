@@ -139,6 +139,11 @@ class GenerateResult(Described):
             f"were done before, {s.shards_done_by_others} done by other workers meanwhile) "
             f"in {s.seconds:.1f} s"
         ]
+        if s.shards_dropped:
+            lines.append(
+                f"rank {s.rank}: {s.shards_dropped} shards made but dropped unrecorded: another worker had taken "
+                "over their claims (this worker missed its heartbeats, e.g. while paused)"
+            )
         if s.redraws or s.dropped or s.near_duplicates:
             lines.append(
                 f"quality gate (rank {s.rank}): {s.redraws} images drawn again, {s.dropped} samples "
@@ -239,10 +244,33 @@ class PushDone(Described):
             ]
         else:
             lines = [f"{r.repo_id}@{r.branch} already holds these files (commit {r.commit[:12]}): {changes}"]
+        if r.kept:
+            lines.append(
+                f"kept {_count(r.kept, 'file')} on {r.branch} that synthset did not publish: {_names(r.kept)} "
+                "(push with --delete-unpublished to delete them)"
+            )
+        if r.deleted_unpublished:
+            lines.append(
+                f"deleted {_count(r.deleted_unpublished, 'file')} that synthset did not publish "
+                f"(--delete-unpublished): {_names(r.deleted_unpublished)}"
+            )
         if r.tag:
             lines.append(f"tagged {r.tag} -> {r.commit[:12]}")
         lines.append(f'load it: datasets.load_dataset("{r.repo_id}", "<config>", revision="{r.tag or r.branch}")')
         return lines
+
+
+NAMES_SHOWN = 10
+
+
+def _count(items: list[str], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _names(paths: list[str]) -> str:
+    """Every path up to NAMES_SHOWN, then how many more: the user sees what a push leaves or deletes."""
+    more = len(paths) - NAMES_SHOWN
+    return ", ".join(paths[:NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
 @dataclass(frozen=True)

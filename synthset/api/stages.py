@@ -288,8 +288,12 @@ def push(
     tag: str | None = None,
     revision: str = "main",
     allow_unscreened: bool = False,
+    delete_unpublished: bool = False,
 ) -> PushDone:
     """Publish dataset/ to a Hub dataset repo as one new version (a merged pull request), and tag it.
+
+    Files on the branch that synthset never published are left there (and named) unless
+    `delete_unpublished`.
 
     Raises:
         HubError: the Hub refused for good. RunStateError: the run has no card, or was not screened.
@@ -298,7 +302,13 @@ def push(
 
     with open_run(run, READS_ALL_BUT_DATA) as opened:  # data: fetched a few files at a time
         result = push_dataset(
-            opened, repo, private=private, tag=tag, branch=revision, allow_unscreened=allow_unscreened
+            opened,
+            repo,
+            private=private,
+            tag=tag,
+            branch=revision,
+            allow_unscreened=allow_unscreened,
+            delete_unpublished=delete_unpublished,
         )
     return PushDone(result, str(run))
 

@@ -48,6 +48,7 @@ from synthset.run.paths import (
     is_data_file,
 )
 from synthset.run.plan import open_plan
+from synthset.run.portable import published_lock_text
 from synthset.run.published import data_file_patterns, files_of, pattern_matches, published_configs, shard_files
 from synthset.run.records import read_shard_record, record_problem
 from synthset.run.schema import dataset_features
@@ -353,7 +354,8 @@ def build_dataset(run_dir: str | Path | RunDir) -> BuiltDataset:
     try:
         splits = link_shards(run, lock, checked.shards, checked.band_sizes, target)
         # The k-shot real image ids and the conditioning pools travel with the data: a reader can check them.
-        for side_file in (run.lock_file, run.shots_file, run.pool_file):
+        write_text_atomic(target / run.lock_file.name, published_lock_text(run))  # nothing of this disk
+        for side_file in (run.shots_file, run.pool_file):
             if side_file.is_file():
                 with atomic_path(target / side_file.name) as tmp:
                     shutil.copyfile(side_file, tmp)

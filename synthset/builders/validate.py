@@ -35,6 +35,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synthset.errors import first_line
 from synthset.run import objects
 from synthset.run.classes_table import read_label_names
 from synthset.run.ids import parse_shard_name
@@ -198,8 +199,13 @@ class _RunValidator:
             if problem is not None:
                 self._shard_problem(shard, problem)
                 return
-            parquet = pq.ParquetFile(pa.BufferReader(data))
-            self._add_sizes(shard.name, footer_sizes(parquet.metadata, data.size))
+            try:  # with --fast, a flipped byte in the footer gets this far
+                parquet = pq.ParquetFile(pa.BufferReader(data))
+                sizes = footer_sizes(parquet.metadata, data.size)
+            except (OSError, pa.ArrowException) as error:
+                self._shard_problem(shard, f"not a readable Parquet file ({first_line(error)})")
+                return
+            self._add_sizes(shard.name, sizes)
             self._check_rows(shard, record, parquet, _relative(self.run, path))
 
     def _read_in_store(self, shard: PlannedShard, record: ShardRecord, path: Path) -> None:
@@ -222,12 +228,27 @@ class _RunValidator:
         """The shard's rows and dropped samples are its planned ids, each exactly once."""
         planned = set(shard.sample_ids)
         settled = self._check_dropped(shard, record, planned)
-        for batch in parquet.iter_batches(columns=ROW_COLUMNS if self.images else ROW_COLUMNS[:-1]):
-            for row in batch.to_pylist():
-                self._check_row(shard.name, row, planned, settled, where)
+        try:
+            for batch in parquet.iter_batches(columns=ROW_COLUMNS if self.images else ROW_COLUMNS[:-1]):
+                for row in batch.to_pylist():
+                    self._check_row(shard.name, row, planned, settled, where)
+        except (OSError, pa.ArrowException) as error:  # with --fast, a flipped byte in a page gets this far
+            self._unreadable(shard, settled, error)
+            return
         missing = planned - settled
         if missing:
             self.tally(_key_of(shard.name)).add_missing(missing)
+
+    def _unreadable(self, shard: PlannedShard, settled: set[str], error: Exception) -> None:
+        """A shard that breaks off while its rows are read: one problem; its rows not read yet count as found
+        (as `_shard_problem` counts a whole faulty shard's), so they are not reported missing one by one."""
+        for row in shard.rows.select(["sample_id", "config", "split", "label"]).to_pylist():
+            if row["sample_id"] not in settled:
+                self.tally((row["config"], row["split"])).found[row["label"]] += 1
+        where, run = _relative(self.run, self.run.shard_file(shard.name)), self.run
+        self.tally(_key_of(shard.name)).report.add(
+            f"{where}: not a readable Parquet file ({first_line(error)}); `synthset generate {run}` makes it again"
+        )
 
     def _check_dropped(self, shard: PlannedShard, record: ShardRecord, planned: set[str]) -> set[str]:
         """Count the samples the gate dropped (each must be planned here, once); -> their ids."""

@@ -41,6 +41,7 @@ from synthset.run.hub_limits import human_bytes
 from synthset.run.lock import Lock, read_lock
 from synthset.run.paths import CARD_MARKER, RunDir, card_marker
 from synthset.run.paths import README_FILE as README
+from synthset.run.portable import portable_lock
 from synthset.run.published import published_configs
 
 BUILD_START, BUILD_END = "<!-- synthset-build:start -->", "<!-- synthset-build:end -->"
@@ -249,6 +250,7 @@ def render_card(
     """
     from huggingface_hub import DatasetCard
 
+    lock = portable_lock(lock, run.root)  # the card goes to the Hub: no path of this disk in it
     recipe = lock.recipe
     dataset_dir = run.dataset_dir
     readme_text = (dataset_dir / README).read_text(encoding="utf-8")

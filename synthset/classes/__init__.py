@@ -108,16 +108,26 @@ def select_classes(
                 if key is not None:
                     index.setdefault(key, info)
         ambiguous = {info.class_name for info in classes if info.class_name != info.label_name}
-        chosen = []
-        for key in subset:
+        chosen: dict[int, str] = {}  # label -> the subset entry that named it
+        for i, key in enumerate(subset):
             if key in ambiguous:
                 raise RecipeError(
                     f"classes.subset: class name {key!r} is ambiguous in {set_name}; use its wnid or label name"
                 )
             if key not in index:
                 raise RecipeError(f"classes.subset: unknown class {key!r} in {set_name}")
-            chosen.append(index[key])
-        selected = sorted(set(chosen), key=lambda info: info.label)
+            label = index[key].label
+            if label in chosen:  # a class file refuses a duplicate; so does a subset
+                raise RecipeError(
+                    f"classes.subset: entry {i} ({key!r}) names the same class as {chosen[label]!r}; name each once"
+                )
+            chosen[label] = key
+        selected = [info for info in classes if info.label in chosen]
+    if limit is not None and limit > len(selected):
+        among = (
+            f"the {len(selected)} that classes.subset names" if subset is not None else f"{set_name}'s {len(selected)}"
+        )
+        raise RecipeError(f"classes.limit: {limit} is more classes than {among}; lower it or leave it out")
     if limit is not None:
         selected = selected[:limit]
     return selected

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from synthset.classes.info import ClassInfo, unique_label_names
 from synthset.errors import RecipeError
+from synthset.recipe import read_text_file, read_yaml_file
 
 _ENTRY_KEYS = {"name", "wnid", "gloss", "description", "label_name"}
 
@@ -28,10 +27,7 @@ def check_class_name(name: str, where: str) -> None:
 
 
 def _entries_from_yaml(path: Path) -> list[dict[str, str]]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    data = read_yaml_file(path, "class list")  # one line for a binary file, bad YAML or a key written twice
     if isinstance(data, dict) and "classes" in data:
         data = data["classes"]
     if not isinstance(data, list):
@@ -68,7 +64,7 @@ def _entries_from_csv(path: Path) -> list[dict[str, str]]:
 def _entries(path: Path) -> list[dict[str, str]]:
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text_file(path, "class list").splitlines()
         return [{"name": line.strip()} for line in lines if line.strip() and not line.startswith("#")]
     if suffix == ".csv":
         return _entries_from_csv(path)

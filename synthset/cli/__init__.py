@@ -9,7 +9,6 @@ stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from types import ModuleType
 
@@ -18,6 +17,7 @@ from synthset.cli import (
     build,
     card,
     clean,
+    demo,
     generate,
     new,
     plan,
@@ -53,10 +53,9 @@ COMMANDS: dict[str, ModuleType] = {
     "clean": clean,
     "schema": schema,
     "tiny-models": tiny_models,
+    "demo": demo,
 }
 
-# A full disk, a quota, a file size limit, a read-only or forbidden path: the user's to fix, in one line.
-FILESYSTEM_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
 
 DESCRIPTION = """\
 Make a synthetic image-classification dataset with an off-the-shelf diffusion model.
@@ -73,6 +72,8 @@ in the run directory <output_dir>/<name>/ that the recipe names:
   synthset review runs/demo                review.html: every class's images, the gate's rejects, to look at
   synthset push runs/demo --repo org/name --tag v1.0
                                            a new version on the Hub, tagged; `synthset verify` checks it
+
+`synthset demo` runs them all on tiny offline models, from recipes shipped in the package.
 """
 
 
@@ -99,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"synthset: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
+        # A full disk, a quota, a file size limit, a read-only or forbidden path: the user's to fix, in one line.
+        from synthset.fsutil import FILESYSTEM_FAULTS, describe_os_error
+
         if error.errno not in FILESYSTEM_FAULTS:
             raise  # anything else is a bug and keeps its traceback
-        from synthset.fsutil import describe_os_error
 
         print(f"synthset: error: {describe_os_error(error, error.filename or 'writing the run')}", file=sys.stderr)
         return 2

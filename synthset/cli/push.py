@@ -29,6 +29,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="publish even though no NSFW checker screened the images (the recipe has no quality.checker); "
         "the card says so in its first lines",
     )
+    parser.add_argument(
+        "--delete-unpublished",
+        action="store_true",
+        help="also delete files on the branch that synthset did not publish (another writer's); without it they "
+        "stay, and the push names them",
+    )
     parser.set_defaults(func=run)
 
 
@@ -42,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         tag=args.tag,
         revision=args.revision,
         allow_unscreened=args.allow_unscreened,
+        delete_unpublished=args.delete_unpublished,
     )
     show(result)
     return 0

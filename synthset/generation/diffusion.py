@@ -41,7 +41,7 @@ def choose_attention(requested: str, device: torch.device) -> str:
     usable = device.type == "cuda" and importlib.util.find_spec("xformers") is not None
     if requested == "xformers" and not usable:
         raise ModelError(
-            "generator.attention: xformers needs a CUDA device and `pip install synthset[xformers]`; "
+            "generator.attention: xformers needs a CUDA device and the xformers package (pip install xformers); "
             "use attention: auto or sdpa"
         )
     if requested == "sdpa":

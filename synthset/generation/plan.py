@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from synthset.classes import ClassInfo, load_recipe_classes, select_classes
 from synthset.errors import SynthsetError
-from synthset.fsutil import atomic_path
+from synthset.fsutil import atomic_path, make_dirs
 from synthset.generation.diversify import PromptStats
 from synthset.generation.draw_shots import draw_shots
 from synthset.generation.lookahead import ordered_map
@@ -227,7 +227,7 @@ def _open_llm(recipe: Recipe, run: RunDir) -> LLMCache | None:
         return None
     from synthset.generation.llm import LLMCache, make_backend
 
-    run.cache_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(run.cache_dir)
     return LLMCache(run.cache_dir / "llm.sqlite", make_backend(recipe.prompts.llm), recipe.prompts.llm)
 
 
@@ -250,7 +250,7 @@ def plan_run(recipe: Recipe, run: RunDir | None = None) -> PlanSummary:
     # Shots and conditioning pools first: a leak is refused before any minute is spent on LAR or an LLM.
     draws = draw_shots(recipe, classes, selected)
     pools = plan_pools(recipe, classes, selected, draws)
-    run.root.mkdir(parents=True, exist_ok=True)
+    make_dirs(run.root)
     llm = _open_llm(recipe, run)
 
     meanings: dict[int, LARResult] = {}

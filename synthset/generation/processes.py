@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 PARENT_POLL_SECONDS = 0.5
 LAUNCHER_ENV = ("TORCHELASTIC_RUN_ID", "LOCAL_RANK")  # set by torchrun / accelerate launch in each worker
+LAUNCHER_COMMANDS = ("accelerate", "torchrun", "torch.distributed.run", "torch.distributed.launch")
 
 
 def check_world_size(launched: int, seen: int) -> None:
@@ -59,20 +60,37 @@ def under_launcher() -> bool:
     return any(name in os.environ for name in LAUNCHER_ENV)
 
 
-def _stop_orphan(parent: int) -> None:
-    print(
-        f"synthset: error: the launcher (pid {parent}) is gone; worker {os.getpid()} stops "
-        "(its unfinished shard is left to a restart)",
-        file=sys.stderr,
-        flush=True,
-    )
+ORPHANED_AT_START = "the launcher is gone: it died while this worker started (its parent is now init, pid 1)"
+
+
+def command_line(pid: int) -> str | None:
+    """A process's command line (Linux /proc), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return None
+
+
+def orphaned_at_start(parent: int, parent_command: str | None) -> bool:
+    """Whether a worker's launcher died before the worker could watch it: its parent is init (pid 1) and
+    init is not itself the launcher (in a container, `accelerate launch` is often pid 1, alive and well:
+    its workers must not stop, nor say that pid 1 is gone). Where /proc cannot tell, pid 1 is init."""
+    if parent != 1:
+        return False
+    return parent_command is None or not any(name in parent_command for name in LAUNCHER_COMMANDS)
+
+
+def _stop_orphan(message: str) -> None:
+    print(f"synthset: error: {message}; worker {os.getpid()} stops (its unfinished shard is left to a restart)",
+          file=sys.stderr, flush=True)  # fmt: skip
     os._exit(3)  # no cleanup: temp files and claims of a dead pid are cleared by whoever comes next
 
 
 def _watch_parent(parent: int) -> None:
     while not threading.Event().wait(PARENT_POLL_SECONDS):
         if os.getppid() != parent:
-            _stop_orphan(parent)
+            _stop_orphan(f"the launcher (pid {parent}) is gone")
 
 
 def exit_with_launcher() -> None:
@@ -80,8 +98,8 @@ def exit_with_launcher() -> None:
     if not under_launcher():
         return
     parent = os.getppid()
-    if parent == 1:  # orphaned before we started watching
-        _stop_orphan(parent)
+    if orphaned_at_start(parent, command_line(parent)):
+        _stop_orphan(ORPHANED_AT_START)
     threading.Thread(target=_watch_parent, args=(parent,), name="synthset-launcher-watch", daemon=True).start()
 
 

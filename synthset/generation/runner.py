@@ -60,7 +60,7 @@ class GenerateSummary:
     rank: int
     world_size: int
     worker: str
-    shards_made: int
+    shards_made: int  # recorded by this worker (a shard whose claim was taken over meanwhile is not)
     images_made: int  # rows written
     shards_redone: int  # of shards_made: made again because their record failed its check
     shards_already_done: int  # recorded before this worker started
@@ -71,6 +71,7 @@ class GenerateSummary:
     redraws: int = 0  # images made again because the quality gate rejected an attempt
     dropped: int = 0  # planned samples the quality gate dropped
     near_duplicates: int = 0
+    shards_dropped: int = 0  # made, but dropped unrecorded: another worker had taken over its claim
 
 
 def preferred_order(num_shards: int, rank: int, world_size: int) -> list[int]:
@@ -145,6 +146,10 @@ class ShardMaker:
         self.claims = claims
         self.stop = stop
         self.images_made = self.redraws = self.dropped = self.near_duplicates = 0
+        # what became of each shard this maker finished, as the writer thread reports it: only a recorded
+        # shard counts as made (a worker whose claim was taken over drops its copy, unrecorded)
+        self.recorded: list[str] = []
+        self.discarded: list[str] = []
         worker = claims.worker
         label_names = read_label_names(run)
         self.writer = ShardWriter(
@@ -172,10 +177,12 @@ class ShardMaker:
     def _recorded(self, record: ShardRecord) -> None:
         self.progress.recorded(record)
         self.claims.release(record.shard)
+        self.recorded.append(record.shard)
 
     def _discarded(self, shard: str) -> None:
         self.progress.discarded(shard)
         self.claims.release(shard)
+        self.discarded.append(shard)
 
     def make(self, shard: PlannedShard) -> None:
         """Make every planned sample of the shard: round 0 in plan order, then each round of redraws.
@@ -290,7 +297,8 @@ class _Worker:
         self.stopped = False
         self.progress = GlobalProgress(run, self.plan.num_rows, lock.generation_key, state.is_main_process)
         self.maker: ShardMaker | None = None
-        self.made = self.redone = self.by_others = 0
+        self.by_others = 0
+        self.redo_names: set[str] = set()  # shards made again because their record failed its check
         self.last_wait = ""
 
     def shard(self, i: int) -> PlannedShard:
@@ -321,9 +329,14 @@ class _Worker:
         if redo:
             self.progress.redoing(name)
         self._load_maker().make(shard)
-        self.made += 1
-        self.redone += redo
+        if redo:
+            self.redo_names.add(name)
         return "made"
+
+    @property
+    def recorded(self) -> list[str]:
+        """The shards this worker recorded (read once the writer is closed: it reports them)."""
+        return self.maker.recorded if self.maker is not None else []
 
     def is_recorded(self, i: int) -> bool:
         record = read_record_of(self.run, self.names[i])
@@ -445,12 +458,13 @@ def generate_run(
         rank=state.process_index,
         world_size=state.num_processes,
         worker=worker.claims.worker.id,
-        shards_made=worker.made,
+        shards_made=len(worker.recorded),
         images_made=worker.maker.images_made if worker.maker is not None else 0,
         redraws=worker.maker.redraws if worker.maker is not None else 0,
         dropped=worker.maker.dropped if worker.maker is not None else 0,
         near_duplicates=worker.maker.near_duplicates if worker.maker is not None else 0,
-        shards_redone=worker.redone,
+        shards_redone=len(set(worker.recorded) & worker.redo_names),
+        shards_dropped=len(worker.maker.discarded) if worker.maker is not None else 0,
         shards_already_done=len(recorded_at_start & set(worker.names)),
         shards_done_by_others=worker.by_others,
         all_shards_done=all_done,

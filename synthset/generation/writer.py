@@ -201,7 +201,7 @@ class ShardWriter:
         except BaseException as error:  # noqa: BLE001 - handed to the generation loop
             if isinstance(error, OSError):  # a full disk, `ulimit -f`: name the shard being written
                 where = self.run.shard_file(name) if name is not None else error.filename
-                error = SynthsetError(describe_os_error(error, where or self.run.shards_dir))
+                error = SynthsetError(describe_os_error(error, where or self.run.shards_dir, shard=name is not None))
             self._error = error
             if current is not None:
                 self._drop(current)

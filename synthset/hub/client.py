@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -49,14 +49,15 @@ def check_repo_id(repo_id: str) -> None:
         raise HubError(f"repo: {repo_id!r} is not a Hub repo id of the form org/name")
 
 
-def client(require_token: bool) -> tuple[Any, str | None]:
-    """An HfApi with the user's token (None for anonymous reads); refuses early when one is required."""
+def client(require_token: bool) -> tuple[RetryingApi, str | None]:
+    """An HfApi with the user's token (None for anonymous reads), every call retried (`RetryingApi`);
+    refuses early when a token is required and there is none."""
     from huggingface_hub import HfApi, get_token
 
     token = get_token()
     if require_token and not token:
         raise HubError(NO_TOKEN)
-    return HfApi(token=token or False), token
+    return RetryingApi(HfApi(token=token or False)), token
 
 
 # -- errors -----------------------------------------------------------------------------------------
@@ -66,15 +67,19 @@ def http_status(error: BaseException) -> int | None:
 
 
 def retry_after_seconds(error: BaseException) -> float | None:
-    """The wait a 429 asks for: `Retry-After: <seconds>`, or `RateLimit: "api";r=0;t=<seconds>`."""
+    """The wait the server asks for, read as huggingface_hub's `http_backoff` reads it: on a 429 the
+    `RateLimit: "api";r=0;t=<seconds>` header (the Hub's rate-limit docs), else `Retry-After: <seconds>`
+    on any answer that is retried."""
+    from huggingface_hub.utils import parse_ratelimit_headers
+
     response = getattr(error, "response", None)
-    if response is None or http_status(error) != 429:
+    if response is None:
         return None
-    value = response.headers.get("Retry-After")
-    if value and value.strip().isdigit():
-        return float(value.strip())
-    match = re.search(r"\bt=(\d+)", response.headers.get("RateLimit", ""))
-    return float(match[1]) if match else None
+    limit = parse_ratelimit_headers(response.headers) if http_status(error) == 429 else None
+    if limit is not None and limit.remaining == 0:
+        return float(limit.reset_in_seconds)
+    value = (response.headers.get("Retry-After") or "").strip()
+    return float(value) if value.isdigit() else None
 
 
 def name_not_resolved(error: BaseException) -> bool:
@@ -113,6 +118,14 @@ def _wait_seconds(error: BaseException, attempt: int) -> float:
     return min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempt - 1))
 
 
+def gave_up(what: str, error: BaseException, tries: int) -> HubError:
+    """The one line for a transient error that outlived every retry, counting the tries really made."""
+    status = http_status(error)
+    detail = getattr(error, "server_message", None) or first_line(error)
+    cause = f"HTTP {status}: {first_line(Exception(detail))}" if status else f"cannot reach the Hub: {detail}"
+    return HubError(f"{what}: {cause} (still failing after {tries} {'try' if tries == 1 else 'tries'})")
+
+
 def with_retries(
     what: str,
     call: Callable[[], T],
@@ -121,38 +134,91 @@ def with_retries(
 ) -> T:
     """`call()`, retried on transient errors (see module docstring); before each retry `landed()` may
     return the result of a write that reached the server although its answer was lost. Calls for which a
-    409 means "already exists" (tags, branches) pass `statuses` without it."""
-    from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+    409 means "already exists" (tags, branches) pass `statuses` without it: their 409 is success when
+    `landed()` finds the thing made as wanted (made by an earlier try, or by this one before its answer
+    was lost), and a failure otherwise.
 
-    def wait(state: RetryCallState) -> float:
-        return _wait_seconds(state.outcome.exception(), state.attempt_number)
-
-    def log(state: RetryCallState) -> None:
-        error = state.outcome.exception()
-        logger.warning(
-            "%s: %s; retry %d of %d in %.1f s",
-            what,
-            f"HTTP {http_status(error)}" if http_status(error) else first_line(error),
-            state.attempt_number,
-            RETRY_ATTEMPTS - 1,
-            state.upcoming_sleep,
-        )
-
-    retrying = Retrying(
-        stop=stop_after_attempt(RETRY_ATTEMPTS),
-        wait=wait,
-        retry=retry_if_exception(lambda error: is_transient(error, statuses)),
-        before_sleep=log,
-        reraise=True,
-    )
-    for attempt in retrying:
-        with attempt:
-            if attempt.retry_state.attempt_number > 1 and landed is not None:
-                done = landed()
-                if done is not None:
-                    return done
+    Raises:
+        HubError: a transient error still there after RETRY_ATTEMPTS tries (the message counts them).
+    """
+    for attempt in range(1, RETRY_ATTEMPTS + 1):
+        if attempt > 1 and landed is not None and (done := landed()) is not None:
+            return done
+        try:
             return call()
+        except Exception as error:
+            if http_status(error) == 409 and 409 not in statuses and landed is not None:
+                if (done := landed()) is not None:
+                    return done
+                raise
+            if not is_transient(error, statuses):
+                raise
+            if attempt == RETRY_ATTEMPTS:
+                raise gave_up(what, error, attempt) from error
+            wait = _wait_seconds(error, attempt)
+            logger.warning("%s: %s; retry %d of %d in %.1f s", what, _short(error), attempt, RETRY_ATTEMPTS - 1, wait)
+            time.sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _short(error: BaseException) -> str:
+    return f"HTTP {http_status(error)}" if http_status(error) else first_line(error)
+
+
+# Calls that change the repo and are not idempotent: a blind retry could apply them twice, so they go
+# through `with_retries` with a `landed` check of their own, on `RetryingApi.raw`.
+WRITES = frozenset(
+    {
+        "create_commit",
+        "merge_pull_request",
+        "create_tag",
+        "change_discussion_status",
+        "create_pull_request",
+        "create_discussion",
+        "comment_discussion",
+        "upload_file",
+        "upload_folder",
+        "delete_file",
+        "delete_folder",
+        "delete_tag",
+        "delete_branch",
+        "delete_repo",
+        "move_repo",
+        "update_repo_settings",
+    }
+)
+LAZY_LISTINGS = (Iterator,)  # huggingface_hub pages listings lazily: a retry must cover every page
+
+
+class RetryingApi:
+    """An `HfApi` whose every call goes through `with_retries`, so that no Hub call is made unretried.
+
+    Reads and idempotent writes (`create_repo(exist_ok=True)`, `create_branch(exist_ok=True)`: their 409
+    is "exists", which huggingface_hub turns into success) are retried as they are. A paged listing
+    (`list_repo_tree`, `get_repo_discussions`) is read whole inside the retried call: a fault on its
+    third page retries the listing, not just the iterator's first request. The non-idempotent writes
+    (`WRITES`) are refused here: they need a `landed` check, so callers use `with_retries` on `raw`.
+    """
+
+    def __init__(self, api: Any) -> None:
+        self.raw = api
+        self.endpoint = api.endpoint
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.raw, name)
+        if not callable(method):
+            return method
+        if name in WRITES:
+            raise AttributeError(f"{name} is not idempotent: call it through with_retries(..., landed) on .raw")
+
+        def retried(*args: Any, **kwargs: Any) -> Any:
+            def call() -> Any:
+                result = method(*args, **kwargs)
+                return list(result) if isinstance(result, LAZY_LISTINGS) else result
+
+            return with_retries(name, call)
+
+        return retried
 
 
 @contextlib.contextmanager
@@ -191,8 +257,6 @@ def hub_errors(where: str, token: str | None, endpoint: str) -> Iterator[None]:
         if status == 412:
             raise fail("the branch moved while pushing (another push?); run the push again") from None
         detail = error.server_message or first_line(error)
-        if status in RETRY_STATUSES:
-            detail += f" (still failing after {RETRY_ATTEMPTS} tries)"
         raise fail(f"HTTP {status}: {first_line(Exception(detail))}") from None
     except LocalEntryNotFoundError as error:  # hf_hub_download could not reach the server: not a missing file
         raise fail(f"cannot reach {endpoint}: {first_line(error)}") from None

@@ -42,12 +42,13 @@ by sha256 either way.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from synthset.cards.grid import SAMPLES_FILE
 from synthset.cards.render import README, card_for_repo, card_marker
+from synthset.cards.stats import config_patterns
 from synthset.errors import HubError
 from synthset.fsutil import write_text_atomic
 from synthset.hub.client import NOT_CONFLICTS, REPO_TYPE, check_repo_id, client, hub_errors, with_retries
@@ -57,6 +58,7 @@ from synthset.run import objects
 from synthset.run.hub_limits import FILES_PER_COMMIT, FILES_PER_REPO
 from synthset.run.lock import Lock, read_lock
 from synthset.run.paths import RunDir
+from synthset.run.published import pattern_matches
 
 KEEP_ON_HUB = (".gitattributes",)  # made by the Hub with the repo; never ours to delete
 STAGE_DIR = ".publish"
@@ -80,6 +82,8 @@ class PushResult:
     commits: int = 0  # commits made by this run (a resumed push makes only the missing ones)
     pull_request: int | None = None
     already_published: bool = False  # the tag already named exactly these files
+    kept: list[str] = field(default_factory=list)  # files on the branch synthset never published: left alone
+    deleted_unpublished: list[str] = field(default_factory=list)  # such files deleted (--delete-unpublished)
 
 
 def git_blob_oid(path: Path) -> str:
@@ -177,19 +181,26 @@ def stage(run: RunDir, lock: Lock, repo_id: str) -> Staged:
     return Staged(entries, local, run.dataset_dir, summary.sha256, head["name"], run)
 
 
-def differences(remote: Remote, staged: Staged) -> tuple[list[tuple[str, str]], dict[str, int]]:
+def parent_folders(paths: set[str] | dict[str, Any]) -> set[str]:
+    return {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
+
+
+def differences(
+    remote: Remote, staged: Staged, keep: frozenset[str] = frozenset()
+) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """The operations that turn `remote` into the staged files, in commit order, and their counts.
 
     ("folder", path) deletes a folder none of whose files is published any more (one operation);
     ("delete", path) a file; ("add", path) a new or changed file. Unchanged files are left out, so a
-    rerun offers the Hub nothing it already has.
+    rerun offers the Hub nothing it already has. The paths in `keep` (files synthset did not publish)
+    are never deleted, nor is a folder that holds one.
     """
     wanted = {e.path: e for e in staged.entries}
-    folders = {"/".join(p.split("/")[:i]) for p in wanted for i in range(1, p.count("/") + 1)}
+    folders = parent_folders(wanted) | parent_folders(keep)
     counts = {"added": 0, "changed": 0, "deleted": 0, "unchanged": 0}
     removed_folders: set[str] = set()
     deletes: list[tuple[str, str]] = []
-    for path in sorted(set(remote) - set(wanted) - set(KEEP_ON_HUB)):
+    for path in sorted(set(remote) - set(wanted) - set(KEEP_ON_HUB) - keep):
         counts["deleted"] += 1
         parts = path.split("/")
         gone = next(("/".join(parts[:i]) for i in range(1, len(parts)) if "/".join(parts[:i]) not in folders), None)
@@ -207,6 +218,43 @@ def differences(remote: Remote, staged: Staged) -> tuple[list[tuple[str, str]], 
         adds.append(("add", path))
     adds.sort(key=lambda op: (op[1] in LAST, LAST.index(op[1]) if op[1] in LAST else 0, op[1]))
     return [*deletes, *adds], counts
+
+
+def published_by_synthset(api: Any, repo_id: str, revision: str) -> set[str]:
+    """The paths that the `manifest.jsonl` at `revision` lists: what an earlier synthset push published."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        path = api.hf_hub_download(repo_id, MANIFEST_FILE, repo_type=REPO_TYPE, revision=revision)
+    except EntryNotFoundError:
+        return set()
+    try:
+        with open(path, encoding="utf-8") as lines:
+            _, entries = read_manifest(lines)
+            return {entry.path for entry in entries} | {MANIFEST_FILE}
+    except (ValueError, KeyError, TypeError, StopIteration):
+        return set()  # not a manifest of ours: nothing on the branch is known to be ours
+
+
+def unpublished(remote: Remote, staged: Staged, ours: set[str]) -> list[str]:
+    """Files on the branch that this push does not publish and no synthset push published: someone else's."""
+    wanted = {entry.path for entry in staged.entries}
+    return sorted(set(remote) - wanted - ours - set(KEEP_ON_HUB))
+
+
+def check_not_loaded(kept: list[str], staged: Staged, branch: str) -> None:
+    """A kept file that a config's `data_files` glob selects would be loaded as part of the version: refuse."""
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load(staged.local[README]).data.to_dict()
+    for config, splits in config_patterns(card).items():
+        for pattern in (p for patterns in splits.values() for p in patterns):
+            for path in kept:
+                if pattern_matches(pattern, path):
+                    raise HubError(
+                        f"{path}: on {branch} but not published by synthset, and config {config}'s data_files "
+                        f"{pattern!r} would load it; delete it on the Hub, or push with --delete-unpublished"
+                    )
 
 
 def release_fetched(paths: list[Path]) -> None:
@@ -233,16 +281,21 @@ class Publisher:
     def __init__(self, api: Any, repo_id: str, branch: str, tag: str | None, staged: Staged) -> None:
         self.api, self.repo_id, self.branch, self.tag, self.staged = api, repo_id, branch, tag, staged
         self.by_path = {e.path: e for e in staged.entries}
+        self.keep: Remote = {}  # files on the branch that this push leaves alone, as they were at its base
 
     # -- the state of the repo ------------------------------------------------------------------------
     def head(self, revision: str) -> str:
-        return with_retries(
-            f"head of {revision}", lambda: self.api.repo_info(self.repo_id, repo_type=REPO_TYPE, revision=revision).sha
-        )
+        return self.api.repo_info(self.repo_id, repo_type=REPO_TYPE, revision=revision).sha
 
     def holds_staged(self, revision: str) -> bool:
-        operations, _ = differences(remote_files(self.api, self.repo_id, revision), self.staged)
-        return not operations
+        """Whether `revision` holds exactly the staged files, and the files left alone exactly as they were
+        (a writer racing the merge changed the branch: its commit is not tagged as this version)."""
+        remote = remote_files(self.api, self.repo_id, revision)
+        operations, _ = differences(remote, self.staged, frozenset(self.keep))
+        return not operations and all(remote.get(path) == state for path, state in self.keep.items())
+
+    def differences(self, revision: str) -> tuple[list[tuple[str, str]], dict[str, int]]:
+        return differences(remote_files(self.api, self.repo_id, revision), self.staged, frozenset(self.keep))
 
     def title(self, base: str) -> str:
         version = f" {self.tag}" if self.tag else ""
@@ -263,14 +316,23 @@ class Publisher:
             if pr.title == self.title(base):
                 current = pr.num
             else:
-                self.api.change_discussion_status(
-                    self.repo_id,
-                    pr.num,
-                    "closed",
-                    repo_type=REPO_TYPE,
-                    comment=f"superseded: {self.branch} moved since this pull request was opened",
-                )
+                self.set_status(pr.num, "closed", f"superseded: {self.branch} moved since this pull request was opened")
         return current
+
+    def set_status(self, num: int, status: str, comment: str | None = None) -> None:
+        """Open or close pull request `num`; a retry first looks whether the last try already did it."""
+
+        def landed() -> bool | None:
+            details = self.api.get_discussion_details(self.repo_id, num, repo_type=REPO_TYPE)
+            return True if details.status == status else None
+
+        with_retries(
+            f"status of pull request #{num}",
+            lambda: self.api.raw.change_discussion_status(
+                self.repo_id, num, status, repo_type=REPO_TYPE, comment=comment
+            ),
+            landed,
+        )
 
     def commit_chunk(
         self, operations: list[tuple[str, str]], ref: str | None, parent: str, message: str, base: str
@@ -318,7 +380,7 @@ class Publisher:
         self, ops: list[Any], operations: list[tuple[str, str]], ref: str | None, parent: str, message: str, base: str
     ) -> tuple[int, str]:
         def call() -> tuple[int, str]:
-            info = self.api.create_commit(
+            info = self.api.raw.create_commit(
                 self.repo_id,
                 ops,
                 repo_type=REPO_TYPE,
@@ -369,7 +431,7 @@ class Publisher:
             )
         details = self.api.get_discussion_details(self.repo_id, num, repo_type=REPO_TYPE)
         if details.status == "draft":  # a draft must be published before it can be merged
-            self.api.change_discussion_status(self.repo_id, num, "open", repo_type=REPO_TYPE)
+            self.set_status(num, "open")
 
         def landed() -> bool | None:
             merged = self.api.get_discussion_details(self.repo_id, num, repo_type=REPO_TYPE).status == "merged"
@@ -377,7 +439,9 @@ class Publisher:
 
         with_retries(
             f"merge of pull request #{num}",
-            lambda: self.api.merge_pull_request(self.repo_id, num, repo_type=REPO_TYPE, comment="synthset: publish"),
+            lambda: self.api.raw.merge_pull_request(
+                self.repo_id, num, repo_type=REPO_TYPE, comment="synthset: publish"
+            ),
             landed,
         )
         merged = self.head(self.branch)
@@ -398,7 +462,7 @@ class Publisher:
 
         with_retries(
             f"tag {self.tag}",
-            lambda: self.api.create_tag(
+            lambda: self.api.raw.create_tag(
                 self.repo_id, tag=self.tag, revision=commit, repo_type=REPO_TYPE, tag_message=self.tag
             ),
             landed,
@@ -425,8 +489,12 @@ def push_dataset(
     tag: str | None = None,
     branch: str = "main",
     allow_unscreened: bool = False,
+    delete_unpublished: bool = False,
 ) -> PushResult:
-    """Publish `RUN/dataset/` to `branch` of `repo_id` through a pull request, then tag it (module docstring)."""
+    """Publish `RUN/dataset/` to `branch` of `repo_id` through a pull request, then tag it (module docstring).
+
+    Files on the branch that no synthset push published (another writer's) are left alone and named in
+    the result, unless `delete_unpublished`; a push refuses to leave one that a config would load."""
     run = RunDir.at(run_dir)
     check_repo_id(repo_id)
     lock = read_lock(run)
@@ -443,6 +511,12 @@ def push_dataset(
         if branch != "main":
             api.create_branch(repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True)
         publisher = Publisher(api, repo_id, branch, tag, staged)
+        base = publisher.head(branch)
+        remote = remote_files(api, repo_id, base)
+        foreign = unpublished(remote, staged, published_by_synthset(api, repo_id, base))
+        if not delete_unpublished:
+            check_not_loaded(foreign, staged, branch)
+            publisher.keep = {path: remote[path] for path in foreign}
         if tag is not None:
             tags = {t.name: t.target_commit for t in api.list_repo_refs(repo_id, repo_type=REPO_TYPE).tags}
             if tag in tags:
@@ -452,13 +526,13 @@ def push_dataset(
                     f"tag {tag} already names commit {tags[tag][:12]} with other files; "
                     "a published version never changes: push under a new tag"
                 )
-        base = publisher.head(branch)
-        operations, counts = differences(remote_files(api, repo_id, base), staged)
+        operations, counts = differences(remote, staged, frozenset(publisher.keep))
         result = PushResult(repo_id, branch, base, tag, **counts)
+        result.kept, result.deleted_unpublished = ([], foreign) if delete_unpublished else (foreign, [])
         if operations:  # else the branch already holds this version (e.g. a rerun after the merge)
             num = publisher.pull_request_for(base)
             if num is not None:  # resume: diff against what the pull request already holds
-                operations, _ = differences(remote_files(api, repo_id, f"refs/pr/{num}"), staged)
+                operations, _ = publisher.differences(f"refs/pr/{num}")
             chunks = [operations[i : i + FILES_PER_COMMIT] for i in range(0, len(operations), FILES_PER_COMMIT)]
             ref = None if num is None else f"refs/pr/{num}"
             parent = base if num is None else publisher.head(ref)

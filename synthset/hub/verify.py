@@ -73,6 +73,7 @@ class Checker:
         self.problems: list[str] = []
         self.pattern_rows: dict[str, int] = {}
         self.pattern_files: dict[str, int] = {}
+        self.patterns: set[str] = set()  # every config's data_files globs
 
     def problem(self, text: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -80,25 +81,24 @@ class Checker:
 
     # -- 2. listing and paths-info ------------------------------------------------------------------------
     def check_folder_listing(self, folder: str, entries: list[Entry]) -> None:
-        """The Hub's listing of `folder` must hold exactly the manifest's files (subfolders aside)."""
+        """The Hub's listing of `folder` must hold the manifest's files, and no other file that a config's
+        `data_files` would load (another writer's notes may sit beside them: `push` leaves those alone)."""
         path = f"{self.root}/{folder}" if folder else self.root
         listing = with_retries(f"listing of {folder or '/'}", lambda: self.fs.ls(path, detail=True, refresh=True))
         names = {item["name"].rsplit("/", 1)[1] for item in listing if item["type"] == "file"}
         ours = {e.path.rsplit("/", 1)[-1] for e in entries}
         extra = sorted(names - ours - ({".gitattributes", MANIFEST_FILE} if not folder else set()))
-        for name in extra:
-            self.problem(f"{folder + '/' if folder else ''}{name}: in the repo but not in the manifest")
+        for path in (f"{folder}/{name}" if folder else name for name in extra):
+            if any(pattern_matches(pattern, path) for pattern in self.patterns):
+                self.problem(f"{path}: in the repo but not in the manifest")
 
     def check_paths_info(self, entries: list[Entry]) -> list[Entry]:
         """Size and LFS sha256 as the Hub reports them; returns the regular (non-LFS) files to hash."""
         regular = []
         for start in range(0, len(entries), PATHS_INFO_PAGE):
             page = entries[start : start + PATHS_INFO_PAGE]
-            infos = with_retries(
-                "paths-info",
-                lambda page=page: self.api.get_paths_info(
-                    self.repo_id, [e.path for e in page], repo_type=REPO_TYPE, revision=self.commit
-                ),
+            infos = self.api.get_paths_info(
+                self.repo_id, [e.path for e in page], repo_type=REPO_TYPE, revision=self.commit
             )
             found = {info.path: info for info in infos}
             for entry in page:
@@ -120,11 +120,8 @@ class Checker:
         """Download a file afresh (a cached copy proves nothing), compare it; -> images decoded."""
         with tempfile.TemporaryDirectory(prefix="synthset-verify-") as tmp:
             local = Path(
-                with_retries(
-                    f"download of {entry.path}",
-                    lambda: self.api.hf_hub_download(
-                        self.repo_id, entry.path, repo_type=REPO_TYPE, revision=self.commit, local_dir=tmp
-                    ),
+                self.api.hf_hub_download(
+                    self.repo_id, entry.path, repo_type=REPO_TYPE, revision=self.commit, local_dir=tmp
                 )
             )
             size, digest = local.stat().st_size, sha256_file(local)
@@ -142,10 +139,14 @@ class Checker:
         import pyarrow.parquet as pq
         from datasets import Features
 
-        try:
+        def read() -> tuple[int, Any]:
             with self.fs.open(f"{self.root}/{entry.path}", "rb") as handle:
                 parquet = pq.ParquetFile(handle)
-                return entry, parquet.metadata.num_rows, Features.from_arrow_schema(parquet.schema_arrow), None
+                return parquet.metadata.num_rows, Features.from_arrow_schema(parquet.schema_arrow)
+
+        try:  # HfFileSystem's open asks the Hub about the file first, unretried: retried here
+            rows, features = with_retries(f"footer of {entry.path}", read)
+            return entry, rows, features, None
         except Exception as error:  # noqa: BLE001 - a footer that cannot be read is a finding
             return entry, None, None, first_line(error)
 
@@ -192,7 +193,7 @@ def _expected_features(card: dict[str, Any]) -> Any:
 
 
 def _stream_manifest(fs: Any, root: str) -> tuple[dict[str, Any], Iterator[Entry], Any]:
-    handle = fs.open(f"{root}/{MANIFEST_FILE}", "r", encoding="utf-8")
+    handle = with_retries(MANIFEST_FILE, lambda: fs.open(f"{root}/{MANIFEST_FILE}", "r", encoding="utf-8"))
     head, entries = read_manifest(iter(handle))
     return head, entries, handle
 
@@ -267,15 +268,14 @@ def verify_repo(
     api, token = client(require_token=False)
     where = f"{repo_id}@{revision}"
     with hub_errors(where, token, api.endpoint):
-        commit = with_retries("revision", lambda: api.dataset_info(repo_id, revision=revision).sha)
+        commit = api.dataset_info(repo_id, revision=revision).sha
         report = VerifyReport(repo_id, revision, commit, "full" if full else "metadata")
         fs = HfFileSystem(token=token or False)
         checker = Checker(api, fs, repo_id, commit, report)
-        card_path = with_retries(
-            README, lambda: api.hf_hub_download(repo_id, README, repo_type=REPO_TYPE, revision=commit)
-        )
+        card_path = api.hf_hub_download(repo_id, README, repo_type=REPO_TYPE, revision=commit)
         card = DatasetCard.load(card_path).data.to_dict()
         patterns = {p for splits in config_patterns(card).values() for ps in splits.values() for p in ps}
+        checker.patterns = patterns
         features = _expected_features(card)
         try:
             _, entries, handle = _stream_manifest(fs, checker.root)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from synthset.errors import SynthsetError, first_line
-from synthset.hub.client import REPO_TYPE, check_repo_id, client, hub_errors, with_retries
+from synthset.hub.client import REPO_TYPE, check_repo_id, client, hub_errors
 
 README = "README.md"
 
@@ -45,10 +45,7 @@ def rows_from_card(card_data: dict[str, Any]) -> dict[str, dict[str, int]]:
 def _rows_of_tag(api: Any, repo_id: str, commit: str) -> dict[str, dict[str, int]]:
     from huggingface_hub import DatasetCard
 
-    readme = with_retries(
-        f"{README} of {commit[:12]}",
-        lambda: api.hf_hub_download(repo_id, README, repo_type=REPO_TYPE, revision=commit),
-    )
+    readme = api.hf_hub_download(repo_id, README, repo_type=REPO_TYPE, revision=commit)
     rows = rows_from_card(DatasetCard.load(readme).data.to_dict())
     if not rows:
         raise ValueError("its README has no dataset_info")
@@ -63,7 +60,7 @@ def list_versions(repo_id: str) -> list[Version]:
     check_repo_id(repo_id)
     api, token = client(require_token=False)
     with hub_errors(repo_id, token, api.endpoint):
-        refs = with_retries("refs", lambda: api.list_repo_refs(repo_id, repo_type=REPO_TYPE))
+        refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE)
         versions = []
         for ref in sorted(refs.tags, key=lambda r: natural_key(r.name)):
             branches = tuple(b.name for b in refs.branches if b.target_commit == ref.target_commit)

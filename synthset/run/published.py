@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from synthset.recipe import Recipe
-from synthset.run.hub_limits import FILES_PER_FOLDER, folder_chunks
+from synthset.run.hub_limits import FOLDER_ENTRIES_MAX, folder_chunks
 from synthset.run.ids import parse_shard_name
 
 
@@ -61,7 +61,7 @@ def published_path(config: str, split: str, band: int, index: int, total: int) -
     """Where shard `index` of a band of `total` shards is published. Numbering is per band, so a band's
     names never change when later bands are added; a band over the per-folder limit is chunked in order."""
     digits = max(5, len(str(total)))
-    chunk = index // FILES_PER_FOLDER if folder_chunks(total) > 1 else None
+    chunk = index // FOLDER_ENTRIES_MAX if folder_chunks(total) > 1 else None
     return f"{band_folder(config, band, chunk)}/{split}-{index:0{digits}d}-of-{total:0{digits}d}.parquet"
 
 

@@ -125,6 +125,17 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
+def _eta(status: RunStatus) -> str:
+    """The ETA, or why there is none: a live worker that has recorded no shard yet has no rate to go by."""
+    if status.shards_done == status.shards:
+        return "none: every shard is done"
+    if status.eta_seconds is not None:
+        return _duration(status.eta_seconds)
+    if status.claimed:
+        return f"unknown until a shard is recorded ({len(status.claimed)} being made, no rate measured yet)"
+    return "unknown (no live worker)"
+
+
 def _hours_line(status: RunStatus) -> str:
     """Worker-hours, and of them GPU-hours only where a worker generated on a GPU (a CPU run has none)."""
     line = f"worker-hours spent: {status.worker_hours:.2f}"
@@ -139,7 +150,7 @@ def format_status(status: RunStatus, labels: dict[str, str] | None = None) -> st
         f"lease, {status.shards_pending} pending (of {status.shards})",
         f"images: {status.images_done} of {status.images} ({100 * status.images_done / max(status.images, 1):.1f}%)",
         _hours_line(status),
-        "ETA: " + (_duration(status.eta_seconds) if status.eta_seconds is not None else "unknown (no live worker)"),
+        f"ETA: {_eta(status)}",
         "",
         f"{'worker':<40} {'shards':>6} {'images':>8} {'img/s':>7}  {'heartbeat':>10}  "
         + (f"{'SLURM task':<28}  " if labels else "")

@@ -88,7 +88,7 @@ class RunStore:
             try:
                 import s3fs
             except ImportError as error:
-                raise StoreError(f"{self.url}: s3:// run directories need s3fs (pip install 'synthset[s3]')") from error
+                raise StoreError(f"{self.url}: s3:// run directories need s3fs (pip install s3fs)") from error
             # Few, short retries: an unreachable store should be one clear line in seconds, not minutes.
             self._fs = s3fs.S3FileSystem(
                 skip_instance_cache=True,

@@ -70,7 +70,7 @@ def _submitit():
         import submitit
     except ImportError:
         raise SchedulerError(
-            "submit needs submitit: pip install 'synthset[slurm]' (or see docs/clusters.md for a plain sbatch script)"
+            "submit needs submitit (pip install submitit; or see docs/clusters.md for a plain sbatch script)"
         ) from None
     return submitit
 
