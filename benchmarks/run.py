@@ -39,6 +39,7 @@ MEASUREMENTS = [
     "scaleout",
     "slurm",
     "objectstore",
+    "store_stages",
     "hub",
     "gate",
     "gpu",
@@ -64,6 +65,7 @@ QUICK = {
     "plan_mem_llm_rows": 400,
     "min_section_s": 0.0,
     "hub_max_files": 1_000,
+    "store_shards": 100,
 }
 
 
@@ -80,6 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--crash-images", type=int, default=192, help="row 5: images per trial")
     parser.add_argument("--crash-trials", type=int, default=2, help="row 5: kills at independent random points")
     parser.add_argument("--straggler-images", type=int, default=256, help="rows 8a-8d: images per run (shards of 32)")
+    parser.add_argument("--store-shards", type=int, default=1_000, help="row 8e: one-image shards of the store run")
     parser.add_argument("--read-seconds", type=float, default=40.0, help="row 6: seconds of epochs, both sides")
     parser.add_argument("--read-rows", type=int, default=4000, help="row 6c: N (the Parquet sets have N and 8N rows)")
     parser.add_argument("--gate-images", type=int, default=384, help="row 9: images per case, over all rounds")

@@ -35,9 +35,11 @@ def synth_recipe(root: Path, name: str, shards: int, classes: int = 12) -> Path:
     return path
 
 
-def write_shards(run_dir: Path) -> int:
-    """Write every planned shard of a run with the real ShardWriter; -> shards written."""
-    from PIL import Image
+def write_shards(run_dir: Path, noise: bool = False) -> int:
+    """Write every planned shard of a run with the real ShardWriter; -> shards written.
+
+    Images are solid colours; with `noise`, seeded random pixels instead, which PNG cannot shrink (so the
+    data outweighs the files' metadata, as a real dataset's does)."""
 
     from synthset.generation.writer import ShardWriter, WriterIdentity
     from synthset.run.classes_table import read_label_names
@@ -72,17 +74,23 @@ def write_shards(run_dir: Path) -> int:
             shard = read_planned_shard(plan, i, name)
             rows = shard.rows.to_pylist()
             writer.start_shard(shard.name, shard.sample_ids, shard.digest)
-            images = []
-            for row in rows:
-                red, green, blue = colorsys.hsv_to_rgb((row["seed"] % 997) / 997, 0.8, 0.9)
-                images.append(
-                    Image.new("RGB", (spec.width, spec.height), (int(255 * red), int(255 * green), int(255 * blue)))
-                )
+            images = [_image(row["seed"], spec.width, spec.height, noise) for row in rows]
             writer.add_batch([{**row, **constant} for row in rows], images)
             writer.finish_shard()
     finally:
         writer.close()
     return len(names)
+
+
+def _image(seed: int, width: int, height: int, noise: bool):
+    import numpy as np
+    from PIL import Image
+
+    if noise:
+        pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        return Image.fromarray(pixels)
+    red, green, blue = colorsys.hsv_to_rgb((seed % 997) / 997, 0.8, 0.9)
+    return Image.new("RGB", (width, height), (int(255 * red), int(255 * green), int(255 * blue)))
 
 
 def synthesize_run(root: Path, name: str, shards: int, classes: int = 12, card: bool = True) -> Path:

@@ -34,7 +34,13 @@ from synthset.api.results import (
     VersionsResult,
 )
 from synthset.errors import SynthsetError
-from synthset.run.access import READS_NOTHING, READS_PLAN_AND_RECORDS, READS_PLAN_FILES, open_run
+from synthset.run.access import (
+    READS_ALL_BUT_DATA,
+    READS_NOTHING,
+    READS_PLAN_AND_RECORDS,
+    READS_PLAN_FILES,
+    open_run,
+)
 
 if TYPE_CHECKING:
     from synthset.recipe import Recipe
@@ -219,10 +225,11 @@ def build(run: str | Path | RunDir) -> BuildResult:
     Raises:
         RunStateError: a shard is missing or fails its checksum.
     """
-    from synthset.builders.assemble import build_dataset
+    from synthset.builders.assemble import build_dataset, remove_unpublished_data
 
-    with open_run(run) as opened:
+    with open_run(run, READS_ALL_BUT_DATA) as opened:  # an s3:// run's shards stay there: copied in the store
         built = build_dataset(opened)
+    remove_unpublished_data(opened, built.splits)  # after the new README is in the store
     return BuildResult(opened.location(built.path), opened.on_store, built.splits, built.card_note)
 
 
@@ -243,7 +250,7 @@ def card(
     """
     from synthset.cards import write_card
 
-    with open_run(run) as opened:
+    with open_run(run, READS_ALL_BUT_DATA) as opened:  # footers and sampled rows: range requests
         result = write_card(
             opened,
             license=license,
@@ -269,7 +276,7 @@ def review(
     """
     from synthset.cards.review import write_review
 
-    with open_run(run) as opened:
+    with open_run(run, READS_ALL_BUT_DATA) as opened:  # the shown rows: range requests
         page = write_review(opened, out=out, per_class=per_class, publish=publish)
     return ReviewResult(page)
 
@@ -293,7 +300,7 @@ def push(
     """
     from synthset.hub import push_dataset
 
-    with open_run(run) as opened:
+    with open_run(run, READS_ALL_BUT_DATA) as opened:  # data: fetched a few files at a time
         result = push_dataset(
             opened,
             repo,
@@ -328,7 +335,7 @@ def verify(
     """
     from synthset.hub import verify_repo
 
-    with open_run(run, writes=False) if run is not None else contextlib.nullcontext() as opened:
+    with open_run(run, READS_ALL_BUT_DATA, writes=False) if run is not None else contextlib.nullcontext() as opened:
         report = verify_repo(repo, revision=revision, run_dir=opened, sample=sample, full=full, seed=seed)
     return VerifyResult(report)
 
@@ -337,7 +344,7 @@ def validate(run: str | Path | RunDir, fast: bool = False) -> ValidateResult:
     """Check every shard against its record and every config against the plan; `result.ok` says if all hold."""
     from synthset.builders.validate import validate_run
 
-    with open_run(run, writes=False) as opened:
+    with open_run(run, READS_ALL_BUT_DATA, writes=False) as opened:  # checksums kept by the store
         return ValidateResult(validate_run(opened, fast=fast))
 
 

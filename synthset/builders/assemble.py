@@ -1,7 +1,9 @@
 """The build stage: finished shards -> `dataset/`, the Hub layout that `load_dataset` reads as it is.
 
 The published Parquet files *are* the generation shards, hard-linked into place (copied only across
-filesystems), never decoded and re-encoded: at 6x ImageNet a run is hundreds of GB. They already carry
+filesystems), never decoded and re-encoded: at 6x ImageNet a run is hundreds of GB. On an object store they
+are copied inside the store (one CopyObject each; no byte passes through this host) and validation reads
+records, footers and the rows' ids and labels by range requests (run/objects.py). They already carry
 the `datasets` Features in their schema metadata. The README's YAML (`configs` with `data_files`, and
 `dataset_info` with the ClassLabel names, splits and sizes) is made with the `datasets` and
 `huggingface_hub` card classes, so the Hub and `load_dataset` parse exactly what those libraries write.
@@ -31,10 +33,20 @@ from synthset.builders.validate import FileSizes, Key, check_run, format_notes
 from synthset.errors import RunStateError
 from synthset.fsutil import atomic_path, make_temp_dir, replace_dir, write_text_atomic
 from synthset.recipe import ConfigSpec
+from synthset.run import objects
 from synthset.run.classes_table import read_class_rows, read_label_names
 from synthset.run.families import check_family
 from synthset.run.lock import Lock, read_lock
-from synthset.run.paths import DATASET_BUILD_PREFIX, EVALUATION_DIR, README_FILE, RunDir, card_marker
+from synthset.run.mirror import last_listing, listed
+from synthset.run.paths import (
+    DATASET_BUILD_PREFIX,
+    DATASET_DIR,
+    EVALUATION_DIR,
+    README_FILE,
+    RunDir,
+    card_marker,
+    is_data_file,
+)
 from synthset.run.plan import open_plan
 from synthset.run.portable import published_lock_text
 from synthset.run.published import data_file_patterns, files_of, pattern_matches, published_configs, shard_files
@@ -62,6 +74,34 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
+
+
+def _place(run: RunDir, shard: str, published_path: str, target: Path) -> None:
+    """Put a shard at its published path: a hard link in `target`, or on an object store a copy inside the
+    store (no byte passes through this host; skipped when the published object already is that shard)."""
+    if run.store is None:
+        _link_or_copy(run.shard_file(shard), target / published_path)
+        return
+    source, published = run.rel(run.shard_file(shard)), f"{DATASET_DIR}/{published_path}"
+    listing = last_listing(run)
+    if published not in listing or listing[published].etag != listing[source].etag:
+        run.store.copy(source, published)
+
+
+def remove_unpublished_data(run: RunDir, splits: list[BuiltSplit]) -> int:
+    """On an object store, delete the published Parquet objects a rebuild no longer names: called once the
+    new README is in the store (open_run puts it), so a reader never sees a README naming a missing file.
+
+    Returns how many were deleted (always 0 for a local run: its build swapped the whole folder).
+    """
+    if run.store is None:
+        return 0
+    kept = {f"{DATASET_DIR}/{file}" for split in splits for file in split.files}
+    kept |= {f"{DATASET_DIR}/{file}" for file in objects.local_files(run.dataset_dir)}  # side files build put
+    stale = [rel for rel in listed(run, f"{DATASET_DIR}/") if is_data_file(rel) and rel not in kept]
+    for rel in stale:
+        run.store.delete(rel)
+    return len(stale)
 
 
 def unfinished_error(run: RunDir, unfinished: int, shards: int, first: tuple[str, str]) -> RunStateError:
@@ -100,8 +140,7 @@ def link_shards(
     """Hard-link every shard to its published path under `target` and list each config's files, sized by
     the footers validation read (`band_sizes`, per generation config and band): build reads no shard twice."""
     files = shard_files(lock.recipe, names)
-    for file in files:
-        _link_or_copy(run.shard_file(file.shard), target / file.published_path)
+    objects.each_at_once(run, lambda file: _place(run, file.shard, file.published_path, target), files)
     splits = []
     for config in published_configs(lock.recipe):
         chosen = files_of(config, files)
@@ -294,7 +333,9 @@ def build_dataset(run_dir: str | Path | RunDir) -> BuiltDataset:
     run = RunDir.planned(run_dir)
     lock = read_lock(run)
     check_family(lock.recipe)
-    checked = check_run(run, lock, stop_reading_when_unfinished=True)
+    # On an object store: records, sizes and footers, and the rows' ids and labels by range requests; no
+    # image byte comes to this host (`synthset validate` checks the stored checksums and decodes the images).
+    checked = check_run(run, lock, fast=run.on_store, stop_reading_when_unfinished=True, images=not run.on_store)
     if checked.first_unfinished is not None:
         raise unfinished_error(run, checked.unfinished, len(checked.shards), checked.first_unfinished)
     reports = checked.reports

@@ -13,6 +13,11 @@ planned ids, and plan ids are unique by construction, so "exactly once" is check
 `build` runs this same pass (`check_run`) and takes from it what it needs: the footers' sizes and the
 planned counts per class.
 
+On an object store each shard is read in the store (run/objects.py): a small one whole in one request, a
+large one by range requests a row group at a time; its sha256 is the one the store keeps (else the object
+hashed streamed). `build` of a store run passes `images=False`: no hash and no image column, so no image
+byte comes to the host (records, sizes, footers, ids and labels prove the layout; `validate` does the rest).
+
 With a quality gate, a planned sample may be *dropped* (its shard's record lists it, with the reason and
 every attempt's scores) instead of written: it counts as settled, not missing, and a class's expected
 count is its planned count less its dropped samples. A class that lost samples is not a problem but a
@@ -31,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synthset.errors import first_line
+from synthset.run import objects
 from synthset.run.classes_table import read_label_names
 from synthset.run.ids import parse_shard_name
 from synthset.run.lock import Lock, read_lock
@@ -139,9 +145,11 @@ def _key_of(shard: str) -> Key:
 class _RunValidator:
     """The state of one pass: counts per (config, split), and the sizes `build` needs."""
 
-    def __init__(self, run: RunDir, lock: Lock, label_names: list[str], fast: bool, stop_reading: bool) -> None:
+    def __init__(
+        self, run: RunDir, lock: Lock, label_names: list[str], fast: bool, stop_reading: bool, images: bool = True
+    ) -> None:
         self.run, self.generation_key, self.label_names = run, lock.generation_key, label_names
-        self.fast, self.stop_reading = fast, stop_reading
+        self.fast, self.stop_reading, self.images = fast, stop_reading, images
         self.expected_size = lock.recipe.storage.stored_size(lock.recipe.generator.width, lock.recipe.generator.height)
         self.tallies: dict[Key, _Tally] = {}
         self.band_sizes: dict[tuple[str, int], FileSizes] = {}
@@ -182,6 +190,9 @@ class _RunValidator:
     def _read(self, shard: PlannedShard, record: ShardRecord) -> None:
         """Map the file once: hash it, then decode its rows and read its footer from the same bytes."""
         path = self.run.shard_file(shard.name)
+        if objects.in_store(self.run, path):
+            self._read_in_store(shard, record, path)
+            return
         with pa.memory_map(str(path)) as source:
             data = source.read_buffer()
             problem = None if self.fast else checksum_problem(self.run, record, hashlib.sha256(data).hexdigest())
@@ -197,6 +208,16 @@ class _RunValidator:
             self._add_sizes(shard.name, sizes)
             self._check_rows(shard, record, parquet, _relative(self.run, path))
 
+    def _read_in_store(self, shard: PlannedShard, record: ShardRecord, path: Path) -> None:
+        """A shard of an object-store run, read where it is: its stored sha256, then its footer and rows."""
+        problem = None if self.fast else checksum_problem(self.run, record)
+        if problem is not None:
+            self._shard_problem(shard, problem)
+            return
+        with objects.parquet_file(self.run, path) as parquet:
+            self._add_sizes(shard.name, footer_sizes(parquet.metadata, objects.size(self.run, path) or 0))
+            self._check_rows(shard, record, parquet, _relative(self.run, path))
+
     def _add_sizes(self, shard: str, sizes: FileSizes) -> None:
         """Sum by band, not kept by shard: a published config is a set of whole bands."""
         name = parse_shard_name(shard)
@@ -208,7 +229,7 @@ class _RunValidator:
         planned = set(shard.sample_ids)
         settled = self._check_dropped(shard, record, planned)
         try:
-            for batch in parquet.iter_batches(columns=ROW_COLUMNS):
+            for batch in parquet.iter_batches(columns=ROW_COLUMNS if self.images else ROW_COLUMNS[:-1]):
                 for row in batch.to_pylist():
                     self._check_row(shard.name, row, planned, settled, where)
         except (OSError, pa.ArrowException) as error:  # with --fast, a flipped byte in a page gets this far
@@ -254,7 +275,7 @@ class _RunValidator:
         if not 0 <= label < len(self.label_names):
             report.add(f"{sample_id}: label {label} outside 0..{len(self.label_names) - 1}")
         tally.found[label] += 1
-        problem = _image_problem(row["image"]["bytes"], self.expected_size)
+        problem = _image_problem(row["image"]["bytes"], self.expected_size) if "image" in row else None
         if problem:
             report.add(f"{sample_id}: image {problem} ({where})")
 
@@ -293,7 +314,9 @@ class _RunValidator:
                 report.notes.append(f"{name}: {lost} of {count} planned images dropped ({reasons}){emptied}")
 
 
-def check_run(run: RunDir, lock: Lock, fast: bool = False, stop_reading_when_unfinished: bool = False) -> RunCheck:
+def check_run(
+    run: RunDir, lock: Lock, fast: bool = False, stop_reading_when_unfinished: bool = False, images: bool = True
+) -> RunCheck:
     """Validate a run in one pass over its plan, records and shard files (module docstring).
 
     Args:
@@ -301,6 +324,7 @@ def check_run(run: RunDir, lock: Lock, fast: bool = False, stop_reading_when_unf
         fast: check the files' sizes, not their sha256.
         stop_reading_when_unfinished: once a shard is found unfinished, read no more files (build refuses such
             a run whatever the files hold, and only counts the unfinished shards).
+        images: read and decode the image column (build of an object-store run reads ids and labels only).
 
     Returns:
         The reports, and the footer sizes and planned counts that `build` writes into the README.
@@ -308,8 +332,9 @@ def check_run(run: RunDir, lock: Lock, fast: bool = False, stop_reading_when_unf
     from tqdm.auto import tqdm
 
     plan = open_plan(run)
-    validator = _RunValidator(run, lock, read_label_names(run), fast, stop_reading_when_unfinished)
-    for shard in tqdm(plan.iter_shards(), total=len(plan.shard_names), desc="validate", unit="shard", disable=None):
+    validator = _RunValidator(run, lock, read_label_names(run), fast, stop_reading_when_unfinished, images)
+    shards = objects.read_ahead_shards(run, plan.iter_shards())  # on a store: small shards fetched ahead
+    for shard in tqdm(shards, total=len(plan.shard_names), desc="validate", unit="shard", disable=None):
         validator.check(shard)
     validator.check_unplanned_records(set(plan.shard_names))
     planned = {key: tally.planned for key, tally in validator.tallies.items()}

@@ -18,6 +18,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from synthset.fsutil import atomic_path
 from synthset.recipe import STRATEGIES
+from synthset.run import objects
+from synthset.run.paths import RunDir
 
 SAMPLES_FILE = "samples.jpg"
 LABEL_WIDTH = 150
@@ -34,20 +36,30 @@ def ladder_order(config: str) -> tuple[int, int, str]:
     return rank, k, config
 
 
-def first_image_per_class(dataset_dir: Path, files: list[str], labels: list[int] | None, count: int) -> dict:
-    """label -> the first image's bytes, for `labels` (or the first `count` labels met), in file order."""
+def first_image_per_class(run: RunDir, files: list[str], labels: list[int] | None, count: int) -> dict:
+    """label -> the first image's bytes, for `labels` (or the first `count` labels met), in file order. A row
+    group's labels are read first and its images only when it holds one taken (on an object store: range
+    requests), so the grid reads no more images than it shows."""
     wanted = set(labels) if labels is not None else None
     found: dict[int, bytes] = {}
     for relative in files:
-        parquet = pq.ParquetFile(dataset_dir / relative)
-        for group in range(parquet.num_row_groups):
-            table = parquet.read_row_group(group, columns=["image", "label"]).to_pydict()
-            for image, label in zip(table["image"], table["label"], strict=True):
-                if label not in found and (label in wanted if wanted is not None else len(found) < count):
-                    found[label] = image["bytes"]
-            if len(found) >= (len(wanted) if wanted is not None else count):
-                return found
+        with objects.parquet_file(run, run.dataset_dir / relative) as parquet:
+            for group in range(parquet.num_row_groups):
+                _take_firsts(parquet, group, found, wanted, count)
+                if len(found) >= (len(wanted) if wanted is not None else count):
+                    return found
     return found
+
+
+def _take_firsts(parquet: pq.ParquetFile, group: int, found: dict, wanted: set[int] | None, count: int) -> None:
+    taken: dict[int, int] = {}  # label -> row
+    for row, label in enumerate(parquet.read_row_group(group, columns=["label"]).column("label").to_pylist()):
+        new = label not in found and label not in taken
+        if new and (label in wanted if wanted is not None else len(found) + len(taken) < count):
+            taken[label] = row
+    if taken:
+        images = parquet.read_row_group(group, columns=["image"]).column("image")
+        found.update({label: images[row].as_py()["bytes"] for label, row in taken.items()})
 
 
 def _font(size: int = FONT_SIZE) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -84,7 +96,7 @@ def sample_grid(rows: dict[str, dict[int, Image.Image]], columns: list[tuple[int
 
 
 def write_sample_grid(
-    dataset_dir: Path,
+    run: RunDir,
     data_files: dict[str, dict[str, list[str]]],
     label_names: list[str] | None = None,
     columns: int = 8,
@@ -93,14 +105,14 @@ def write_sample_grid(
     """Write `dataset/samples.jpg` atomically: the first split of every config, the same `columns` classes each."""
     configs = sorted(data_files, key=ladder_order)
     first_split = {config: next(iter(data_files[config].values()), []) for config in configs}
-    labels = sorted(first_image_per_class(dataset_dir, first_split[configs[0]], None, columns)) if configs else []
+    labels = sorted(first_image_per_class(run, first_split[configs[0]], None, columns)) if configs else []
     names = label_names or []
     header = [(label, names[label] if label < len(names) else str(label)) for label in labels]
     rows = {}
     for config in configs:
-        found = first_image_per_class(dataset_dir, first_split[config], labels, columns)
+        found = first_image_per_class(run, first_split[config], labels, columns)
         rows[config] = {label: Image.open(io.BytesIO(data)).convert("RGB") for label, data in found.items()}
-    path = dataset_dir / SAMPLES_FILE
+    path = run.dataset_dir / SAMPLES_FILE
     with atomic_path(path) as tmp:
         sample_grid(rows, header, tile=tile).save(tmp, format="JPEG", quality=90)
     return path

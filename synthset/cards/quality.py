@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from synthset.errors import SynthsetError, first_line
+from synthset.run import objects
+from synthset.run.paths import RunDir
 
 CLASS_PROMPT = "a photo of a {class_name}"
 
@@ -97,18 +99,30 @@ def load_clip(model: str, pretrained: str | None = None) -> _Clip:
     return _Clip(clip, preprocess, tokenizer, ClipModelInfo(model, _model_revision(name, local, pretrained)))
 
 
-def _class_samples(dataset_dir: Path, files: list[str], per_class: int) -> dict[int, tuple[str, list[bytes]]]:
-    """label -> (class name, up to per_class image bytes), in file order."""
+def _class_samples(run: RunDir, files: list[str], per_class: int) -> dict[int, tuple[str, list[bytes]]]:
+    """label -> (class name, up to per_class image bytes), in file order. Each row group's labels are read
+    first and its images only when it has a row to take (on an object store: by range requests)."""
     samples: dict[int, tuple[str, list[bytes]]] = {}
     for relative in files:
-        parquet = pq.ParquetFile(dataset_dir / relative)
-        for group in range(parquet.num_row_groups):
-            table = parquet.read_row_group(group, columns=["image", "label", "class_name"]).to_pydict()
-            for image, label, name in zip(table["image"], table["label"], table["class_name"], strict=True):
-                entry = samples.setdefault(label, (name, []))
-                if len(entry[1]) < per_class:
-                    entry[1].append(image["bytes"])
+        with objects.parquet_file(run, run.dataset_dir / relative) as parquet:
+            for group in range(parquet.num_row_groups):
+                _take_from_group(parquet, group, samples, per_class)
     return samples
+
+
+def _take_from_group(parquet: pq.ParquetFile, group: int, samples: dict, per_class: int) -> None:
+    table = parquet.read_row_group(group, columns=["label", "class_name"]).to_pydict()
+    taken: list[tuple[int, int]] = []  # (row, label)
+    wanted = {label: per_class - len(entry[1]) for label, entry in samples.items()}
+    for row, (label, name) in enumerate(zip(table["label"], table["class_name"], strict=True)):
+        samples.setdefault(label, (name, []))
+        if wanted.setdefault(label, per_class) > 0:
+            wanted[label] -= 1
+            taken.append((row, label))
+    if taken:
+        images = parquet.read_row_group(group, columns=["image"]).column("image").to_pylist()
+        for row, label in taken:
+            samples[label][1].append(images[row]["bytes"])
 
 
 def _embed_images(clip: _Clip, images: list[bytes], batch_size: int) -> np.ndarray:
@@ -134,7 +148,7 @@ def _embed_text(clip: _Clip, texts: list[str]) -> np.ndarray:
 
 
 def quality_figures(
-    dataset_dir: Path,
+    run: RunDir,
     data_files: dict[str, dict[str, list[str]]],
     clip_model: str,
     pretrained: str | None = None,
@@ -145,7 +159,7 @@ def quality_figures(
     clip = load_clip(clip_model, pretrained)
     figures = []
     for config, splits in data_files.items():
-        samples = _class_samples(dataset_dir, next(iter(splits.values()), []), per_class)
+        samples = _class_samples(run, next(iter(splits.values()), []), per_class)
         labels = sorted(samples)
         texts = _embed_text(clip, [CLASS_PROMPT.format(class_name=samples[label][0]) for label in labels])
         scores, vendis = [], []

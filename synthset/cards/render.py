@@ -36,6 +36,7 @@ from synthset.cards.stats import ConfigStats, collect_stats, config_data_files, 
 from synthset.errors import RunStateError, SynthsetError, first_line
 from synthset.fsutil import write_text_atomic
 from synthset.recipe import Recipe, StorageSpec
+from synthset.run import objects
 from synthset.run.hub_limits import human_bytes
 from synthset.run.lock import Lock, read_lock
 from synthset.run.paths import CARD_MARKER, RunDir, card_marker
@@ -259,7 +260,7 @@ def render_card(
     base = DatasetCard(readme_text).data.to_dict()
     if not base.get("configs") or not base.get("dataset_info"):
         raise SynthsetError(f"{dataset_dir / README}: no `configs`/`dataset_info` in its YAML; run `synthset build`")
-    rows = unique_rows(dataset_dir, config_data_files(base, dataset_dir))
+    rows = unique_rows(run, config_data_files(base, objects.data_files(run, dataset_dir)))
     configs = _config_rows(recipe, stats, dataset_dir / README)
     generator = {**recipe.generator.model_dump(mode="json"), "revision": lock.model.revision}
     evaluations = [(name, table, fence(table)) for name, table in evaluation_tables(run)]
@@ -358,15 +359,16 @@ def write_card(
         raise SynthsetError(
             f"--license-link: {chosen.license_link} is not a file in {dataset_dir}; add it or give a URL"
         )
-    data_files = config_data_files(DatasetCard.load(dataset_dir / README).data.to_dict(), dataset_dir)
-    stats = collect_stats(dataset_dir, data_files)
+    files = objects.data_files(run, dataset_dir)  # on an object store, its Parquet files are read there
+    data_files = config_data_files(DatasetCard.load(dataset_dir / README).data.to_dict(), files)
+    stats = collect_stats(run, data_files)
     quality = None
     if clip_model:
-        quality = quality_figures(dataset_dir, data_files, clip_model, clip_pretrained, quality_per_class)
+        quality = quality_figures(run, data_files, clip_model, clip_pretrained, quality_per_class)
     from synthset.run.classes_table import read_class_rows
 
     class_names = [row["class_name"] for row in read_class_rows(run, ["class_name"])]
-    samples = write_sample_grid(dataset_dir, data_files, class_names)
+    samples = write_sample_grid(run, data_files, class_names)
     screening = screening_section(run, lock)
     content = render_card(run, lock, chosen, stats, quality, repo_id, screening)
     write_text_atomic(dataset_dir / README, content)

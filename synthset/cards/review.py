@@ -17,7 +17,8 @@ Size: each thumbnail is at most `THUMB_PX` pixels and `THUMB_MAX_BYTES` bytes (q
 fits) and each shown image at most `MAX_BYTES_PER_IMAGE` bytes of HTML with its caption, so a page of
 1,000 classes x 16 shown images stays under 1,000 x 16 x MAX_BYTES_PER_IMAGE (+ the per-class headers).
 Memory stays flat: a first pass reads the small columns and keeps, per class, only what it will show; a
-second decodes only those images.
+second reads only the row groups that hold those images, and decodes only them. On an object-store run both
+passes read the shards in the store by range requests (run/objects.py): no shard comes into scratch.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import pyarrow.parquet as pq
 
 from synthset.errors import SynthsetError
 from synthset.fsutil import write_text_atomic
+from synthset.run import objects
 from synthset.run.ids import parse_shard_name
 from synthset.run.lock import Lock, read_lock
 from synthset.run.paths import RunDir
@@ -190,7 +192,13 @@ class _Reversed:
 
 def _read_rows(run: RunDir, shard: str, cfg: ConfigReview, min_clip: float | None, per_class: int) -> None:
     """The first pass over one shard: counts, and per class only the images it will show (a bounded heap)."""
-    parquet = pq.ParquetFile(run.shard_file(shard))
+    with objects.parquet_file(run, run.shard_file(shard)) as parquet:  # no image column: range requests
+        _read_groups(parquet, shard, cfg, min_clip, per_class)
+
+
+def _read_groups(
+    parquet: pq.ParquetFile, shard: str, cfg: ConfigReview, min_clip: float | None, per_class: int
+) -> None:
     for group in range(parquet.num_row_groups):
         for row in parquet.read_row_group(group, columns=ROW_COLUMNS).to_pylist():
             cls = cfg.classes.setdefault(row["label"], ClassReview(cfg.name, row["label"], row["class_name"]))
@@ -240,20 +248,31 @@ def _fill_images(
 ) -> None:
     """The second pass over one shard: thumbnails of the chosen rows, and of the chosen rejected attempts
     (with `rejected_images` off, only their prompts: a published review shows no rejected image)."""
-    parquet = pq.ParquetFile(run.shard_file(shard))
-    for group in range(parquet.num_row_groups):
-        table = parquet.read_row_group(group, columns=["sample_id", "image"]).to_pydict()
-        for sample_id, image in zip(table["sample_id"], table["image"], strict=True):
-            for item in wanted.get(sample_id, []):
-                item.image = thumbnail_data(image["bytes"])
+    with objects.parquet_file(run, run.shard_file(shard)) as parquet:
+        for group in range(parquet.num_row_groups):
+            _fill_group(parquet, group, wanted)
     rejects = run.rejects_file(shard)
-    if rejected and rejects.is_file():
-        table = pq.read_table(rejects, columns=["sample_id", "attempt", "prompt", "thumbnail"]).to_pydict()
+    if rejected and objects.exists(run, rejects):
+        with objects.parquet_file(run, rejects) as parquet:
+            table = parquet.read(columns=["sample_id", "attempt", "prompt", "thumbnail"]).to_pydict()
         for sample_id, attempt, prompt, thumb in zip(*table.values(), strict=True):
             attempt_item = rejected.get((sample_id, attempt))
             if attempt_item is not None:
                 attempt_item.image = thumbnail_data(thumb["bytes"]) if rejected_images else ""
                 attempt_item.prompt = attempt_item.prompt or prompt
+
+
+def _fill_group(parquet: pq.ParquetFile, group: int, wanted: dict[str, list[Item]]) -> None:
+    """One row group: its ids first; its images only when it holds a row shown (on an object store, the
+    thumbnails' rows are all this stage reads of the images)."""
+    ids = parquet.read_row_group(group, columns=["sample_id"]).column("sample_id").to_pylist()
+    rows = [row for row, sample_id in enumerate(ids) if sample_id in wanted]
+    if not rows:
+        return
+    images = parquet.read_row_group(group, columns=["image"]).column("image")
+    for row in rows:
+        for item in wanted[ids[row]]:
+            item.image = thumbnail_data(images[row].as_py()["bytes"])
 
 
 def collect_review(run: RunDir, lock: Lock, per_class: int, with_rejected_images: bool = True) -> list[ConfigReview]:
@@ -274,12 +293,16 @@ def collect_review(run: RunDir, lock: Lock, per_class: int, with_rejected_images
         cfg = configs[parse_shard_name(shard).config]
         cfg.shards += 1
         record = records.get(shard)
-        if record is None or record.generation_key != lock.generation_key or not run.shard_file(shard).is_file():
+        if (
+            record is None
+            or record.generation_key != lock.generation_key
+            or not objects.exists(run, run.shard_file(shard))
+        ):
             continue
         cfg.shards_done += 1
         cfg.settled += record.settled
         done.append(shard)
-    for shard in done:
+    for shard, _ in zip(done, objects.read_ahead(run, [run.shard_file(s) for s in done]), strict=True):
         cfg = configs[parse_shard_name(shard).config]
         _read_rows(run, shard, cfg, min_clip, per_class)
         _read_dropped(records[shard], cfg, names, per_class)

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from synthset.fsutil import atomic_path
+from synthset.run import objects
 from synthset.run.lock import Lock
 from synthset.run.paths import RunDir
 from synthset.run.plan import open_plan, plan_shard_names
@@ -83,8 +84,12 @@ def _count_attempt(stats: ConfigScreening, attempt: dict[str, Any], min_clip: fl
     stats.below_min_clip += min_clip is not None and score is not None and score < min_clip
 
 
-def _count_published(stats: ConfigScreening, path: Path, min_clip: float | None) -> None:
-    parquet = pq.ParquetFile(path)
+def _count_published(stats: ConfigScreening, run: RunDir, path: Path, min_clip: float | None) -> None:
+    with objects.parquet_file(run, path) as parquet:  # on an object store: these columns by range requests
+        _count_rows(stats, parquet, min_clip)
+
+
+def _count_rows(stats: ConfigScreening, parquet: pq.ParquetFile, min_clip: float | None) -> None:
     for group in range(parquet.num_row_groups):
         for row in parquet.read_row_group(group, columns=SCREENED_COLUMNS).to_pylist():
             stats.published += 1
@@ -127,10 +132,12 @@ def collect_screening(run: RunDir, lock: Lock) -> Screening:
     configs = []
     for config in published_configs(recipe):
         stats = ConfigScreening(config.name)
-        for file in files_of(config, files):
+        chosen = files_of(config, files)
+        paths = objects.read_ahead(run, [run.dataset_dir / file.published_path for file in chosen])
+        for file, path in zip(chosen, paths, strict=True):
             record = records[file.shard]
             stats.planned += record.settled
-            _count_published(stats, run.dataset_dir / file.published_path, min_clip)
+            _count_published(stats, run, path, min_clip)
             _count_dropped(stats, record.dropped, names, min_clip)
         configs.append(stats)
     policy = quality.model_dump(mode="json") if quality is not None else {}

@@ -3,7 +3,8 @@
 The card must describe the files a user downloads, not what the plan intended, so every figure here is
 counted from `dataset/`: rows per split, bytes, images per class (min/median/max), rows per prompt
 strategy and a few prompts of each. Only the small columns are read (never `image`), one row group at a
-time, so memory stays flat at any dataset size.
+time, so memory stays flat at any dataset size; on an object-store run they are read in the store by range
+requests (run/objects.py), so no image byte comes to this host.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+
+from synthset.run import objects
+from synthset.run.paths import RunDir
+from synthset.run.published import pattern_matches
 
 PROMPT_EXAMPLES = 3
 SIZE_CATEGORIES: tuple[tuple[int, str], ...] = (
@@ -61,29 +66,31 @@ def config_patterns(card_data: dict[str, Any]) -> dict[str, dict[str, list[str]]
     return out
 
 
-def resolve_local(dataset_dir: Path, pattern: str) -> list[str]:
-    """The files a `data_files` glob selects in a local directory, sorted as `datasets` reads them."""
-    found = (p.relative_to(dataset_dir).as_posix() for p in dataset_dir.glob(pattern) if p.is_file())
-    return sorted(f for f in found if not any(part.startswith(".") for part in f.split("/")))
+def config_data_files(card_data: dict[str, Any], files: list[str]) -> dict[str, dict[str, list[str]]]:
+    """config -> split -> files (relative to dataset/), in the order `load_dataset` reads them.
 
-
-def config_data_files(card_data: dict[str, Any], dataset_dir: Path) -> dict[str, dict[str, list[str]]]:
-    """config -> split -> files (relative to dataset/), in the order `load_dataset` reads them."""
+    `files` is every file of dataset/ (sorted; on an object-store run, the store's Parquet files too:
+    `objects.data_files`), matched as fsspec's glob matches (`published.pattern_matches`).
+    """
     return {
         config: {
-            split: [f for pattern in patterns for f in resolve_local(dataset_dir, pattern)]
+            split: [f for pattern in patterns for f in files if pattern_matches(pattern, f)]
             for split, patterns in splits.items()
         }
         for config, splits in config_patterns(card_data).items()
     }
 
 
-def _add_file(stats: ConfigStats, path: Path, split: str, seen_examples: set[tuple[str, int]]) -> None:
-    parquet = pq.ParquetFile(path)
-    wanted = [c for c in ("label", "strategy", "prompt") if c in parquet.schema_arrow.names]
+def _add_file(stats: ConfigStats, run: RunDir, path: Path, split: str, seen: set[tuple[str, int]]) -> None:
+    with objects.parquet_file(run, path) as parquet:  # on an object store: the footer and 3 columns by range
+        _add_rows(stats, parquet, seen)
     stats.files += 1
-    stats.bytes += path.stat().st_size
+    stats.bytes += objects.size(run, path) or 0
     stats.split_rows[split] = stats.split_rows.get(split, 0) + parquet.metadata.num_rows
+
+
+def _add_rows(stats: ConfigStats, parquet: pq.ParquetFile, seen_examples: set[tuple[str, int]]) -> None:
+    wanted = [c for c in ("label", "strategy", "prompt") if c in parquet.schema_arrow.names]
     for group in range(parquet.num_row_groups):
         table = parquet.read_row_group(group, columns=wanted).to_pydict()
         labels = table.get("label") or [None] * parquet.metadata.row_group(group).num_rows
@@ -99,22 +106,26 @@ def _add_file(stats: ConfigStats, path: Path, split: str, seen_examples: set[tup
                 examples.append(prompt)
 
 
-def collect_stats(dataset_dir: Path, data_files: dict[str, dict[str, list[str]]]) -> list[ConfigStats]:
+def collect_stats(run: RunDir, data_files: dict[str, dict[str, list[str]]]) -> list[ConfigStats]:
     """Count every config's files (label, strategy and prompt columns only)."""
     result = []
     for config, splits in data_files.items():
         stats, seen = ConfigStats(config), set[Any]()
         for split, files in splits.items():
-            for relative in files:
-                _add_file(stats, dataset_dir / relative, split, seen)
+            for path in objects.read_ahead(run, [run.dataset_dir / relative for relative in files]):
+                _add_file(stats, run, path, split, seen)
         result.append(stats)
     return result
 
 
-def unique_rows(dataset_dir: Path, data_files: dict[str, dict[str, list[str]]]) -> int:
-    """Images in the repo, counting a file shared by several configs (a scale band) once."""
+def unique_rows(run: RunDir, data_files: dict[str, dict[str, list[str]]]) -> int:
+    """Images in the repo, counting a file shared by several configs (a scale band) once (footers only)."""
     files = {f for splits in data_files.values() for paths in splits.values() for f in paths}
-    return sum(pq.ParquetFile(dataset_dir / f).metadata.num_rows for f in files)
+    total = 0
+    for path in objects.read_ahead(run, [run.dataset_dir / relative for relative in sorted(files)]):
+        with objects.parquet_file(run, path) as parquet:
+            total += parquet.metadata.num_rows
+    return total
 
 
 def size_category(rows: int) -> str:

@@ -6,8 +6,8 @@ generation key), then one line per file, ordered by folder and then name, so the
 entries: at 6x ImageNet the manifest has ~12k lines, and the Hub allows 100k files per repo.
 
 The sha256 of a shard comes from its record (`synthset build` checked it) when the published file is the
-very shard (same inode, not modified since its record was written), so a push does not re-read hundreds
-of GB; any other file is hashed.
+very shard (same inode, not modified since its record was written; on an object store, a copy of it with
+the shard's ETag), so a push does not re-read hundreds of GB; any other file is hashed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from synthset.fsutil import atomic_path, sha256_file
+from synthset.run import objects
 from synthset.run.lock import Lock
+from synthset.run.mirror import last_listing
 from synthset.run.paths import RunDir
 from synthset.run.published import shard_of
 from synthset.run.records import read_record
@@ -62,6 +64,12 @@ def local_files(dataset_dir: Path) -> list[str]:
     return sorted((f for f in files if f != MANIFEST_FILE), key=sort_key)
 
 
+def dataset_files(run: RunDir) -> list[str]:
+    """Every file of dataset/ to publish, in manifest order: local, and on an object store its Parquet files."""
+    files = objects.data_files(run, run.dataset_dir) if run.store is not None else local_files(run.dataset_dir)
+    return sorted((f for f in files if f != MANIFEST_FILE), key=sort_key)
+
+
 def _recorded(run: RunDir, relative: str, stat: os.stat_result) -> Any:
     """The shard record whose hash holds for this file, or None (not a shard, a copy, or changed since)."""
     shard = shard_of(relative)
@@ -79,14 +87,34 @@ def _recorded(run: RunDir, relative: str, stat: os.stat_result) -> Any:
     return record
 
 
+def _in_store_entry(run: RunDir, relative: str) -> Entry:
+    """A published file that stays in the store: its shard's record when it is a copy of that very shard
+    (same ETag and size in the listing), else hashed streamed and counted from its footer (range requests)."""
+    path = run.dataset_dir / relative
+    listing = last_listing(run)
+    stored = listing[run.rel(path)]
+    shard = shard_of(relative)
+    record = read_record(run.record_file(shard)) if shard is not None else None
+    source = listing.get(run.rel(run.shard_file(shard))) if shard is not None else None
+    if record is not None and source is not None and (source.etag, source.size) == (stored.etag, record.bytes):
+        return Entry(relative, stored.size, record.sha256, record.rows, record.shard)
+    with objects.parquet_file(run, path) as parquet:
+        rows = parquet.metadata.num_rows
+    return Entry(relative, stored.size, objects.sha256(run, path), rows)
+
+
 def iter_entries(run: RunDir, replaced: dict[str, Path] | None = None) -> Iterator[Entry]:
     """The manifest entries of `dataset/`, in manifest order; `replaced` maps a path to the file that is
-    published under it instead (the README rendered for the target repo)."""
+    published under it instead (the README rendered for the target repo). On an object-store run the
+    Parquet files stay in the store and come from its listing."""
     import pyarrow.parquet as pq
 
     replaced = replaced or {}
-    for relative in local_files(run.dataset_dir):
+    for relative in dataset_files(run):
         path = replaced.get(relative, run.dataset_dir / relative)
+        if relative not in replaced and objects.in_store(run, path):
+            yield _in_store_entry(run, relative)
+            continue
         stat = path.stat()
         record = None if relative in replaced else _recorded(run, relative, stat)
         if record is not None:

@@ -30,6 +30,10 @@ documented for `main`. What is not documented for merges either, and is therefor
 whether the Hub squashes or merges (the branch must hold exactly the manifest afterwards, whichever),
 and what happens if the branch moved (refused before merging; re-checked after).
 
+A run on an object store keeps its Parquet files there: a commit's files are fetched `FETCH_GROUP` at a
+time into the push's staging folder, uploaded (`preupload_lfs_files`, which sends only what the Hub lacks)
+and removed before the commit that references them, so scratch never holds more than a few files.
+
 Nothing here depends on whether huggingface_hub moves the bytes through Xet or LFS: the plan compares
 sizes and the sha256 that the Hub lists for both (`RepoFile.lfs.sha256`), and commits reference content
 by sha256 either way.
@@ -51,6 +55,7 @@ from synthset.fsutil import write_text_atomic
 from synthset.hub.client import NOT_CONFLICTS, REPO_TYPE, check_repo_id, client, hub_errors, with_retries
 from synthset.hub.manifest import MANIFEST_FILE, Entry, read_manifest, write_manifest
 from synthset.recipe import Recipe
+from synthset.run import objects
 from synthset.run.hub_limits import FILES_PER_COMMIT, FILES_PER_REPO
 from synthset.run.lock import Lock, read_lock
 from synthset.run.paths import RunDir
@@ -58,6 +63,8 @@ from synthset.run.published import pattern_matches
 
 KEEP_ON_HUB = (".gitattributes",)  # made by the Hub with the repo; never ours to delete
 STAGE_DIR = ".publish"
+FETCHED_DIR = ".fetched"  # in the stage folder: an object-store run's files, held while they are uploaded
+FETCH_GROUP = 8  # files fetched from an object store at once: scratch holds this many data files at most
 LAST = (README, MANIFEST_FILE)  # committed last: the staged tree describes itself only once complete
 
 Remote = dict[str, tuple[int, str | None, str]]  # path -> (size, LFS sha256 or None, git blob id)
@@ -103,7 +110,9 @@ def same_content(remote: tuple[int, str | None, str], entry: Entry, local: Path)
     size, sha256, blob_id = remote
     if size != entry.bytes:
         return False
-    return sha256 == entry.sha256 if sha256 is not None else blob_id == git_blob_oid(local)
+    if sha256 is not None:
+        return sha256 == entry.sha256
+    return local.is_file() and blob_id == git_blob_oid(local)  # a file left in the store is LFS: sent again
 
 
 @dataclass
@@ -116,8 +125,21 @@ class Staged:
     manifest_sha256: str
     name: str
 
+    run: RunDir | None = None
+
     def path_of(self, path: str) -> Path:
         return self.local.get(path, self.dataset_dir / path)
+
+    def in_store(self, path: str) -> bool:
+        """Whether the file's bytes are in the run's object store (fetched a few at a time to be uploaded)."""
+        return self.run is not None and path not in self.local and objects.in_store(self.run, self.path_of(path))
+
+    def fetch(self, paths: list[str]) -> list[Path]:
+        """Fetch files from the store into the push's staging folder, at once; `release_fetched` removes them."""
+        assert self.run is not None
+        targets = [self.local[README].parent / FETCHED_DIR / path for path in paths]
+        objects.fetch(self.run, [self.path_of(path) for path in paths], targets)
+        return targets
 
 
 def check_publishable(run: RunDir, lock: Lock) -> None:
@@ -157,7 +179,7 @@ def stage(run: RunDir, lock: Lock, repo_id: str) -> Staged:
             "run with a larger storage.shard_size"
         )
     local = {README: readme, MANIFEST_FILE: summary.path}
-    return Staged(entries, local, run.dataset_dir, summary.sha256, head["name"])
+    return Staged(entries, local, run.dataset_dir, summary.sha256, head["name"], run)
 
 
 class ChangeCounts(TypedDict):
@@ -248,14 +270,20 @@ def check_not_loaded(kept: list[str], staged: Staged, branch: str) -> None:
                     )
 
 
-def _operation(kind: str, path: str, staged: Staged, entry: Entry | None) -> Any:
+def release_fetched(paths: list[Path]) -> None:
+    """Remove files fetched from the store once the Hub has them: scratch holds a few at a time."""
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _operation(kind: str, path: str, staged: Staged, entry: Entry | None, source: Path | None = None) -> Any:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     if kind == "folder":
         return CommitOperationDelete(path_in_repo=path + "/", is_folder=True)
     if kind == "delete" or entry is None:
         return CommitOperationDelete(path_in_repo=path)
-    operation = CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(staged.path_of(path)))
+    operation = CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(source or staged.path_of(path)))
     operation.upload_info.sha256 = bytes.fromhex(entry.sha256)  # from the manifest: not hashed again
     return operation
 
@@ -322,9 +350,48 @@ class Publisher:
     def commit_chunk(
         self, operations: list[tuple[str, str]], ref: str | None, parent: str, message: str, base: str
     ) -> tuple[int, str]:
-        """Commit one batch to the pull request `ref` (or open it with this batch); -> (pr number, head)."""
-        ops = [_operation(kind, path, self.staged, self.by_path.get(path)) for kind, path in operations]
+        """Commit one batch to the pull request `ref` (or open it with this batch); -> (pr number, head).
 
+        On an object-store run the batch's Parquet files are fetched `FETCH_GROUP` at a time, uploaded to the
+        Hub's storage (`preupload_lfs_files`) and removed, before the commit that references them.
+        """
+        held: list[Path] = []
+        try:
+            ops = self.operations(operations, ref, held)
+            return self._commit(ops, operations, ref, parent, message, base)
+        finally:
+            release_fetched(held)
+
+    def operations(self, operations: list[tuple[str, str]], ref: str | None, held: list[Path]) -> list[Any]:
+        """The commit operations; files in the store are fetched and uploaded a group at a time (`held`: the
+        fetched files the commit itself still needs: those the Hub keeps as regular files, not LFS)."""
+        by_path = {}
+        from_store = [path for kind, path in operations if kind == "add" and self.staged.in_store(path)]
+        for start in range(0, len(from_store), FETCH_GROUP):
+            by_path.update(self.preupload(from_store[start : start + FETCH_GROUP], ref, held))
+        return [
+            by_path.get(path) or _operation(kind, path, self.staged, self.by_path.get(path))
+            for kind, path in operations
+        ]
+
+    def preupload(self, paths: list[str], ref: str | None, held: list[Path]) -> dict[str, Any]:
+        fetched = self.staged.fetch(paths)
+        try:
+            ops = [_operation("add", p, self.staged, self.by_path[p], f) for p, f in zip(paths, fetched, strict=True)]
+            self.api.preupload_lfs_files(
+                self.repo_id, ops, repo_type=REPO_TYPE, revision=ref or self.branch, create_pr=ref is None
+            )
+        except BaseException:
+            release_fetched(fetched)
+            raise
+        uploaded = [f for f, op in zip(fetched, ops, strict=True) if getattr(op, "_upload_mode", None) == "lfs"]
+        held += [f for f in fetched if f not in uploaded]
+        release_fetched(uploaded)
+        return {op.path_in_repo: op for op in ops}
+
+    def _commit(
+        self, ops: list[Any], operations: list[tuple[str, str]], ref: str | None, parent: str, message: str, base: str
+    ) -> tuple[int, str]:
         def call() -> tuple[int, str]:
             info = self.api.raw.create_commit(
                 self.repo_id,

@@ -23,6 +23,7 @@ READS_ALL_BUT_CACHE: Reads = mirror.all_but_cache
 READS_PLAN_FILES: Reads = mirror.plan_files
 READS_PLAN_AND_RECORDS: Reads = mirror.plan_and_records
 READS_NOTHING: Reads = mirror.nothing
+READS_ALL_BUT_DATA: Reads = mirror.all_but_data  # image data stays in the store: read by range requests
 
 
 @contextlib.contextmanager
@@ -48,7 +49,7 @@ def open_run(
         run = RunDir.planned(run)
     yield run
     if writes:
-        mirror.push(run)
+        mirror.push(run, reads)
 
 
 def refresh(run: RunDir, reads: Reads) -> None:

@@ -11,11 +11,11 @@ scratch folder, and this module moves files between it and the store:
 - `put_finished_shard` is generate's own path: a worker puts each shard (and its rejects file) the moment
   it is finished, then its record, so a preempted worker loses at most the shard it was making.
 
-A dataset file is a hard link to its generation shard (see builders/assemble.py); pushing one copies the
-shard inside the store (no byte passes through this host), as the local build links instead of copying.
-
-What scratch needs: the plan stage's files, and one shard at a time while generating; `build`, `card`,
-`review` and `push` (to the Hub) fetch every shard they read, as they read them locally.
+Image data (shards, rejects files, published Parquet files: `paths.is_data_file`) is never pulled by the
+stages that read it: `build`, `card`, `review`, `validate` and `push` declare `all_but_data` and read it in
+the store by range requests (run/objects.py); build places the published files by copies inside the store.
+So scratch needs the plan stage's files, the records, the dataset's small files, and one shard at a time
+while generating.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from synthset.fsutil import TEMP_PREFIX
-from synthset.run.paths import CACHE_DIR, DATASET_DIR, LOCK_FILE, README_FILE, SHARDS_DIR, RunDir
+from synthset.run.paths import CACHE_DIR, DATASET_DIR, LOCK_FILE, README_FILE, SHARDS_DIR, RunDir, is_data_file
 from synthset.run.store import StoredObject
 
+PULL_BATCH = 256  # files fetched at once (concurrently) by a pull; each batch's sync state is kept with it
 SYNC_STATE_FILE = ".store-sync.sqlite"  # in the scratch root: what was last pulled or pushed, per file
 
 # The store's listing from the last pull, per run URL: a restart checks recorded shards against it
@@ -61,6 +62,11 @@ def plan_and_records(rel: str) -> bool:
 
 def all_but_cache(rel: str) -> bool:
     return not rel.startswith(f"{CACHE_DIR}/")
+
+
+def all_but_data(rel: str) -> bool:
+    """Everything but the cache and the image data, which stays in the store (read by range requests)."""
+    return all_but_cache(rel) and not is_data_file(rel)
 
 
 def _synced(rel: str) -> bool:
@@ -140,17 +146,18 @@ def pull(run: RunDir, wanted: Callable[[str], bool] = everything) -> int:
     state = _SyncState(run)
     known = state.read()
     changes: dict[str, dict | None] = {}
-    fetched = 0
+    stale = []
     for rel, stored in sorted(listing.items()):
         if not (_synced(rel) and wanted(rel)):
             continue
-        local = run.root / rel
         entry = known.get(rel)
-        if entry is not None and entry["etag"] == stored.etag and _unchanged_locally(local, entry):
-            continue
-        run.store.download(rel, local)
-        changes[rel] = _entry(local, stored.etag)
-        fetched += 1
+        if entry is None or entry["etag"] != stored.etag or not _unchanged_locally(run.root / rel, entry):
+            stale.append(rel)
+    for start in range(0, len(stale), PULL_BATCH):
+        batch = stale[start : start + PULL_BATCH]
+        run.store.download_many([(rel, run.root / rel) for rel in batch])
+        changes.update({rel: _entry(run.root / rel, listing[rel].etag) for rel in batch})
+    fetched = len(stale)
     for rel, entry in known.items():
         if rel not in listing and wanted(rel):
             local = run.root / rel
@@ -174,19 +181,12 @@ def _local_files(run: RunDir) -> dict[str, Path]:
     return files
 
 
-def _stored_shards_by_inode(run: RunDir, known: dict[str, dict]) -> dict[int, str]:
-    """Shard files that are in the store as they are here, by inode: a dataset file linked to one is a copy."""
-    shards = {}
-    for rel, entry in known.items():
-        if rel.startswith(f"{SHARDS_DIR}/") and rel.endswith(".parquet"):
-            path = run.root / rel
-            if _unchanged_locally(path, entry):
-                shards[path.stat().st_ino] = rel
-    return shards
+def push(run: RunDir, wanted: Callable[[str], bool] = everything) -> int:
+    """Put every file the stage wrote or changed, commits last; delete what it deleted. Returns puts made.
 
-
-def push(run: RunDir) -> int:
-    """Put every file the stage wrote or changed, commits last; delete what it deleted. Returns puts made."""
+    Only a file the stage could see (`wanted`: what it reads) counts as deleted when scratch lacks it: a
+    stage that reads no image data never deletes it.
+    """
     if run.store is None:
         return 0
     state = _SyncState(run)
@@ -194,14 +194,11 @@ def push(run: RunDir) -> int:
     local = _local_files(run)
     changed = sorted((rel for rel, path in local.items() if not _unchanged_locally(path, known.get(rel))), key=_commits)
     changes: dict[str, dict | None] = {}
-    shards = _stored_shards_by_inode(run, known) if any(rel.startswith(f"{DATASET_DIR}/") for rel in changed) else {}
     for rel in changed:
-        path = local[rel]
-        twin = shards.get(path.stat().st_ino) if rel.startswith(f"{DATASET_DIR}/") else None
-        stored = run.store.copy(twin, rel) if twin is not None else run.store.upload(path, rel)
-        changes[rel] = _entry(path, stored.etag if stored is not None else "")
+        stored = run.store.upload(local[rel], rel)
+        changes[rel] = _entry(local[rel], stored.etag if stored is not None else "")
     for rel, entry in known.items():
-        if rel not in local and _synced(rel):
+        if rel not in local and _synced(rel) and wanted(rel):
             run.store.delete(rel, if_etag=entry["etag"] or None)  # only if nobody replaced it since
             changes[rel] = None
     if changes:
@@ -248,9 +245,19 @@ def committed(run: RunDir, path: Path) -> bool:
     return run.rel(path) in _LISTINGS.get(run.store.url, {})
 
 
-def stored_size(run: RunDir, path: Path) -> int | None:
-    """The size of a run file in the store (from the last pull's listing, else asked), None if missing."""
+def last_listing(run: RunDir) -> dict[str, StoredObject]:
+    """The store's objects as the last pull listed them (and as this process put them since), by path."""
+    assert run.store is not None
+    return _LISTINGS.get(run.store.url, {})
+
+
+def listed(run: RunDir, start: str) -> dict[str, StoredObject]:
+    """The objects under `start` (a path relative to the root) as the last pull listed them."""
+    return {rel: obj for rel, obj in last_listing(run).items() if rel.startswith(start)}
+
+
+def stored_object(run: RunDir, path: Path) -> StoredObject | None:
+    """A run file's object in the store (from the last pull's listing, else asked), None if missing."""
     assert run.store is not None
     rel = run.rel(path)
-    stored = _LISTINGS.get(run.store.url, {}).get(rel) or run.store.stat(rel)
-    return stored.size if stored is not None else None
+    return _LISTINGS.get(run.store.url, {}).get(rel) or run.store.stat(rel)

@@ -65,6 +65,12 @@ def scratch_dir(url: str) -> Path:
     return base / f"{readable}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 
 
+def is_data_file(rel: str) -> bool:
+    """Whether a run file (its path relative to the root) is image data: a shard, a rejects file or a
+    published Parquet file. On an object store these stay there: stages read them by range requests."""
+    return rel.endswith(".parquet") and rel.startswith((f"{SHARDS_DIR}/", f"{DATASET_DIR}/"))
+
+
 def shard_of_file(config_dir: str, filename: str) -> str | None:
     """The shard a file of `shards/<config>/` belongs to (`naive/train-b0-00001`), or None for another file."""
     for suffix in SHARD_SUFFIXES:

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from synthset.fsutil import sha256_file, write_text_atomic
-from synthset.run.mirror import committed, put_finished_shard, refresh_file, stored_size
+from synthset.fsutil import write_text_atomic
+from synthset.run import objects
+from synthset.run.mirror import committed, put_finished_shard, refresh_file
 from synthset.run.paths import RunDir
 from synthset.run.plan import PlannedShard
 
@@ -151,30 +152,26 @@ def unfinished_problem(run: RunDir, record: ShardRecord, sample_ids: list[str], 
 def checksum_problem(run: RunDir, record: ShardRecord, shard_sha256: str | None = None) -> str | None:
     """ "sha256 mismatch" when the shard file (or its rejects file) is not the recorded bytes, else None.
 
-    A file this host does not hold (on an object store) has had its size checked: a put is whole or absent,
-    and `build` hashes every file it reads.
+    On an object store the files are checked in the store (run/objects.py): the sha256 the store keeps of
+    each, else the object hashed streamed once; nothing is fetched into scratch.
     """
     shard = run.shard_file(record.shard)
-    if shard.is_file() and (shard_sha256 or sha256_file(shard)) != record.sha256:
+    if objects.exists(run, shard) and (shard_sha256 or objects.sha256(run, shard)) != record.sha256:
         return "sha256 mismatch"
     rejects = run.rejects_file(record.shard)
-    if record.rejects_sha256 and rejects.is_file() and sha256_file(rejects) != record.rejects_sha256:
+    if record.rejects_sha256 and objects.exists(run, rejects) and objects.sha256(run, rejects) != record.rejects_sha256:
         return f"{rejects.name}: sha256 mismatch"
     return None
 
 
 def _size_problem(run: RunDir, path: Path, size: int) -> str | None:
-    """Why a file is not the recorded size ("missing", or the sizes), or None; on an object store, a file
-    this host does not hold is checked by its size in the store."""
-    if run.store is not None and not path.is_file():
-        stored = stored_size(run, path)
-        if stored is None:
-            return "missing"
-        return f"size {stored} != recorded {size}" if stored != size else None
-    if not path.is_file():
+    """Why a file is not the recorded size ("missing", or the sizes), or None; on an object store, a shard
+    or rejects file is checked by its size in the store's listing."""
+    found = objects.size(run, path)
+    if found is None:
         return "missing"
-    if path.stat().st_size != size:
-        return f"size {path.stat().st_size} != recorded {size}"
+    if found != size:
+        return f"size {found} != recorded {size}"
     return None
 
 

@@ -18,6 +18,7 @@ could make a shard twice.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import time
@@ -29,6 +30,7 @@ from pathlib import Path
 from synthset.errors import StoreError, SynthsetError, first_line
 
 SUPPORTED_PROTOCOLS = ("s3",)
+READ_BLOCK = 64 * 1024  # the least a range read fetches: a small Parquet footer and its neighbours at once
 _PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 
 
@@ -159,6 +161,30 @@ class RunStore:
         body = _read_body(self.fs, got["Body"])
         return body, StoredObject(rel, int(got["ContentLength"]), got["ETag"], got["LastModified"].timestamp())
 
+    def open(self, rel: str, size: int | None = None, block_size: int = READ_BLOCK):
+        """A seekable file over the object: each read is a range request of at least `block_size` bytes
+        (a Parquet footer, a column chunk), so a reader takes only the parts it needs. `size` (from a
+        listing) spares the HEAD request."""
+        path = f"{self.bucket}/{self.key(rel)}"
+        return self._guarded(
+            lambda: self.fs.open(path, "rb", size=size, block_size=block_size, cache_type="bytes"), f"open {rel}"
+        )
+
+    def read_whole(self, rel: str) -> bytes:
+        """A small object's bytes, in one GET."""
+        return self._guarded(lambda: self.fs.cat_file(f"{self.bucket}/{self.key(rel)}"), f"get {rel}")
+
+    def sha256(self, rel: str) -> str | None:
+        """The object's SHA-256 as the store keeps it (hex), or None where it keeps none for the whole object.
+
+        Objects put with `ChecksumAlgorithm=SHA256` in one request carry the whole object's SHA-256; a
+        multipart upload's checksum is one of its parts' checksums (its ETag ends in `-<parts>`), no use here.
+        """
+        head = self._call("head_object", rel, Key=self.key(rel), ChecksumMode="ENABLED")
+        value = head.get("ChecksumSHA256")
+        whole = head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT" and "-" not in head["ETag"]
+        return base64.b64decode(value).hex() if value and whole and "-" not in value else None
+
     def download(self, rel: str, dest: Path) -> None:
         """Fetch `rel` into `dest` through a temp file, so a killed fetch leaves no half file under its name."""
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -169,6 +195,23 @@ class RunStore:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def download_many(self, pairs: list[tuple[str, Path]]) -> None:
+        """Fetch many small objects at once (concurrent requests: a fresh host pulls a run's thousands of
+        records in seconds, not one round trip each), each through a temp file like `download`."""
+        if not pairs:
+            return
+        temps = [dest.with_name(f".tmp-fetch-{uuid.uuid4().hex[:8]}-{dest.name}") for _, dest in pairs]
+        for _, dest in pairs:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        remote = [f"{self.bucket}/{self.key(rel)}" for rel, _ in pairs]
+        try:
+            self._guarded(lambda: self.fs.get(remote, [str(t) for t in temps]), f"get {len(pairs)} files")
+            for temp, (_, dest) in zip(temps, pairs, strict=True):
+                os.replace(temp, dest)
+        finally:
+            for temp in temps:
+                temp.unlink(missing_ok=True)
+
     def now(self) -> float:
         """The store's clock: the Date of a response (whole seconds; lease times are far longer)."""
         head = self._call("list_objects_v2", "clock", Prefix=self.key(".clock"), MaxKeys=1)
@@ -178,16 +221,17 @@ class RunStore:
     # -- writing -------------------------------------------------------------------------------------
     def upload(self, src: Path, rel: str) -> StoredObject | None:
         """Put a local file under `rel`: whole or not at all (large files go up as one multipart upload)."""
-        self._guarded(lambda: self.fs.put_file(str(src), f"{self.bucket}/{self.key(rel)}"), f"put {rel}")
+        target = f"{self.bucket}/{self.key(rel)}"
+        self._guarded(lambda: self.fs.put_file(str(src), target, ChecksumAlgorithm="SHA256"), f"put {rel}")
         return self.stat(rel)
 
-    def copy(self, src_rel: str, dst_rel: str) -> StoredObject | None:
-        """Copy an object inside the store (no bytes pass through this host): dataset files are shards."""
-        self._guarded(
-            lambda: self.fs.copy(f"{self.bucket}/{self.key(src_rel)}", f"{self.bucket}/{self.key(dst_rel)}"),
-            f"copy {src_rel} to {dst_rel}",
-        )
-        return self.stat(dst_rel)
+    def copy(self, src_rel: str, dst_rel: str) -> None:
+        """Copy an object inside the store (no bytes pass through this host): dataset files are shards.
+
+        One CopyObject request (objects up to 5 GB, the Hub's own recommended file size); the copy keeps the
+        source's checksum."""
+        source = {"Bucket": self.bucket, "Key": self.key(src_rel)}
+        self._call("copy_object", f"copy {src_rel} to {dst_rel}", Key=self.key(dst_rel), CopySource=source)
 
     def put(self, rel: str, data: bytes, *, if_absent: bool = False, if_etag: str | None = None) -> StoredObject:
         """Put small bytes; conditional on the key not existing, or on it still having `if_etag`.

@@ -1,0 +1,113 @@
+"""Row 8e: build, card, review, validate and push of an s3:// run (moto) vs the same stages on a local run.
+
+One run of `--store-shards` (10^3) shards of `IMAGES_PER_SHARD` images is synthesized as the hub row
+does (tests/synthruns.py: planned, every shard written by the real ShardWriter), with 64 px PNGs of
+seeded noise so that image bytes outweigh the files' metadata as in a real dataset (~200 KB a shard).
+It lives twice: as a local run, and uploaded as it is (each shard put with its SHA-256, as generate
+puts them) into moto's S3 server on loopback (tests/s3server.py). Each stage then runs on each in a
+fresh child (`benchmarks/store_child.py`), the store run from an empty scratch disk as on a fresh host,
+in alternating order; push goes to the loopback Hub of the tests. Figures, per stage: the most bytes
+the store run's scratch held / the dataset's bytes (its shards), and wall time store / local.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from benchmarks.common import PYTHON, REPO, Context, Row, judged, ratio, run_child
+
+STAGES = ("build", "card", "review", "validate", "push")
+IMAGES_PER_SHARD = 16
+BUCKET = "bench-stages"
+
+
+def _synthesized(root: Path, shards: int) -> Path:
+    """A planned and generated run of about `shards` shards of 16 images (64 px noise); -> its directory."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from synthruns import synth_recipe, write_shards
+
+    from synthset.generation.plan import plan_run
+    from synthset.recipe import load_recipe
+
+    path = synth_recipe(root, "stages", shards * IMAGES_PER_SHARD)
+    data = yaml.safe_load(path.read_text())
+    data["generator"].update(width=64, height=64)
+    data["storage"].update(shard_size=IMAGES_PER_SHARD, row_group_size=4)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    recipe = load_recipe(path)
+    with contextlib.redirect_stderr(io.StringIO()):
+        plan_run(recipe)
+        write_shards(recipe.run_dir, noise=True)
+    return Path(recipe.run_dir)
+
+
+def _upload(local: Path, url: str) -> None:
+    """Put every file of the run into the store at once (concurrent puts), each with its SHA-256."""
+    from synthset.run.store import RunStore
+
+    store = RunStore(url)
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    remote = [f"{store.bucket}/{store.key(p.relative_to(local).as_posix())}" for p in files]
+    store.fs.put([str(p) for p in files], remote, ChecksumAlgorithm="SHA256")
+
+
+def _stage(ctx: Context, stage: str, target: str, tag: str, env: dict[str, str]) -> dict:
+    argv = [*PYTHON, "-m", "benchmarks.store_child", stage, target, f"org/stages-{tag}"]
+    saved = dict(os.environ)
+    os.environ.update(env, SYNTHSET_SCRATCH=str(ctx.work / "store-stages" / f"scratch-{stage}-{tag}"))
+    try:
+        result = run_child(argv, ctx.work / "logs", f"stages-{stage}-{tag}").check()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return {"wall_s": result.wall_s, **result.report}
+
+
+def measure(ctx: Context) -> list[Row]:
+    sys.path.insert(0, str(REPO / "tests"))
+    from hubserver import HubServer
+    from s3server import make_bucket, moto_s3_server, s3_environment
+
+    from benchmarks.hub import _env as hub_env
+
+    root = ctx.work / "store-stages"
+    root.mkdir()
+    local = _synthesized(root, ctx.args.store_shards)
+    dataset_bytes = sum(p.stat().st_size for p in (local / "shards").rglob("*.parquet"))
+    url = f"s3://{BUCKET}/stages"
+    figures: dict[str, dict[str, dict]] = {}
+    with moto_s3_server() as endpoint, s3_environment(endpoint), HubServer() as hub:
+        make_bucket(BUCKET)
+        _upload(local, url)
+        env = hub_env(hub.url, root / "hf")
+        for i, stage in enumerate(STAGES):
+            order = [("local", str(local)), ("s3", url)]
+            figures[stage] = {}
+            for tag, target in order if i % 2 == 0 else order[::-1]:
+                figures[stage][tag] = _stage(ctx, stage, target, tag, env)
+            s3, here = figures[stage]["s3"], figures[stage]["local"]
+            print(f"  {stage}: s3 {s3['wall_s']:.1f} s, local {here['wall_s']:.1f} s, "
+                  f"scratch peak {s3['peak_scratch'] / 1e6:.2f} MB", flush=True)  # fmt: skip
+    rows = []
+    for stage in STAGES:
+        s3, here = figures[stage]["s3"], figures[stage]["local"]
+        scratch = ratio(s3["peak_scratch"], dataset_bytes)
+        wall = ratio(s3["wall_s"], here["wall_s"])
+        rows.append(
+            Row(
+                f"8e. store run of {ctx.args.store_shards:,} shards (moto): {stage}",
+                f"scratch peak / dataset {scratch:.4f} ({s3['peak_scratch'] / 1e6:.2f} MB / "
+                f"{dataset_bytes / 1e6:.1f} MB); wall s3 / local {wall:.2f} ({s3['wall_s']:.1f} s / "
+                f"{here['wall_s']:.1f} s)",
+                "scratch <= 0.05; wall <= 1.5",
+                judged(scratch <= 0.05 and wall <= 1.5),
+                {"s3": s3, "local": here, "dataset_bytes": dataset_bytes},
+            )
+        )
+    return rows
