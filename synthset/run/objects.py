@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -56,7 +56,16 @@ class _Recent:
 
 _RECENT = _Recent()
 T = TypeVar("T")
-S = TypeVar("S")
+
+
+class Named(Protocol):
+    """A planned shard, or anything else that names its shard file."""
+
+    @property
+    def name(self) -> str: ...
+
+
+S = TypeVar("S", bound=Named)
 R = TypeVar("R")
 
 
@@ -133,7 +142,7 @@ def sha256(run: RunDir, path: Path) -> str:
 
 def local_files(folder: Path) -> set[str]:
     """Every visible file under a local folder, relative to it."""
-    found = set()
+    found: set[str] = set()
     for root, dirs, names in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         base = Path(root).relative_to(folder).as_posix()

@@ -23,6 +23,7 @@ import contextlib
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -195,7 +196,7 @@ class RunStore:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def download_many(self, pairs: list[tuple[str, Path]]) -> None:
+    def download_many(self, pairs: Sequence[tuple[str, Path]]) -> None:
         """Fetch many small objects at once (concurrent requests: a fresh host pulls a run's thousands of
         records in seconds, not one round trip each), each through a temp file like `download`."""
         if not pairs:
