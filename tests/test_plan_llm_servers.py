@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,8 @@ def test_classes_at_once_fills_the_slots_twice_and_stays_bounded():
     assert classes_at_once(Fake(4 * 256), {i: 16 for i in range(100)}) == plan.MAX_CLASSES_AT_ONCE
 
 
-def test_progress_and_summary_name_the_servers(write_recipe, servers, capsys):
+def test_progress_and_summary_name_the_servers(write_recipe, servers, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # synthset's own bars show on a terminal only
     assert main(["plan", str(_recipe_file(write_recipe, servers[:2], "cli"))]) == 0
     captured = capsys.readouterr()
     # One bar over the whole plan's rows, with rate and ETA, and the LLM's state beside it.

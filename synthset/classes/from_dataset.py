@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from synthset.classes import ClassInfo
+from synthset.classes.info import ClassInfo
 from synthset.errors import RecipeError, first_line
 from synthset.fsutil import looks_local
 
