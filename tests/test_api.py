@@ -39,7 +39,9 @@ def fresh_host(tmp_path, monkeypatch):
 
 def test_every_stage_runs_from_python_on_an_s3_run_from_fresh_hosts(tmp_path, write_recipe, fresh_host):
     import datasets
+    import s3fs
 
+    s3fs.S3FileSystem.clear_instance_cache()  # datasets' fsspec reuses instances: one may hold another test's server
     recipe = write_recipe(RECIPE)
     with moto_s3_server() as endpoint, s3_environment(endpoint):
         make_bucket("runs")
@@ -69,8 +71,6 @@ def test_every_stage_runs_from_python_on_an_s3_run_from_fresh_hosts(tmp_path, wr
             "parquet", data_files={"train": f"{url}/dataset/naive/b0/train-*.parquet"}, split="train"
         )
         assert loaded.num_rows == 12
-        import s3fs
-
         readme = s3fs.S3FileSystem(skip_instance_cache=True).cat("runs/api/dataset/README.md").decode()
         assert "license: apache-2.0" in readme  # the card stage put its README back in the store
         with pytest.raises(RunStateError, match="clean works on local run directories"):
