@@ -58,12 +58,20 @@ def make_bucket(name: str) -> None:
 
 @contextmanager
 def s3_environment(endpoint: str) -> Iterator[None]:
-    """Point this process and its children at `endpoint` the standard way (AWS_ENDPOINT_URL)."""
+    """Point this process and its children at `endpoint` the standard way (AWS_ENDPOINT_URL).
+
+    fsspec caches S3 filesystems by their arguments, not by the endpoint the environment names, so one made
+    under another test's (stopped) server would be reused by `datasets`: the cache is cleared on entry and exit.
+    """
+    import s3fs
+
     saved = {key: os.environ.get(key) for key in [*CREDENTIALS, "AWS_ENDPOINT_URL"]}
     os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL=endpoint)
+    s3fs.S3FileSystem.clear_instance_cache()
     try:
         yield
     finally:
+        s3fs.S3FileSystem.clear_instance_cache()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -41,7 +41,6 @@ def test_every_stage_runs_from_python_on_an_s3_run_from_fresh_hosts(tmp_path, wr
     import datasets
     import s3fs
 
-    s3fs.S3FileSystem.clear_instance_cache()  # datasets' fsspec reuses instances: one may hold another test's server
     recipe = write_recipe(RECIPE)
     with moto_s3_server() as endpoint, s3_environment(endpoint):
         make_bucket("runs")
