@@ -260,7 +260,7 @@ def render_card(
     base = DatasetCard(readme_text).data.to_dict()
     if not base.get("configs") or not base.get("dataset_info"):
         raise SynthsetError(f"{dataset_dir / README}: no `configs`/`dataset_info` in its YAML; run `synthset build`")
-    rows = unique_rows(run, config_data_files(base, objects.data_files(run, dataset_dir)))
+    rows = unique_rows(stats)
     configs = _config_rows(recipe, stats, dataset_dir / README)
     generator = {**recipe.generator.model_dump(mode="json"), "revision": lock.model.revision}
     evaluations = [(name, table, fence(table)) for name, table in evaluation_tables(run)]
