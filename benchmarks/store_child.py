@@ -2,7 +2,8 @@
 
 Runs what `synthset STAGE RUN` runs (through `synthset.api`, with the CLI's arguments) and prints one
 `BENCH {json}` line: the stage's seconds (after the imports both runs need) and the most bytes its scratch
-held. The scratch only grows when the store sends a file (`RunStore.download`) or the stage writes one, so
+held, and the requests it sent the store by S3 operation (counted where aiobotocore sends each, retries
+included). The scratch only grows when the store sends a file (`RunStore.download`) or the stage writes one, so
 its size is taken after every download and every removal of a fetched file (push), and once at the end.
 """
 
@@ -13,6 +14,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 REPORT_PREFIX = "BENCH "
@@ -25,6 +27,21 @@ def folder_bytes(folder: Path) -> int:
             with contextlib.suppress(FileNotFoundError):  # removed while counted
                 total += os.stat(os.path.join(root, name)).st_size
     return total
+
+
+def count_store_requests() -> Counter:
+    """Count every HTTP request s3fs sends, by S3 operation (GetObject, CopyObject, ...); -> the counter."""
+    from aiobotocore.endpoint import AioEndpoint
+
+    counts: Counter = Counter()
+    send = AioEndpoint._do_get_response
+
+    async def counted(self, request, operation_model, context):
+        counts[operation_model.name] += 1
+        return await send(self, request, operation_model, context)
+
+    AioEndpoint._do_get_response = counted  # type: ignore[method-assign]
+    return counts
 
 
 def main() -> None:
@@ -54,6 +71,7 @@ def main() -> None:
         release(paths)
 
     RunStore.download, RunStore.download_many, publish.release_fetched = watched_download, watched_many, watched_release
+    requests = count_store_requests()
     started = time.perf_counter()
     if stage == "build":
         api.build(target)
@@ -67,7 +85,11 @@ def main() -> None:
         api.push(target, sys.argv[3], tag="v1.0", allow_unscreened=True)
     seconds = time.perf_counter() - started
     measure()
-    print(REPORT_PREFIX + json.dumps({"stage": stage, "seconds": seconds, "peak_scratch": peak["bytes"]}), flush=True)
+    print(
+        REPORT_PREFIX
+        + json.dumps({"stage": stage, "seconds": seconds, "peak_scratch": peak["bytes"], "requests": dict(requests)}),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

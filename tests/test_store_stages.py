@@ -81,12 +81,14 @@ def data_bytes_in(folder: Path) -> int:
 
 @pytest.fixture
 def fresh_host(tmp_path, monkeypatch):
-    """Each call: a new scratch disk for the next stage, its downloads watched."""
+    """Each call: a new scratch disk for the next stage, its downloads watched, and none of the small objects
+    an earlier stage of this process kept (a fresh host is a fresh process)."""
     count = iter(range(100))
 
     def new() -> Watched:
         scratch = tmp_path / f"scratch-{next(count)}"
         monkeypatch.setenv("SYNTHSET_SCRATCH", str(scratch))
+        monkeypatch.setattr(objects, "_RECENT", objects._Recent())
         return Watched(monkeypatch, scratch)
 
     return new
@@ -138,10 +140,17 @@ def test_build_card_review_on_s3_move_no_image_data_and_equal_a_local_run(runs, 
     assert page.page.configs == local_page.page.configs
 
 
-def test_validate_on_s3_uses_the_stored_checksum_and_finds_what_a_local_run_finds(runs, fresh_host, monkeypatch):
+@pytest.mark.parametrize("small", [True, False], ids=["small-objects-read-whole", "large-objects-by-range"])
+def test_validate_on_s3_checks_each_shard_once_and_finds_what_a_local_run_finds(runs, fresh_host, monkeypatch, small):
+    """A small shard is read in one request and hashed here (asking for the store's checksum would be one more);
+    a larger one is checked by the checksum the store keeps, or else hashed streamed once."""
     local, url = runs
+    if not small:
+        monkeypatch.setattr(objects, "WHOLE_READ", 0)  # every object counts as large
     streamed: list[str] = []  # objects hashed by reading them (the store kept no checksum of them)
-    open_object = RunStore.open
+    asked: list[str] = []  # objects whose checksum was asked of the store
+    read_whole: list[str] = []
+    open_object, stored_sha256, whole = RunStore.open, RunStore.sha256, RunStore.read_whole
 
     def watched_open(store, rel, size=None, block_size=READ_BLOCK):
         if block_size == objects.HASH_CHUNK:
@@ -149,10 +158,17 @@ def test_validate_on_s3_uses_the_stored_checksum_and_finds_what_a_local_run_find
         return open_object(store, rel, size, block_size)
 
     monkeypatch.setattr(RunStore, "open", watched_open)
+    monkeypatch.setattr(RunStore, "sha256", lambda store, rel: asked.append(rel) or stored_sha256(store, rel))
+    monkeypatch.setattr(RunStore, "read_whole", lambda store, rel: read_whole.append(rel) or whole(store, rel))
     host = fresh_host()
     assert api.validate(url).ok and api.validate(local).ok
     host.check()
-    assert streamed == []  # every shard was put with its SHA-256, which the store compared for us
+    shards = sorted(f"shards/{p.relative_to(local / 'shards').as_posix()}" for p in local.glob("shards/**/*.parquet"))
+    assert len(shards) == SHARDS and streamed == []
+    if small:
+        assert sorted(read_whole) == shards and asked == []  # one request per shard
+    else:
+        assert read_whole == [] and sorted(asked) == shards  # every shard was put with its SHA-256
 
     # the same byte flipped in one shard of each run: the same finding, named the same way
     store = RunStore(url)
@@ -162,15 +178,15 @@ def test_validate_on_s3_uses_the_stored_checksum_and_finds_what_a_local_run_find
     data[len(data) // 2] ^= 0xFF
     try:
         (local / shard).write_bytes(bytes(data))
-        store.fs.pipe_file(f"{BUCKET}/stages/{shard}", bytes(data))  # put without a checksum: hashed, streamed
-        assert store.sha256(shard) is None
+        store.fs.pipe_file(f"{BUCKET}/stages/{shard}", bytes(data))  # put without a checksum
+        assert stored_sha256(store, shard) is None
         host = fresh_host()
         found_store = [p for r in api.validate(url).reports for p in r.problems]
         host.check()
         found_local = [p for r in api.validate(local).reports for p in r.problems]
         assert found_store == [p.replace(str(local), url) for p in found_local]
         assert found_store == [f"{shard}: sha256 mismatch; `synthset generate {url}` makes it again"]
-        assert streamed == [shard]
+        assert streamed == ([] if small else [shard])  # a large one without a stored checksum: hashed, streamed
     finally:
         (local / shard).write_bytes(original)
         store.upload(local / shard, shard)

@@ -188,25 +188,33 @@ class _RunValidator:
             self.tally(_key_of(shard.name)).report.add(f"{where}: {problem}; `synthset generate {run}` makes it again")
 
     def _read(self, shard: PlannedShard, record: ShardRecord) -> None:
-        """Map the file once: hash it, then decode its rows and read its footer from the same bytes."""
+        """Read the file once: a local file mapped, a small store object in one request (both hashed here);
+        a larger store object where it is, by range requests (`_read_in_store`)."""
         path = self.run.shard_file(shard.name)
-        if objects.in_store(self.run, path):
-            self._read_in_store(shard, record, path)
+        if not objects.in_store(self.run, path):
+            with pa.memory_map(str(path)) as source:
+                self._read_bytes(shard, record, path, source.read_buffer())
             return
-        with pa.memory_map(str(path)) as source:
-            data = source.read_buffer()
-            problem = None if self.fast else checksum_problem(self.run, record, hashlib.sha256(data).hexdigest())
-            if problem is not None:
-                self._shard_problem(shard, problem)
-                return
-            try:  # with --fast, a flipped byte in the footer gets this far
-                parquet = pq.ParquetFile(pa.BufferReader(data))
-                sizes = footer_sizes(parquet.metadata, data.size)
-            except (OSError, pa.ArrowException) as error:
-                self._shard_problem(shard, f"not a readable Parquet file ({first_line(error)})")
-                return
-            self._add_sizes(shard.name, sizes)
-            self._check_rows(shard, record, parquet, _relative(self.run, path))
+        small = objects.small_object(self.run, path)
+        if small is None:
+            self._read_in_store(shard, record, path)
+        else:  # hashing the bytes already here costs less than asking the store for its checksum
+            self._read_bytes(shard, record, path, pa.py_buffer(small))
+
+    def _read_bytes(self, shard: PlannedShard, record: ShardRecord, path: Path, data: pa.Buffer) -> None:
+        """Hash the file's bytes, then decode its rows and read its footer from the same bytes."""
+        problem = None if self.fast else checksum_problem(self.run, record, hashlib.sha256(data).hexdigest())
+        if problem is not None:
+            self._shard_problem(shard, problem)
+            return
+        try:  # with --fast, a flipped byte in the footer gets this far
+            parquet = pq.ParquetFile(pa.BufferReader(data))
+            sizes = footer_sizes(parquet.metadata, data.size)
+        except (OSError, pa.ArrowException) as error:
+            self._shard_problem(shard, f"not a readable Parquet file ({first_line(error)})")
+            return
+        self._add_sizes(shard.name, sizes)
+        self._check_rows(shard, record, parquet, _relative(self.run, path))
 
     def _read_in_store(self, shard: PlannedShard, record: ShardRecord, path: Path) -> None:
         """A shard of an object-store run, read where it is: its stored sha256, then its footer and rows."""

@@ -109,12 +109,22 @@ def parquet_file(run: RunDir, path: Path) -> Iterator[pq.ParquetFile]:
     if not in_store(run, path):
         yield pq.ParquetFile(path)
         return
-    stored = stored_object(run, path)
-    if stored is not None and stored.size <= WHOLE_READ:
-        yield pq.ParquetFile(pa.BufferReader(_whole(run, path, stored.etag)))
+    small = small_object(run, path)
+    if small is not None:
+        yield pq.ParquetFile(pa.BufferReader(small))
         return
     with open_data(run, path) as file:
         yield pq.ParquetFile(file)
+
+
+def small_object(run: RunDir, path: Path) -> bytes | None:
+    """The bytes of a store object of at most `WHOLE_READ` bytes, read in one request (or found in `_RECENT`);
+    None for a larger or missing object. A stage that would hash a small object and read its rows reads it
+    whole once instead: one request, where asking the store for its checksum and then its footer is two."""
+    stored = stored_object(run, path) if in_store(run, path) else None
+    if stored is None or stored.size > WHOLE_READ:
+        return None
+    return _whole(run, path, stored.etag)
 
 
 def _whole(run: RunDir, path: Path, etag: str) -> bytes:
@@ -202,6 +212,4 @@ def warm(run: RunDir, paths: list[Path]) -> None:
 
 
 def _warm(run: RunDir, path: Path) -> None:
-    stored = stored_object(run, path) if in_store(run, path) else None
-    if stored is not None and stored.size <= WHOLE_READ:
-        _whole(run, path, stored.etag)
+    small_object(run, path)

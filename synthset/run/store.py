@@ -172,8 +172,10 @@ class RunStore:
         )
 
     def read_whole(self, rel: str) -> bytes:
-        """A small object's bytes, in one GET."""
-        return self._guarded(lambda: self.fs.cat_file(f"{self.bucket}/{self.key(rel)}"), f"get {rel}")
+        """A small object's bytes, in one GET (s3fs would first HEAD it for its size, to read a large object
+        in parallel parts: `max_concurrency=1` skips that request, one per shard on a stage's pass)."""
+        path = f"{self.bucket}/{self.key(rel)}"
+        return self._guarded(lambda: self.fs.cat_file(path, max_concurrency=1), f"get {rel}")
 
     def sha256(self, rel: str) -> str | None:
         """The object's SHA-256 as the store keeps it (hex), or None where it keeps none for the whole object.
