@@ -7,6 +7,7 @@ stages; heavy modules are imported for type checking only, so `import synthset` 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
 
 
 class Described:
-    """A result that prints as the lines the CLI shows."""
+    """A result that prints as the lines the CLI shows; `warnings` go to stderr (none unless a result has some)."""
+
+    warnings: Sequence[str] = ()
 
     def lines(self) -> list[str]:
         raise NotImplementedError

@@ -8,8 +8,8 @@ from synthset.api.results import Described
 
 
 def show(result: Described) -> None:
-    """Print a result's lines; a result with `warnings` prints those to stderr as `synthset: warning: ...`."""
+    """Print a result's lines on stdout and its warnings on stderr as `synthset: warning: ...`."""
     for line in result.lines():
         print(line)
-    for warning in getattr(result, "warnings", []):
+    for warning in result.warnings:
         print(f"synthset: {warning}", file=sys.stderr)
