@@ -1,7 +1,7 @@
 """One stage of row 8e in a fresh process, its scratch disk watched: `python -m benchmarks.store_child STAGE RUN`.
 
 Runs what `synthset STAGE RUN` runs (through `synthset.api`, with the CLI's arguments) and prints one
-`BENCH {json}` line: the stage's seconds (after the imports both runs need) and the most bytes its scratch
+`BENCH {json}` line: the stage's seconds and CPU seconds (after the imports both runs need), the most bytes its scratch
 held, and the requests it sent the store by S3 operation (counted where aiobotocore sends each, retries
 included). The scratch only grows when the store sends a file (`RunStore.download`) or the stage writes one, so
 its size is taken after every download and every removal of a fetched file (push), and once at the end.
@@ -72,7 +72,7 @@ def main() -> None:
 
     RunStore.download, RunStore.download_many, publish.release_fetched = watched_download, watched_many, watched_release
     requests = count_store_requests()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if stage == "build":
         api.build(target)
     elif stage == "card":
@@ -83,11 +83,19 @@ def main() -> None:
         assert api.validate(target).ok
     elif stage == "push":
         api.push(target, sys.argv[3], tag="v1.0", allow_unscreened=True)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     measure()
     print(
         REPORT_PREFIX
-        + json.dumps({"stage": stage, "seconds": seconds, "peak_scratch": peak["bytes"], "requests": dict(requests)}),
+        + json.dumps(
+            {
+                "stage": stage,
+                "seconds": seconds,
+                "cpu_s": cpu_seconds,
+                "peak_scratch": peak["bytes"],
+                "requests": dict(requests),
+            }
+        ),
         flush=True,
     )
 
