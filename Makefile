@@ -58,8 +58,11 @@ system-packages:
 		"$(CHROMIUM) and SLURM (slurmctld) for its page and cluster tests; run:" \
 		"sudo apt-get install -y $(SYSTEM_PACKAGES)   (or set CHROMIUM=/path/to/chromium)" >&2; exit 1; }
 
+# Two pytest-xdist workers, a test file each at a time (module fixtures such as the SLURM cluster stay in one
+# worker): 11 min for the suite on 2 cores, 20 min one test at a time. `make test TEST_WORKERS=0`: serial.
+TEST_WORKERS ?= 2
 test: install system-packages
-	SYNTHSET_TEST_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
+	SYNTHSET_TEST_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff format --check .

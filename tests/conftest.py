@@ -44,11 +44,20 @@ def synthset_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from synthset.models import RESOLVER_ENV
     from synthset.testing.replicas import RESOLVER
 
-    home = Path(os.environ.get("SYNTHSET_TEST_HOME") or tmp_path_factory.mktemp("synthset-home"))
+    home = Path(os.environ.get("SYNTHSET_TEST_HOME") or _session_dir(tmp_path_factory) / "synthset-home")
+    home.mkdir(parents=True, exist_ok=True)
     os.environ["SYNTHSET_HOME"] = str(home)
     os.environ[RESOLVER_ENV] = RESOLVER  # the hook offline test mode (SYNTHSET_TEST_REPLICAS) resolves through
     testing.build_all(home)
     return home
+
+
+def _session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This test session's own directory; under pytest-xdist (`make test` runs two workers) the one its
+    workers share, so the tiny models are built once (`synthset.testing` builds each beside its place and
+    renames it there: two workers building at once keep one)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
