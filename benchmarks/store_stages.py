@@ -1,7 +1,8 @@
 """Row 8e: build, card, review, validate and push of an s3:// run (moto) vs the same stages on a local run.
 
-One run of `--store-shards` (10^3) shards of `IMAGES_PER_SHARD` images is synthesized as the hub row
-does (tests/synthruns.py: planned, every shard written by the real ShardWriter), with 64 px PNGs of
+One run of `--store-shards` (10^3) shards of `IMAGES_PER_SHARD` images, then one of the same images in a
+tenth as many shards (large enough to be read by range requests, as a real dataset's are), is synthesized as
+the hub row does (tests/synthruns.py: planned, every shard written by the real ShardWriter), with 64 px PNGs of
 seeded noise so that image bytes outweigh the files' metadata as in a real dataset (~200 KB a shard).
 It lives twice: as a local run, and uploaded as it is (each shard put with its SHA-256, as generate
 puts them) into moto's S3 server on loopback (tests/s3server.py). Each stage then runs on each in a
@@ -36,18 +37,19 @@ BUCKET = "bench-stages"
 CORES = os.cpu_count() or 1
 
 
-def _synthesized(root: Path, shards: int) -> Path:
-    """A planned and generated run of about `shards` shards of 16 images (64 px noise); -> its directory."""
+def _synthesized(root: Path, shards: int, per_shard: int) -> Path:
+    """A planned and generated run of about `shards` shards of `per_shard` images (64 px noise); -> its directory."""
     sys.path.insert(0, str(REPO / "tests"))
     from synthruns import synth_recipe, write_shards
 
     from synthset.generation.plan import plan_run
     from synthset.recipe import load_recipe
 
-    path = synth_recipe(root, "stages", shards * IMAGES_PER_SHARD)
+    path = synth_recipe(root, "stages", shards * per_shard)
     data = yaml.safe_load(path.read_text())
     data["generator"].update(width=64, height=64)
-    data["storage"].update(shard_size=IMAGES_PER_SHARD, row_group_size=4)
+    # 4 row groups in the 16-image shards; 10 in larger ones, as the recipe's defaults make (1,000 and 100)
+    data["storage"].update(shard_size=per_shard, row_group_size=max(4, per_shard // 10))
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     recipe = load_recipe(path)
     with contextlib.redirect_stderr(io.StringIO()):
@@ -82,13 +84,13 @@ def _cpu_seconds(process) -> float:
     return times.user + times.system
 
 
-def _stage(ctx: Context, stage: str, target: str, tag: str, env: dict[str, str], moto) -> dict:
+def _stage(ctx: Context, root: Path, stage: str, target: str, tag: str, env: dict[str, str], moto) -> dict:
     cpu_before = _cpu_seconds(moto)
     argv = [*PYTHON, "-m", "benchmarks.store_child", stage, target, f"org/stages-{tag}"]
     saved = dict(os.environ)
-    os.environ.update(env, SYNTHSET_SCRATCH=str(ctx.work / "store-stages" / f"scratch-{stage}-{tag}"))
+    os.environ.update(env, SYNTHSET_SCRATCH=str(root / f"scratch-{stage}-{tag}"))
     try:
-        result = run_child(argv, ctx.work / "logs", f"stages-{stage}-{tag}").check()
+        result = run_child(argv, ctx.work / "logs", f"{root.name}-{stage}-{tag}").check()
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -96,18 +98,28 @@ def _stage(ctx: Context, stage: str, target: str, tag: str, env: dict[str, str],
 
 
 def measure(ctx: Context) -> list[Row]:
+    """The issue's layout (`--store-shards` shards of 16 images, each read whole in one request), then the same
+    images in a tenth as many shards of 160 (2.4 MB: above `objects.WHOLE_READ`, so read by range requests, as
+    shards of a real dataset are)."""
+    shards = ctx.args.store_shards
+    rows = _measure_layout(ctx, shards, IMAGES_PER_SHARD)
+    return rows + _measure_layout(ctx, max(1, shards // 10), IMAGES_PER_SHARD * 10)
+
+
+def _measure_layout(ctx: Context, shards: int, per_shard: int) -> list[Row]:
     sys.path.insert(0, str(REPO / "tests"))
     from hubserver import HubServer
     from s3server import make_bucket, moto_s3_server, s3_environment
 
     from benchmarks.hub import _env as hub_env
 
-    root = ctx.work / "store-stages"
+    root = ctx.work / f"store-stages-{shards}x{per_shard}"
     root.mkdir()
-    local = _synthesized(root, ctx.args.store_shards)
+    local = _synthesized(root, shards, per_shard)
     dataset_bytes = sum(p.stat().st_size for p in (local / "shards").rglob("*.parquet"))
     url = f"s3://{BUCKET}/stages"
     figures: dict[str, dict[str, dict]] = {}
+    print(f"  {shards:,} shards of {per_shard} images:", flush=True)
     with moto_s3_server() as endpoint, s3_environment(endpoint), HubServer() as hub:
         make_bucket(BUCKET)
         _upload(local, url)
@@ -117,7 +129,7 @@ def measure(ctx: Context) -> list[Row]:
             order = [("local", str(local)), ("s3", url)]
             figures[stage] = {}
             for tag, target in order if i % 2 == 0 else order[::-1]:
-                figures[stage][tag] = _stage(ctx, stage, target, tag, env, moto)
+                figures[stage][tag] = _stage(ctx, root, stage, target, tag, env, moto)
             s3, here = figures[stage]["s3"], figures[stage]["local"]
             print(
                 f"  {stage}: s3 {s3['seconds']:.1f} s (CPU: synthset {s3['cpu_s']:.1f} s, "
@@ -125,24 +137,22 @@ def measure(ctx: Context) -> list[Row]:
                 f"scratch peak {s3['peak_scratch'] / 1e6:.2f} MB, requests {s3['requests']}",
                 flush=True,
             )
-    rows = []
-    for stage in STAGES:
-        s3, here = figures[stage]["s3"], figures[stage]["local"]
-        scratch = ratio(s3["peak_scratch"], dataset_bytes)
-        wall = ratio(s3["seconds"], here["seconds"])
-        floor = ratio(max(s3["moto_cpu_s"], (s3["cpu_s"] + s3["moto_cpu_s"]) / CORES), here["seconds"])
-        per_shard = sum(s3["requests"].values()) / ctx.args.store_shards
-        rows.append(
-            Row(
-                f"8e. store run of {ctx.args.store_shards:,} shards (moto): {stage}",
-                f"scratch peak / dataset {scratch:.4f} ({s3['peak_scratch'] / 1e6:.2f} MB / "
-                f"{dataset_bytes / 1e6:.1f} MB); wall s3 / local {wall:.2f} ({s3['seconds']:.1f} s / "
-                f"{here['seconds']:.1f} s); floor here {floor:.2f} (CPU: synthset {s3['cpu_s']:.1f} s + moto "
-                f"{s3['moto_cpu_s']:.1f} s, {CORES} cores); "
-                f"{per_shard:.1f} requests per shard",
-                "scratch <= 0.05; wall <= 1.5",
-                judged(scratch <= 0.05 and wall <= 1.5),
-                {"s3": s3, "local": here, "dataset_bytes": dataset_bytes},
-            )
-        )
-    return rows
+    return [_row(stage, figures[stage], shards, per_shard, dataset_bytes) for stage in STAGES]
+
+
+def _row(stage: str, figures: dict[str, dict], shards: int, per_shard: int, dataset_bytes: int) -> Row:
+    s3, here = figures["s3"], figures["local"]
+    scratch = ratio(s3["peak_scratch"], dataset_bytes)
+    wall = ratio(s3["seconds"], here["seconds"])
+    floor = ratio(max(s3["moto_cpu_s"], (s3["cpu_s"] + s3["moto_cpu_s"]) / CORES), here["seconds"])
+    per_shard_requests = sum(s3["requests"].values()) / shards
+    return Row(
+        f"8e. store run, {shards:,} shards of {per_shard} images (moto): {stage}",
+        f"scratch peak / dataset {scratch:.4f} ({s3['peak_scratch'] / 1e6:.2f} MB / "
+        f"{dataset_bytes / 1e6:.1f} MB); wall s3 / local {wall:.2f} ({s3['seconds']:.1f} s / "
+        f"{here['seconds']:.1f} s); floor here {floor:.2f} (CPU: synthset {s3['cpu_s']:.1f} s + moto "
+        f"{s3['moto_cpu_s']:.1f} s, {CORES} cores); {per_shard_requests:.1f} requests per shard",
+        "scratch <= 0.05; wall <= 1.5",
+        judged(scratch <= 0.05 and wall <= 1.5),
+        {"s3": s3, "local": here, "dataset_bytes": dataset_bytes},
+    )
