@@ -14,6 +14,7 @@ import contextlib
 import io
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from hubserver import HubServer
 from s3server import make_bucket, moto_s3_server, s3_environment
@@ -152,10 +153,10 @@ def test_validate_on_s3_checks_each_shard_once_and_finds_what_a_local_run_finds(
     read_whole: list[str] = []
     open_object, stored_sha256, whole = RunStore.open, RunStore.sha256, RunStore.read_whole
 
-    def watched_open(store, rel, size=None, block_size=READ_BLOCK):
+    def watched_open(store, rel, size=None, block_size=READ_BLOCK, etag=None):
         if block_size == objects.HASH_CHUNK:
             streamed.append(rel)
-        return open_object(store, rel, size, block_size)
+        return open_object(store, rel, size, block_size, etag)
 
     monkeypatch.setattr(RunStore, "open", watched_open)
     monkeypatch.setattr(RunStore, "sha256", lambda store, rel: asked.append(rel) or stored_sha256(store, rel))
@@ -190,6 +191,33 @@ def test_validate_on_s3_checks_each_shard_once_and_finds_what_a_local_run_finds(
     finally:
         (local / shard).write_bytes(original)
         store.upload(local / shard, shard)
+
+
+def test_a_large_shard_is_read_by_range_with_no_head_and_gives_the_local_rows(runs, fresh_host, monkeypatch):
+    """A shard above `WHOLE_READ` is read where it is: s3fs would HEAD it for the ETag it checks every range
+    against; the listing's size and ETag spare that request."""
+    from aiobotocore.endpoint import AioEndpoint
+
+    from synthset.run.access import READS_ALL_BUT_DATA, open_run
+
+    local, url = runs
+    monkeypatch.setattr(objects, "WHOLE_READ", 0)  # every object counts as large
+    sent: list[str] = []
+    send = AioEndpoint._do_get_response
+
+    async def counted(self, request, operation_model, context):
+        sent.append(operation_model.name)
+        return await send(self, request, operation_model, context)
+
+    host = fresh_host()
+    shard = "shards/custom_16shot/train-b0-00003.parquet"
+    with open_run(url, READS_ALL_BUT_DATA, writes=False) as run:
+        monkeypatch.setattr(AioEndpoint, "_do_get_response", counted)
+        with objects.parquet_file(run, run.root / shard) as parquet:
+            rows = [row for batch in parquet.iter_batches() for row in batch.to_pylist()]
+    host.check()
+    assert sent and set(sent) == {"GetObject"}
+    assert rows == pq.read_table(local / shard).to_pylist()
 
 
 PUSH_WATCHED = """

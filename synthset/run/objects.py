@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from synthset.fsutil import sha256_file
 from synthset.run.mirror import listed, stored_object
 from synthset.run.paths import RunDir, is_data_file
+from synthset.run.store import StoredObject
 
 HASH_CHUNK = 8 * 1024 * 1024  # bytes read per request while hashing an object: memory stays at this
 WHOLE_READ = 2 * 1024 * 1024  # a Parquet object up to this size is read in one request, not by parts
@@ -94,7 +95,8 @@ def open_data(run: RunDir, path: Path) -> Iterator[BinaryIO]:
             yield file
         return
     assert run.store is not None
-    with run.store.open(run.rel(path), size=size(run, path)) as file:
+    listed_size, etag = _listed(stored_object(run, path))
+    with run.store.open(run.rel(path), size=listed_size, etag=etag) as file:
         yield file
 
 
@@ -113,8 +115,13 @@ def parquet_file(run: RunDir, path: Path) -> Iterator[pq.ParquetFile]:
     if small is not None:
         yield pq.ParquetFile(pa.BufferReader(small))
         return
-    with open_data(run, path) as file:
-        yield pq.ParquetFile(file)
+    with open_data(run, path) as file:  # pre_buffer: a row group's wanted columns in one request, not one each
+        yield pq.ParquetFile(file, pre_buffer=True)
+
+
+def _listed(stored: StoredObject | None) -> tuple[int | None, str | None]:
+    """(size, ETag) as the listing has them, for `RunStore.open` (which then asks the store for neither)."""
+    return (stored.size, stored.etag) if stored is not None else (None, None)
 
 
 def small_object(run: RunDir, path: Path) -> bytes | None:
@@ -144,7 +151,8 @@ def sha256(run: RunDir, path: Path) -> str:
     if kept is not None:
         return kept
     digest = hashlib.sha256()
-    with run.store.open(run.rel(path), size=size(run, path), block_size=HASH_CHUNK) as file:
+    listed_size, etag = _listed(stored_object(run, path))
+    with run.store.open(run.rel(path), size=listed_size, block_size=HASH_CHUNK, etag=etag) as file:
         while chunk := file.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

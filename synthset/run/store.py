@@ -162,14 +162,20 @@ class RunStore:
         body = _read_body(self.fs, got["Body"])
         return body, StoredObject(rel, int(got["ContentLength"]), got["ETag"], got["LastModified"].timestamp())
 
-    def open(self, rel: str, size: int | None = None, block_size: int = READ_BLOCK):
+    def open(self, rel: str, size: int | None = None, block_size: int = READ_BLOCK, etag: str | None = None):
         """A seekable file over the object: each read is a range request of at least `block_size` bytes
-        (a Parquet footer, a column chunk), so a reader takes only the parts it needs. `size` (from a
-        listing) spares the HEAD request."""
+        (a Parquet footer, a column chunk), so a reader takes only the parts it needs.
+
+        `size` and `etag` (from a listing) spare a HEAD: s3fs checks every range's ETag against the object's
+        (so a file replaced while it is read fails, `FileExpired`) and would HEAD the object for it first.
+        """
         path = f"{self.bucket}/{self.key(rel)}"
-        return self._guarded(
+        file = self._guarded(
             lambda: self.fs.open(path, "rb", size=size, block_size=block_size, cache_type="bytes"), f"open {rel}"
         )
+        if size is not None and etag is not None:  # what fsspec's `details` would fetch, from the listing
+            file._details = {"name": path, "size": size, "ETag": etag, "type": "file"}
+        return file
 
     def read_whole(self, rel: str) -> bytes:
         """A small object's bytes, in one GET (s3fs would first HEAD it for its size, to read a large object
