@@ -84,7 +84,7 @@ bench: install
 
 # Every full-size replica (SD 1.5, 2.1-base, 2.1 768-v, 2.1-unCLIP, SDXL: published configs, random weights)
 # through plan -> generate -> build -> load_dataset, one image each at native size, 2 steps, fp32 on CPU.
-# Each replica's peak RSS is checked against its bound (SDXL: 18.5 GiB); a stage that passes it is stopped and
+# Each replica's peak RSS is checked against its bound (SDXL: 19 GiB); a stage that passes it is stopped and
 # fails the smoke. Not part of `make test` (.ci/run runs it after): 20-45 min on 2 cores, ~20 GB of disk under
 # $(SYNTHSET_HOME)/models. One replica: make smoke-full SMOKE="--only sdxl-base".
 smoke-full: install
