@@ -365,3 +365,30 @@ def test_untrusted_class_names_and_llm_answers_are_escaped(tmp_path: Path):
     assert "[x](javascript:alert(3))" in html  # the link syntax is shown literally, not made a link
     assert "<hr" not in html.split("Prompt examples")[1].split("Who are the source")[0]  # no `---` line
     assert markdown_text(INJECTIONS[3]) == "\\--- license: mit ---"  # one line, not a thematic break
+
+
+def test_the_card_reads_each_published_file_once_for_its_statistics_and_the_gates_counts(
+    built_run: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The Screening section's counts are made in the statistics' pass (on an object store a second pass over
+    the files is a second set of requests per file), and equal what a pass of their own counts."""
+    from synthset.cards import screening
+    from synthset.run.lock import read_lock
+
+    run = RunDir.at(built_run)
+    own_pass = screening.start_screening(run, read_lock(run))  # nothing handed over: every file read here
+    alone = screening.finish_screening(own_pass)
+    read_again: list[Path] = []
+    count_published = screening._count_published
+    monkeypatch.setattr(screening, "_count_published", lambda s, r, path, m: read_again.append(path) or
+                        count_published(s, r, path, m))  # fmt: skip
+    finished: list = []
+    finish = screening.finish_screening
+    monkeypatch.setattr(screening, "finish_screening", lambda gate: finished.append(finish(gate)) or finished[-1])
+    write_card(built_run, license="apache-2.0")
+    assert read_again == []
+    rows = {
+        name: datasets.load_dataset(str(built_run / "dataset"), name, split="train").num_rows
+        for name in ("naive", "lar")
+    }
+    assert {c.config: c.published for c in alone.configs} == rows and finished[0].configs == alone.configs

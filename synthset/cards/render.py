@@ -31,7 +31,13 @@ from synthset.cards.escape import code_text, fence, markdown_text
 from synthset.cards.grid import SAMPLES_FILE, write_sample_grid
 from synthset.cards.license import License, resolve_license
 from synthset.cards.quality import ClipModelInfo, QualityFigures, quality_figures
-from synthset.cards.screening import UNSCREENED_WARNING, Screening, screening_section
+from synthset.cards.screening import (
+    SCREENED_COLUMNS,
+    UNSCREENED_WARNING,
+    Screening,
+    screening_section,
+    start_screening,
+)
 from synthset.cards.stats import ConfigStats, collect_stats, config_data_files, size_category, unique_rows
 from synthset.errors import RunStateError, SynthsetError, first_line
 from synthset.fsutil import write_text_atomic
@@ -361,7 +367,8 @@ def write_card(
         )
     files = objects.data_files(run, dataset_dir)  # on an object store, its Parquet files are read there
     data_files = config_data_files(DatasetCard.load(dataset_dir / README).data.to_dict(), files)
-    stats = collect_stats(run, data_files)
+    gate = start_screening(run, lock)  # counted in the statistics' pass: each published file is read once
+    stats = collect_stats(run, data_files, also=(SCREENED_COLUMNS, gate.count_row_group))
     quality = None
     if clip_model:
         quality = quality_figures(run, data_files, clip_model, clip_pretrained, quality_per_class)
@@ -369,7 +376,7 @@ def write_card(
 
     class_names = [row["class_name"] for row in read_class_rows(run, ["class_name"])]
     samples = write_sample_grid(run, data_files, class_names)
-    screening = screening_section(run, lock)
+    screening = screening_section(gate)
     content = render_card(run, lock, chosen, stats, quality, repo_id, screening)
     write_text_atomic(dataset_dir / README, content)
     return CardResult(dataset_dir / README, samples, chosen, stats, quality[1] if quality else None)

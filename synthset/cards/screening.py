@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+import pyarrow as pa
 
 from synthset.fsutil import atomic_path
 from synthset.run import objects
@@ -86,25 +86,25 @@ def _count_attempt(stats: ConfigScreening, attempt: dict[str, Any], min_clip: fl
 
 def _count_published(stats: ConfigScreening, run: RunDir, path: Path, min_clip: float | None) -> None:
     with objects.parquet_file(run, path) as parquet:  # on an object store: these columns by range requests
-        _count_rows(stats, parquet, min_clip)
+        for group in range(parquet.num_row_groups):
+            _count_rows(stats, parquet.read_row_group(group, columns=SCREENED_COLUMNS), min_clip)
 
 
-def _count_rows(stats: ConfigScreening, parquet: pq.ParquetFile, min_clip: float | None) -> None:
-    for group in range(parquet.num_row_groups):
-        for row in parquet.read_row_group(group, columns=SCREENED_COLUMNS).to_pylist():
-            stats.published += 1
-            entry = _class_entry(stats, row["label"], row["class_name"])
-            for attempt in row["rejected"] or []:
-                _count_attempt(stats, attempt, min_clip)
-            _count_attempt(stats, row, min_clip)
-            stats.flagged_published += bool(row["nsfw"])
-            stats.near_duplicates += row["near_duplicate_of"] is not None
-            if row["attempt"]:
-                stats.redrawn += 1
-                entry[2] += 1
-            if row["clip_score"] is not None:
-                stats.clip_scores.append(row["clip_score"])
-                entry[1].append(row["clip_score"])
+def _count_rows(stats: ConfigScreening, group: pa.Table, min_clip: float | None) -> None:
+    for row in group.select(SCREENED_COLUMNS).to_pylist():
+        stats.published += 1
+        entry = _class_entry(stats, row["label"], row["class_name"])
+        for attempt in row["rejected"] or []:
+            _count_attempt(stats, attempt, min_clip)
+        _count_attempt(stats, row, min_clip)
+        stats.flagged_published += bool(row["nsfw"])
+        stats.near_duplicates += row["near_duplicate_of"] is not None
+        if row["attempt"]:
+            stats.redrawn += 1
+            entry[2] += 1
+        if row["clip_score"] is not None:
+            stats.clip_scores.append(row["clip_score"])
+            entry[1].append(row["clip_score"])
 
 
 def _count_dropped(stats: ConfigScreening, dropped: list[dict[str, Any]], names: list[str], min_clip) -> None:
@@ -119,33 +119,61 @@ def _count_dropped(stats: ConfigScreening, dropped: list[dict[str, Any]], names:
             _count_attempt(stats, attempt, min_clip)
 
 
-def collect_screening(run: RunDir, lock: Lock) -> Screening:
-    """Count the gate's work per published config, from the published files and the shard records."""
+@dataclass
+class ScreeningPass:
+    """The gate's counts while the card reads each published file once (`collect_stats(also=...)` hands each
+    row group here), then `finish_screening` counts the records and any file that pass did not read."""
+
+    run: RunDir
+    lock: Lock
+    configs: dict[str, ConfigScreening]  # by published config, in the recipe's order
+    files: dict[str, dict[str, str]]  # config -> published file (relative to dataset/) -> its shard
+    counted: set[tuple[str, str]] = field(default_factory=set)  # (config, file) whose rows were counted
+
+    @property
+    def min_clip(self) -> float | None:
+        quality = self.lock.recipe.quality
+        return quality.min_clip_score if quality is not None else None
+
+    def count_row_group(self, config: str, relative: str, group: pa.Table) -> None:
+        """One row group of a published file, as the statistics pass read it."""
+        if relative in self.files.get(config, {}):
+            self.counted.add((config, relative))
+            _count_rows(self.configs[config], group, self.min_clip)
+
+
+def start_screening(run: RunDir, lock: Lock) -> ScreeningPass:
+    """Which files each published config counts (from the plan: what build published)."""
+    files = shard_files(lock.recipe, plan_shard_names(open_plan(run)))
+    chosen = {
+        config.name: {file.published_path: file.shard for file in files_of(config, files)}
+        for config in published_configs(lock.recipe)
+    }
+    return ScreeningPass(run, lock, {name: ConfigScreening(name) for name in chosen}, chosen)
+
+
+def finish_screening(screening: ScreeningPass) -> Screening:
+    """Count each config's records (planned samples, the gate's drops) and the rows of any file the
+    statistics pass did not hand over (read here, a file at a time)."""
     from synthset.run.classes_table import read_label_names
 
-    recipe = lock.recipe
+    run, recipe = screening.run, screening.lock.recipe
+    records, names = read_records(run), read_label_names(run)
+    for config, files in screening.files.items():
+        stats = screening.configs[config]
+        unread = [relative for relative in files if (config, relative) not in screening.counted]
+        for path in objects.read_ahead(run, [run.dataset_dir / relative for relative in unread]):
+            _count_published(stats, run, path, screening.min_clip)
+        for shard in files.values():
+            stats.planned += records[shard].settled
+            _count_dropped(stats, records[shard].dropped, names, screening.min_clip)
     quality = recipe.quality
-    min_clip = quality.min_clip_score if quality is not None else None
-    records = read_records(run)
-    names = read_label_names(run)
-    files = shard_files(recipe, plan_shard_names(open_plan(run)))
-    configs = []
-    for config in published_configs(recipe):
-        stats = ConfigScreening(config.name)
-        chosen = files_of(config, files)
-        paths = objects.read_ahead(run, [run.dataset_dir / file.published_path for file in chosen])
-        for file, path in zip(chosen, paths, strict=True):
-            record = records[file.shard]
-            stats.planned += record.settled
-            _count_published(stats, run, path, min_clip)
-            _count_dropped(stats, record.dropped, names, min_clip)
-        configs.append(stats)
-    policy = quality.model_dump(mode="json") if quality is not None else {}
+    configs = list(screening.configs.values())
     return Screening(
         screened=recipe.screened,
-        policy=policy,
-        checker=lock.aux_models.get("safety_checker"),
-        clip=lock.aux_models.get("quality_clip"),
+        policy=quality.model_dump(mode="json") if quality is not None else {},
+        checker=screening.lock.aux_models.get("safety_checker"),
+        clip=screening.lock.aux_models.get("quality_clip"),
         configs=configs,
         lowest_classes=lowest_classes(configs),
     )
@@ -217,9 +245,9 @@ def write_clip_plot(dataset_dir: Path, configs: list[ConfigScreening], min_clip:
     return CLIP_PLOT_FILE
 
 
-def screening_section(run: RunDir, lock: Lock) -> Screening:
-    """Collect the numbers and write the plot: what `render_card` passes to the template's Screening block."""
-    screening = collect_screening(run, lock)
+def screening_section(screening_pass: ScreeningPass) -> Screening:
+    """Finish the numbers and write the plot: what `render_card` passes to the template's Screening block."""
+    run, screening = screening_pass.run, finish_screening(screening_pass)
     min_clip = screening.policy.get("min_clip_score")
     screening.plot = write_clip_plot(run.dataset_dir, screening.configs, min_clip)
     if screening.plot is None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+import pyarrow as pa
 
 from synthset.run import objects
 from synthset.run.paths import RunDir
@@ -26,6 +27,10 @@ SIZE_CATEGORIES: tuple[tuple[int, str], ...] = (
     *((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")),
     *((10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")),
 )
+STATS_COLUMNS = ("label", "strategy", "prompt")
+# Another count made in the same pass (the card's Screening section): the columns it needs, and what it does
+# with one row group of (config, file relative to dataset/) holding them.
+RowGroupCount = tuple[Sequence[str], Callable[[str, str, pa.Table], None]]
 
 
 @dataclass
@@ -82,41 +87,55 @@ def config_data_files(card_data: dict[str, Any], files: list[str]) -> dict[str, 
     }
 
 
-def _add_file(stats: ConfigStats, run: RunDir, path: Path, split: str, seen: set[tuple[str, int]]) -> None:
-    with objects.parquet_file(run, path) as parquet:  # on an object store: the footer and 3 columns by range
-        _add_rows(stats, parquet, seen)
+def _add_file(stats: ConfigStats, run: RunDir, path: Path, split: str, seen: set, also: RowGroupCount | None) -> None:
+    relative = path.relative_to(run.dataset_dir).as_posix()
+    with objects.parquet_file(run, path) as parquet:  # on an object store: the footer and small columns by range
+        names = parquet.schema_arrow.names
+        count_also = also if also is not None and set(also[0]) <= set(names) else None
+        columns = [c for c in STATS_COLUMNS if c in names]
+        columns += [c for c in count_also[0] if c not in columns] if count_also else []
+        for group in range(parquet.num_row_groups):
+            table = parquet.read_row_group(group, columns=columns)
+            _add_rows(stats, table, seen)
+            if count_also:
+                count_also[1](stats.config, relative, table)
     rows = parquet.metadata.num_rows
     stats.files += 1
     stats.bytes += objects.size(run, path) or 0
     stats.split_rows[split] = stats.split_rows.get(split, 0) + rows
-    stats.file_rows[path.relative_to(run.dataset_dir).as_posix()] = rows
+    stats.file_rows[relative] = rows
 
 
-def _add_rows(stats: ConfigStats, parquet: pq.ParquetFile, seen_examples: set[tuple[str, int]]) -> None:
-    wanted = [c for c in ("label", "strategy", "prompt") if c in parquet.schema_arrow.names]
-    for group in range(parquet.num_row_groups):
-        table = parquet.read_row_group(group, columns=wanted).to_pydict()
-        labels = table.get("label") or [None] * parquet.metadata.row_group(group).num_rows
-        strategies = table.get("strategy") or ["unknown"] * len(labels)
-        prompts = table.get("prompt") or [None] * len(labels)
-        stats.per_class.update(label for label in labels if label is not None)
-        stats.strategies.update(strategies)
-        for label, strategy, prompt in zip(labels, strategies, prompts, strict=True):
-            examples = stats.prompt_examples.setdefault(strategy, [])
-            # one example per class first, so the examples show the variety across classes
-            if prompt and len(examples) < PROMPT_EXAMPLES and (strategy, label) not in seen_examples:
-                seen_examples.add((strategy, label))
-                examples.append(prompt)
+def _add_rows(stats: ConfigStats, group: pa.Table, seen_examples: set[tuple[str, int]]) -> None:
+    table = group.select([c for c in STATS_COLUMNS if c in group.column_names]).to_pydict()
+    labels = table.get("label") or [None] * group.num_rows
+    strategies = table.get("strategy") or ["unknown"] * len(labels)
+    prompts = table.get("prompt") or [None] * len(labels)
+    stats.per_class.update(label for label in labels if label is not None)
+    stats.strategies.update(strategies)
+    for label, strategy, prompt in zip(labels, strategies, prompts, strict=True):
+        examples = stats.prompt_examples.setdefault(strategy, [])
+        # one example per class first, so the examples show the variety across classes
+        if prompt and len(examples) < PROMPT_EXAMPLES and (strategy, label) not in seen_examples:
+            seen_examples.add((strategy, label))
+            examples.append(prompt)
 
 
-def collect_stats(run: RunDir, data_files: dict[str, dict[str, list[str]]]) -> list[ConfigStats]:
-    """Count every config's files (label, strategy and prompt columns only)."""
+def collect_stats(
+    run: RunDir, data_files: dict[str, dict[str, list[str]]], also: RowGroupCount | None = None
+) -> list[ConfigStats]:
+    """Count every config's files (label, strategy and prompt columns only).
+
+    `also`: another count that reads the same files (columns, and a function given each row group): it is
+    made in this pass, so each file is read once; on an object store a second pass is a second set of
+    requests per file. A file that lacks one of its columns is left to that count.
+    """
     result = []
     for config, splits in data_files.items():
         stats, seen = ConfigStats(config), set[Any]()
         for split, files in splits.items():
             for path in objects.read_ahead(run, [run.dataset_dir / relative for relative in files]):
-                _add_file(stats, run, path, split, seen)
+                _add_file(stats, run, path, split, seen, also)
         result.append(stats)
     return result
 
