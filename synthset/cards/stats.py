@@ -87,7 +87,9 @@ def config_data_files(card_data: dict[str, Any], files: list[str]) -> dict[str, 
     }
 
 
-def _add_file(stats: ConfigStats, run: RunDir, path: Path, split: str, seen: set, also: RowGroupCount | None) -> None:
+def _add_file(
+    stats: ConfigStats, run: RunDir, path: Path, split: str, seen: set[tuple[str, int]], also: RowGroupCount | None
+) -> None:
     relative = path.relative_to(run.dataset_dir).as_posix()
     with objects.parquet_file(run, path) as parquet:  # on an object store: the footer and small columns by range
         names = parquet.schema_arrow.names
