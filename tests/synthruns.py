@@ -46,6 +46,7 @@ def write_shards(run_dir: Path, noise: bool = False) -> int:
     from synthset.run.lock import read_lock
     from synthset.run.paths import RunDir
     from synthset.run.plan import open_plan, plan_shard_names, read_planned_shard
+    from synthset.run.records import compact_manifest
     from synthset.run.schema import dataset_features
 
     run = RunDir(run_dir)
@@ -79,6 +80,7 @@ def write_shards(run_dir: Path, noise: bool = False) -> int:
             writer.finish_shard()
     finally:
         writer.close()
+    compact_manifest(run)  # as generate does when the last shard is done
     return len(names)
 
 

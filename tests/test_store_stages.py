@@ -11,6 +11,7 @@ and validation findings, the same files on the Hub.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 from pathlib import Path
 
@@ -22,8 +23,8 @@ from synthruns import synth_recipe, write_shards
 from test_hub import hub_env
 
 from synthset import api
-from synthset.run import objects
-from synthset.run.paths import is_data_file
+from synthset.run import mirror, objects
+from synthset.run.paths import RunDir, is_data_file
 from synthset.run.store import READ_BLOCK, RunStore
 
 BUCKET = "stage-runs"
@@ -141,6 +142,44 @@ def test_build_card_review_on_s3_move_no_image_data_and_equal_a_local_run(runs, 
     assert page.page.configs == local_page.page.configs
 
 
+def test_a_fresh_host_takes_the_records_from_the_manifest_and_fetches_only_those_rewritten_since(
+    runs, fresh_host, monkeypatch
+):
+    local, _ = runs
+    url = f"s3://{BUCKET}/manifest-pull"
+    store = RunStore(url)
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        store.upload(path, path.relative_to(local).as_posix())
+    records = sorted(rel for rel in store.list("shards/") if rel.endswith(".json"))
+    assert len(records) == SHARDS
+    redone = records[3]  # a shard redone after generate wrote the manifest: its record now differs from its line
+    store.put(redone, store_bytes(url, redone).replace(b'"seconds": ', b'"seconds": 1'))
+
+    host = fresh_host()
+    run = RunDir.at(url)
+    mirror.pull(run, mirror.all_but_data)
+    fetched = sorted(rel for rel in host.downloaded if rel.startswith("shards/"))
+    assert fetched == sorted(["shards/manifest.jsonl", redone])
+    for rel in records:  # every record in scratch is the store's, byte for byte (the redone one too)
+        assert (run.root / rel).read_bytes() == store_bytes(url, rel), rel
+
+    # a store whose ETags are not MD5s (e.g. SSE-KMS) matches no line: every record is fetched alone
+    listing = RunStore.list
+
+    def listing_with_kms_etags(store: RunStore, start: str = "") -> dict:
+        return {
+            rel: dataclasses.replace(obj, etag=f'"kms-{obj.etag[1:]}') for rel, obj in listing(store, start).items()
+        }
+
+    monkeypatch.setattr(RunStore, "list", listing_with_kms_etags)
+    host = fresh_host()
+    run = RunDir.at(url)
+    mirror.pull(run, mirror.all_but_data)
+    assert sorted(rel for rel in host.downloaded if rel.endswith(".json")) == records
+    for rel in records:
+        assert (run.root / rel).read_bytes() == store_bytes(url, rel), rel
+
+
 @pytest.mark.parametrize("small", [True, False], ids=["small-objects-read-whole", "large-objects-by-range"])
 def test_validate_on_s3_checks_each_shard_once_and_finds_what_a_local_run_finds(runs, fresh_host, monkeypatch, small):
     """A small shard is read in one request and hashed here (asking for the store's checksum would be one more);
@@ -225,7 +264,7 @@ import json, sys
 from pathlib import Path
 from synthset import api
 from synthset.hub import publish
-from synthset.run.paths import is_data_file
+from synthset.run.paths import RunDir, is_data_file
 from synthset.run.store import READ_BLOCK, RunStore
 
 scratch, url, repo = Path(sys.argv[1]), sys.argv[2], sys.argv[3]

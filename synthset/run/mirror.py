@@ -21,6 +21,7 @@ while generating.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 from collections.abc import Callable, Mapping
@@ -76,11 +77,7 @@ def _synced(rel: str) -> bool:
 
 def _commits(rel: str) -> bool:
     """Files whose appearance says other files are complete: put after everything else."""
-    return (
-        rel == LOCK_FILE
-        or rel == f"{DATASET_DIR}/{README_FILE}"
-        or (rel.startswith(f"{SHARDS_DIR}/") and rel.endswith(".json") and rel.count("/") == 2)
-    )
+    return rel == LOCK_FILE or rel == f"{DATASET_DIR}/{README_FILE}" or _is_record(rel)
 
 
 class _SyncState:
@@ -153,11 +150,12 @@ def pull(run: RunDir, wanted: Callable[[str], bool] = everything) -> int:
         entry = known.get(rel)
         if entry is None or entry["etag"] != stored.etag or not _unchanged_locally(run.root / rel, entry):
             stale.append(rel)
+    stale = _records_from_manifest(run, listing, stale, changes)
     for start in range(0, len(stale), PULL_BATCH):
         batch = stale[start : start + PULL_BATCH]
         run.store.download_many([(rel, run.root / rel) for rel in batch])
         changes.update({rel: _entry(run.root / rel, listing[rel].etag) for rel in batch})
-    fetched = len(stale)
+    fetched = len(changes)
     for rel, entry in known.items():
         if rel not in listing and wanted(rel):
             local = run.root / rel
@@ -167,6 +165,52 @@ def pull(run: RunDir, wanted: Callable[[str], bool] = everything) -> int:
     if changes:
         state.update(changes)
     return fetched
+
+
+def _is_record(rel: str) -> bool:
+    return rel.startswith(f"{SHARDS_DIR}/") and rel.endswith(".json") and rel.count("/") == 2
+
+
+def _records_from_manifest(
+    run: RunDir, listing: Mapping[str, StoredObject], stale: list[str], changes: dict[str, dict | None]
+) -> list[str]:
+    """Bring stale records in step from the run's manifest instead of one request each; -> what is left.
+
+    generate writes `shards/manifest.jsonl` when the last shard is done: every record's exact text, a line
+    each. A line whose MD5 is a record's ETag in the listing (the ETag of an object put in one part, as
+    records are, is its MD5 on S3 and moto) is that record byte for byte, however old the manifest; a record
+    rewritten since (a shard redone), or whose store gives other ETags, matches no line and is fetched
+    alone: any text with that MD5 is the stored record, wherever it came from. So a fresh host pulls a run's
+    thousands of records in one request, not one each. Only where the stage pulls the manifest anyway (it is
+    `wanted` and changed) or scratch has a copy: generate's pull never fetches it.
+    """
+    manifest = run.rel(run.manifest_file)
+    wanted_records = {listing[rel].etag.strip('"'): rel for rel in stale if _is_record(rel)}
+    if manifest not in listing or not wanted_records or not (manifest in stale or run.manifest_file.is_file()):
+        return stale
+    if manifest in stale:
+        run.store.download(manifest, run.manifest_file)  # type: ignore[union-attr]  # pull checked run.store
+        changes[manifest] = _entry(run.manifest_file, listing[manifest].etag)
+    found = set()
+    with open(run.manifest_file, "rb") as lines:
+        for line in lines:
+            text = line.rstrip(b"\n")
+            rel = wanted_records.get(hashlib.md5(text, usedforsecurity=False).hexdigest())
+            if rel is not None:
+                _place(run.root / rel, text)
+                changes[rel] = _entry(run.root / rel, listing[rel].etag)
+                found.add(rel)
+    return [rel for rel in stale if rel not in found and rel != manifest]
+
+
+def _place(path: Path, data: bytes) -> None:
+    """Write a file the store holds into scratch through a temp file, as `RunStore.download` does: a killed
+    pull leaves no half file under its name. No fsync: scratch is a copy, which the next pull re-fetches
+    wherever its size or mtime is not the one the sync state noted."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".tmp-fetch-{os.getpid()}-{path.name}")
+    temp.write_bytes(data)
+    os.replace(temp, path)
 
 
 def _local_files(run: RunDir) -> dict[str, Path]:
