@@ -29,7 +29,7 @@ from synthset.run.store import StoredObject
 HASH_CHUNK = 8 * 1024 * 1024  # bytes read per request while hashing an object: memory stays at this
 WHOLE_READ = 2 * 1024 * 1024  # a Parquet object up to this size is read in one request, not by parts
 STORE_THREADS = 8  # requests a stage keeps in flight where it has many objects to ask about (a round trip each)
-READ_AHEAD = 32  # small objects fetched ahead of a pass (at most 32 x WHOLE_READ bytes: within RECENT_BYTES)
+READ_AHEAD = 16  # small objects fetched at once ahead of a pass (two batches of WHOLE_READ: half of RECENT_BYTES)
 RECENT_BYTES = 128 * 1024 * 1024  # small objects kept after a read (a stage's next pass reads them again)
 
 
@@ -197,20 +197,36 @@ def each_at_once(run: RunDir, function: Callable[[T], R], items: list[T]) -> lis
 
 def read_ahead(run: RunDir, paths: list[Path]) -> Iterator[Path]:
     """`paths` in order; on an object store the small Parquet objects among them are fetched `READ_AHEAD` at a
-    time beforehand, concurrently, so a pass over thousands of small shards is not one round trip after
-    another (`parquet_file` then finds them in `_RECENT`)."""
-    for start in range(0, len(paths), READ_AHEAD):
-        batch = paths[start : start + READ_AHEAD]
-        warm(run, batch)
-        yield from batch
+    time, concurrently, the next batch while the caller works on this one, so a pass over thousands of small
+    shards is neither one round trip after another nor fetching and working by turns (`parquet_file` then
+    finds them in `_RECENT`)."""
+    batches = (paths[start : start + READ_AHEAD] for start in range(0, len(paths), READ_AHEAD))
+    yield from _fetched_ahead(run, batches, lambda batch: batch)
 
 
 def read_ahead_shards(run: RunDir, shards: Iterable[S]) -> Iterator[S]:
     """Planned shards (anything with a `name`) in order, their files fetched ahead as `read_ahead` does."""
     iterator = iter(shards)
-    while batch := list(itertools.islice(iterator, READ_AHEAD)):
-        warm(run, [run.shard_file(shard.name) for shard in batch])
-        yield from batch
+    batches = iter(lambda: list(itertools.islice(iterator, READ_AHEAD)), [])
+    yield from _fetched_ahead(run, batches, lambda batch: [run.shard_file(shard.name) for shard in batch])
+
+
+def _fetched_ahead(run: RunDir, batches: Iterator[list[T]], paths_of: Callable[[list[T]], list[Path]]) -> Iterator[T]:
+    """The items of `batches` in order, each batch's objects warmed (in a helper thread) while the caller
+    works on the batch before: two batches at most are in `_RECENT` at once (2 x READ_AHEAD x WHOLE_READ)."""
+    if run.store is None:
+        yield from itertools.chain.from_iterable(batches)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as fetcher:
+        current: list[T] = []
+        for batch in batches:
+            ahead = fetcher.submit(warm, run, paths_of(batch))
+            yield from current
+            ahead.result()
+            current = batch
+        yield from current
 
 
 def warm(run: RunDir, paths: list[Path]) -> None:
