@@ -392,3 +392,30 @@ def test_the_card_reads_each_published_file_once_for_its_statistics_and_the_gate
         for name in ("naive", "lar")
     }
     assert {c.config: c.published for c in alone.configs} == rows and finished[0].configs == alone.configs
+
+
+def test_the_sample_grid_reads_only_the_row_groups_holding_an_image_it_shows(built_run: Path, monkeypatch):
+    """Where each class's first image is comes from the statistics' pass, which reads every label already:
+    the grid reading the labels again would be a second pass over the files (on an object store, a second
+    set of requests per file). Each cell's pixels are checked in test_card_yaml_round_trips_and_keeps_configs."""
+    import pyarrow.parquet as pq
+
+    from synthset.cards.grid import write_sample_grid
+    from synthset.cards.stats import collect_stats, config_data_files
+    from synthset.run import objects
+
+    run = RunDir.at(built_run)
+    card = DatasetCard.load(built_run / "dataset" / "README.md").data.to_dict()
+    stats = collect_stats(run, config_data_files(card, objects.data_files(run, run.dataset_dir)))
+    shown = {place for one in stats for place in next(iter(one.first_rows.values())).values()}
+    read: list[tuple[int, tuple[str, ...]]] = []
+    read_row_group = pq.ParquetFile.read_row_group
+
+    def watched(parquet, group, columns=None, **kwargs):
+        read.append((group, tuple(columns or ())))
+        return read_row_group(parquet, group, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", watched)
+    write_sample_grid(run, stats, ["tench", "goldfish", "shark"])
+    assert [columns for _, columns in read] == [("image",)] * len({(file, group) for file, group, _ in shown})
+    assert len(shown) == 6  # 3 classes x 2 configs

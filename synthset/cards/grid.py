@@ -2,9 +2,9 @@
 
 Column j shows the same class in every row (its name on top), rows follow the ladder's order (naive, lar,
 lar_cd, lar_cd_sd, augcond; a config's scales after it), so the grid reads as the strategies' effect on
-each class. Images are read from the published Parquet files one row group at a time, and only until
-every column has its image: a grid never decodes more than it shows, whatever the dataset's size. The
-images are deterministic (file order), so a rebuilt card shows the same grid.
+each class. Each column's image is the class's first row in file order, found by the card's statistics'
+pass; only the row groups holding a shown image are read: a grid never decodes more than it shows, whatever
+the dataset's size. The images are deterministic (file order), so a rebuilt card shows the same grid.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import io
 import re
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont
 
+from synthset.cards.stats import ConfigStats, RowAt
 from synthset.fsutil import atomic_path
 from synthset.recipe import STRATEGIES
 from synthset.run import objects
@@ -36,30 +36,19 @@ def ladder_order(config: str) -> tuple[int, int, str]:
     return rank, k, config
 
 
-def first_image_per_class(run: RunDir, files: list[str], labels: list[int] | None, count: int) -> dict:
-    """label -> the first image's bytes, for `labels` (or the first `count` labels met), in file order. A row
-    group's labels are read first and its images only when it holds one taken (on an object store: range
-    requests), so the grid reads no more images than it shows."""
-    wanted = set(labels) if labels is not None else None
+def images_at(run: RunDir, places: dict[int, RowAt]) -> dict[int, bytes]:
+    """label -> the image bytes at its place (file, row group, row): each file opened once, each row group's
+    image column read once (on an object store: range requests, or the small file read whole)."""
+    by_file: dict[str, dict[tuple[int, int], int]] = {}
+    for label, (relative, group, row) in places.items():
+        by_file.setdefault(relative, {})[(group, row)] = label
     found: dict[int, bytes] = {}
-    for relative in files:
+    for relative, rows in by_file.items():
         with objects.parquet_file(run, run.dataset_dir / relative) as parquet:
-            for group in range(parquet.num_row_groups):
-                _take_firsts(parquet, group, found, wanted, count)
-                if len(found) >= (len(wanted) if wanted is not None else count):
-                    return found
+            for group in sorted({group for group, _ in rows}):
+                images = parquet.read_row_group(group, columns=["image"]).column("image")
+                found.update({label: images[row].as_py()["bytes"] for (g, row), label in rows.items() if g == group})
     return found
-
-
-def _take_firsts(parquet: pq.ParquetFile, group: int, found: dict, wanted: set[int] | None, count: int) -> None:
-    taken: dict[int, int] = {}  # label -> row
-    for row, label in enumerate(parquet.read_row_group(group, columns=["label"]).column("label").to_pylist()):
-        new = label not in found and label not in taken
-        if new and (label in wanted if wanted is not None else len(found) + len(taken) < count):
-            taken[label] = row
-    if taken:
-        images = parquet.read_row_group(group, columns=["image"]).column("image")
-        found.update({label: images[row].as_py()["bytes"] for label, row in taken.items()})
 
 
 def _font(size: int = FONT_SIZE) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -96,21 +85,23 @@ def sample_grid(rows: dict[str, dict[int, Image.Image]], columns: list[tuple[int
 
 
 def write_sample_grid(
-    run: RunDir,
-    data_files: dict[str, dict[str, list[str]]],
-    label_names: list[str] | None = None,
-    columns: int = 8,
-    tile: int = 96,
+    run: RunDir, stats: list[ConfigStats], label_names: list[str] | None = None, columns: int = 8, tile: int = 96
 ) -> Path:
-    """Write `dataset/samples.jpg` atomically: the first split of every config, the same `columns` classes each."""
-    configs = sorted(data_files, key=ladder_order)
-    first_split = {config: next(iter(data_files[config].values()), []) for config in configs}
-    labels = sorted(first_image_per_class(run, first_split[configs[0]], None, columns)) if configs else []
+    """Write `dataset/samples.jpg` atomically: the first split of every config, the same `columns` classes each
+    (the first met in the first config's files), each class's first image in file order.
+
+    Where those images are comes from the statistics' pass (`ConfigStats.first_rows`), which reads every
+    label already: the grid reads only the row groups holding a shown image, not the labels a second time.
+    """
+    by_config = {one.config: one for one in stats}
+    configs = sorted(by_config, key=ladder_order)
+    firsts = {config: next(iter(by_config[config].first_rows.values()), {}) for config in configs}
+    labels = sorted(list(firsts[configs[0]])[:columns]) if configs else []
     names = label_names or []
     header = [(label, names[label] if label < len(names) else str(label)) for label in labels]
     rows = {}
     for config in configs:
-        found = first_image_per_class(run, first_split[config], labels, columns)
+        found = images_at(run, {label: firsts[config][label] for label in labels if label in firsts[config]})
         rows[config] = {label: Image.open(io.BytesIO(data)).convert("RGB") for label, data in found.items()}
     path = run.dataset_dir / SAMPLES_FILE
     with atomic_path(path) as tmp:

@@ -375,7 +375,7 @@ def write_card(
     from synthset.run.classes_table import read_class_rows
 
     class_names = [row["class_name"] for row in read_class_rows(run, ["class_name"])]
-    samples = write_sample_grid(run, data_files, class_names)
+    samples = write_sample_grid(run, stats, class_names)
     screening = screening_section(gate)
     content = render_card(run, lock, chosen, stats, quality, repo_id, screening)
     write_text_atomic(dataset_dir / README, content)

@@ -31,6 +31,7 @@ STATS_COLUMNS = ("label", "strategy", "prompt")
 # Another count made in the same pass (the card's Screening section): the columns it needs, and what it does
 # with one row group of (config, file relative to dataset/) holding them.
 RowGroupCount = tuple[Sequence[str], Callable[[str, str, pa.Table], None]]
+RowAt = tuple[str, int, int]  # (file relative to dataset/, row group, row)
 
 
 @dataclass
@@ -45,6 +46,9 @@ class ConfigStats:
     strategies: Counter = field(default_factory=Counter)  # strategy -> images
     prompt_examples: dict[str, list[str]] = field(default_factory=dict)  # strategy -> prompts
     file_rows: dict[str, int] = field(default_factory=dict)  # file (relative to dataset/) -> rows
+    # split -> label -> where its first image is, in file order, classes in the order met: the sample grid
+    # reads those rows' images only, instead of a second pass over the labels
+    first_rows: dict[str, dict[int, RowAt]] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -99,6 +103,7 @@ def _add_file(
         for group in range(parquet.num_row_groups):
             table = parquet.read_row_group(group, columns=columns)
             _add_rows(stats, table, seen)
+            _note_first_rows(stats.first_rows[split], relative, group, table)
             if count_also:
                 count_also[1](stats.config, relative, table)
     rows = parquet.metadata.num_rows
@@ -106,6 +111,14 @@ def _add_file(
     stats.bytes += objects.size(run, path) or 0
     stats.split_rows[split] = stats.split_rows.get(split, 0) + rows
     stats.file_rows[relative] = rows
+
+
+def _note_first_rows(firsts: dict[int, RowAt], relative: str, group: int, table: pa.Table) -> None:
+    if "label" not in table.column_names:
+        return
+    for row, label in enumerate(table.column("label").to_pylist()):
+        if label is not None and label not in firsts:
+            firsts[label] = (relative, group, row)
 
 
 def _add_rows(stats: ConfigStats, group: pa.Table, seen_examples: set[tuple[str, int]]) -> None:
@@ -136,6 +149,7 @@ def collect_stats(
     for config, splits in data_files.items():
         stats, seen = ConfigStats(config), set[Any]()
         for split, files in splits.items():
+            stats.first_rows[split] = {}
             for path in objects.read_ahead(run, [run.dataset_dir / relative for relative in files]):
                 _add_file(stats, run, path, split, seen, also)
         result.append(stats)
