@@ -27,7 +27,7 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from synthset.fsutil import TEMP_PREFIX
+from synthset.fsutil import TEMP_PREFIX, temp_path_for
 from synthset.run.paths import CACHE_DIR, DATASET_DIR, LOCK_FILE, README_FILE, SHARDS_DIR, RunDir, is_data_file
 from synthset.run.store import StoredObject
 
@@ -184,12 +184,13 @@ def _records_from_manifest(
     thousands of records in one request, not one each. Only where the stage pulls the manifest anyway (it is
     `wanted` and changed) or scratch has a copy: generate's pull never fetches it.
     """
+    assert run.store is not None
     manifest = run.rel(run.manifest_file)
     wanted_records = {listing[rel].etag.strip('"'): rel for rel in stale if _is_record(rel)}
     if manifest not in listing or not wanted_records or not (manifest in stale or run.manifest_file.is_file()):
         return stale
     if manifest in stale:
-        run.store.download(manifest, run.manifest_file)  # type: ignore[union-attr]  # pull checked run.store
+        run.store.download(manifest, run.manifest_file)
         changes[manifest] = _entry(run.manifest_file, listing[manifest].etag)
     found = set()
     with open(run.manifest_file, "rb") as lines:
@@ -205,12 +206,16 @@ def _records_from_manifest(
 
 def _place(path: Path, data: bytes) -> None:
     """Write a file the store holds into scratch through a temp file, as `RunStore.download` does: a killed
-    pull leaves no half file under its name. No fsync: scratch is a copy, which the next pull re-fetches
-    wherever its size or mtime is not the one the sync state noted."""
+    pull leaves no half file under its name, and its temp file is named by its owner (`temp_path_for`), so
+    `remove_dead_temp_files` clears it. No fsync (unlike `atomic_path`): scratch is a copy, which the next
+    pull re-fetches wherever its size or mtime is not the one the sync state noted."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".tmp-fetch-{os.getpid()}-{path.name}")
-    temp.write_bytes(data)
-    os.replace(temp, path)
+    temp = temp_path_for(path)
+    try:
+        temp.write_bytes(data)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def _local_files(run: RunDir) -> dict[str, Path]:
