@@ -102,8 +102,8 @@ def _add_file(
         columns += [c for c in count_also[0] if c not in columns] if count_also else []
         for group in range(parquet.num_row_groups):
             table = parquet.read_row_group(group, columns=columns)
-            _add_rows(stats, table, seen)
-            _note_first_rows(stats.first_rows[split], relative, group, table)
+            labels = _add_rows(stats, table, seen)
+            _note_first_rows(stats.first_rows[split], relative, group, labels)
             if count_also:
                 count_also[1](stats.config, relative, table)
     rows = parquet.metadata.num_rows
@@ -113,15 +113,14 @@ def _add_file(
     stats.file_rows[relative] = rows
 
 
-def _note_first_rows(firsts: dict[int, RowAt], relative: str, group: int, table: pa.Table) -> None:
-    if "label" not in table.column_names:
-        return
-    for row, label in enumerate(table.column("label").to_pylist()):
+def _note_first_rows(firsts: dict[int, RowAt], relative: str, group: int, labels: list[int | None]) -> None:
+    for row, label in enumerate(labels):
         if label is not None and label not in firsts:
             firsts[label] = (relative, group, row)
 
 
-def _add_rows(stats: ConfigStats, group: pa.Table, seen_examples: set[tuple[str, int]]) -> None:
+def _add_rows(stats: ConfigStats, group: pa.Table, seen_examples: set[tuple[str, int]]) -> list[int | None]:
+    """Count one row group; -> its labels (None for each row of a file without them), for `_note_first_rows`."""
     table = group.select([c for c in STATS_COLUMNS if c in group.column_names]).to_pydict()
     labels = table.get("label") or [None] * group.num_rows
     strategies = table.get("strategy") or ["unknown"] * len(labels)
@@ -134,6 +133,7 @@ def _add_rows(stats: ConfigStats, group: pa.Table, seen_examples: set[tuple[str,
         if prompt and len(examples) < PROMPT_EXAMPLES and (strategy, label) not in seen_examples:
             seen_examples.add((strategy, label))
             examples.append(prompt)
+    return labels
 
 
 def collect_stats(
