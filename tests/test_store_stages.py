@@ -342,3 +342,31 @@ def test_push_of_an_s3_run_fetches_a_few_files_at_a_time_and_publishes_what_a_lo
         differing = {path for path in local_files if local_files[path] != store_files[path]}
         assert differing == {"README.md", "manifest.jsonl"}  # they name the repo; every other file is equal
         assert watched_push(env, tmp_path / "scratch-again", url, "org/store-run")["already"]
+
+
+def test_what_a_killed_fetch_or_pull_leaves_is_cleared_once_its_process_is_gone(tmp_path):
+    """A fetch (`RunStore.download`) and a record written from the manifest (`mirror._place`) go through temp
+    files named by their owner: a worker's start-up clean-up (`remove_dead_temp_files`) removes those of a dead
+    process of this host, and leaves a live one's."""
+    import subprocess
+    import sys
+
+    from synthset.fsutil import remove_dead_temp_files
+    from synthset.run.store import _fetch_temp
+
+    dest = tmp_path / "train-b0-00000.json"
+    leave_temps = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from synthset.fsutil import temp_path_for\n"
+        "from synthset.run.store import _fetch_temp\n"
+        "dest = Path(sys.argv[1])\n"
+        "_fetch_temp(dest).touch()\n"
+        "temp_path_for(dest).touch()\n"
+    )
+    subprocess.run([sys.executable, "-c", leave_temps, str(dest)], check=True)  # then its process is gone
+    assert len(list(tmp_path.iterdir())) == 2
+    live = _fetch_temp(dest)
+    live.touch()
+    assert remove_dead_temp_files(tmp_path) == 2
+    assert list(tmp_path.iterdir()) == [live]

@@ -29,6 +29,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from synthset.errors import StoreError, SynthsetError, first_line
+from synthset.fsutil import TEMP_PREFIX, owner_token
 
 SUPPORTED_PROTOCOLS = ("s3",)
 READ_BLOCK = 64 * 1024  # the least a range read fetches: a small Parquet footer and its neighbours at once
@@ -197,7 +198,7 @@ class RunStore:
     def download(self, rel: str, dest: Path) -> None:
         """Fetch `rel` into `dest` through a temp file, so a killed fetch leaves no half file under its name."""
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".tmp-fetch-{uuid.uuid4().hex[:8]}-{dest.name}")
+        tmp = _fetch_temp(dest)
         try:
             self._guarded(lambda: self.fs.get_file(f"{self.bucket}/{self.key(rel)}", str(tmp)), f"get {rel}")
             os.replace(tmp, dest)
@@ -209,7 +210,7 @@ class RunStore:
         records in seconds, not one round trip each), each through a temp file like `download`."""
         if not pairs:
             return
-        temps = [dest.with_name(f".tmp-fetch-{uuid.uuid4().hex[:8]}-{dest.name}") for _, dest in pairs]
+        temps = [_fetch_temp(dest) for _, dest in pairs]
         for _, dest in pairs:
             dest.parent.mkdir(parents=True, exist_ok=True)
         remote = [f"{self.bucket}/{self.key(rel)}" for rel, _ in pairs]
@@ -264,6 +265,13 @@ class RunStore:
             kwargs["IfMatch"] = if_etag
         with contextlib.suppress(FileNotFoundError, PreconditionFailed):  # gone, or replaced: not ours to delete
             self._call("delete_object", rel, **kwargs)
+
+
+def _fetch_temp(dest: Path) -> Path:
+    """A fetch's temp file beside `dest`: named by its owner as `temp_path_for` names one (so
+    `remove_dead_temp_files` clears what a killed fetch left), and unique per fetch (threads of one process
+    may fetch the same file)."""
+    return dest.with_name(f"{TEMP_PREFIX}{owner_token()}-fetch-{uuid.uuid4().hex[:8]}-{dest.name}")
 
 
 def _read_body(fs, body) -> bytes:
